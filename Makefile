@@ -1,0 +1,11 @@
+# The two commands of the README; both do their own set-up.
+.PHONY: demo test bench
+demo:
+	scripts/setup.sh python
+	.venv/bin/blockmirror demo
+
+test:
+	scripts/test.sh
+
+bench:
+	cargo bench -p blockmirror-core

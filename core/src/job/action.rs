@@ -1,0 +1,145 @@
+//! Actions: what the job asks its driver to do. Data never enters the core: an action names
+//! an operation id and a byte range, and the driver owns the bytes.
+
+use std::fmt;
+
+/// Identifies one operation from the action that starts it to its completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpId(pub u64);
+
+impl fmt::Display for OpId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "op{}", self.0)
+    }
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ActionKind {
+    /// Read `[offset, offset+length)` of the source into a buffer kept for this op.
+    Read,
+    /// Write what this op's read returned to the target at the same range.
+    Write,
+    /// Write zeroes to the target range (the read returned all zeroes).
+    WriteZeroes,
+    /// Discard the target range (the read returned zeroes and a discard reads as zeroes).
+    Discard,
+    /// Write-blocking mode: write the guest's data for this range to the target, then
+    /// complete; the guest's write is acknowledged after that.
+    GuestWrite,
+    /// Flush the target.
+    Flush,
+    /// Hold new guest writes; complete once writes already started have finished.
+    Quiesce,
+    /// Let guest writes flow again.
+    Unquiesce,
+    /// Switch the guest over to the target.
+    Pivot,
+}
+
+impl ActionKind {
+    /// The shared lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Read => "read",
+            ActionKind::Write => "write",
+            ActionKind::WriteZeroes => "write_zeroes",
+            ActionKind::Discard => "discard",
+            ActionKind::GuestWrite => "guest_write",
+            ActionKind::Flush => "flush",
+            ActionKind::Quiesce => "quiesce",
+            ActionKind::Unquiesce => "unquiesce",
+            ActionKind::Pivot => "pivot",
+        }
+    }
+}
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One thing for the driver to do. Every action must be completed with
+/// `MirrorJob::handle_completion(action.op, ..)`, exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Action {
+    /// What to do.
+    pub kind: ActionKind,
+    /// The operation this action belongs to (a read and its write share one op id).
+    pub op: OpId,
+    /// First byte (0 for flush, quiesce, unquiesce and pivot).
+    pub offset: u64,
+    /// Bytes (0 for flush, quiesce, unquiesce and pivot).
+    pub length: u64,
+}
+
+/// Why an I/O operation failed, as far as the policies care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IoErrorKind {
+    /// No space left on the device (ENOSPC): `enospc` stops on this.
+    NoSpace,
+    /// A generic I/O error (EIO).
+    Io,
+    /// The device is read-only (EROFS, EBADF).
+    ReadOnly,
+    /// Any other errno.
+    Other(i32),
+}
+
+impl IoErrorKind {
+    /// The Linux errno for this kind.
+    pub fn errno(self) -> i32 {
+        match self {
+            IoErrorKind::NoSpace => 28,
+            IoErrorKind::Io => 5,
+            IoErrorKind::ReadOnly => 30,
+            IoErrorKind::Other(e) => e,
+        }
+    }
+
+    /// The kind for a Linux errno.
+    pub fn from_errno(errno: i32) -> Self {
+        match errno {
+            28 => IoErrorKind::NoSpace,
+            5 => IoErrorKind::Io,
+            30 | 9 => IoErrorKind::ReadOnly,
+            e => IoErrorKind::Other(e),
+        }
+    }
+
+    /// The shared name: `nospace`, `io`, `readonly`, or the errno in decimal.
+    pub fn name(self) -> String {
+        match self {
+            IoErrorKind::NoSpace => "nospace".into(),
+            IoErrorKind::Io => "io".into(),
+            IoErrorKind::ReadOnly => "readonly".into(),
+            IoErrorKind::Other(e) => e.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for IoErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IoErrorKind::NoSpace => f.write_str("No space left on device"),
+            IoErrorKind::Io => f.write_str("Input/output error"),
+            IoErrorKind::ReadOnly => f.write_str("Read-only file system"),
+            IoErrorKind::Other(e) => write!(f, "errno {e}"),
+        }
+    }
+}
+
+/// How an operation ended, reported by the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OpResult {
+    /// It succeeded.
+    Ok,
+    /// A read succeeded and every byte was zero (the job then asks for write_zeroes/discard).
+    OkZeroes,
+    /// It failed.
+    Failed(IoErrorKind),
+}

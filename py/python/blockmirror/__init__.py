@@ -1,0 +1,17 @@
+"""blockmirror: live block-device mirroring you can script, study and watch."""
+
+from blockmirror._native import (
+    BlockMirrorError,
+    InvalidArgument,
+    IoError,
+    JobStateError,
+    __version__,
+)
+
+__all__ = [
+    "BlockMirrorError",
+    "InvalidArgument",
+    "IoError",
+    "JobStateError",
+    "__version__",
+]

@@ -1,0 +1,5 @@
+"""`python -m blockmirror` is the `blockmirror` command."""
+
+from blockmirror.cli import main
+
+raise SystemExit(main())

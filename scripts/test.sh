@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every test: Rust (core, wasm host tests), core built for wasm32, the wasm page in a real
+# headless browser, Python (pytest, stubtest) and the notebooks. Does its own set-up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_INCREMENTAL=0 PATH="$HOME/.cargo/bin:$PATH"
+log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
+
+scripts/setup.sh all
+
+log "cargo test (core and wasm host tests)"
+cargo test --workspace --exclude blockmirror-py
+
+log "core builds for wasm32"
+cargo build -p blockmirror-core --target wasm32-unknown-unknown
+
+if [ -x scripts/build-wasm.sh ]; then
+    log "wasm page build"
+    scripts/build-wasm.sh
+fi
+
+log "type stubs match the extension (mypy.stubtest)"
+.venv/bin/python -m mypy.stubtest blockmirror._native --ignore-missing-stub
+
+log "pytest"
+.venv/bin/python -m pytest -q tests
