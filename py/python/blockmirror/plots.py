@@ -1,0 +1,319 @@
+"""Pictures of mirror jobs, for notebooks and scripts.
+
+matplotlib and numpy are optional (``pip install blockmirror[notebooks]``): they are imported
+inside the functions that need them, so ``import blockmirror.plots`` always works.
+
+Two kinds of helpers:
+
+* :func:`trace_simulation` steps a :class:`blockmirror.Simulation` in equal slices of virtual
+  time and records what a user would watch: status, progress, dirty bytes, events, and the
+  state of every chunk (a picture of the dirty bitmap over time). It needs numpy only.
+* ``plot_*`` functions draw a :class:`Trace` or a list of :func:`blockmirror.sweep` result
+  rows onto a matplotlib ``Axes`` (a new figure when ``ax`` is None) and return the Axes.
+
+Every axis is labelled with its unit: bytes are shown in MiB, times in seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import numpy as np
+    from matplotlib.axes import Axes
+
+__all__ = [
+    "CHUNK_STATE_NAMES",
+    "Trace",
+    "chunk_dirty_mask",
+    "format_bytes",
+    "trace_simulation",
+    "plot_progress",
+    "plot_chunk_states",
+    "plot_status_timeline",
+    "plot_sweep",
+    "plot_granularity_tradeoff",
+]
+
+MIB = 1 << 20
+NS_PER_S = 1_000_000_000
+
+#: Chunk states in :attr:`Trace.chunk_states`, by value. A chunk is "in sync" from the moment
+#: its copy is issued (the dirty bit is cleared when the read is issued). "Re-dirtied" means
+#: dirty again after an earlier frame saw it in sync (changes between frames are not seen).
+CHUNK_STATE_NAMES = ("not yet copied", "in sync", "re-dirtied")
+_CHUNK_STATE_COLOURS = ("#b0b0b0", "#2ca02c", "#ff7f0e")
+
+#: Colours of the job statuses in status timelines.
+_STATUS_COLOURS = {
+    "created": "#dddddd",
+    "running": "#1f77b4",
+    "paused": "#d62728",
+    "ready": "#2ca02c",
+    "standby": "#9467bd",
+    "waiting": "#8c564b",
+    "pending": "#e377c2",
+    "aborting": "#7f7f7f",
+    "concluded": "#17becf",
+    "null": "#ffffff",
+}
+
+
+@dataclass
+class Trace:
+    """What a simulation looked like, sampled at equal steps of virtual time."""
+
+    #: Chunk size in bytes.
+    granularity: int
+    #: Disk length in bytes.
+    length: int
+    #: Sample times in seconds of virtual time.
+    times_s: list[float] = field(default_factory=list)
+    #: Job status at each sample.
+    statuses: list[str] = field(default_factory=list)
+    #: Progress ``current`` (bytes copied) at each sample.
+    current_bytes: list[int] = field(default_factory=list)
+    #: Progress ``total`` at each sample.
+    total_bytes: list[int] = field(default_factory=list)
+    #: Bytes covered by dirty chunks at each sample.
+    dirty_bytes: list[int] = field(default_factory=list)
+    #: ``(time_s, event)`` for every event, stamped with the sample that first saw it.
+    events: list[tuple[float, Any]] = field(default_factory=list)
+    #: One row of chunk states (values index :data:`CHUNK_STATE_NAMES`) per sample.
+    chunk_state_rows: list[Any] = field(default_factory=list)
+
+    @property
+    def chunk_states(self) -> np.ndarray:
+        """A ``samples x chunks`` uint8 array of chunk states."""
+        import numpy as np
+
+        return np.vstack(self.chunk_state_rows)
+
+    def first_time_s(self, status: str) -> float | None:
+        """The first sample time at which the job had ``status``, or None."""
+        for t, s in zip(self.times_s, self.statuses):
+            if s == status:
+                return t
+        return None
+
+
+def chunk_dirty_mask(bitmap: Any) -> np.ndarray:
+    """A bool array with one entry per granule of ``bitmap``: True where it is dirty.
+
+    Built from ``bitmap.serialize`` (little-endian 64-bit words of granule bits), so it costs
+    one call across the binding however large the bitmap is.
+    """
+    import numpy as np
+
+    size = int(bitmap.size)
+    granule = 1 << int(bitmap.granularity)
+    chunks = -(-size // granule)
+    raw = np.frombuffer(bitmap.serialize(0, size), dtype=np.uint8)
+    return np.unpackbits(raw, bitorder="little")[:chunks].astype(bool)
+
+
+def trace_simulation(
+    sim: Any,
+    *,
+    duration_ns: int,
+    samples: int = 100,
+    stop_when: Callable[[Any], bool] | None = None,
+    on_sample: Callable[[Any, float], None] | None = None,
+) -> Trace:
+    """Run ``sim`` for ``duration_ns`` of virtual time, sampling ``samples`` times.
+
+    Each step calls ``sim.run_until(t)`` with an absolute time ``t``. ``stop_when(sim)``
+    ends the trace early (for example once the job has concluded); ``on_sample(sim, t_s)``
+    lets the caller act at a sample (pause, complete, raise the speed...). Events are stamped
+    with the time of the sample that first saw them, so their resolution is one step.
+    """
+    import numpy as np
+
+    if samples < 1 or duration_ns <= 0:
+        raise ValueError("samples must be >= 1 and duration_ns > 0")
+    job = sim.job
+    first = job.bitmap
+    granule = 1 << int(first.granularity)
+    trace = Trace(granularity=granule, length=int(first.size))
+    seen_clean = np.zeros(-(-trace.length // granule), dtype=bool)
+    start_ns = int(sim.now_ns)
+    seen_events = 0
+    for i in range(samples + 1):
+        t_ns = start_ns + duration_ns * i // samples
+        if i > 0:
+            sim.run_until(t_ns)
+        t_s = t_ns / NS_PER_S
+        dirty = chunk_dirty_mask(job.bitmap)
+        state = np.where(dirty, np.where(seen_clean, 2, 0), 1).astype(np.uint8)
+        seen_clean |= ~dirty
+        current, total = job.progress
+        trace.times_s.append(t_s)
+        trace.statuses.append(job.status)
+        trace.current_bytes.append(int(current))
+        trace.total_bytes.append(int(total))
+        trace.dirty_bytes.append(int(job.bitmap.count()))
+        trace.chunk_state_rows.append(state)
+        events = sim.events
+        trace.events.extend((t_s, e) for e in events[seen_events:])
+        seen_events = len(events)
+        if on_sample is not None:
+            on_sample(sim, t_s)
+        if stop_when is not None and stop_when(sim):
+            break
+    return trace
+
+
+def format_bytes(n: float) -> str:
+    """``65536`` -> ``"64 KiB"``: binary units, at most one decimal."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if float(n).is_integer() else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable: the loop returns at TiB")
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float] = (7.0, 3.5)) -> Axes:
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    _, new_ax = plt.subplots(figsize=figsize, layout="constrained")
+    return new_ax
+
+
+def plot_progress(trace: Trace, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """Bytes copied, progress total and dirty bytes over time, with READY marked."""
+    ax = _axes(ax)
+    mib = lambda values: [v / MIB for v in values]  # noqa: E731
+    ax.plot(trace.times_s, mib(trace.current_bytes), label="copied (progress current)")
+    ax.plot(trace.times_s, mib(trace.total_bytes), "--", label="progress total")
+    ax.plot(trace.times_s, mib(trace.dirty_bytes), label="dirty")
+    ready_s = trace.first_time_s("ready")
+    if ready_s is not None:
+        ax.axvline(ready_s, color="#2ca02c", linestyle=":", label=f"READY at {ready_s:.2f} s")
+    ax.set_xlabel("virtual time (s)")
+    ax.set_ylabel("MiB")
+    ax.set_title(title or "Progress and dirty bytes")
+    ax.legend(loc="best", fontsize="small")
+    return ax
+
+
+def plot_chunk_states(trace: Trace, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """An image of every chunk's state (x: disk offset, y: time going down)."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    ax = _axes(ax, figsize=(7.0, 4.0))
+    times = trace.times_s
+    # Row i is the sample at times[i]: centre each row on its time.
+    half_step = (times[-1] - times[0]) / (2 * (len(times) - 1)) if len(times) > 1 else 0.5
+    ax.imshow(
+        trace.chunk_states,
+        aspect="auto",
+        interpolation="nearest",
+        cmap=ListedColormap(_CHUNK_STATE_COLOURS),
+        vmin=0,
+        vmax=len(CHUNK_STATE_NAMES) - 1,
+        extent=(0, trace.length / MIB, times[-1] + half_step, times[0] - half_step),
+    )
+    ax.set_xlabel("disk offset (MiB)")
+    ax.set_ylabel("virtual time (s)")
+    ax.set_title(title or f"Chunk states ({format_bytes(trace.granularity)} chunks)")
+    ax.legend(
+        handles=[Patch(color=c, label=n) for c, n in zip(_CHUNK_STATE_COLOURS, CHUNK_STATE_NAMES)],
+        loc="lower right",
+        fontsize="small",
+    )
+    return ax
+
+
+def plot_status_timeline(trace: Trace, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """Job status as coloured bands over time, with each non-status event marked above."""
+    ax = _axes(ax, figsize=(7.0, 2.2))
+    times = trace.times_s
+    start = 0
+    for i in range(1, len(times) + 1):
+        if i == len(times) or trace.statuses[i] != trace.statuses[start]:
+            status = trace.statuses[start]
+            end_t = times[i] if i < len(times) else times[-1]
+            ax.axvspan(times[start], end_t, ymax=0.5, color=_STATUS_COLOURS.get(status, "#000"))
+            ax.text((times[start] + end_t) / 2, 0.25, status, ha="center", va="center",
+                    fontsize="small", transform=ax.get_xaxis_transform())
+            start = i
+    marked = [(t, e) for t, e in trace.events if e.type != "JOB_STATUS_CHANGE"]
+    for t, e in marked:
+        ax.axvline(t, ymin=0.5, ymax=0.95, color="k", linewidth=0.8)
+    labelled: set[str] = set()
+    for t, e in marked:
+        if e.type not in labelled:
+            labelled.add(e.type)
+            ax.text(t, 0.97, e.type.removeprefix("BLOCK_JOB_"), rotation=0, fontsize="x-small",
+                    va="top", ha="left", transform=ax.get_xaxis_transform())
+    ax.set_yticks([])
+    ax.set_xlim(times[0], times[-1])
+    ax.set_xlabel("virtual time (s)")
+    ax.set_title(title or "Status (bands) and events (ticks)")
+    return ax
+
+
+def plot_sweep(
+    rows: Sequence[dict[str, Any]],
+    *,
+    x: str,
+    y: str,
+    group_by: Iterable[str],
+    ax: Axes | None = None,
+    x_label: str,
+    y_label: str,
+    y_scale: Callable[[float], float] = lambda v: v,
+    title: str | None = None,
+) -> Axes:
+    """One line per combination of ``group_by`` keys: ``y`` against ``x``.
+
+    Rows whose ``y`` is None (the run never reached its goal within its time limit) are drawn
+    as crosses along the top edge, so "did not converge" stays visible instead of vanishing.
+    """
+    ax = _axes(ax)
+    keys = tuple(group_by)
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    for group, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        members = sorted(members, key=lambda r: r[x])
+        label = ", ".join(str(v) for v in group)
+        done = [(r[x], y_scale(r[y])) for r in members if r[y] is not None]
+        line = ax.plot([p[0] for p in done], [p[1] for p in done], marker="o", markersize=3,
+                       label=label)[0]
+        missed = [r[x] for r in members if r[y] is None]
+        if missed:
+            ax.plot(missed, [1.0] * len(missed), "x", color=line.get_color(),
+                    transform=ax.get_xaxis_transform(), clip_on=False)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="best", fontsize="small", title="x on top: not ready in time")
+    return ax
+
+
+def plot_granularity_tradeoff(
+    granularities: Sequence[int],
+    recopied_bytes: Sequence[float],
+    bitmap_bytes: Sequence[float],
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Re-copied MiB (left axis) and bitmap memory KiB (right axis) against chunk size."""
+    ax = _axes(ax)
+    kib = [g / 1024 for g in granularities]
+    ax.plot(kib, [b / MIB for b in recopied_bytes], "o-", color="#d62728")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("granularity (KiB per chunk, log scale)")
+    ax.set_ylabel("bytes re-copied (MiB)", color="#d62728")
+    right = ax.twinx()
+    right.plot(kib, [b / 1024 for b in bitmap_bytes], "s--", color="#1f77b4")
+    right.set_yscale("log")
+    right.set_ylabel("dirty bitmap memory (KiB, log scale)", color="#1f77b4")
+    ax.set_title(title or "Re-copy cost against bitmap memory")
+    return ax

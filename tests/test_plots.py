@@ -1,0 +1,178 @@
+"""blockmirror.plots: lazy imports, the simulation tracer and the figures.
+
+The tracer is checked against a small scripted stand-in for a Simulation (the tracer only
+uses ``now_ns``, ``run_until``, ``events`` and ``job.{status, progress, bitmap}``), so the
+chunk-state classification is tested on states we choose.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import matplotlib  # the [notebooks] extra, which scripts/test.sh installs
+import pytest
+
+from blockmirror import plots
+
+matplotlib.use("Agg")
+
+
+class FakeBitmap:
+    """The read-only part of HBitmap the tracer uses: size, granularity, serialize, count."""
+
+    def __init__(self, size: int, granularity_log2: int, dirty: set[int]) -> None:
+        self.size = size
+        self.granularity = granularity_log2
+        self.dirty = dirty
+
+    def serialize(self, start: int, count: int) -> bytes:
+        assert (start, count) == (0, self.size)
+        chunks = -(-self.size // (1 << self.granularity))
+        words = [0] * -(-chunks // 64)
+        for c in self.dirty:
+            words[c // 64] |= 1 << (c % 64)
+        return b"".join(w.to_bytes(8, "little") for w in words)
+
+    def count(self) -> int:
+        return len(self.dirty) << self.granularity
+
+
+@dataclass
+class FakeEvent:
+    type: str
+
+
+class FakeJob:
+    def __init__(self, sim: "FakeSim") -> None:
+        self.sim = sim
+
+    @property
+    def status(self) -> str:
+        return self.sim.script[self.sim.step][1]
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        return (self.sim.step * 10, 100)
+
+    @property
+    def bitmap(self) -> FakeBitmap:
+        return FakeBitmap(self.sim.length, 4, self.sim.script[self.sim.step][0])
+
+
+class FakeSim:
+    """Steps through a script of (dirty chunks, status, new events), one entry per sample."""
+
+    def __init__(self, length: int, script: list[tuple[set[int], str, list[str]]]) -> None:
+        self.length = length
+        self.script = script
+        self.step = 0
+        self.now_ns = 0
+        self.events: list[FakeEvent] = [FakeEvent(t) for t in script[0][2]]
+        self.job = FakeJob(self)
+
+    def run_until(self, t_ns: int) -> None:
+        assert t_ns > self.now_ns
+        self.now_ns = t_ns
+        self.step += 1
+        self.events.extend(FakeEvent(t) for t in self.script[self.step][2])
+
+
+SCRIPT = [
+    ({0, 1, 2, 3}, "running", ["JOB_STATUS_CHANGE"]),
+    ({2, 3}, "running", []),
+    ({0, 3}, "running", ["BLOCK_JOB_ERROR"]),  # chunk 0 re-dirtied, chunk 3 never copied
+    (set(), "ready", ["JOB_STATUS_CHANGE", "BLOCK_JOB_READY"]),
+    ({1}, "ready", []),
+]
+
+
+def traced() -> plots.Trace:
+    sim = FakeSim(length=4 * 16, script=SCRIPT)
+    return plots.trace_simulation(sim, duration_ns=4_000_000_000, samples=4)
+
+
+def test_importing_plots_does_not_import_matplotlib() -> None:
+    code = "import sys, blockmirror.plots; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_chunk_dirty_mask_reads_serialized_bits() -> None:
+    mask = plots.chunk_dirty_mask(FakeBitmap(size=100 * 512, granularity_log2=9, dirty={0, 63, 64, 99}))
+    assert mask.shape == (100,)
+    assert sorted(int(i) for i in mask.nonzero()[0]) == [0, 63, 64, 99]
+
+
+def test_trace_samples_statuses_progress_and_times() -> None:
+    trace = traced()
+    assert trace.times_s == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert trace.statuses == ["running", "running", "running", "ready", "ready"]
+    assert trace.current_bytes == [0, 10, 20, 30, 40]
+    assert trace.dirty_bytes == [64, 32, 32, 0, 16]
+    assert trace.first_time_s("ready") == 3.0
+    assert trace.first_time_s("concluded") is None
+
+
+def test_trace_classifies_chunks_and_stamps_events() -> None:
+    trace = traced()
+    states = trace.chunk_states.tolist()
+    # 0 not yet copied, 1 in sync, 2 dirty again after having been seen in sync.
+    assert states == [
+        [0, 0, 0, 0],
+        [1, 1, 0, 0],
+        [2, 1, 1, 0],
+        [1, 1, 1, 1],
+        [1, 2, 1, 1],
+    ]
+    assert [(t, e.type) for t, e in trace.events] == [
+        (0.0, "JOB_STATUS_CHANGE"),
+        (2.0, "BLOCK_JOB_ERROR"),
+        (3.0, "JOB_STATUS_CHANGE"),
+        (3.0, "BLOCK_JOB_READY"),
+    ]
+
+
+def test_trace_stops_early_and_calls_back() -> None:
+    sim = FakeSim(length=64, script=SCRIPT)
+    seen: list[float] = []
+    trace = plots.trace_simulation(
+        sim, duration_ns=4_000_000_000, samples=4,
+        on_sample=lambda s, t: seen.append(t), stop_when=lambda s: s.job.status == "ready",
+    )
+    assert trace.times_s == seen == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_trace_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        plots.trace_simulation(FakeSim(64, SCRIPT), duration_ns=0)
+    with pytest.raises(ValueError):
+        plots.trace_simulation(FakeSim(64, SCRIPT), duration_ns=10, samples=0)
+
+
+def test_figures_have_labelled_axes() -> None:
+    import matplotlib.pyplot as plt
+
+    trace = traced()
+    ax = plots.plot_progress(trace)
+    assert ax.get_xlabel() == "virtual time (s)" and ax.get_ylabel() == "MiB"
+    assert any("READY at 3.00 s" in t.get_text() for t in ax.get_legend().get_texts())
+    ax = plots.plot_chunk_states(trace)
+    assert ax.get_xlabel() == "disk offset (MiB)" and ax.get_images()[0].get_array().shape == (5, 4)
+    ax = plots.plot_status_timeline(trace)
+    assert {t.get_text() for t in ax.texts} >= {"running", "ready", "READY", "ERROR"}
+    rows = [
+        dict(mode="a", x=1, y=2.0), dict(mode="a", x=2, y=None), dict(mode="b", x=1, y=1.0),
+    ]
+    ax = plots.plot_sweep(rows, x="x", y="y", group_by=["mode"], x_label="X (s)", y_label="Y (s)")
+    assert ax.get_xlabel() == "X (s)" and len(ax.get_lines()) == 3  # a, a's misses, b
+    ax = plots.plot_granularity_tradeoff([4096, 8192], [1 << 20, 2 << 20], [512, 256])
+    assert "granularity" in ax.get_xlabel() and "MiB" in ax.get_ylabel()
+    plt.close("all")
+
+
+def test_format_bytes() -> None:
+    assert [plots.format_bytes(n) for n in (16, 4096, 65536, 1536 << 10, 1 << 40, 1 << 52)] == [
+        "16 B", "4 KiB", "64 KiB", "1.5 MiB", "1 TiB", "4096 TiB",
+    ]
