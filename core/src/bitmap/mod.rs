@@ -1,217 +1,172 @@
-//! The dirty bitmap.
+//! The hierarchical dirty bitmap, [`HBitmap`].
 //!
-//! PLACEHOLDER (flat, one level): this file fixes the public API that the job and the
-//! faces program against. It is being replaced by the hierarchical implementation.
+//! # Theory of operation
+//!
+//! The bitmap covers `size` items (bytes, for a disk). Items are grouped in *granules* of
+//! `2^granularity` items and the bitmap stores one bit per granule: a granule is *dirty*
+//! (set) or *clean*. Every range operation first maps items to granules —
+//! `first = start >> granularity`, `last = (start + count - 1) >> granularity` — so `set`
+//! rounds outward, and a search or an iteration reports the first item of a granule (or
+//! `start` itself when `start` lies inside a matching granule).
+//!
+//! **Levels.** The granule bits live in `u64` words, the *bottom level*. Above it sit two
+//! hierarchies of summary levels, each with one bit per word of the level below, until a
+//! level fits in one word (so `ceil(log64(granules))` levels: 4 for 2^24 granules, 7 for
+//! 2^41):
+//!
+//! - the *dirty* summaries: bit `j` of level `k + 1` is set **iff** word `j` of level `k`
+//!   is non-zero. They let a search for a dirty granule skip 64, 4096, 262144... clean
+//!   granules with one word read per level.
+//! - the *full* summaries: bit `j` is set **iff** word `j` of the level below is all ones.
+//!   They do the same for clean granules, so `next_zero` on a nearly full bitmap is as
+//!   fast as `next_dirty` on a nearly empty one (QEMU's `next_zero` scans linearly).
+//!
+//! Those two "iff"s are the whole invariant; bits past the last granule (padding) are
+//! always clear. The number of dirty granules is kept beside the levels and updated with a
+//! popcount of exactly the bits that changed, so `count` is O(1).
+//!
+//! **Costs** (n granules, m granules in the range, L levels, W = 64):
+//!
+//! | operation | cost |
+//! |---|---|
+//! | `new`, `reset_all` | O(n / W) |
+//! | `get`, `count`, `is_empty` | O(1) |
+//! | `set` / `reset` of one granule | O(1), plus O(L) when a word becomes empty, non-empty or full |
+//! | `set` / `reset` of m granules | O(m / W + L) |
+//! | `next_dirty`, `next_zero`, `status`, cursor step | O(L) |
+//! | iteration | O(1) per dirty granule in a non-empty word, O(L) to skip a clean stretch |
+//! | `serialize` / `deserialize_*` of a chunk of m granules | O(m / W + L) |
+//! | `deserialize_finish`, `merge` (same granularity), `truncate` | O(n / W) |
+//! | `merge` (different granularities) | O(dirty runs of the input × (L + run / W)) |
+//!
+//! **Granularity, worked.** 16 items at granularity 1 are 8 granules of 2 items. `set(0, 9)`
+//! touches items 0..=8, i.e. granules 0..=4 (granule 4 holds items 8 and 9), so item 9 reads
+//! dirty too, the count is 5 granules = 10 items, and the iteration yields the first item
+//! of each dirty granule:
+//!
+//! ```
+//! use blockmirror_core::bitmap::HBitmap;
+//!
+//! let mut bitmap = HBitmap::new(16, 1).unwrap();
+//! bitmap.set(0, 9).unwrap();
+//! assert!(bitmap.get(9) && !bitmap.get(10));
+//! assert_eq!(bitmap.count(), 10);
+//! assert_eq!(bitmap.iter_dirty(0).collect::<Vec<_>>(), [0, 2, 4, 6, 8]);
+//! // Searches return `start` itself when it lies in a matching granule.
+//! assert_eq!(bitmap.next_dirty(3, u64::MAX), Some(3));
+//! assert_eq!(bitmap.next_zero(3, u64::MAX), Some(10));
+//! assert_eq!(bitmap.next_dirty_area(5, 16, 100), Some(5..10));
+//! // reset needs whole granules: item 2 alone is half a granule.
+//! assert!(bitmap.reset(2, 1).is_err());
+//! bitmap.reset(2, 2).unwrap();
+//! assert_eq!(bitmap.iter_dirty(0).collect::<Vec<_>>(), [0, 4, 6, 8]);
+//! ```
+//!
+//! Iteration comes as a borrowing [`DirtyIter`] and as a position-only [`DirtyCursor`]
+//! whose behaviour under concurrent `set`/`reset` is documented in the [`iter`] module.
+//! Serialization is a little-endian stream of 64-bit words of granule bits, in chunks
+//! aligned to `64 << granularity` items (module [`serialize`]).
 
-use std::ops::Range;
+mod error;
+pub mod iter;
+mod levels;
+mod ops;
+mod resize;
+mod search;
+pub mod serialize;
+mod words;
 
-/// Errors from bitmap operations: bad arguments from the caller.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum BitmapError {
-    /// The granularity must be below 64.
-    #[error("granularity {0} is out of range (must be below 64)")]
-    Granularity(u32),
-    /// The bitmap would need more granules than supported.
-    #[error("size {size} at granularity {granularity} needs more than 2^{max_log} granules")]
-    TooLarge {
-        /// Requested size in items.
-        size: u64,
-        /// Requested granularity.
-        granularity: u32,
-        /// log2 of the largest supported granule count.
-        max_log: u32,
-    },
-    /// A range does not lie within `[0, size)`.
-    #[error("range {start}+{count} lies outside the bitmap of size {size}")]
-    OutOfRange {
-        /// First item of the range.
-        start: u64,
-        /// Items in the range.
-        count: u64,
-        /// Bitmap size in items.
-        size: u64,
-    },
-    /// `reset` needs a granule-aligned start and count (or a count that runs to the end).
-    #[error("reset of {start}+{count} is not aligned to the granule size {granule}")]
-    Unaligned {
-        /// First item of the range.
-        start: u64,
-        /// Items in the range.
-        count: u64,
-        /// Items per granule.
-        granule: u64,
-    },
-    /// Serialized data has the wrong length for the range.
-    #[error("serialized data is {got} bytes, expected {expected}")]
-    SerializedLength {
-        /// Bytes given.
-        got: u64,
-        /// Bytes expected.
-        expected: u64,
-    },
-    /// Two bitmaps must have the same size to be merged.
-    #[error("cannot merge a bitmap of size {other} into one of size {size}")]
-    SizeMismatch {
-        /// Size of the receiving bitmap.
-        size: u64,
-        /// Size of the other bitmap.
-        other: u64,
-    },
-    /// The granularity is too large for serialization (must be below 58).
-    #[error("granularity {0} is too large to serialize (must be below 58)")]
-    NotSerializable(u32),
-}
+#[cfg(test)]
+mod tests;
+
+pub use error::BitmapError;
+pub use iter::{DirtyCursor, DirtyIter};
+
+use levels::Levels;
 
 /// log2 of the largest number of granules a bitmap may hold.
 pub const MAX_LOG_GRANULES: u32 = 41;
 
-/// A dirty bitmap over `size` items, one bit per `2^granularity` items.
+/// A dirty bitmap over `size` items, one bit per `2^granularity` items. See the
+/// [module documentation](self) for how it works and what each operation costs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HBitmap {
+    /// Size in items, as given.
     size: u64,
+    /// log2 of the items per granule, below 64.
     granularity: u32,
-    granules: u64,
-    count: u64,
-    words: Vec<u64>,
+    /// The bottom level, its summaries and the dirty granule count.
+    levels: Levels,
 }
 
-impl HBitmap {
-    /// A clean bitmap of `size` items with one bit per `2^granularity` items.
-    pub fn new(size: u64, granularity: u32) -> Result<Self, BitmapError> {
-        if granularity >= 64 {
-            return Err(BitmapError::Granularity(granularity));
-        }
-        let granules = granules_for(size, granularity);
-        if granules > 1u64 << MAX_LOG_GRANULES {
-            return Err(BitmapError::TooLarge { size, granularity, max_log: MAX_LOG_GRANULES });
-        }
-        Ok(Self { size, granularity, granules, count: 0, words: vec![0; granules.div_ceil(64) as usize] })
-    }
-    /// Size in items.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-    /// log2 of the items per granule.
-    pub fn granularity(&self) -> u32 {
-        self.granularity
-    }
-    fn check(&self, start: u64, count: u64) -> Result<(), BitmapError> {
-        match start.checked_add(count) {
-            Some(end) if end <= self.size => Ok(()),
-            _ => Err(BitmapError::OutOfRange { start, count, size: self.size }),
-        }
-    }
-    fn bit(&self, g: u64) -> bool {
-        self.words[(g / 64) as usize] >> (g % 64) & 1 == 1
-    }
-    fn put(&mut self, g: u64, v: bool) {
-        let was = self.bit(g);
-        let w = &mut self.words[(g / 64) as usize];
-        if v {
-            *w |= 1 << (g % 64);
-        } else {
-            *w &= !(1 << (g % 64));
-        }
-        match (was, v) {
-            (false, true) => self.count += 1,
-            (true, false) => self.count -= 1,
-            _ => {}
-        }
-    }
-    /// Mark `[start, start+count)` dirty, rounded outward to whole granules.
-    pub fn set(&mut self, start: u64, count: u64) -> Result<(), BitmapError> {
-        self.check(start, count)?;
-        if count == 0 {
-            return Ok(());
-        }
-        for g in start >> self.granularity..=(start + count - 1) >> self.granularity {
-            self.put(g, true);
-        }
-        Ok(())
-    }
-    /// Mark `[start, start+count)` clean; needs granule alignment (or a run to the end).
-    pub fn reset(&mut self, start: u64, count: u64) -> Result<(), BitmapError> {
-        self.check(start, count)?;
-        let granule = 1u64 << self.granularity;
-        if start % granule != 0 || (count % granule != 0 && start + count != self.size) {
-            return Err(BitmapError::Unaligned { start, count, granule });
-        }
-        if count == 0 {
-            return Ok(());
-        }
-        for g in start >> self.granularity..=(start + count - 1) >> self.granularity {
-            self.put(g, false);
-        }
-        Ok(())
-    }
-    /// Mark everything clean.
-    pub fn reset_all(&mut self) {
-        self.words.iter_mut().for_each(|w| *w = 0);
-        self.count = 0;
-    }
-    /// Whether the granule holding `item` is dirty (items past the end read clean).
-    pub fn get(&self, item: u64) -> bool {
-        item < self.size && self.bit(item >> self.granularity)
-    }
-    /// Items covered by dirty granules (dirty granules << granularity).
-    pub fn count(&self) -> u64 {
-        self.count << self.granularity
-    }
-    /// Whether no granule is dirty.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-    fn find(&self, start: u64, count: u64, dirty: bool) -> Option<u64> {
-        if start >= self.size || count == 0 {
-            return None;
-        }
-        let end = start.saturating_add(count).min(self.size);
-        let mut g = start >> self.granularity;
-        let last = (end - 1) >> self.granularity;
-        while g <= last {
-            if self.bit(g) == dirty {
-                return Some((g << self.granularity).max(start));
-            }
-            g += 1;
-        }
-        None
-    }
-    /// First dirty item in `[start, start+count)` (`start` itself if its granule is dirty).
-    pub fn next_dirty(&self, start: u64, count: u64) -> Option<u64> {
-        self.find(start, count, true)
-    }
-    /// First clean item in `[start, start+count)` (`start` itself if its granule is clean).
-    pub fn next_zero(&self, start: u64, count: u64) -> Option<u64> {
-        self.find(start, count, false)
-    }
-    /// The first run of dirty items in `[start, end)`, at most `max_count` long.
-    pub fn next_dirty_area(&self, start: u64, end: u64, max_count: u64) -> Option<Range<u64>> {
-        let end = end.min(self.size);
-        if start >= end || max_count == 0 {
-            return None;
-        }
-        let first = self.next_dirty(start, end - start)?;
-        let limit = end.min(first.saturating_add(max_count));
-        let stop = self.next_zero(first, limit - first).unwrap_or(limit);
-        Some(first..stop)
-    }
-    /// Whether `start` is dirty, and how many items from `start` (at most `count`) share that state.
-    pub fn status(&self, start: u64, count: u64) -> Result<(bool, u64), BitmapError> {
-        self.check(start, count)?;
-        if count == 0 {
-            return Err(BitmapError::OutOfRange { start, count, size: self.size });
-        }
-        let dirty = self.get(start);
-        let other = if dirty { self.next_zero(start, count) } else { self.next_dirty(start, count) };
-        Ok((dirty, other.map_or(count, |o| o - start)))
-    }
-}
-
+/// Granules needed for `size` items at `granularity`: `ceil(size / 2^granularity)`.
 fn granules_for(size: u64, granularity: u32) -> u64 {
     if size == 0 {
         0
     } else {
         ((size - 1) >> granularity) + 1
+    }
+}
+
+impl HBitmap {
+    /// A clean bitmap of `size` items with one bit per `2^granularity` items. Errors:
+    /// granularity 64 or more, more than `2^MAX_LOG_GRANULES` granules, or (on 32-bit
+    /// targets) more words than memory can address.
+    pub fn new(size: u64, granularity: u32) -> Result<Self, BitmapError> {
+        if granularity >= 64 {
+            return Err(BitmapError::Granularity(granularity));
+        }
+        let levels = Self::levels_for(size, granularity)?;
+        Ok(Self {
+            size,
+            granularity,
+            levels,
+        })
+    }
+
+    /// Checks the granule count of `size` items and makes clean levels for it.
+    fn levels_for(size: u64, granularity: u32) -> Result<Levels, BitmapError> {
+        let too_large = BitmapError::TooLarge {
+            size,
+            granularity,
+            max_log: MAX_LOG_GRANULES,
+        };
+        let granules = granules_for(size, granularity);
+        if granules > 1u64 << MAX_LOG_GRANULES {
+            return Err(too_large);
+        }
+        Levels::new(granules).ok_or(too_large)
+    }
+
+    /// Size in items.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// log2 of the items per granule.
+    pub fn granularity(&self) -> u32 {
+        self.granularity
+    }
+
+    /// Number of granules: `ceil(size / 2^granularity)`.
+    pub fn granules(&self) -> u64 {
+        self.levels.granules
+    }
+
+    /// Number of dirty granules. O(1).
+    pub fn dirty_granules(&self) -> u64 {
+        self.levels.set_granules
+    }
+
+    /// Iterator over the first item of each dirty granule, ascending, starting with the
+    /// granule that holds `start` (so the first value may be below an unaligned `start`).
+    /// Empty when `start` is past the end.
+    pub fn iter_dirty(&self, start: u64) -> DirtyIter<'_> {
+        DirtyIter::new(self, start)
+    }
+
+    /// A [`DirtyCursor`] at the granule holding `start`.
+    pub fn cursor(&self, start: u64) -> DirtyCursor {
+        DirtyCursor::new(self, start)
     }
 }

@@ -1,0 +1,317 @@
+//! The word storage: the bottom level of granule bits and its two summary hierarchies.
+//!
+//! Invariants (checked by [`Levels::check_invariants`] in tests):
+//! - `dirty[0]` holds one bit per granule; bits at or past `granules` are zero.
+//! - `dirty[k + 1]` bit `j` is set iff `dirty[k]` word `j` is non-zero.
+//! - `full[0]` bit `j` is set iff `dirty[0]` word `j` is all ones; `full[k + 1]` bit `j` is
+//!   set iff `full[k]` word `j` is all ones. So `full[k]` has as many words as `dirty[k + 1]`.
+//! - Summary bits past the number of words of the level below are zero.
+//! - The last level of each hierarchy has exactly one word; `full` has one level fewer
+//!   than `dirty` (none at all when the bottom is a single word).
+//! - `set_granules` is the number of set bits in `dirty[0]`.
+
+use super::words::{clear_bits, mask_from, or_bits, WORD_BITS};
+
+/// The levels of one bitmap. All indices are granule or word indices as `u64`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Levels {
+    /// `dirty[0]` is the bottom; each further level summarises "word is non-zero".
+    pub(crate) dirty: Vec<Vec<u64>>,
+    /// `full[k]` summarises "word of the level below is all ones" (below `full[0]`: `dirty[0]`).
+    pub(crate) full: Vec<Vec<u64>>,
+    /// Number of granules (valid bottom bits).
+    pub(crate) granules: u64,
+    /// Number of set bottom bits, kept exact by every mutation.
+    pub(crate) set_granules: u64,
+}
+
+/// Word counts of each dirty level for `granules` granules (bottom first, top has one word).
+/// `None` when a level would not fit in `usize` (large sizes on 32-bit targets).
+fn level_lengths(granules: u64) -> Option<Vec<usize>> {
+    let mut lengths = Vec::with_capacity(8);
+    let mut words = granules.div_ceil(WORD_BITS).max(1);
+    loop {
+        lengths.push(usize::try_from(words).ok()?);
+        if words == 1 {
+            return Some(lengths);
+        }
+        words = words.div_ceil(WORD_BITS);
+    }
+}
+
+impl Levels {
+    /// All-clean levels for `granules` granules, or `None` if they cannot be addressed.
+    pub(crate) fn new(granules: u64) -> Option<Self> {
+        let lengths = level_lengths(granules)?;
+        let dirty: Vec<Vec<u64>> = lengths.iter().map(|&n| vec![0; n]).collect();
+        let full = lengths[1..].iter().map(|&n| vec![0; n]).collect();
+        Some(Self {
+            dirty,
+            full,
+            granules,
+            set_granules: 0,
+        })
+    }
+
+    /// The bottom level: one bit per granule.
+    #[inline]
+    pub(crate) fn bottom(&self) -> &[u64] {
+        &self.dirty[0]
+    }
+
+    /// Whether granule `g` (which must be below `granules`) is set.
+    #[inline]
+    pub(crate) fn test(&self, g: u64) -> bool {
+        self.dirty[0][(g / WORD_BITS) as usize] >> (g % WORD_BITS) & 1 == 1
+    }
+
+    /// Sets one granule (`g < granules`). The hot path of guest writes.
+    #[inline]
+    pub(crate) fn set_one(&mut self, g: u64) {
+        let index = (g / WORD_BITS) as usize;
+        let bit = 1u64 << (g % WORD_BITS);
+        let old = self.dirty[0][index];
+        if old & bit != 0 {
+            return;
+        }
+        let new = old | bit;
+        self.dirty[0][index] = new;
+        self.set_granules += 1;
+        if old == 0 {
+            self.propagate_nonzero(index as u64, index as u64);
+        }
+        if new == u64::MAX {
+            self.propagate_full(index as u64, index as u64);
+        }
+    }
+
+    /// Sets granules `first..=last` (both below `granules`).
+    pub(crate) fn set_range(&mut self, first: u64, last: u64) {
+        if first == last {
+            return self.set_one(first);
+        }
+        let outcome = or_bits(&mut self.dirty[0], first, last);
+        if outcome.newly_set == 0 {
+            return;
+        }
+        self.set_granules += outcome.newly_set;
+        let (word_first, word_last) = (first / WORD_BITS, last / WORD_BITS);
+        if outcome.filled_zero_word {
+            self.propagate_nonzero(word_first, word_last);
+        }
+        // Interior words are now all ones; the end words may be.
+        let bottom = &self.dirty[0];
+        if let Some((lo, hi)) = trim_ends(bottom, word_first, word_last, |w| w == u64::MAX) {
+            self.propagate_full(lo, hi);
+        }
+    }
+
+    /// Clears granules `first..=last` (both below `granules`).
+    pub(crate) fn reset_range(&mut self, first: u64, last: u64) {
+        let cleared = clear_bits(&mut self.dirty[0], first, last);
+        if cleared == 0 {
+            return;
+        }
+        self.set_granules -= cleared;
+        let (word_first, word_last) = (first / WORD_BITS, last / WORD_BITS);
+        // Interior words are now zero; the end words may still hold bits.
+        if let Some((lo, hi)) = trim_ends(&self.dirty[0], word_first, word_last, |w| w == 0) {
+            self.propagate_zero(lo, hi);
+        }
+        // Every word in the range lost a bit, so none is full any more.
+        self.propagate_not_full(word_first, word_last);
+    }
+
+    /// Clears every granule.
+    pub(crate) fn reset_all(&mut self) {
+        for level in self.dirty.iter_mut().chain(self.full.iter_mut()) {
+            level.fill(0);
+        }
+        self.set_granules = 0;
+    }
+
+    /// Words `lo..=hi` of `dirty[0]` became non-zero: set their summary bits upwards.
+    fn propagate_nonzero(&mut self, mut lo: u64, mut hi: u64) {
+        for level in self.dirty[1..].iter_mut() {
+            let outcome = or_bits(level, lo, hi);
+            if !outcome.filled_zero_word {
+                return;
+            }
+            (lo, hi) = (lo / WORD_BITS, hi / WORD_BITS);
+        }
+    }
+
+    /// Words `lo..=hi` of `dirty[0]` became all ones: set their full bits upwards.
+    fn propagate_full(&mut self, mut lo: u64, mut hi: u64) {
+        for level in self.full.iter_mut() {
+            if or_bits(level, lo, hi).newly_set == 0 {
+                return;
+            }
+            let (word_lo, word_hi) = (lo / WORD_BITS, hi / WORD_BITS);
+            match trim_ends(level, word_lo, word_hi, |w| w == u64::MAX) {
+                Some(range) => (lo, hi) = range,
+                None => return,
+            }
+        }
+    }
+
+    /// Words `lo..=hi` of `dirty[0]` became zero: clear their summary bits upwards.
+    fn propagate_zero(&mut self, mut lo: u64, mut hi: u64) {
+        for level in self.dirty[1..].iter_mut() {
+            if clear_bits(level, lo, hi) == 0 {
+                return;
+            }
+            let (word_lo, word_hi) = (lo / WORD_BITS, hi / WORD_BITS);
+            match trim_ends(level, word_lo, word_hi, |w| w == 0) {
+                Some(range) => (lo, hi) = range,
+                None => return,
+            }
+        }
+    }
+
+    /// Words `lo..=hi` of `dirty[0]` are no longer all ones: clear their full bits upwards.
+    fn propagate_not_full(&mut self, mut lo: u64, mut hi: u64) {
+        for level in self.full.iter_mut() {
+            if clear_bits(level, lo, hi) == 0 {
+                return;
+            }
+            (lo, hi) = (lo / WORD_BITS, hi / WORD_BITS);
+        }
+    }
+
+    /// Recomputes the summaries above bottom words `lo..=hi` after they were written
+    /// directly (deserialization, merge). Cost: O(hi - lo + levels).
+    pub(crate) fn rebuild_summaries(&mut self, lo: u64, hi: u64) {
+        let (mut dirty_lo, mut dirty_hi) = (lo, hi);
+        for k in 1..self.dirty.len() {
+            let (below, above) = self.dirty.split_at_mut(k);
+            summarise(&below[k - 1], &mut above[0], dirty_lo, dirty_hi, |w| w != 0);
+            (dirty_lo, dirty_hi) = (dirty_lo / WORD_BITS, dirty_hi / WORD_BITS);
+        }
+        let (mut full_lo, mut full_hi) = (lo, hi);
+        for k in 0..self.full.len() {
+            let (below, above) = self.full.split_at_mut(k);
+            let below: &[u64] = if k == 0 {
+                &self.dirty[0]
+            } else {
+                &below[k - 1]
+            };
+            summarise(below, &mut above[0], full_lo, full_hi, |w| w == u64::MAX);
+            (full_lo, full_hi) = (full_lo / WORD_BITS, full_hi / WORD_BITS);
+        }
+    }
+
+    /// Rebuilds every summary and recounts the set granules from the bottom level.
+    pub(crate) fn rebuild_all(&mut self) {
+        let last_word = self.dirty[0].len() as u64 - 1;
+        self.rebuild_summaries(0, last_word);
+        self.set_granules = self.dirty[0]
+            .iter()
+            .map(|w| u64::from(w.count_ones()))
+            .sum();
+    }
+
+    /// Clears the padding bits of the last bottom word (granules at or past `granules`).
+    /// Returns how many set bits were removed.
+    pub(crate) fn clear_padding(&mut self) -> u64 {
+        let last = self.dirty[0].len() - 1;
+        let used = self.granules - last as u64 * WORD_BITS;
+        // `used` is 0 only for an empty bitmap, whose single word is all padding.
+        let padding = if used >= WORD_BITS {
+            0
+        } else {
+            mask_from(used)
+        };
+        let removed = u64::from((self.dirty[0][last] & padding).count_ones());
+        self.dirty[0][last] &= !padding;
+        removed
+    }
+
+    /// The same granules resized to `granules`: dropped bits go, new bits are clean, every
+    /// summary and the count are rebuilt. `None` if the new size cannot be addressed.
+    pub(crate) fn resized(&self, granules: u64) -> Option<Self> {
+        let mut next = Self::new(granules)?;
+        let keep = next.dirty[0].len().min(self.dirty[0].len());
+        next.dirty[0][..keep].copy_from_slice(&self.dirty[0][..keep]);
+        next.clear_padding();
+        next.rebuild_all();
+        Some(next)
+    }
+
+    /// Checks every invariant listed in the module doc; the error says which one broke.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        let bottom = &self.dirty[0];
+        let counted: u64 = bottom.iter().map(|w| u64::from(w.count_ones())).sum();
+        if counted != self.set_granules {
+            return Err(format!(
+                "count {} but {} bits set",
+                self.set_granules, counted
+            ));
+        }
+        let used = self.granules % WORD_BITS;
+        let padding_word = bottom[bottom.len() - 1];
+        if self.granules == 0 && padding_word != 0
+            || used != 0 && padding_word & mask_from(used) != 0
+        {
+            return Err("padding bits set".into());
+        }
+        if self.dirty.last().map(Vec::len) != Some(1) || self.full.len() + 1 != self.dirty.len() {
+            return Err("level shape".into());
+        }
+        for k in 1..self.dirty.len() {
+            check_summary(&self.dirty[k - 1], &self.dirty[k], |w| w != 0)
+                .map_err(|e| format!("dirty level {k}: {e}"))?;
+        }
+        for k in 0..self.full.len() {
+            let below = if k == 0 { bottom } else { &self.full[k - 1] };
+            check_summary(below, &self.full[k], |w| w == u64::MAX)
+                .map_err(|e| format!("full level {k}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Narrows the word range `lo..=hi` to the words matching `pred`, assuming every interior
+/// word matches and only the two end words may not. `None` when nothing matches.
+#[inline]
+fn trim_ends(words: &[u64], lo: u64, hi: u64, pred: impl Fn(u64) -> bool) -> Option<(u64, u64)> {
+    let lo_ok = pred(words[lo as usize]);
+    if lo == hi {
+        return lo_ok.then_some((lo, hi));
+    }
+    let lo = if lo_ok { lo } else { lo + 1 };
+    let hi = if pred(words[hi as usize]) { hi } else { hi - 1 };
+    (lo <= hi).then_some((lo, hi))
+}
+
+/// Recomputes the words of `above` that summarise words `lo..=hi` of `below`.
+fn summarise(below: &[u64], above: &mut [u64], lo: u64, hi: u64, pred: impl Fn(u64) -> bool) {
+    for index in lo / WORD_BITS..=hi / WORD_BITS {
+        let start = (index * WORD_BITS) as usize;
+        let end = (start + WORD_BITS as usize).min(below.len());
+        let word = below[start..end]
+            .iter()
+            .enumerate()
+            .fold(0u64, |acc, (bit, &w)| acc | u64::from(pred(w)) << bit);
+        above[index as usize] = word;
+    }
+}
+
+#[cfg(test)]
+fn check_summary(below: &[u64], above: &[u64], pred: impl Fn(u64) -> bool) -> Result<(), String> {
+    if above.len() as u64 != (below.len() as u64).div_ceil(WORD_BITS) {
+        return Err(format!("{} words above {} words", above.len(), below.len()));
+    }
+    for (bit, &word) in below.iter().enumerate() {
+        let summary = above[bit / 64] >> (bit % 64) & 1 == 1;
+        if summary != pred(word) {
+            return Err(format!("bit {bit} is {summary} for word {word:#x}"));
+        }
+    }
+    let tail = below.len() % 64;
+    if tail != 0 && above[above.len() - 1] & mask_from(tail as u64) != 0 {
+        return Err("summary padding set".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! Bit-range primitives over slices of `u64` words (bit `b` of the slice is bit `b % 64` of
+//! word `b / 64`, least significant first).
+
+/// Bits per word: every level uses `u64` words, on every platform.
+pub(crate) const WORD_BITS: u64 = 64;
+
+/// Bits `from..64` set (`from < 64`).
+#[inline]
+pub(crate) fn mask_from(from: u64) -> u64 {
+    u64::MAX << from
+}
+
+/// Bits `0..=to` set (`to < 64`).
+#[inline]
+pub(crate) fn mask_through(to: u64) -> u64 {
+    u64::MAX >> (WORD_BITS - 1 - to)
+}
+
+/// What [`or_bits`] changed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OrOutcome {
+    /// Bits that were clear and are now set.
+    pub(crate) newly_set: u64,
+    /// Whether some touched word was zero before (its summary bit must now be set).
+    pub(crate) filled_zero_word: bool,
+}
+
+/// Sets bits `first..=last` of `words`.
+#[inline]
+pub(crate) fn or_bits(words: &mut [u64], first: u64, last: u64) -> OrOutcome {
+    let mut outcome = OrOutcome {
+        newly_set: 0,
+        filled_zero_word: false,
+    };
+    let mut apply = |word: &mut u64, mask: u64| {
+        let old = *word;
+        outcome.filled_zero_word |= old == 0;
+        outcome.newly_set += u64::from((mask & !old).count_ones());
+        *word = old | mask;
+    };
+    let (word_first, word_last) = ((first / WORD_BITS) as usize, (last / WORD_BITS) as usize);
+    let (bit_first, bit_last) = (first % WORD_BITS, last % WORD_BITS);
+    if word_first == word_last {
+        apply(
+            &mut words[word_first],
+            mask_from(bit_first) & mask_through(bit_last),
+        );
+    } else {
+        apply(&mut words[word_first], mask_from(bit_first));
+        for word in &mut words[word_first + 1..word_last] {
+            apply(word, u64::MAX);
+        }
+        apply(&mut words[word_last], mask_through(bit_last));
+    }
+    outcome
+}
+
+/// Clears bits `first..=last` of `words`; returns how many were set.
+#[inline]
+pub(crate) fn clear_bits(words: &mut [u64], first: u64, last: u64) -> u64 {
+    let mut cleared = 0;
+    let mut apply = |word: &mut u64, mask: u64| {
+        cleared += u64::from((*word & mask).count_ones());
+        *word &= !mask;
+    };
+    let (word_first, word_last) = ((first / WORD_BITS) as usize, (last / WORD_BITS) as usize);
+    let (bit_first, bit_last) = (first % WORD_BITS, last % WORD_BITS);
+    if word_first == word_last {
+        apply(
+            &mut words[word_first],
+            mask_from(bit_first) & mask_through(bit_last),
+        );
+    } else {
+        apply(&mut words[word_first], mask_from(bit_first));
+        for word in &mut words[word_first + 1..word_last] {
+            apply(word, u64::MAX);
+        }
+        apply(&mut words[word_last], mask_through(bit_last));
+    }
+    cleared
+}
