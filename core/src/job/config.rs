@@ -78,10 +78,34 @@ macro_rules! names {
         }
     };
 }
-names!(SyncMode, "sync mode", Full = "full", Top = "top", None = "none");
-names!(CopyMode, "copy mode", Background = "background", WriteBlocking = "write-blocking");
-names!(ErrorPolicy, "error policy", Report = "report", Ignore = "ignore", Stop = "stop", Enospc = "enospc");
-names!(RangeState, "range state", Allocated = "allocated", Unallocated = "unallocated", Zero = "zero");
+names!(
+    SyncMode,
+    "sync mode",
+    Full = "full",
+    Top = "top",
+    None = "none"
+);
+names!(
+    CopyMode,
+    "copy mode",
+    Background = "background",
+    WriteBlocking = "write-blocking"
+);
+names!(
+    ErrorPolicy,
+    "error policy",
+    Report = "report",
+    Ignore = "ignore",
+    Stop = "stop",
+    Enospc = "enospc"
+);
+names!(
+    RangeState,
+    "range state",
+    Allocated = "allocated",
+    Unallocated = "unallocated",
+    Zero = "zero"
+);
 
 /// Invalid configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,8 +1,16 @@
-//! SKELETON of the mirror job's public surface. Bodies are being written.
-#![allow(unused_variables, missing_docs)]
+//! The mirror job: its state, its getters and the dispatch of inputs and commands.
+//!
+//! The protocol lives in sibling modules, each an `impl MirrorJob` block with one concern:
+//! `copy` (picking and issuing background copies), `guest` (guest writes, write-blocking),
+//! `ending` (ready, pause, complete, cancel, conclusion), `policy` (error policies),
+//! `sync` (sync modes and declarations), `verbs` (the user's commands).
 
+use super::ops::{CopyStage, OpKind, OpTable};
+use super::ratelimit::RateLimiter;
+use super::rates::{ConvergenceWatch, RateWindow};
 use super::*;
 use crate::bitmap::HBitmap;
+use std::collections::VecDeque;
 
 /// A point in time in nanoseconds, supplied by the driver (no clock in the core).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -17,14 +25,15 @@ pub struct Progress {
     pub total: u64,
 }
 
-/// Rate estimates over a sliding window.
+/// Rate estimates over a sliding window of virtual time (2 s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Rates {
     /// Bytes per second the guest newly dirties.
     pub dirty_bytes_per_sec: u64,
     /// Bytes per second the job copies.
     pub copy_bytes_per_sec: u64,
-    /// Estimated nanoseconds until ready, when it can be estimated.
+    /// Estimated nanoseconds until ready (0 once ready), when it can be estimated: the copy
+    /// rate must exceed the dirty rate.
     pub eta_ready_ns: Option<u64>,
 }
 
@@ -38,102 +47,486 @@ pub enum GuestWrite {
     Mirror(OpId),
 }
 
-/// What an in-flight operation is doing (for visualisation).
+/// What an operation that owns (or waits for) chunks is doing (for visualisation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpViewKind {
+    /// A background copy reading the source.
     Reading,
+    /// A background copy writing the target.
     Writing,
+    /// A write-blocking guest write writing the target.
     GuestWriting,
+    /// A write-blocking guest write waiting for its chunks (owns nothing yet).
     WaitingGuestWrite,
 }
 
-/// A read-only view of one operation that owns chunks.
+/// A read-only view of one operation that owns or waits for chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpView {
+    /// The op id.
     pub op: OpId,
+    /// What it is doing.
     pub kind: OpViewKind,
+    /// First byte of its range.
     pub offset: u64,
+    /// Bytes in its range (the chunks owned are this range rounded out to chunks).
     pub length: u64,
 }
 
-/// The mirror job.
+/// How the job is ending, once an end was requested or forced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// No end requested.
+    None,
+    /// `complete()` (pivot) or a soft cancel in ready (no pivot): converge under quiesce.
+    Graceful { pivot: bool },
+    /// Force cancel, cancel before ready, or a `report` error: drain in-flight ops, abort.
+    Abort(AbortReason),
+}
+
+/// Why a job aborts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AbortReason {
+    /// Cancelled: ends with `BLOCK_JOB_CANCELLED`.
+    Cancelled,
+    /// A `report` error (or a failed quiesce/unquiesce/pivot): `BLOCK_JOB_COMPLETED` with it.
+    Failed(IoErrorKind),
+}
+
+/// The guest's state as far as the final switch is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum GuestHold {
+    /// Guest writes flow.
+    Free,
+    /// A quiesce action is out.
+    Quiescing(OpId),
+    /// Guest writes are held; the job copies what is left. `failed` records an error in
+    /// this pass: then the job stops copying, drains and un-quiesces.
+    Held { failed: bool },
+    /// The final flush is out (guest held).
+    FinalFlush(OpId),
+    /// The pivot is out (guest held).
+    Pivoting(OpId),
+    /// An un-quiesce is out.
+    Unquiescing(OpId),
+    /// The guest runs on the target now.
+    Pivoted,
+}
+
+/// The mirror job: a sans-io state machine (see the [module docs](super)).
 #[derive(Debug)]
 pub struct MirrorJob {
-    config: MirrorConfig,
-    bitmap: HBitmap,
+    pub(super) config: MirrorConfig,
+    /// log2 of the granularity.
+    pub(super) chunk_shift: u32,
+    /// Number of chunks (the last may be partial).
+    pub(super) chunk_count: u64,
+    /// Dirty chunks (items are bytes).
+    pub(super) bitmap: HBitmap,
+    /// Chunks the guest has written since the job was made: declarations never clean them.
+    /// Only kept for the sync modes that honour declarations.
+    pub(super) guest_touched: Option<HBitmap>,
+    /// Declarations made before `start()`, applied at start in order.
+    pub(super) early_declarations: Vec<(u64, u64, RangeState)>,
+    pub(super) status: JobStatus,
+    pub(super) now: Nanos,
+    pub(super) ops: OpTable,
+    /// Byte offset where the next search for dirty chunks begins (wraps to 0).
+    pub(super) cursor: u64,
+    /// Background copies live (any stage).
+    pub(super) copy_ops: usize,
+    /// Buffer bytes held by live copies (whole chunks): counted against `buf_size`.
+    pub(super) copy_buffer_bytes: u64,
+    /// Exact bytes of live copies (clipped at the disk end).
+    pub(super) copy_bytes_in_flight: u64,
+    /// Bytes of write-blocking guest writes issued and not yet completed.
+    pub(super) guest_bytes_in_flight: u64,
+    /// Bytes copied, zeroed or actively mirrored so far.
+    pub(super) current: u64,
+    pub(super) actions: VecDeque<Action>,
+    pub(super) events: VecDeque<Event>,
+    pub(super) limiter: RateLimiter,
+    pub(super) dirty_rate: RateWindow,
+    pub(super) copy_rate: RateWindow,
+    pub(super) convergence: ConvergenceWatch,
+    /// The next instant the driver must call back (the speed limit), computed by `pump`.
+    pub(super) timer: Option<Nanos>,
+    /// A pause was requested (by the user or a `stop` policy) and not yet resumed.
+    pub(super) user_paused: bool,
+    /// READY was reached (sticky).
+    pub(super) ready_reached: bool,
+    /// The READY flush that is out, if any.
+    pub(super) ready_flush: Option<OpId>,
+    pub(super) cancel_requested: bool,
+    pub(super) ending: Ending,
+    pub(super) hold: GuestHold,
+    /// Whether the graceful ending may quiesce now (first attempt, after a pause, or at
+    /// the convergence point after a failed recheck).
+    pub(super) quiesce_allowed: bool,
+    /// The error that failed the job.
+    pub(super) error: Option<IoErrorKind>,
 }
 
 impl MirrorJob {
-    pub fn new(config: MirrorConfig) -> Result<Self, JobError> {
-        todo!()
+    /// Validates `config` and makes a job in status `created`. `buf_size` is rounded up to
+    /// whole chunks; [`config`](Self::config) shows the value in use.
+    pub fn new(mut config: MirrorConfig) -> Result<Self, JobError> {
+        let granularity = config.granularity;
+        if !granularity.is_power_of_two() || !(512..=64 << 20).contains(&granularity) {
+            return Err(ConfigError::Granularity(granularity).into());
+        }
+        if config.max_io == 0 || config.max_io % granularity != 0 {
+            return Err(ConfigError::MaxIo {
+                max_io: config.max_io,
+                granularity,
+            }
+            .into());
+        }
+        if config.buf_size == 0 {
+            return Err(ConfigError::BufSize.into());
+        }
+        config.buf_size = config
+            .buf_size
+            .div_ceil(granularity)
+            .checked_mul(granularity)
+            .ok_or(ConfigError::BufSize)?;
+        if config.max_in_flight == 0 {
+            return Err(ConfigError::MaxInFlight.into());
+        }
+        let chunk_shift = granularity.trailing_zeros();
+        let too_large = || ConfigError::TooLarge {
+            length: config.length,
+            granularity,
+        };
+        let bitmap = HBitmap::new(config.length, chunk_shift).map_err(|_| too_large())?;
+        let guest_touched = match config.sync {
+            SyncMode::Full | SyncMode::Top => {
+                Some(HBitmap::new(config.length, chunk_shift).map_err(|_| too_large())?)
+            }
+            SyncMode::None => None,
+        };
+        let chunk_count = config.length.div_ceil(granularity);
+        Ok(Self {
+            chunk_shift,
+            chunk_count,
+            bitmap,
+            guest_touched,
+            early_declarations: Vec::new(),
+            status: JobStatus::Created,
+            now: Nanos(0),
+            ops: OpTable::default(),
+            cursor: 0,
+            copy_ops: 0,
+            copy_buffer_bytes: 0,
+            copy_bytes_in_flight: 0,
+            guest_bytes_in_flight: 0,
+            current: 0,
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            limiter: RateLimiter::new(config.speed_bytes_per_sec),
+            dirty_rate: RateWindow::new(),
+            copy_rate: RateWindow::new(),
+            convergence: ConvergenceWatch::new(),
+            timer: None,
+            user_paused: false,
+            ready_reached: false,
+            ready_flush: None,
+            cancel_requested: false,
+            ending: Ending::None,
+            hold: GuestHold::Free,
+            quiesce_allowed: false,
+            error: None,
+            config,
+        })
     }
+
+    // ----- getters -----
+
+    /// The configuration in use (with `buf_size` rounded, `speed_bytes_per_sec` and
+    /// `copy_mode` as last set).
     pub fn config(&self) -> &MirrorConfig {
         &self.config
     }
+
+    /// The current status.
     pub fn status(&self) -> JobStatus {
-        todo!()
+        self.status
     }
+
+    /// `(current, total)`: `total = current + dirty bytes + bytes in flight`.
     pub fn progress(&self) -> Progress {
-        todo!()
+        Progress {
+            current: self.current,
+            total: self.current + self.remaining_bytes(),
+        }
     }
+
+    /// Dirty bytes, counting the last (partial) chunk by its real size.
+    pub fn dirty_bytes(&self) -> u64 {
+        let mut dirty = self.bitmap.count();
+        let tail = self.config.length % self.config.granularity;
+        if tail != 0 && self.bitmap.get(self.config.length - 1) {
+            dirty -= self.config.granularity - tail;
+        }
+        dirty
+    }
+
+    /// Bytes of background copies and write-blocking guest writes in flight.
+    pub fn bytes_in_flight(&self) -> u64 {
+        self.copy_bytes_in_flight + self.guest_bytes_in_flight
+    }
+
+    fn remaining_bytes(&self) -> u64 {
+        self.dirty_bytes() + self.bytes_in_flight()
+    }
+
+    /// Dirty and copy rates over the last 2 s of virtual time, and the ETA to ready.
     pub fn rates(&self) -> Rates {
-        todo!()
+        let dirty_bytes_per_sec = self.dirty_rate.per_sec(self.now);
+        let copy_bytes_per_sec = self.copy_rate.per_sec(self.now);
+        let eta_ready_ns = if self.ready_reached {
+            Some(0)
+        } else if copy_bytes_per_sec > dirty_bytes_per_sec {
+            let remaining = self.remaining_bytes() as u128;
+            u64::try_from(
+                remaining * 1_000_000_000 / (copy_bytes_per_sec - dirty_bytes_per_sec) as u128,
+            )
+            .ok()
+        } else {
+            None
+        };
+        Rates {
+            dirty_bytes_per_sec,
+            copy_bytes_per_sec,
+            eta_ready_ns,
+        }
     }
+
+    /// The dirty bitmap (one bit per chunk; items are bytes).
     pub fn bitmap(&self) -> &HBitmap {
         &self.bitmap
     }
+
+    /// Ops that own or wait for chunks, by ascending op id.
     pub fn ops(&self) -> impl Iterator<Item = OpView> + '_ {
-        std::iter::empty()
+        self.ops.iter().filter_map(|(op, entry)| {
+            let kind = match entry.kind {
+                OpKind::Copy(CopyStage::Read) => OpViewKind::Reading,
+                OpKind::Copy(CopyStage::Write(_)) => OpViewKind::Writing,
+                OpKind::Guest { waiting: false } => OpViewKind::GuestWriting,
+                OpKind::Guest { waiting: true } => OpViewKind::WaitingGuestWrite,
+                _ => return None,
+            };
+            Some(OpView {
+                op,
+                kind,
+                offset: entry.offset,
+                length: entry.length,
+            })
+        })
     }
+
+    /// Number of live ops of every kind (each owes the driver or the job a completion).
+    pub fn ops_in_flight(&self) -> usize {
+        self.ops.iter().count()
+    }
+
+    /// The error that failed the job (`report` policy, or a failed quiesce/unquiesce/pivot).
     pub fn error(&self) -> Option<IoErrorKind> {
-        todo!()
+        self.error
     }
-    pub fn declare(&mut self, offset: u64, length: u64, state: RangeState) -> Result<(), JobError> {
-        todo!()
+
+    /// Whether READY was reached (it stays true).
+    pub fn is_ready_reached(&self) -> bool {
+        self.ready_reached
     }
-    pub fn handle_guest_write(&mut self, offset: u64, length: u64) -> Result<GuestWrite, JobError> {
-        todo!()
+
+    /// Whether a pause (user or `stop` policy) is in force; the status says whether it has
+    /// taken effect yet.
+    pub fn is_pause_requested(&self) -> bool {
+        self.user_paused
     }
+
+    /// The last instant the driver supplied.
+    pub fn now(&self) -> Nanos {
+        self.now
+    }
+
+    // ----- inputs from the world -----
+
+    /// Reports the completion of the action the driver polled for `op`.
+    ///
+    /// `OkZeroes` is only valid for reads. Errors: [`JobError::UnknownOp`] if `op` has no
+    /// polled action waiting for a completion (unknown, double, or not yet polled),
+    /// [`JobError::BadResult`] if the result does not fit the action. Neither changes anything.
     pub fn handle_completion(&mut self, op: OpId, result: OpResult) -> Result<(), JobError> {
-        todo!()
+        let entry = *self
+            .ops
+            .get(op)
+            .filter(|e| e.awaiting_completion)
+            .ok_or(JobError::UnknownOp(op))?;
+        let is_read = matches!(entry.kind, OpKind::Copy(CopyStage::Read));
+        if result == OpResult::OkZeroes && !is_read {
+            return Err(JobError::BadResult {
+                op,
+                kind: action_kind_of(entry.kind).as_str(),
+                result: "zeroes",
+            });
+        }
+        self.ops
+            .get_mut(op)
+            .expect("looked up above")
+            .awaiting_completion = false;
+        match entry.kind {
+            OpKind::Copy(stage) => self.complete_copy(op, entry, stage, result),
+            OpKind::Guest { .. } => self.complete_guest_write(op, entry, result),
+            OpKind::Flush(purpose) => self.complete_flush(op, purpose, result),
+            OpKind::Quiesce => self.complete_quiesce(op, result),
+            OpKind::Unquiesce(then) => self.complete_unquiesce(op, then, result),
+            OpKind::Pivot => self.complete_pivot(op, result),
+        }
+        self.pump();
+        Ok(())
     }
+
+    /// Tells the job the time is `now`. Call it whenever time advanced, at the latest at
+    /// [`poll_timeout`](Self::poll_timeout); early or repeated calls are harmless, and time
+    /// never goes backwards (an earlier `now` is ignored).
     pub fn handle_timeout(&mut self, now: Nanos) {
-        todo!()
+        self.advance_clock(now);
+        self.pump();
     }
-    pub fn start(&mut self, now: Nanos) -> Result<(), JobError> {
-        todo!()
+
+    pub(super) fn advance_clock(&mut self, now: Nanos) {
+        self.now = self.now.max(now);
     }
-    pub fn pause(&mut self) -> Result<(), JobError> {
-        todo!()
-    }
-    pub fn resume(&mut self) -> Result<(), JobError> {
-        todo!()
-    }
-    pub fn set_speed(&mut self, bytes_per_sec: u64) -> Result<(), JobError> {
-        todo!()
-    }
-    pub fn set_copy_mode(&mut self, mode: CopyMode) -> Result<(), JobError> {
-        todo!()
-    }
-    pub fn complete(&mut self) -> Result<(), JobError> {
-        todo!()
-    }
-    pub fn cancel(&mut self, force: bool) -> Result<(), JobError> {
-        todo!()
-    }
-    pub fn dismiss(&mut self) -> Result<(), JobError> {
-        todo!()
-    }
+
+    // ----- outputs -----
+
+    /// The next action for the driver, if any. Every action must be completed exactly once
+    /// with [`handle_completion`](Self::handle_completion).
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
-        todo!()
+        let action = self.actions.pop_front()?;
+        let entry = self
+            .ops
+            .get_mut(action.op)
+            .expect("queued actions belong to live ops");
+        entry.awaiting_completion = true;
+        Some(action)
     }
+
+    /// The next event for the user, if any.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        todo!()
+        self.events.pop_front()
     }
+
+    /// When the driver must call [`handle_timeout`](Self::handle_timeout) at the latest
+    /// (the speed limit holds work back until then); `None` if no timer is needed.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Nanos> {
-        todo!()
+        self.timer
+    }
+
+    // ----- internal plumbing shared by the concern modules -----
+
+    /// Queues an action for `op`.
+    pub(super) fn emit_action(&mut self, kind: ActionKind, op: OpId, offset: u64, length: u64) {
+        self.actions.push_back(Action {
+            kind,
+            op,
+            offset,
+            length,
+        });
+    }
+
+    pub(super) fn emit(&mut self, event: Event) {
+        self.events.push_back(event);
+    }
+
+    /// Changes status along a table edge and reports it.
+    pub(super) fn set_status(&mut self, to: JobStatus) {
+        let from = self.status;
+        assert!(
+            from.can_become(to),
+            "status {from} -> {to} is a table edge: the phase logic only takes those"
+        );
+        self.status = to;
+        self.emit(Event::StatusChange { status: to });
+    }
+
+    /// Checks a byte range against the disk.
+    pub(super) fn check_range(&self, offset: u64, length: u64) -> Result<(), JobError> {
+        if length == 0 {
+            return Err(JobError::ZeroLength { offset });
+        }
+        match offset.checked_add(length) {
+            Some(end) if end <= self.config.length => Ok(()),
+            _ => Err(JobError::OutOfRange {
+                offset,
+                length,
+                disk_length: self.config.length,
+            }),
+        }
+    }
+
+    /// Chunks `[first, end)` covering the byte range (rounded out).
+    pub(super) fn chunks_of(&self, offset: u64, length: u64) -> (u64, u64) {
+        (
+            offset >> self.chunk_shift,
+            (offset + length).div_ceil(self.config.granularity),
+        )
+    }
+
+    /// Marks a byte range dirty (rounded out to chunks).
+    pub(super) fn mark_dirty(&mut self, offset: u64, length: u64) {
+        self.bitmap
+            .set(offset, length)
+            .expect("ranges are checked against the disk before marking");
+    }
+
+    /// After every input or command: start what may start, advance the phase, settle
+    /// pauses, watch convergence and compute the timer.
+    pub(super) fn pump(&mut self) {
+        self.timer = None;
+        self.start_waiting_guest_writes();
+        self.issue_copies();
+        self.advance_phase();
+        self.watch_convergence();
+    }
+
+    fn watch_convergence(&mut self) {
+        let watching = self.config.copy_mode == CopyMode::Background
+            && matches!(self.status, JobStatus::Running | JobStatus::Ready)
+            && !self.user_paused
+            && self.ending == Ending::None;
+        let dirty_bytes = self.dirty_bytes();
+        if self.convergence.observe(
+            self.now,
+            dirty_bytes,
+            watching,
+            self.config.not_converging_window_ns,
+        ) {
+            let rates = self.rates();
+            self.emit(Event::NotConverging {
+                dirty_bytes,
+                dirty_bytes_per_sec: rates.dirty_bytes_per_sec,
+                copy_bytes_per_sec: rates.copy_bytes_per_sec,
+            });
+        }
+    }
+}
+
+/// The action kind an op is currently waiting on (for error messages).
+fn action_kind_of(kind: OpKind) -> ActionKind {
+    match kind {
+        OpKind::Copy(CopyStage::Read) => ActionKind::Read,
+        OpKind::Copy(CopyStage::Write(kind)) => kind,
+        OpKind::Guest { .. } => ActionKind::GuestWrite,
+        OpKind::Flush(_) => ActionKind::Flush,
+        OpKind::Quiesce => ActionKind::Quiesce,
+        OpKind::Unquiesce(_) => ActionKind::Unquiesce,
+        OpKind::Pivot => ActionKind::Pivot,
     }
 }

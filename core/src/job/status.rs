@@ -126,3 +126,150 @@ impl fmt::Display for Verb {
         f.write_str(self.as_str())
     }
 }
+
+/// The allowed status changes, as data: `(from, to)`. The job asserts every change it makes
+/// is in this table, and `docs/phase-diagram.md` is rendered from it (see
+/// [`render_phase_diagram`]). Pause returns to the exact previous status (running⇄paused,
+/// ready⇄standby); there is no ready → running edge, so `ready` is sticky.
+pub const TRANSITIONS: &[(JobStatus, JobStatus)] = &[
+    (JobStatus::Created, JobStatus::Running),
+    (JobStatus::Created, JobStatus::Aborting),
+    (JobStatus::Created, JobStatus::Null),
+    (JobStatus::Running, JobStatus::Paused),
+    (JobStatus::Running, JobStatus::Ready),
+    (JobStatus::Running, JobStatus::Waiting),
+    (JobStatus::Running, JobStatus::Aborting),
+    (JobStatus::Paused, JobStatus::Running),
+    (JobStatus::Ready, JobStatus::Standby),
+    (JobStatus::Ready, JobStatus::Waiting),
+    (JobStatus::Ready, JobStatus::Aborting),
+    (JobStatus::Standby, JobStatus::Ready),
+    (JobStatus::Waiting, JobStatus::Pending),
+    (JobStatus::Waiting, JobStatus::Aborting),
+    (JobStatus::Pending, JobStatus::Aborting),
+    (JobStatus::Pending, JobStatus::Concluded),
+    (JobStatus::Aborting, JobStatus::Concluded),
+    (JobStatus::Concluded, JobStatus::Null),
+];
+
+/// The statuses in which each verb is allowed, as data (QEMU's verb table). Some verbs
+/// have extra checks on top: `pause` needs the job not already paused, `resume` needs it
+/// paused, and `complete` needs no cancel requested.
+pub const VERB_TABLE: &[(Verb, &[JobStatus])] = &[
+    (Verb::Start, &[JobStatus::Created]),
+    (
+        Verb::Cancel,
+        &[
+            JobStatus::Created,
+            JobStatus::Running,
+            JobStatus::Paused,
+            JobStatus::Ready,
+            JobStatus::Standby,
+            JobStatus::Waiting,
+            JobStatus::Pending,
+        ],
+    ),
+    (
+        Verb::Pause,
+        &[
+            JobStatus::Created,
+            JobStatus::Running,
+            JobStatus::Paused,
+            JobStatus::Ready,
+            JobStatus::Standby,
+        ],
+    ),
+    (
+        Verb::Resume,
+        &[
+            JobStatus::Created,
+            JobStatus::Running,
+            JobStatus::Paused,
+            JobStatus::Ready,
+            JobStatus::Standby,
+        ],
+    ),
+    (
+        Verb::SetSpeed,
+        &[
+            JobStatus::Created,
+            JobStatus::Running,
+            JobStatus::Paused,
+            JobStatus::Ready,
+            JobStatus::Standby,
+        ],
+    ),
+    (Verb::Complete, &[JobStatus::Ready, JobStatus::Standby]),
+    (Verb::Dismiss, &[JobStatus::Concluded]),
+    (
+        Verb::Change,
+        &[
+            JobStatus::Created,
+            JobStatus::Running,
+            JobStatus::Paused,
+            JobStatus::Ready,
+            JobStatus::Standby,
+        ],
+    ),
+];
+
+impl JobStatus {
+    /// Whether the job model allows a change from `self` to `to` (see [`TRANSITIONS`]).
+    pub fn can_become(self, to: JobStatus) -> bool {
+        TRANSITIONS.contains(&(self, to))
+    }
+}
+
+impl Verb {
+    /// Whether the verb table allows this verb in `status` (see [`VERB_TABLE`]).
+    pub fn allowed_in(self, status: JobStatus) -> bool {
+        VERB_TABLE
+            .iter()
+            .any(|(verb, statuses)| *verb == self && statuses.contains(&status))
+    }
+}
+
+/// Renders the transition and verb tables as Markdown with a mermaid state diagram; the
+/// committed `docs/phase-diagram.md` is this text (a test keeps them equal).
+pub fn render_phase_diagram() -> String {
+    let mut out = String::new();
+    out.push_str("# Mirror job phase diagram\n\n");
+    out.push_str("Generated from `TRANSITIONS` and `VERB_TABLE` in `core/src/job/status.rs` by\n");
+    out.push_str("`render_phase_diagram()`; the test `phase_diagram_is_current` fails if this file drifts.\n");
+    out.push_str("Regenerate with `BLOCKMIRROR_WRITE_DOCS=1 cargo test -p blockmirror-core --test phase_diagram`.\n\n");
+    out.push_str("```mermaid\nstateDiagram-v2\n    [*] --> created\n");
+    for (from, to) in TRANSITIONS {
+        out.push_str(&format!("    {from} --> {to}\n"));
+    }
+    out.push_str("    null --> [*]\n```\n\n");
+    out.push_str("## Verbs allowed per status\n\n| verb |");
+    let shown: Vec<JobStatus> = JobStatus::ALL
+        .into_iter()
+        .filter(|s| *s != JobStatus::Null)
+        .collect();
+    for status in &shown {
+        out.push_str(&format!(" {status} |"));
+    }
+    out.push_str("\n|---|");
+    for _ in &shown {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    for verb in Verb::ALL {
+        out.push_str(&format!("| {verb} |"));
+        for status in &shown {
+            out.push_str(if verb.allowed_in(*status) {
+                " Y |"
+            } else {
+                " – |"
+            });
+        }
+        out.push('\n');
+    }
+    out.push_str("\nExtra checks on top of the table: `pause` needs the job not already paused,\n");
+    out.push_str(
+        "`resume` needs it paused, `complete` needs no cancel requested. A refused verb\n",
+    );
+    out.push_str("returns `JobError::VerbNotAllowed` and changes nothing.\n");
+    out
+}

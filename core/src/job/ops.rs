@@ -1,0 +1,254 @@
+//! The op table and chunk ownership.
+//!
+//! Every action the job emits belongs to an op in this table, from the action to its
+//! completion. Ops that touch disk ranges own whole chunks while they are active: at most
+//! one owner per chunk (DESIGN §3.2), recorded as disjoint intervals keyed by their first
+//! chunk. Guest writes in write-blocking mode wait in a FIFO, owning nothing, until their
+//! whole range is free and no earlier waiting write overlaps them; since waiters own
+//! nothing and owners never wait, waits cannot form a cycle.
+//!
+//! Costs: O(log ops) per lookup, claim and release; the tables hold only live ops.
+
+use super::action::{ActionKind, OpId};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Stages of a background copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CopyStage {
+    /// The read of the source is out.
+    Read,
+    /// The write (data, zeroes or discard) to the target is out.
+    Write(ActionKind),
+}
+
+/// Why a flush was issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FlushPurpose {
+    /// First convergence: READY follows if the bitmap is still empty.
+    Ready,
+    /// Final switch under quiesce: pivot (or un-quiesce and finish) follows.
+    Final,
+}
+
+/// What to do once an un-quiesce completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterUnquiesce {
+    /// Go on mirroring; `retry_now` allows the next quiesce at once (after a pause) rather
+    /// than at the next convergence (after dirt or an error at the recheck).
+    Continue { retry_now: bool },
+    /// The job is done (soft cancel in ready): finish successfully without pivot.
+    Finish,
+    /// The job is aborting: conclude.
+    Abort,
+}
+
+/// What an op does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OpKind {
+    /// A background copy of a chunk-aligned run (clipped at the disk end).
+    Copy(CopyStage),
+    /// A write-blocking guest write; `waiting` until it may own its chunks.
+    Guest { waiting: bool },
+    /// A target flush.
+    Flush(FlushPurpose),
+    /// Hold guest writes.
+    Quiesce,
+    /// Release guest writes.
+    Unquiesce(AfterUnquiesce),
+    /// Switch the guest to the target.
+    Pivot,
+}
+
+impl OpKind {
+    /// Job ops are everything but guest writes: pause and the final switch wait for them.
+    pub(super) fn is_job_op(self) -> bool {
+        !matches!(self, OpKind::Guest { .. })
+    }
+}
+
+/// One live op.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Op {
+    pub(super) kind: OpKind,
+    pub(super) offset: u64,
+    pub(super) length: u64,
+    /// The driver has polled this op's current action and owes a completion for it.
+    pub(super) awaiting_completion: bool,
+}
+
+/// A guest write waiting for its chunks, in arrival order.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Waiter {
+    pub(super) op: OpId,
+    pub(super) first_chunk: u64,
+    pub(super) end_chunk: u64,
+}
+
+/// Live ops, chunk owners and the guest-write wait queue.
+#[derive(Debug, Default)]
+pub(super) struct OpTable {
+    ops: BTreeMap<u64, Op>,
+    /// first chunk → (end chunk, owner); intervals are disjoint.
+    owners: BTreeMap<u64, (u64, OpId)>,
+    pub(super) waiting: VecDeque<Waiter>,
+    next_id: u64,
+    job_ops: usize,
+}
+
+impl OpTable {
+    pub(super) fn insert(&mut self, kind: OpKind, offset: u64, length: u64) -> OpId {
+        let id = OpId(self.next_id);
+        self.next_id += 1;
+        if kind.is_job_op() {
+            self.job_ops += 1;
+        }
+        self.ops.insert(
+            id.0,
+            Op {
+                kind,
+                offset,
+                length,
+                awaiting_completion: false,
+            },
+        );
+        id
+    }
+
+    pub(super) fn get(&self, op: OpId) -> Option<&Op> {
+        self.ops.get(&op.0)
+    }
+
+    pub(super) fn get_mut(&mut self, op: OpId) -> Option<&mut Op> {
+        self.ops.get_mut(&op.0)
+    }
+
+    /// Removes a finished op; the caller has released its chunks.
+    pub(super) fn remove(&mut self, op: OpId) -> Op {
+        let removed = self
+            .ops
+            .remove(&op.0)
+            .expect("only live ops are removed: callers looked them up first");
+        if removed.kind.is_job_op() {
+            self.job_ops -= 1;
+        }
+        removed
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Live ops other than guest writes.
+    pub(super) fn job_ops(&self) -> usize {
+        self.job_ops
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (OpId, &Op)> + '_ {
+        self.ops.iter().map(|(id, op)| (OpId(*id), op))
+    }
+
+    /// Makes `op` the owner of chunks `[first, end)`, which must all be free.
+    pub(super) fn claim(&mut self, op: OpId, first: u64, end: u64) {
+        assert!(
+            self.first_owned_in(first, end).is_none(),
+            "chunks {first}..{end} claimed by {op} are free: callers check ownership first"
+        );
+        self.owners.insert(first, (end, op));
+    }
+
+    /// Releases the chunks owned from `first` (the first chunk passed to `claim`).
+    pub(super) fn release(&mut self, first: u64) {
+        self.owners
+            .remove(&first)
+            .expect("an owning op releases exactly the interval it claimed");
+    }
+
+    /// The first owned interval that overlaps `[first, end)`, as `(start, end)`.
+    pub(super) fn first_owned_in(&self, first: u64, end: u64) -> Option<(u64, u64)> {
+        if first >= end {
+            return None;
+        }
+        if let Some((&start, &(stop, _))) = self.owners.range(..=first).next_back() {
+            if stop > first {
+                return Some((start, stop));
+            }
+        }
+        self.owners
+            .range(first + 1..end)
+            .next()
+            .map(|(&start, &(stop, _))| (start, stop))
+    }
+
+    /// If `chunk` is owned or wanted by a waiting guest write, the first chunk after that
+    /// blocking span; else `None`.
+    pub(super) fn blocked_span_end(&self, chunk: u64) -> Option<u64> {
+        if let Some((_, stop)) = self.first_owned_in(chunk, chunk + 1) {
+            return Some(stop);
+        }
+        self.waiting
+            .iter()
+            .filter(|w| w.first_chunk <= chunk && chunk < w.end_chunk)
+            .map(|w| w.end_chunk)
+            .max()
+    }
+
+    /// The first chunk in `(first, end)` that is owned or wanted by a waiting guest write.
+    pub(super) fn first_blocked_after(&self, first: u64, end: u64) -> Option<u64> {
+        let owned = self
+            .first_owned_in(first + 1, end)
+            .map(|(start, _)| start.max(first + 1));
+        let wanted = self
+            .waiting
+            .iter()
+            .filter(|w| w.first_chunk < end && w.end_chunk > first + 1)
+            .map(|w| w.first_chunk.max(first + 1))
+            .min();
+        match (owned, wanted) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_intervals() {
+        let mut table = OpTable::default();
+        let a = table.insert(OpKind::Copy(CopyStage::Read), 0, 0);
+        let b = table.insert(OpKind::Copy(CopyStage::Read), 0, 0);
+        table.claim(a, 4, 8);
+        table.claim(b, 10, 11);
+        assert_eq!(table.first_owned_in(0, 4), None);
+        assert_eq!(table.first_owned_in(0, 5), Some((4, 8)));
+        assert_eq!(table.first_owned_in(7, 20), Some((4, 8)));
+        assert_eq!(table.first_owned_in(8, 20), Some((10, 11)));
+        assert_eq!(table.blocked_span_end(5), Some(8));
+        assert_eq!(table.blocked_span_end(9), None);
+        assert_eq!(table.first_blocked_after(0, 20), Some(4));
+        assert_eq!(table.first_blocked_after(8, 10), None);
+        table.waiting.push_back(Waiter {
+            op: OpId(99),
+            first_chunk: 12,
+            end_chunk: 15,
+        });
+        assert_eq!(table.blocked_span_end(13), Some(15));
+        assert_eq!(table.first_blocked_after(11, 20), Some(12));
+        table.release(4);
+        assert_eq!(table.first_owned_in(0, 10), None);
+        assert_eq!(table.job_ops(), 2);
+        table.remove(a);
+        assert_eq!(table.job_ops(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "are free")]
+    fn double_claim_is_an_invariant_violation() {
+        let mut table = OpTable::default();
+        let a = table.insert(OpKind::Copy(CopyStage::Read), 0, 0);
+        table.claim(a, 0, 2);
+        table.claim(a, 1, 3);
+    }
+}
