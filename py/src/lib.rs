@@ -2,6 +2,7 @@
 
 use pyo3::prelude::*;
 
+mod bitmap;
 mod errors;
 
 /// The native module. Every export is listed here.
@@ -9,5 +10,6 @@ mod errors;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", blockmirror_core::VERSION)?;
     errors::register(m)?;
+    bitmap::register(m)?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 from blockmirror._native import (
     BlockMirrorError,
+    HBitmap,
     InvalidArgument,
     IoError,
     JobStateError,
@@ -10,6 +11,7 @@ from blockmirror._native import (
 
 __all__ = [
     "BlockMirrorError",
+    "HBitmap",
     "InvalidArgument",
     "IoError",
     "JobStateError",
