@@ -127,29 +127,29 @@ impl fmt::Display for Verb {
     }
 }
 
-/// The allowed status changes, as data: `(from, to)`. The job asserts every change it makes
+/// The allowed status changes, as data: `(from, to, what makes the job take it)`. The job asserts every change it makes
 /// is in this table, and `docs/phase-diagram.md` is rendered from it (see
 /// [`render_phase_diagram`]). Pause returns to the exact previous status (running⇄paused,
 /// ready⇄standby); there is no ready → running edge, so `ready` is sticky.
-pub const TRANSITIONS: &[(JobStatus, JobStatus)] = &[
-    (JobStatus::Created, JobStatus::Running),
-    (JobStatus::Created, JobStatus::Aborting),
-    (JobStatus::Created, JobStatus::Null),
-    (JobStatus::Running, JobStatus::Paused),
-    (JobStatus::Running, JobStatus::Ready),
-    (JobStatus::Running, JobStatus::Waiting),
-    (JobStatus::Running, JobStatus::Aborting),
-    (JobStatus::Paused, JobStatus::Running),
-    (JobStatus::Ready, JobStatus::Standby),
-    (JobStatus::Ready, JobStatus::Waiting),
-    (JobStatus::Ready, JobStatus::Aborting),
-    (JobStatus::Standby, JobStatus::Ready),
-    (JobStatus::Waiting, JobStatus::Pending),
-    (JobStatus::Waiting, JobStatus::Aborting),
-    (JobStatus::Pending, JobStatus::Aborting),
-    (JobStatus::Pending, JobStatus::Concluded),
-    (JobStatus::Aborting, JobStatus::Concluded),
-    (JobStatus::Concluded, JobStatus::Null),
+pub const TRANSITIONS: &[(JobStatus, JobStatus, &str)] = &[
+    (JobStatus::Created, JobStatus::Running, "start"),
+    (JobStatus::Created, JobStatus::Aborting, "cancel"),
+    (JobStatus::Created, JobStatus::Null, "(QEMU only) dropped unstarted"),
+    (JobStatus::Running, JobStatus::Paused, "pause or stop error, once job ops drained"),
+    (JobStatus::Running, JobStatus::Ready, "bitmap empty, nothing copying, flush ok: BLOCK_JOB_READY"),
+    (JobStatus::Running, JobStatus::Waiting, "(QEMU only) body finished early"),
+    (JobStatus::Running, JobStatus::Aborting, "cancel or report error, once drained"),
+    (JobStatus::Paused, JobStatus::Running, "resume, or cancel"),
+    (JobStatus::Ready, JobStatus::Standby, "pause or stop error, once job ops drained"),
+    (JobStatus::Ready, JobStatus::Waiting, "switch done: pivot ok (complete) or unquiesce ok (cancel)"),
+    (JobStatus::Ready, JobStatus::Aborting, "force cancel or report error, once drained"),
+    (JobStatus::Standby, JobStatus::Ready, "resume, or cancel"),
+    (JobStatus::Waiting, JobStatus::Pending, "no transaction to wait for"),
+    (JobStatus::Waiting, JobStatus::Aborting, "(QEMU only) transaction failed"),
+    (JobStatus::Pending, JobStatus::Aborting, "(QEMU only) finalize failed"),
+    (JobStatus::Pending, JobStatus::Concluded, "BLOCK_JOB_COMPLETED"),
+    (JobStatus::Aborting, JobStatus::Concluded, "BLOCK_JOB_CANCELLED or BLOCK_JOB_COMPLETED with error"),
+    (JobStatus::Concluded, JobStatus::Null, "dismiss"),
 ];
 
 /// The statuses in which each verb is allowed, as data (QEMU's verb table). Some verbs
@@ -216,7 +216,7 @@ pub const VERB_TABLE: &[(Verb, &[JobStatus])] = &[
 impl JobStatus {
     /// Whether the job model allows a change from `self` to `to` (see [`TRANSITIONS`]).
     pub fn can_become(self, to: JobStatus) -> bool {
-        TRANSITIONS.contains(&(self, to))
+        TRANSITIONS.iter().any(|(from, next, _)| *from == self && *next == to)
     }
 }
 
@@ -238,8 +238,8 @@ pub fn render_phase_diagram() -> String {
     out.push_str("`render_phase_diagram()`; the test `phase_diagram_is_current` fails if this file drifts.\n");
     out.push_str("Regenerate with `BLOCKMIRROR_WRITE_DOCS=1 cargo test -p blockmirror-core --test phase_diagram`.\n\n");
     out.push_str("```mermaid\nstateDiagram-v2\n    [*] --> created\n");
-    for (from, to) in TRANSITIONS {
-        out.push_str(&format!("    {from} --> {to}\n"));
+    for (from, to, why) in TRANSITIONS {
+        out.push_str(&format!("    {from} --> {to} : {why}\n"));
     }
     out.push_str("    null --> [*]\n```\n\n");
     out.push_str("## Verbs allowed per status\n\n| verb |");
