@@ -37,7 +37,7 @@ impl MirrorJob {
             let op = self
                 .ops
                 .insert(OpKind::Guest { waiting: true }, offset, length);
-            self.ops.waiting.push_back(Waiter {
+            self.ops.push_waiter(Waiter {
                 op,
                 first_chunk,
                 end_chunk,
@@ -68,6 +68,9 @@ impl MirrorJob {
     /// Starts every waiting guest write whose chunks are free and that no earlier waiting
     /// write overlaps.
     pub(super) fn start_waiting_guest_writes(&mut self) {
+        if !std::mem::take(&mut self.ops.waiters_may_start) {
+            return;
+        }
         let mut index = 0;
         while index < self.ops.waiting.len() {
             let waiter = self.ops.waiting[index];

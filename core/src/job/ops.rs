@@ -91,6 +91,8 @@ pub(super) struct OpTable {
     /// first chunk → (end chunk, owner); intervals are disjoint.
     owners: BTreeMap<u64, (u64, OpId)>,
     pub(super) waiting: VecDeque<Waiter>,
+    /// Set when chunks were released or a waiter arrived: only then may a waiter start.
+    pub(super) waiters_may_start: bool,
     next_id: u64,
     job_ops: usize,
 }
@@ -161,6 +163,7 @@ impl OpTable {
         self.owners
             .remove(&first)
             .expect("an owning op releases exactly the interval it claimed");
+        self.waiters_may_start = true;
     }
 
     /// The first owned interval that overlaps `[first, end)`, as `(start, end)`.
@@ -177,6 +180,12 @@ impl OpTable {
             .range(first + 1..end)
             .next()
             .map(|(&start, &(stop, _))| (start, stop))
+    }
+
+    /// Queues a guest write behind every earlier waiting one.
+    pub(super) fn push_waiter(&mut self, waiter: Waiter) {
+        self.waiting.push_back(waiter);
+        self.waiters_may_start = true;
     }
 
     /// If `chunk` is owned or wanted by a waiting guest write, the first chunk after that

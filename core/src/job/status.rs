@@ -134,21 +134,73 @@ impl fmt::Display for Verb {
 pub const TRANSITIONS: &[(JobStatus, JobStatus, &str)] = &[
     (JobStatus::Created, JobStatus::Running, "start"),
     (JobStatus::Created, JobStatus::Aborting, "cancel"),
-    (JobStatus::Created, JobStatus::Null, "(QEMU only) dropped unstarted"),
-    (JobStatus::Running, JobStatus::Paused, "pause or stop error, once job ops drained"),
-    (JobStatus::Running, JobStatus::Ready, "bitmap empty, nothing copying, flush ok: BLOCK_JOB_READY"),
-    (JobStatus::Running, JobStatus::Waiting, "(QEMU only) body finished early"),
-    (JobStatus::Running, JobStatus::Aborting, "cancel or report error, once drained"),
+    (
+        JobStatus::Created,
+        JobStatus::Null,
+        "(QEMU only) dropped unstarted",
+    ),
+    (
+        JobStatus::Running,
+        JobStatus::Paused,
+        "pause or stop error, once job ops drained",
+    ),
+    (
+        JobStatus::Running,
+        JobStatus::Ready,
+        "bitmap empty, nothing copying, flush ok: BLOCK_JOB_READY",
+    ),
+    (
+        JobStatus::Running,
+        JobStatus::Waiting,
+        "(QEMU only) body finished early",
+    ),
+    (
+        JobStatus::Running,
+        JobStatus::Aborting,
+        "cancel or report error, once drained",
+    ),
     (JobStatus::Paused, JobStatus::Running, "resume, or cancel"),
-    (JobStatus::Ready, JobStatus::Standby, "pause or stop error, once job ops drained"),
-    (JobStatus::Ready, JobStatus::Waiting, "switch done: pivot ok (complete) or unquiesce ok (cancel)"),
-    (JobStatus::Ready, JobStatus::Aborting, "force cancel or report error, once drained"),
+    (
+        JobStatus::Ready,
+        JobStatus::Standby,
+        "pause or stop error, once job ops drained",
+    ),
+    (
+        JobStatus::Ready,
+        JobStatus::Waiting,
+        "switch done: pivot ok (complete) or unquiesce ok (cancel)",
+    ),
+    (
+        JobStatus::Ready,
+        JobStatus::Aborting,
+        "force cancel or report error, once drained",
+    ),
     (JobStatus::Standby, JobStatus::Ready, "resume, or cancel"),
-    (JobStatus::Waiting, JobStatus::Pending, "no transaction to wait for"),
-    (JobStatus::Waiting, JobStatus::Aborting, "(QEMU only) transaction failed"),
-    (JobStatus::Pending, JobStatus::Aborting, "(QEMU only) finalize failed"),
-    (JobStatus::Pending, JobStatus::Concluded, "BLOCK_JOB_COMPLETED"),
-    (JobStatus::Aborting, JobStatus::Concluded, "BLOCK_JOB_CANCELLED or BLOCK_JOB_COMPLETED with error"),
+    (
+        JobStatus::Waiting,
+        JobStatus::Pending,
+        "no transaction to wait for",
+    ),
+    (
+        JobStatus::Waiting,
+        JobStatus::Aborting,
+        "(QEMU only) transaction failed",
+    ),
+    (
+        JobStatus::Pending,
+        JobStatus::Aborting,
+        "(QEMU only) finalize failed",
+    ),
+    (
+        JobStatus::Pending,
+        JobStatus::Concluded,
+        "BLOCK_JOB_COMPLETED",
+    ),
+    (
+        JobStatus::Aborting,
+        JobStatus::Concluded,
+        "BLOCK_JOB_CANCELLED or BLOCK_JOB_COMPLETED with error",
+    ),
     (JobStatus::Concluded, JobStatus::Null, "dismiss"),
 ];
 
@@ -216,7 +268,9 @@ pub const VERB_TABLE: &[(Verb, &[JobStatus])] = &[
 impl JobStatus {
     /// Whether the job model allows a change from `self` to `to` (see [`TRANSITIONS`]).
     pub fn can_become(self, to: JobStatus) -> bool {
-        TRANSITIONS.iter().any(|(from, next, _)| *from == self && *next == to)
+        TRANSITIONS
+            .iter()
+            .any(|(from, next, _)| *from == self && *next == to)
     }
 }
 
