@@ -1,9 +1,12 @@
-//! The `blockmirror._native` Python extension: bindings over blockmirror-core.
+//! The `blockmirror._native` Python extension: bindings over blockmirror-core, and the file
+//! backend that mirrors real images (`backend`, bound in `mirror`).
 
 use pyo3::prelude::*;
 
+mod backend;
 mod bitmap;
 mod errors;
+mod mirror;
 
 /// The native module. Every export is listed here.
 #[pymodule]
@@ -11,5 +14,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", blockmirror_core::VERSION)?;
     errors::register(m)?;
     bitmap::register(m)?;
+    m.add_class::<mirror::FileMirror>()?;
     Ok(())
 }

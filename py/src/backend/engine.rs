@@ -1,0 +1,431 @@
+//! `FileMirror`: a running mirror of one file (or block device) onto another, with its
+//! threads. No Python here: the binding in `crate::mirror` calls these methods with the GIL
+//! released.
+//!
+//! Threads: a driver thread that gives the job its timeouts (the speed limit) and notices
+//! the end; `workers` I/O threads; and the callers' own threads (guest writes, verbs,
+//! waits). All of them touch the job only under the shared lock (see `shared`).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use blockmirror_core::job::{
+    CopyMode, GuestWrite, JobError, JobStatus, MirrorConfig, MirrorJob, Nanos, Progress, RangeState, SyncMode,
+};
+
+use super::extents;
+use super::faults::{FaultInjector, FaultRule};
+use super::files::{open_files, OpenError, OpenOptionsSpec};
+use super::io_ops;
+use super::shared::{EventRecord, Failure, Shared, Stats};
+use super::workers;
+
+/// Everything needed to start a mirror, besides the two paths.
+#[derive(Debug, Clone)]
+pub struct MirrorSetup {
+    /// The job's configuration (`length` and `discard_reads_zero` are filled in here).
+    pub config: MirrorConfig,
+    /// O_DIRECT on both files' copy handles.
+    pub direct: bool,
+    /// Mirror into an existing target of the same size.
+    pub reuse: bool,
+    /// Zero writes may deallocate (punch holes) on the target.
+    pub unmap: bool,
+    /// Open the source writable so `guest_write` works.
+    pub guest_writes: bool,
+    /// Faults to inject.
+    pub faults: Vec<FaultRule>,
+}
+
+/// Why a mirror could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Opening or checking the files failed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The job rejected its configuration.
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// The source's allocation could not be read, or a thread could not start.
+    #[error("{what}: {source}")]
+    Os {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Why a guest I/O call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestIoError {
+    /// The range does not lie within the disk.
+    #[error("range {offset}+{length} lies outside the disk of {disk_length} bytes")]
+    OutOfRange {
+        /// First byte.
+        offset: u64,
+        /// Bytes.
+        length: u64,
+        /// Disk length.
+        disk_length: u64,
+    },
+    /// The mirror was closed.
+    #[error("the mirror is closed")]
+    Closed,
+    /// The OS refused the read or write.
+    #[error("{source}")]
+    Os {
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// What was waited for happened.
+    Reached,
+    /// The job ended first.
+    Ended,
+    /// The timeout passed.
+    TimedOut,
+}
+
+/// A running mirror.
+pub struct FileMirror {
+    shared: Arc<Shared>,
+    /// The driver and worker threads, joined by `close`.
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+/// Declares the source's holes to the job before it starts, so no guest write can race the
+/// scan: `full` skips holes when the target was created here (it reads zero); `top` skips
+/// what the source does not allocate, documented as copying only allocated extents onto a
+/// target that reads zero; `none` ignores declarations.
+fn declare_holes(job: &mut MirrorJob, shared_files: &super::files::OpenedFiles, config: &MirrorConfig) -> Result<(), StartError> {
+    let state = match config.sync {
+        SyncMode::Full if shared_files.target_created => RangeState::Zero,
+        SyncMode::Top => RangeState::Unallocated,
+        _ => return Ok(()),
+    };
+    if shared_files.source.is_block_device {
+        return Ok(());
+    }
+    let holes = extents::holes(&shared_files.source.buffered, config.length)
+        .map_err(|source| StartError::Os { what: "scanning the source's allocation (SEEK_DATA/SEEK_HOLE)", source })?;
+    for hole in holes {
+        if let Some(chunks) = extents::whole_chunks(&hole, config.granularity, config.length) {
+            job.declare(chunks.start, chunks.end - chunks.start, state)?;
+        }
+    }
+    Ok(())
+}
+
+impl FileMirror {
+    /// Opens the files, scans the source, starts the job and its threads.
+    pub fn start(source: &Path, target: &Path, setup: MirrorSetup) -> Result<Self, StartError> {
+        // Validate the configuration before touching any file (the length is not known yet;
+        // any length the bitmap can hold is checked again below).
+        MirrorJob::new(MirrorConfig { length: 0, ..setup.config.clone() })?;
+        let spec = OpenOptionsSpec { direct: setup.direct, reuse: setup.reuse, guest_writes: setup.guest_writes };
+        let files = open_files(source, target, &spec)?;
+        let mut config = setup.config.clone();
+        config.length = files.length;
+        config.discard_reads_zero = setup.unmap && io_ops::punch_hole_supported(&files.target.buffered, files.target.is_block_device);
+        let remove_created = |files: &super::files::OpenedFiles| {
+            if files.target_created {
+                let _ = std::fs::remove_file(target);
+            }
+        };
+        let mut job = match MirrorJob::new(config.clone()) {
+            Ok(job) => job,
+            Err(e) => {
+                remove_created(&files);
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = declare_holes(&mut job, &files, &config) {
+            remove_created(&files);
+            return Err(e);
+        }
+        let worker_count = config.max_in_flight.clamp(1, 32);
+        let (task_tx, task_rx) = mpsc::channel();
+        let shared = Arc::new(Shared::new(job, files, FaultInjector::new(setup.faults), setup.unmap, task_tx));
+        let workers = workers::spawn(&shared, task_rx, worker_count)
+            .map_err(|source| StartError::Os { what: "starting the I/O threads", source })?;
+        {
+            let mut st = shared.lock();
+            let now = shared.now();
+            if let Err(e) = st.job.start(now) {
+                // Let the workers exit (they end when the task sender is gone).
+                st.close_tasks();
+                drop(st);
+                for w in workers {
+                    let _ = w.join();
+                }
+                remove_created(&shared.files);
+                return Err(e.into());
+            }
+            st.stats.initial_total = st.job.progress().total;
+            shared.pump(&mut st);
+        }
+        let driver_shared = Arc::clone(&shared);
+        let driver = std::thread::Builder::new()
+            .name("blockmirror-driver".into())
+            .spawn(move || drive(&driver_shared))
+            .map_err(|source| StartError::Os { what: "starting the driver thread", source })?;
+        let mut threads = workers;
+        threads.push(driver);
+        Ok(Self { shared, threads: Mutex::new(threads), closed: AtomicBool::new(false) })
+    }
+
+    /// The disk length in bytes.
+    pub fn length(&self) -> u64 {
+        self.shared.files.length
+    }
+
+    fn check_range(&self, offset: u64, length: u64) -> Result<(), GuestIoError> {
+        let disk_length = self.length();
+        if offset.checked_add(length).is_none_or(|end| end > disk_length) {
+            return Err(GuestIoError::OutOfRange { offset, length, disk_length });
+        }
+        Ok(())
+    }
+
+    /// The guest writes `data` at `offset`: to the source (or the target after a pivot),
+    /// then the job learns of it; in write-blocking mode this returns once the data is on
+    /// the target too. Waits while the guest is quiesced.
+    pub fn guest_write(&self, offset: u64, data: Vec<u8>) -> Result<(), GuestIoError> {
+        if self.is_closed() {
+            return Err(GuestIoError::Closed);
+        }
+        let length = data.len() as u64;
+        self.check_range(offset, length)?;
+        if length == 0 {
+            return Ok(());
+        }
+        let shared = &self.shared;
+        let mut st = shared.lock();
+        while st.gate.held && !st.gate.pivoted && !st.finished() {
+            st = shared.changed.wait(st).expect("mirror state lock poisoned");
+        }
+        let to_target = st.gate.pivoted;
+        st.gate.active_writes += 1;
+        drop(st);
+
+        let file = if to_target { &shared.files.target.buffered } else { &shared.files.source.buffered };
+        let written = io_ops::write_all(file, &data, offset);
+
+        let mut st = shared.lock();
+        if written.is_ok() {
+            st.stats.guest_bytes_written += length;
+        }
+        // A pivot cannot happen while this write is active (quiesce waits for it), so a
+        // write that went to the source is still the job's to track.
+        if written.is_ok() && !to_target && !st.ending() {
+            match st.job.handle_guest_write(offset, length) {
+                Ok(GuestWrite::Acknowledge) => {}
+                Ok(GuestWrite::Mirror(op)) => {
+                    st.guest_data.insert(op, Arc::new(data));
+                    shared.pump(&mut st);
+                    while !st.guest_done.contains_key(&op) && !st.ending() {
+                        st = shared.changed.wait(st).expect("mirror state lock poisoned");
+                    }
+                    // A failed target write is the job's business (its policy acted); the
+                    // guest's own write to the source succeeded.
+                    st.guest_done.remove(&op);
+                }
+                // The job ended between the checks: nothing left to track.
+                Err(JobError::VerbNotAllowed { .. }) => {}
+                Err(e) => {
+                    st.internal_error.get_or_insert(format!("guest write refused: {e}"));
+                }
+            }
+        }
+        st.guest_write_finished();
+        shared.pump(&mut st);
+        drop(st);
+        written.map_err(|source| GuestIoError::Os { source })
+    }
+
+    /// The guest reads `length` bytes at `offset` (from the target after a pivot).
+    pub fn guest_read(&self, offset: u64, length: u64) -> Result<Vec<u8>, GuestIoError> {
+        if self.is_closed() {
+            return Err(GuestIoError::Closed);
+        }
+        self.check_range(offset, length)?;
+        let to_target = self.shared.lock().gate.pivoted;
+        let files = &self.shared.files;
+        let file = if to_target { &files.target.buffered } else { &files.source.buffered };
+        let mut buf = vec![0u8; length as usize];
+        io_ops::read_exact(file, &mut buf, offset).map_err(|source| GuestIoError::Os { source })?;
+        Ok(buf)
+    }
+
+    /// Runs a verb on the job under the lock, then drains its outputs.
+    pub fn verb<T>(&self, f: impl FnOnce(&mut MirrorJob) -> Result<T, JobError>) -> Result<T, JobError> {
+        let mut st = self.shared.lock();
+        let r = f(&mut st.job);
+        self.shared.pump(&mut st);
+        r
+    }
+
+    /// Waits until the job is ready (or has ended, or `timeout` passed).
+    pub fn wait_ready(&self, timeout: Option<Duration>) -> WaitOutcome {
+        self.wait_for(timeout, |st| {
+            if st.ready_seen {
+                Some(WaitOutcome::Reached)
+            } else if st.finished() {
+                Some(WaitOutcome::Ended)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Waits until the job has ended and every I/O has finished.
+    pub fn wait_end(&self, timeout: Option<Duration>) -> WaitOutcome {
+        self.wait_for(timeout, |st| st.finished().then_some(WaitOutcome::Reached))
+    }
+
+    fn wait_for(&self, timeout: Option<Duration>, done: impl Fn(&super::shared::State) -> Option<WaitOutcome>) -> WaitOutcome {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.shared.lock();
+        loop {
+            if let Some(outcome) = done(&st) {
+                return outcome;
+            }
+            let wait = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return WaitOutcome::TimedOut,
+                },
+                // Wake now and then anyway: a caller's own timeout handling stays simple.
+                None => Duration::from_secs(1),
+            };
+            st = self.shared.changed.wait_timeout(st, wait).expect("mirror state lock poisoned").0;
+        }
+    }
+
+    /// The next event, waiting up to `timeout`; `None` when none came, or when the job has
+    /// ended and every event was taken.
+    pub fn next_event(&self, timeout: Option<Duration>) -> Option<EventRecord> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.shared.lock();
+        loop {
+            if let Some(e) = st.events.pop_front() {
+                return Some(e);
+            }
+            if st.finished() {
+                return None;
+            }
+            let wait = match deadline {
+                Some(d) => d.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?,
+                None => Duration::from_secs(1),
+            };
+            st = self.shared.changed.wait_timeout(st, wait).expect("mirror state lock poisoned").0;
+        }
+    }
+
+    /// Status, progress, counters, failure and internal error, read together.
+    pub fn snapshot(&self) -> Snapshot {
+        let st = self.shared.lock();
+        Snapshot {
+            status: st.job.status(),
+            progress: st.job.progress(),
+            copy_mode: st.job.config().copy_mode,
+            stats: st.stats,
+            failure: st.failure,
+            internal_error: st.internal_error.clone(),
+            finished: st.finished(),
+            ready: st.ready_seen,
+            pivoted: st.gate.pivoted,
+            injected_faults: self.shared.faults.injected(),
+        }
+    }
+
+    /// Force-cancels a job that has not ended, waits for the end, stops every thread.
+    /// Idempotent; afterwards guest I/O fails with `Closed`.
+    pub fn close(&self) {
+        let mut threads = self.threads.lock().expect("thread list lock poisoned");
+        if self.is_closed() {
+            return;
+        }
+        {
+            let mut st = self.shared.lock();
+            if !st.ending() {
+                let _ = st.job.cancel(true);
+                self.shared.pump(&mut st);
+            }
+        }
+        self.wait_end(None);
+        self.shared.lock().close_tasks();
+        self.shared.driver_wake.notify_all();
+        for t in threads.drain(..) {
+            let _ = t.join();
+        }
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether `close` ran.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FileMirror {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A consistent view of the mirror.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Job status.
+    pub status: JobStatus,
+    /// Job progress.
+    pub progress: Progress,
+    /// Current copy mode.
+    pub copy_mode: CopyMode,
+    /// Counters.
+    pub stats: Stats,
+    /// Why the job failed, if it did.
+    pub failure: Option<Failure>,
+    /// A broken internal invariant, if any.
+    pub internal_error: Option<String>,
+    /// The job ended and all I/O finished.
+    pub finished: bool,
+    /// `BLOCK_JOB_READY` was seen.
+    pub ready: bool,
+    /// The guest was switched over to the target.
+    pub pivoted: bool,
+    /// Operations failed on purpose by the fault injector.
+    pub injected_faults: u64,
+}
+
+/// The driver thread: calls `handle_timeout` when the job asked for it and sleeps until the
+/// next deadline or a wake-up; exits once the job has ended and all I/O has finished.
+fn drive(shared: &Shared) {
+    let mut st = shared.lock();
+    loop {
+        if st.finished() {
+            shared.changed.notify_all();
+            return;
+        }
+        let now = shared.now();
+        st.job.handle_timeout(now);
+        shared.pump(&mut st);
+        let wait = match st.job.poll_timeout() {
+            // Never spin: a deadline already due is retried after a short pause.
+            Some(deadline) => Duration::from_nanos(deadline.0.saturating_sub(now.0).max(50_000)),
+            None => Duration::from_millis(500),
+        };
+        st.driver_sleep_until = Some(Nanos(now.0 + wait.as_nanos() as u64));
+        st = shared.driver_wake.wait_timeout(st, wait).expect("mirror state lock poisoned").0;
+    }
+}

@@ -1,0 +1,105 @@
+//! The system calls behind each action, and the mapping of OS errors to the job's kinds.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+use blockmirror_core::job::IoErrorKind;
+
+/// The job's error kind for an OS error (ENOSPC → no space, EROFS/EBADF → read-only,
+/// EIO → io, anything else by errno).
+pub fn error_kind(err: &io::Error) -> IoErrorKind {
+    match err.raw_os_error() {
+        Some(errno) => IoErrorKind::from_errno(errno),
+        // Errors without an errno come from std itself, e.g. a read that hit the end of file.
+        None if err.kind() == io::ErrorKind::UnexpectedEof => IoErrorKind::Io,
+        None => IoErrorKind::Io,
+    }
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`; a short read (the file shrank) is an error.
+pub fn read_exact(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    file.read_exact_at(buf, offset)
+}
+
+/// Writes all of `buf` at `offset`.
+pub fn write_all(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    file.write_all_at(buf, offset)
+}
+
+fn fallocate(file: &File, mode: libc::c_int, offset: u64, length: u64) -> io::Result<()> {
+    // SAFETY: fallocate on a valid fd has no memory-safety preconditions.
+    let r = unsafe { libc::fallocate(file.as_raw_fd(), mode, offset as libc::off_t, length as libc::off_t) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether an fallocate error means "this file or filesystem cannot do that mode".
+fn unsupported(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL))
+}
+
+/// How a zero range was produced (for statistics and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZeroMethod {
+    /// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`: deallocated, reads zero.
+    PunchHole,
+    /// `FALLOC_FL_ZERO_RANGE`: allocated (or unwritten) zeroes.
+    ZeroRange,
+    /// Plain writes of a zero buffer (the fallback).
+    Written,
+}
+
+/// Makes `[offset, offset+length)` of `file` read as zeroes. With `unmap`, tries to
+/// deallocate (punch a hole) first; then `ZERO_RANGE`; then writes zeroes.
+pub fn zero_range(file: &File, offset: u64, length: u64, unmap: bool) -> io::Result<ZeroMethod> {
+    if unmap {
+        match fallocate(file, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset, length) {
+            Ok(()) => return Ok(ZeroMethod::PunchHole),
+            Err(e) if unsupported(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    match fallocate(file, libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE, offset, length) {
+        Ok(()) => return Ok(ZeroMethod::ZeroRange),
+        Err(e) if unsupported(&e) => {}
+        Err(e) => return Err(e),
+    }
+    write_zeroes(file, offset, length)?;
+    Ok(ZeroMethod::Written)
+}
+
+/// Writes zeroes with plain writes, 1 MiB at a time.
+pub fn write_zeroes(file: &File, offset: u64, length: u64) -> io::Result<()> {
+    let zeroes = vec![0u8; length.min(1 << 20) as usize];
+    let mut done = 0;
+    while done < length {
+        let n = (length - done).min(zeroes.len() as u64) as usize;
+        file.write_all_at(&zeroes[..n], offset + done)?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// Flushes the file's data to stable storage.
+pub fn datasync(file: &File) -> io::Result<()> {
+    file.sync_data()
+}
+
+/// Whether punching a hole in this writable regular file works. The probe lies past the
+/// end of file (with KEEP_SIZE), so it changes nothing. Block devices are never probed: a
+/// probe there would have to touch real data.
+pub fn punch_hole_supported(file: &File, is_block_device: bool) -> bool {
+    if is_block_device {
+        return false;
+    }
+    let len = match file.metadata() {
+        Ok(m) => m.len(),
+        Err(_) => return false,
+    };
+    fallocate(file, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, len, 4096).is_ok()
+}

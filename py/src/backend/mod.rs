@@ -1,0 +1,22 @@
+//! The file backend: mirrors a raw image file or block device onto another, driving a
+//! `blockmirror_core::job::MirrorJob` with real I/O on a small thread pool.
+//!
+//! - [`files`]: opening both sides (sizes, block devices, sparse creation, O_DIRECT).
+//! - [`extents`]: the source's holes (SEEK_DATA/SEEK_HOLE), declared to the job up front.
+//! - [`buffers`]: 4096-aligned copy buffers that free themselves, and their pool.
+//! - [`io_ops`]: pread/pwrite, zero ranges (punch hole / zero range / plain zeroes), fdatasync,
+//!   and the mapping of OS errors to the job's error kinds.
+//! - [`faults`]: deterministic fault injection for tests.
+//! - [`shared`] and [`workers`]: the job behind a lock, and the I/O threads.
+//! - [`engine`]: [`engine::FileMirror`], the running mirror the Python binding wraps.
+//!
+//! Nothing here knows Python; the binding releases the GIL around every call.
+
+pub mod buffers;
+pub mod engine;
+pub mod extents;
+pub mod faults;
+pub mod files;
+pub mod io_ops;
+pub mod shared;
+pub mod workers;

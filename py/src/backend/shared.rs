@@ -1,0 +1,414 @@
+//! The state every thread of one mirror shares: the job behind a mutex, and the rule that
+//! keeps it consistent.
+//!
+//! Rule: whoever gives the job an input (a completion, a guest write, a verb, a timeout)
+//! does so with the lock held and then calls [`State::pump`] before unlocking, which drains
+//! `poll_action` (sending I/O to the workers, handling quiesce/unquiesce/pivot at once) and
+//! `poll_event` (recording events for the Python side), then wakes every waiter. So the job
+//! is never left with undrained outputs, whichever thread touched it last.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use blockmirror_core::job::{
+    Action, ActionKind, ErrorAction, Event, IoErrorKind, JobStatus, MirrorJob, Nanos, OpId, OpResult, Operation,
+};
+
+use super::buffers::{AlignedBuf, BufferPool};
+use super::faults::FaultInjector;
+use super::files::OpenedFiles;
+use super::workers::{Task, TaskOutcome, TaskSender};
+
+/// One event with the time it was seen, in nanoseconds since the mirror started.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    /// Nanoseconds since the mirror was created.
+    pub time_ns: u64,
+    /// The job's event.
+    pub event: Event,
+}
+
+/// Why the job failed: the error of the `report` that ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    /// The error kind.
+    pub error: IoErrorKind,
+    /// `read` (source) or `write` (target), when an error event named it.
+    pub operation: Option<Operation>,
+    /// First byte of the failed range, when known.
+    pub offset: Option<u64>,
+}
+
+/// Byte and operation counters (plain facts, for results and benchmarks).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    /// Bytes read from the source by the copy path.
+    pub bytes_read: u64,
+    /// Bytes written to the target by copies.
+    pub bytes_written: u64,
+    /// Bytes made zero on the target (zero writes and discards).
+    pub bytes_zeroed: u64,
+    /// Of those, bytes deallocated by punching holes.
+    pub bytes_punched: u64,
+    /// Copy reads that returned only zeroes.
+    pub zero_reads: u64,
+    /// Bytes the guest wrote through the mirror.
+    pub guest_bytes_written: u64,
+    /// Bytes of guest writes also written to the target (write-blocking mode).
+    pub guest_bytes_mirrored: u64,
+    /// Target flushes performed.
+    pub flushes: u64,
+    /// Operations that failed (injected or real).
+    pub failed_ops: u64,
+    /// Progress total right after the start: the bytes the sync mode selected.
+    pub initial_total: u64,
+    /// Nanoseconds from the start to `BLOCK_JOB_READY`.
+    pub ready_ns: Option<u64>,
+    /// Nanoseconds from the start to the end of the job.
+    pub end_ns: Option<u64>,
+}
+
+/// The guest's side of quiesce and pivot.
+#[derive(Debug, Default)]
+pub struct GuestGate {
+    /// New guest writes wait while held (between quiesce and unquiesce/pivot).
+    pub held: bool,
+    /// Guest writes between their start and their acknowledgement.
+    pub active_writes: usize,
+    /// A quiesce op waiting for `active_writes` to reach zero.
+    pub quiesce_op: Option<OpId>,
+    /// The guest was switched over: its reads and writes go to the target.
+    pub pivoted: bool,
+}
+
+/// Everything behind the lock.
+pub struct State {
+    /// The job.
+    pub job: MirrorJob,
+    /// Buffers of completed reads, waiting for the job's write action for the same op.
+    read_bufs: HashMap<OpId, AlignedBuf>,
+    /// Guest data of write-blocking writes, waiting for their `guest_write` action.
+    pub guest_data: HashMap<OpId, Arc<Vec<u8>>>,
+    /// `guest_write` actions that finished (the waiting guest call removes its entry).
+    pub guest_done: HashMap<OpId, Result<(), IoErrorKind>>,
+    /// Quiesce and pivot state.
+    pub gate: GuestGate,
+    /// Events not yet taken by the Python side.
+    pub events: VecDeque<EventRecord>,
+    /// `BLOCK_JOB_READY` was seen.
+    pub ready_seen: bool,
+    /// `BLOCK_JOB_COMPLETED` / `BLOCK_JOB_CANCELLED` was seen.
+    pub end_event_seen: bool,
+    /// The job failed with this.
+    pub failure: Option<Failure>,
+    last_report: Option<Failure>,
+    /// An internal invariant broke (a job error the driver did not expect).
+    pub internal_error: Option<String>,
+    /// Counters.
+    pub stats: Stats,
+    /// Tasks sent to workers and not yet finished.
+    pub tasks_in_flight: usize,
+    /// When the driver thread will wake by itself (it is woken earlier only when the job's
+    /// next deadline moves before this, or the job ends).
+    pub driver_sleep_until: Option<Nanos>,
+    tasks: Option<TaskSender>,
+}
+
+/// The shared part of one mirror.
+pub struct Shared {
+    /// The job and its bookkeeping.
+    pub state: Mutex<State>,
+    /// Wakes the driver thread (the next timeout may have moved, or the job ended).
+    pub driver_wake: Condvar,
+    /// Wakes API callers (status, events, guest write acknowledgements, the gate).
+    pub changed: Condvar,
+    /// The open files.
+    pub files: OpenedFiles,
+    /// Copy buffers.
+    pub pool: BufferPool,
+    /// Injected faults.
+    pub faults: FaultInjector,
+    /// Zero writes may deallocate.
+    pub unmap: bool,
+    /// Time zero of this mirror.
+    pub clock: Instant,
+}
+
+impl Shared {
+    /// Builds the shared state around a job (not started yet).
+    pub fn new(job: MirrorJob, files: OpenedFiles, faults: FaultInjector, unmap: bool, tasks: TaskSender) -> Self {
+        let buffer_bytes = job.config().max_io as usize;
+        Self {
+            state: Mutex::new(State {
+                job,
+                read_bufs: HashMap::new(),
+                guest_data: HashMap::new(),
+                guest_done: HashMap::new(),
+                gate: GuestGate::default(),
+                events: VecDeque::new(),
+                ready_seen: false,
+                end_event_seen: false,
+                failure: None,
+                last_report: None,
+                internal_error: None,
+                stats: Stats::default(),
+                tasks_in_flight: 0,
+                driver_sleep_until: None,
+                tasks: Some(tasks),
+            }),
+            driver_wake: Condvar::new(),
+            changed: Condvar::new(),
+            files,
+            pool: BufferPool::new(buffer_bytes),
+            faults,
+            unmap,
+            clock: Instant::now(),
+        }
+    }
+
+    /// The lock.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("mirror state lock poisoned")
+    }
+
+    /// Nanoseconds since this mirror was created (the job's clock).
+    pub fn now(&self) -> Nanos {
+        Nanos(self.clock.elapsed().as_nanos() as u64)
+    }
+
+    /// Drains the job's outputs and wakes everyone (see the module rule).
+    pub fn pump(&self, st: &mut State) {
+        st.pump(self);
+        self.changed.notify_all();
+        let driver_late = match (st.job.poll_timeout(), st.driver_sleep_until) {
+            (Some(next), Some(sleep_until)) => next < sleep_until,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if driver_late || st.finished() {
+            self.driver_wake.notify_all();
+        }
+    }
+
+    /// Called by a worker when its task is done: feeds the result to the job.
+    pub fn finish_task(&self, outcome: TaskOutcome) {
+        let mut st = self.lock();
+        st.tasks_in_flight -= 1;
+        let (op, result) = match outcome {
+            TaskOutcome::Read { op, result } => match result {
+                Ok((buf, zero)) => {
+                    st.stats.bytes_read += buf.as_slice().len() as u64;
+                    if zero {
+                        st.stats.zero_reads += 1;
+                        self.pool.give_back(buf);
+                        (op, OpResult::OkZeroes)
+                    } else {
+                        st.read_bufs.insert(op, buf);
+                        (op, OpResult::Ok)
+                    }
+                }
+                Err(kind) => (op, OpResult::Failed(kind)),
+            },
+            TaskOutcome::Write { op, buf, result } => {
+                let len = buf.as_slice().len() as u64;
+                self.pool.give_back(buf);
+                if result.is_ok() {
+                    st.stats.bytes_written += len;
+                }
+                (op, to_op_result(result))
+            }
+            TaskOutcome::GuestWrite { op, length, result } => {
+                if result.is_ok() {
+                    st.stats.guest_bytes_mirrored += length;
+                }
+                st.guest_done.insert(op, result);
+                (op, to_op_result(result))
+            }
+            TaskOutcome::Zero { op, length, result } => {
+                if let Ok(punched) = result {
+                    st.stats.bytes_zeroed += length;
+                    if punched {
+                        st.stats.bytes_punched += length;
+                    }
+                }
+                (op, to_op_result(result.map(|_| ())))
+            }
+            TaskOutcome::Flush { op, result } => {
+                if result.is_ok() {
+                    st.stats.flushes += 1;
+                }
+                (op, to_op_result(result))
+            }
+        };
+        if matches!(result, OpResult::Failed(_)) {
+            st.stats.failed_ops += 1;
+        }
+        st.complete(op, result);
+        self.pump(&mut st);
+    }
+}
+
+fn to_op_result(r: Result<(), IoErrorKind>) -> OpResult {
+    match r {
+        Ok(()) => OpResult::Ok,
+        Err(kind) => OpResult::Failed(kind),
+    }
+}
+
+impl State {
+    /// Whether the job has ended and no worker still touches the files.
+    pub fn finished(&self) -> bool {
+        matches!(self.job.status(), JobStatus::Concluded | JobStatus::Null) && self.tasks_in_flight == 0
+    }
+
+    /// Whether the job has ended or is winding down (no more guest-write tracking needed).
+    pub fn ending(&self) -> bool {
+        matches!(self.job.status(), JobStatus::Aborting | JobStatus::Concluded | JobStatus::Null)
+    }
+
+    /// Feeds one completion to the job. A completion for an op the job no longer waits for
+    /// (after a forced cancel) is dropped; any other refusal is an internal error.
+    pub fn complete(&mut self, op: OpId, result: OpResult) {
+        if let Err(e) = self.job.handle_completion(op, result) {
+            if self.ending() {
+                return;
+            }
+            self.internal_error.get_or_insert(format!("job refused the completion of {op}: {e}"));
+        }
+    }
+
+    /// Ends the quiesce when the last guest write in progress has finished.
+    pub fn guest_write_finished(&mut self) {
+        self.gate.active_writes -= 1;
+        if self.gate.active_writes == 0 {
+            if let Some(op) = self.gate.quiesce_op.take() {
+                self.complete(op, OpResult::Ok);
+            }
+        }
+    }
+
+    fn send(&mut self, task: Task) {
+        let sender = self.tasks.as_ref().expect("tasks are only dispatched before shutdown");
+        sender.send(task).expect("workers live until the task sender is dropped");
+        self.tasks_in_flight += 1;
+    }
+
+    /// Drops the task sender so the workers exit once the queue is empty.
+    pub fn close_tasks(&mut self) {
+        self.tasks = None;
+    }
+
+    /// Returns the action's immediate result when the driver handles it without I/O.
+    fn dispatch(&mut self, shared: &Shared, action: Action) -> Option<OpResult> {
+        let Action { kind, op, offset, length } = action;
+        match kind {
+            ActionKind::Read => {
+                let buf = shared.pool.take(length as usize);
+                self.send(Task::Read { op, offset, buf });
+                None
+            }
+            ActionKind::Write => match self.read_bufs.remove(&op) {
+                Some(buf) => {
+                    self.send(Task::Write { op, offset, buf });
+                    None
+                }
+                None => {
+                    self.internal_error.get_or_insert(format!("write for {op} without a completed read"));
+                    Some(OpResult::Failed(IoErrorKind::Io))
+                }
+            },
+            ActionKind::WriteZeroes | ActionKind::Discard => {
+                self.read_bufs.remove(&op);
+                self.send(Task::Zero { op, offset, length, discard: kind == ActionKind::Discard });
+                None
+            }
+            ActionKind::GuestWrite => match self.guest_data.remove(&op) {
+                Some(data) => {
+                    self.send(Task::GuestWrite { op, offset, data });
+                    None
+                }
+                None => {
+                    self.internal_error.get_or_insert(format!("guest_write for {op} without guest data"));
+                    Some(OpResult::Failed(IoErrorKind::Io))
+                }
+            },
+            ActionKind::Flush => {
+                self.send(Task::Flush { op });
+                None
+            }
+            ActionKind::Quiesce => {
+                self.gate.held = true;
+                if self.gate.active_writes == 0 {
+                    Some(OpResult::Ok)
+                } else {
+                    self.gate.quiesce_op = Some(op);
+                    None
+                }
+            }
+            ActionKind::Unquiesce => {
+                self.gate.held = false;
+                Some(OpResult::Ok)
+            }
+            ActionKind::Pivot => {
+                self.gate.pivoted = true;
+                self.gate.held = false;
+                Some(OpResult::Ok)
+            }
+            other => {
+                self.internal_error.get_or_insert(format!("unknown action {other}"));
+                Some(OpResult::Failed(IoErrorKind::Io))
+            }
+        }
+    }
+
+    fn record(&mut self, shared: &Shared, event: Event) {
+        let time_ns = shared.clock.elapsed().as_nanos() as u64;
+        match &event {
+            Event::Ready { .. } => {
+                self.ready_seen = true;
+                self.stats.ready_ns = Some(time_ns);
+            }
+            Event::Error { operation, action: ErrorAction::Report, offset, error, .. } => {
+                self.last_report = Some(Failure { error: *error, operation: Some(*operation), offset: Some(*offset) });
+            }
+            Event::Completed { error, .. } => {
+                self.end_event_seen = true;
+                self.stats.end_ns = Some(time_ns);
+                if let Some(kind) = error {
+                    let named = self.last_report.filter(|f| f.error == *kind);
+                    self.failure = Some(named.unwrap_or(Failure { error: *kind, operation: None, offset: None }));
+                }
+            }
+            Event::Cancelled { .. } => {
+                self.end_event_seen = true;
+                self.stats.end_ns = Some(time_ns);
+            }
+            _ => {}
+        }
+        self.events.push_back(EventRecord { time_ns, event });
+    }
+
+    fn pump(&mut self, shared: &Shared) {
+        loop {
+            let mut immediate = Vec::new();
+            while let Some(action) = self.job.poll_action() {
+                if let Some(result) = self.dispatch(shared, action) {
+                    immediate.push((action.op, result));
+                }
+            }
+            while let Some(event) = self.job.poll_event() {
+                self.record(shared, event);
+            }
+            if immediate.is_empty() {
+                break;
+            }
+            for (op, result) in immediate {
+                self.complete(op, result);
+            }
+        }
+        if self.finished() && self.stats.end_ns.is_none() {
+            self.stats.end_ns = Some(shared.clock.elapsed().as_nanos() as u64);
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The I/O worker pool: each worker takes one task at a time, performs its system calls
+//! (blocking, no lock held), then reports the result to the shared state, which feeds it
+//! to the job and dispatches whatever the job asks for next.
+
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use blockmirror_core::job::{IoErrorKind, OpId};
+
+use super::buffers::{is_all_zero, AlignedBuf};
+use super::faults::{FaultOp, FaultSide};
+use super::io_ops;
+use super::shared::Shared;
+
+/// One unit of I/O for a worker.
+pub enum Task {
+    /// Read the source into `buf` (its length is the range's length).
+    Read {
+        /// The operation.
+        op: OpId,
+        /// First byte.
+        offset: u64,
+        /// Destination.
+        buf: AlignedBuf,
+    },
+    /// Write `buf` (what this op's read returned) to the target.
+    Write {
+        /// The operation.
+        op: OpId,
+        /// First byte.
+        offset: u64,
+        /// The data.
+        buf: AlignedBuf,
+    },
+    /// Write the guest's data to the target (write-blocking mode).
+    GuestWrite {
+        /// The operation.
+        op: OpId,
+        /// First byte.
+        offset: u64,
+        /// The guest's data, shared with the waiting guest call.
+        data: Arc<Vec<u8>>,
+    },
+    /// Make a target range read as zeroes (`discard`: the job asked for a discard).
+    Zero {
+        /// The operation.
+        op: OpId,
+        /// First byte.
+        offset: u64,
+        /// Bytes.
+        length: u64,
+        /// Whether this was a discard action.
+        discard: bool,
+    },
+    /// fdatasync the target.
+    Flush {
+        /// The operation.
+        op: OpId,
+    },
+}
+
+/// How a task ended, handed back to the shared state.
+pub enum TaskOutcome {
+    /// A read: its buffer and whether it held only zeroes, or the error.
+    Read { op: OpId, result: Result<(AlignedBuf, bool), IoErrorKind> },
+    /// A copy write: the buffer goes back to the pool.
+    Write { op: OpId, buf: AlignedBuf, result: Result<(), IoErrorKind> },
+    /// A write-blocking guest write.
+    GuestWrite { op: OpId, length: u64, result: Result<(), IoErrorKind> },
+    /// A zero write or discard; `punched` when it deallocated the range.
+    Zero { op: OpId, length: u64, result: Result<bool, IoErrorKind> },
+    /// A flush.
+    Flush { op: OpId, result: Result<(), IoErrorKind> },
+}
+
+fn io_result<T>(r: std::io::Result<T>) -> Result<T, IoErrorKind> {
+    r.map_err(|e| io_ops::error_kind(&e))
+}
+
+fn run(shared: &Shared, task: Task) -> TaskOutcome {
+    let files = &shared.files;
+    match task {
+        Task::Read { op, offset, mut buf } => {
+            let result = match shared.faults.check(FaultSide::Source, FaultOp::Read) {
+                Some(kind) => Err(kind),
+                None => {
+                    let addr = buf.as_slice().as_ptr() as usize;
+                    let len = buf.as_slice().len();
+                    let file = files.source.handle_for(offset, len, addr);
+                    io_result(io_ops::read_exact(file, buf.as_mut_slice(), offset))
+                }
+            };
+            let result = result.map(|()| {
+                let zero = is_all_zero(buf.as_slice());
+                (buf, zero)
+            });
+            TaskOutcome::Read { op, result }
+        }
+        Task::Write { op, offset, buf } => {
+            let result = match shared.faults.check(FaultSide::Target, FaultOp::Write) {
+                Some(kind) => Err(kind),
+                None => {
+                    let bytes = buf.as_slice();
+                    let file = files.target.handle_for(offset, bytes.len(), bytes.as_ptr() as usize);
+                    io_result(io_ops::write_all(file, bytes, offset))
+                }
+            };
+            TaskOutcome::Write { op, buf, result }
+        }
+        Task::GuestWrite { op, offset, data } => {
+            let result = match shared.faults.check(FaultSide::Target, FaultOp::Write) {
+                Some(kind) => Err(kind),
+                None => io_result(io_ops::write_all(&files.target.buffered, &data, offset)),
+            };
+            TaskOutcome::GuestWrite { op, length: data.len() as u64, result }
+        }
+        Task::Zero { op, offset, length, discard } => {
+            let result = match shared.faults.check(FaultSide::Target, FaultOp::Zero) {
+                Some(kind) => Err(kind),
+                None => {
+                    // A discard is only asked for when punching holes works (discard_reads_zero).
+                    let unmap = shared.unmap || discard;
+                    io_result(io_ops::zero_range(&files.target.buffered, offset, length, unmap))
+                        .map(|m| m == io_ops::ZeroMethod::PunchHole)
+                }
+            };
+            TaskOutcome::Zero { op, length, result }
+        }
+        Task::Flush { op } => {
+            let result = match shared.faults.check(FaultSide::Target, FaultOp::Flush) {
+                Some(kind) => Err(kind),
+                None => io_result(io_ops::datasync(&files.target.copy)),
+            };
+            TaskOutcome::Flush { op, result }
+        }
+    }
+}
+
+/// Starts `count` workers taking tasks from `tasks`. They exit when every sender is gone.
+pub fn spawn(shared: &Arc<Shared>, tasks: Receiver<Task>, count: usize) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let tasks = Arc::new(Mutex::new(tasks));
+    (0..count.max(1))
+        .map(|i| {
+            let shared = Arc::clone(shared);
+            let tasks = Arc::clone(&tasks);
+            std::thread::Builder::new().name(format!("blockmirror-io-{i}")).spawn(move || loop {
+                // Only the receive holds the queue lock; the I/O runs unlocked.
+                let next = tasks.lock().expect("task queue lock poisoned").recv();
+                let Ok(task) = next else { return };
+                let outcome = run(&shared, task);
+                shared.finish_task(outcome);
+            })
+        })
+        .collect()
+}
+
+/// The sending half, kept by the shared state.
+pub type TaskSender = Sender<Task>;

@@ -1,0 +1,330 @@
+//! `blockmirror._native.FileMirror`: the Python face of the file backend.
+//!
+//! Every method that may block (I/O, waits, joins) runs with the GIL released
+//! (`py.detach`). The friendly `blockmirror.Mirror` / `blockmirror.mirror` are written in
+//! Python on top of this class (`blockmirror/_mirror.py`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use blockmirror_core::job::{CopyMode, ErrorPolicy, Event, JobError, MirrorConfig, SyncMode};
+
+use crate::backend::engine::{FileMirror as Engine, GuestIoError, MirrorSetup, StartError, WaitOutcome};
+use crate::backend::faults::{parse_error_kind, FaultOp, FaultRule, FaultSide};
+use crate::backend::files::OpenError;
+use crate::errors::{invalid_argument, io_error, job_state_error};
+
+fn job_error(e: JobError) -> PyErr {
+    match e {
+        JobError::VerbNotAllowed { .. } | JobError::CancelRequested => job_state_error(e),
+        JobError::Config(_) | JobError::OutOfRange { .. } | JobError::ZeroLength { .. } => invalid_argument(e),
+        other => job_state_error(other),
+    }
+}
+
+fn start_error(e: StartError) -> PyErr {
+    match e {
+        StartError::Open(OpenError::Invalid(msg)) => invalid_argument(msg),
+        StartError::Open(OpenError::Os { path, source }) => io_error(
+            source.raw_os_error().unwrap_or(libc::EIO),
+            "open",
+            None,
+            format!("cannot open {}: {source}", path.display()),
+        ),
+        StartError::Job(e) => job_error(e),
+        StartError::Os { what, source } => {
+            io_error(source.raw_os_error().unwrap_or(libc::EIO), "open", None, format!("{what}: {source}"))
+        }
+    }
+}
+
+fn guest_error(e: GuestIoError, operation: &str, offset: u64) -> PyErr {
+    match e {
+        GuestIoError::OutOfRange { .. } => invalid_argument(e),
+        GuestIoError::Closed => job_state_error("the mirror is closed"),
+        GuestIoError::Os { source } => {
+            io_error(source.raw_os_error().unwrap_or(libc::EIO), operation, Some(offset), source.to_string())
+        }
+    }
+}
+
+fn timeout_arg(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_finite() && t >= 0.0 => Ok(Some(Duration::from_secs_f64(t))),
+        Some(t) => Err(invalid_argument(format!("timeout must be a non-negative number of seconds, not {t}"))),
+    }
+}
+
+fn parse<T: std::str::FromStr>(value: &str) -> PyResult<T>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse::<T>().map_err(invalid_argument)
+}
+
+fn fault_rules(faults: Option<&Bound<'_, PyList>>) -> PyResult<Vec<FaultRule>> {
+    let Some(faults) = faults else { return Ok(Vec::new()) };
+    let mut rules = Vec::new();
+    for item in faults.iter() {
+        let d = item.cast::<PyDict>().map_err(|_| invalid_argument("each fault must be a dict"))?;
+        for key in d.keys() {
+            let key: String = key.extract()?;
+            if !["side", "op", "nth", "count", "error"].contains(&key.as_str()) {
+                return Err(invalid_argument(format!("unknown fault key {key:?}")));
+            }
+        }
+        let get_str = |k: &str, default: &str| -> PyResult<String> {
+            match d.get_item(k)? {
+                Some(v) => Ok(v.str()?.to_string()),
+                None => Ok(default.to_owned()),
+            }
+        };
+        let get_u64 = |k: &str, default: u64| -> PyResult<u64> {
+            match d.get_item(k)? {
+                Some(v) => v.extract::<u64>().map_err(|_| invalid_argument(format!("fault {k} must be a non-negative int"))),
+                None => Ok(default),
+            }
+        };
+        let side: FaultSide = get_str("side", "target")?.parse().map_err(invalid_argument)?;
+        let op: FaultOp = get_str("op", "any")?.parse().map_err(invalid_argument)?;
+        let error = parse_error_kind(&get_str("error", "io")?).map_err(invalid_argument)?;
+        let rule = FaultRule::new(side, op, get_u64("nth", 1)?, get_u64("count", 1)?, error).map_err(invalid_argument)?;
+        rules.push(rule);
+    }
+    Ok(rules)
+}
+
+/// Converts an event to a dict: `type`, `time_ns`, and the event's own fields.
+fn event_dict<'py>(py: Python<'py>, time_ns: u64, event: &Event) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("type", event.type_name())?;
+    d.set_item("time_ns", time_ns)?;
+    match event {
+        Event::StatusChange { status } => d.set_item("status", status.as_str())?,
+        Event::Ready { current, total } | Event::Cancelled { current, total } => {
+            d.set_item("current", current)?;
+            d.set_item("total", total)?;
+        }
+        Event::Completed { current, total, error, pivoted } => {
+            d.set_item("current", current)?;
+            d.set_item("total", total)?;
+            d.set_item("error", error.map(|e| e.name()))?;
+            d.set_item("pivoted", pivoted)?;
+        }
+        Event::Error { operation, action, offset, length, error } => {
+            d.set_item("operation", operation.as_str())?;
+            d.set_item("action", action.as_str())?;
+            d.set_item("offset", offset)?;
+            d.set_item("length", length)?;
+            d.set_item("error", error.name())?;
+        }
+        Event::NotConverging { dirty_bytes, dirty_bytes_per_sec, copy_bytes_per_sec } => {
+            d.set_item("dirty_bytes", dirty_bytes)?;
+            d.set_item("dirty_bytes_per_sec", dirty_bytes_per_sec)?;
+            d.set_item("copy_bytes_per_sec", copy_bytes_per_sec)?;
+        }
+        _ => {}
+    }
+    Ok(d)
+}
+
+/// A running mirror of a raw image file or block device onto another (see `blockmirror.Mirror`).
+#[pyclass(frozen, module = "blockmirror._native")]
+pub struct FileMirror {
+    engine: Engine,
+}
+
+#[pymethods]
+impl FileMirror {
+    #[new]
+    #[pyo3(signature = (source, target, *, granularity=65536, sync="full", copy_mode="background",
+        on_source_error="report", on_target_error="report", speed=0, buf_size=16 << 20,
+        max_in_flight=16, max_io=1 << 20, direct=false, reuse=false, unmap=true,
+        guest_writes=true, faults=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        source: PathBuf,
+        target: PathBuf,
+        granularity: u64,
+        sync: &str,
+        copy_mode: &str,
+        on_source_error: &str,
+        on_target_error: &str,
+        speed: u64,
+        buf_size: u64,
+        max_in_flight: usize,
+        max_io: u64,
+        direct: bool,
+        reuse: bool,
+        unmap: bool,
+        guest_writes: bool,
+        faults: Option<&Bound<'_, PyList>>,
+    ) -> PyResult<Self> {
+        let mut config = MirrorConfig::new(0);
+        config.granularity = granularity;
+        config.sync = parse::<SyncMode>(sync)?;
+        config.copy_mode = parse::<CopyMode>(copy_mode)?;
+        config.on_source_error = parse::<ErrorPolicy>(on_source_error)?;
+        config.on_target_error = parse::<ErrorPolicy>(on_target_error)?;
+        config.speed_bytes_per_sec = speed;
+        config.buf_size = buf_size;
+        config.max_in_flight = max_in_flight;
+        config.max_io = max_io;
+        let setup = MirrorSetup { config, direct, reuse, unmap, guest_writes, faults: fault_rules(faults)? };
+        let engine = py.detach(|| Engine::start(&source, &target, setup)).map_err(start_error)?;
+        Ok(Self { engine })
+    }
+
+    /// The disk length in bytes.
+    #[getter]
+    fn length(&self) -> u64 {
+        self.engine.length()
+    }
+
+    /// The guest writes `data` at `offset` (see `blockmirror.Mirror.write`).
+    fn write(&self, py: Python<'_>, offset: u64, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes: Vec<u8> = match data.cast::<PyBytes>() {
+            Ok(b) => b.as_bytes().to_vec(),
+            // bytearray, memoryview, array...: whatever bytes() accepts.
+            Err(_) => py.import("builtins")?.getattr("bytes")?.call1((data,))?.cast::<PyBytes>()?.as_bytes().to_vec(),
+        };
+        py.detach(|| self.engine.guest_write(offset, bytes)).map_err(|e| guest_error(e, "write", offset))
+    }
+
+    /// The guest reads `length` bytes at `offset`.
+    fn read<'py>(&self, py: Python<'py>, offset: u64, length: u64) -> PyResult<Bound<'py, PyBytes>> {
+        let data = py.detach(|| self.engine.guest_read(offset, length)).map_err(|e| guest_error(e, "read", offset))?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    /// Waits for `BLOCK_JOB_READY`: returns "ready", "ended" (the job ended first) or "timeout".
+    #[pyo3(signature = (timeout=None))]
+    fn wait_ready(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<&'static str> {
+        let timeout = timeout_arg(timeout)?;
+        Ok(match py.detach(|| self.engine.wait_ready(timeout)) {
+            WaitOutcome::Reached => "ready",
+            WaitOutcome::Ended => "ended",
+            WaitOutcome::TimedOut => "timeout",
+        })
+    }
+
+    /// Waits until the job has ended and all I/O finished; False on timeout.
+    #[pyo3(signature = (timeout=None))]
+    fn wait_end(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let timeout = timeout_arg(timeout)?;
+        Ok(py.detach(|| self.engine.wait_end(timeout)) == WaitOutcome::Reached)
+    }
+
+    /// The next event as a dict, waiting up to `timeout` seconds; None when none came or
+    /// the job ended and every event was taken.
+    #[pyo3(signature = (timeout=None))]
+    fn next_event<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let timeout = timeout_arg(timeout)?;
+        match py.detach(|| self.engine.next_event(timeout)) {
+            Some(rec) => Ok(Some(event_dict(py, rec.time_ns, &rec.event)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Pauses the job.
+    fn pause(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.engine.verb(|j| j.pause())).map_err(job_error)
+    }
+
+    /// Resumes the job.
+    fn resume(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.engine.verb(|j| j.resume())).map_err(job_error)
+    }
+
+    /// Asks for completion (pivot); use `wait_end` to wait for it.
+    fn complete(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.engine.verb(|j| j.complete())).map_err(job_error)
+    }
+
+    /// Asks for a cancel; use `wait_end` to wait for it.
+    #[pyo3(signature = (force=false))]
+    fn cancel(&self, py: Python<'_>, force: bool) -> PyResult<()> {
+        py.detach(|| self.engine.verb(|j| j.cancel(force))).map_err(job_error)
+    }
+
+    /// Changes the speed limit (bytes per second, 0 = unlimited).
+    fn set_speed(&self, py: Python<'_>, bytes_per_sec: u64) -> PyResult<()> {
+        py.detach(|| self.engine.verb(|j| j.set_speed(bytes_per_sec))).map_err(job_error)
+    }
+
+    /// Changes the copy mode ("background" or "write-blocking").
+    fn set_copy_mode(&self, py: Python<'_>, mode: &str) -> PyResult<()> {
+        let mode = parse::<CopyMode>(mode)?;
+        py.detach(|| self.engine.verb(|j| j.set_copy_mode(mode))).map_err(job_error)
+    }
+
+    /// The job's status name.
+    #[getter]
+    fn status(&self) -> &'static str {
+        self.engine.snapshot().status.as_str()
+    }
+
+    /// (current, total) bytes.
+    #[getter]
+    fn progress(&self) -> (u64, u64) {
+        let p = self.engine.snapshot().progress;
+        (p.current, p.total)
+    }
+
+    /// Status, progress, counters and failure in one consistent dict.
+    fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.engine.snapshot();
+        let d = PyDict::new(py);
+        d.set_item("status", s.status.as_str())?;
+        d.set_item("current", s.progress.current)?;
+        d.set_item("total", s.progress.total)?;
+        d.set_item("copy_mode", s.copy_mode.as_str())?;
+        d.set_item("finished", s.finished)?;
+        d.set_item("ready", s.ready)?;
+        d.set_item("pivoted", s.pivoted)?;
+        let st = &s.stats;
+        d.set_item("bytes_read", st.bytes_read)?;
+        d.set_item("bytes_written", st.bytes_written)?;
+        d.set_item("bytes_zeroed", st.bytes_zeroed)?;
+        d.set_item("bytes_punched", st.bytes_punched)?;
+        d.set_item("zero_reads", st.zero_reads)?;
+        d.set_item("guest_bytes_written", st.guest_bytes_written)?;
+        d.set_item("guest_bytes_mirrored", st.guest_bytes_mirrored)?;
+        d.set_item("flushes", st.flushes)?;
+        d.set_item("failed_ops", st.failed_ops)?;
+        d.set_item("injected_faults", s.injected_faults)?;
+        d.set_item("initial_total", st.initial_total)?;
+        d.set_item("ready_ns", st.ready_ns)?;
+        d.set_item("end_ns", st.end_ns)?;
+        d.set_item("internal_error", s.internal_error)?;
+        match s.failure {
+            Some(f) => {
+                let fd = PyDict::new(py);
+                fd.set_item("errno", f.error.errno())?;
+                fd.set_item("error", f.error.name())?;
+                fd.set_item("message", f.error.to_string())?;
+                fd.set_item("operation", f.operation.map(|o| o.as_str()))?;
+                fd.set_item("offset", f.offset)?;
+                d.set_item("failure", fd)?;
+            }
+            None => d.set_item("failure", py.None())?,
+        }
+        Ok(d)
+    }
+
+    /// Force-cancels a job that has not ended, waits, and stops every thread. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.engine.close());
+    }
+
+    /// Whether `close` ran.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.engine.is_closed()
+    }
+}
