@@ -1,0 +1,207 @@
+"""``blockmirror demo``: a live mirror of a generated raw image while a guest writes to it.
+
+1. Creates a temporary raw image: 1 MiB segments of random data, allocated zeroes and
+   holes. 2. Starts a guest thread writing through ``Mirror.write`` at a fixed rate with a
+   hot-spot pattern. 3. Mirrors with a progress bar until ready, keeps the guest writing a
+   moment in sync, then completes (quiesce, drain, flush, pivot) while the guest goes on
+   writing (after the pivot its writes land on the target). 4. Verifies the target equals
+   the source as the guest last wrote it, prints a summary, removes the temp files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from typing import List, Optional, Tuple
+
+SEGMENT_BYTES = 1 << 20
+_POOL_BYTES = 8 << 20
+
+
+def add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    from blockmirror.cli import parse_size
+
+    p.add_argument("--size", type=parse_size, default=1 << 30, help="image size (default 1G)")
+    p.add_argument("--rate", type=parse_size, default=16 << 20,
+                   help="guest write rate in bytes per second (default 16M)")
+    p.add_argument("--block", type=parse_size, default=64 << 10, help="guest write size (default 64K)")
+    p.add_argument("--copy-mode", choices=["background", "write-blocking"], default="background")
+    p.add_argument("--speed", type=parse_size, default=0, help="mirror speed limit per second (default unlimited)")
+    p.add_argument("--granularity", type=parse_size, default=64 << 10)
+    p.add_argument("--in-sync-seconds", type=float, default=1.0,
+                   help="how long the guest writes in the mirroring phase before completing")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--dir", default=None, help="where to put the temporary files (default: $TMPDIR)")
+    p.add_argument("--quiet", action="store_true", help="summary only")
+
+
+def make_image(path: str, size: int, rng: random.Random, pool: bytes) -> Tuple[int, int, int]:
+    """Writes a sparse image; returns (data bytes, zero bytes, hole bytes)."""
+    data = zeros = holes = 0
+    zero_segment = bytes(SEGMENT_BYTES)
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for offset in range(0, size, SEGMENT_BYTES):
+            n = min(SEGMENT_BYTES, size - offset)
+            kind = rng.random()
+            if kind < 0.55:
+                start = rng.randrange(0, len(pool) - n)
+                f.seek(offset)
+                f.write(pool[start:start + n])
+                data += n
+            elif kind < 0.70:
+                f.seek(offset)
+                f.write(zero_segment[:n])
+                zeros += n
+            else:
+                holes += n
+    return data, zeros, holes
+
+
+class Guest(threading.Thread):
+    """Writes ``block`` bytes at ``rate`` bytes/s: 80 % into a hot 10 % of the disk."""
+
+    def __init__(self, mirror: "object", size: int, rate: int, block: int, seed: int, pool: bytes) -> None:
+        super().__init__(name="demo-guest", daemon=True)
+        self.mirror = mirror
+        self.size, self.rate, self.block = size, rate, min(block, size)
+        self.rng = random.Random(seed)
+        self.pool = pool
+        self.stop_event = threading.Event()
+        self.log_writes = threading.Event()
+        self.log: List[Tuple[int, bytes]] = []
+        self.bytes_written = 0
+        self.error: Optional[BaseException] = None
+        hot_len = max(self.block, size // 10)
+        self.hot_start = self.rng.randrange(0, max(1, size - hot_len)) // 4096 * 4096
+        self.hot_len = hot_len
+
+    def _offset(self) -> int:
+        if self.rng.random() < 0.8:
+            span, base = self.hot_len, self.hot_start
+        else:
+            span, base = self.size, 0
+        offset = base + self.rng.randrange(0, max(1, span - self.block)) // 4096 * 4096
+        return min(offset, self.size - self.block)
+
+    def run(self) -> None:
+        interval = self.block / self.rate if self.rate > 0 else 0.0
+        due = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                offset = self._offset()
+                start = self.rng.randrange(0, len(self.pool) - self.block)
+                data = self.pool[start:start + self.block]
+                logging = self.log_writes.is_set()
+                self.mirror.write(offset, data)  # type: ignore[attr-defined]
+                if logging:
+                    self.log.append((offset, data))
+                self.bytes_written += len(data)
+                due += interval
+                pause = due - time.monotonic()
+                if pause > 0:
+                    self.stop_event.wait(pause)
+                else:
+                    due = time.monotonic()  # behind schedule: do not burst to catch up
+        except BaseException as exc:
+            self.error = exc
+
+
+def files_equal(a: str, b: str) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x = fa.read(8 << 20)
+            y = fb.read(8 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def _mib(n: float) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from blockmirror._mirror import Mirror
+    from blockmirror._progress import ProgressBar
+
+    if args.size <= 0 or args.rate < 0 or args.block <= 0:
+        print("blockmirror demo: --size and --block must be positive, --rate non-negative", file=sys.stderr)
+        return 2
+    err = sys.stderr
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=err))
+    workdir = tempfile.mkdtemp(prefix="blockmirror-demo-", dir=args.dir)
+    try:
+        rng = random.Random(args.seed)
+        pool = rng.randbytes(_POOL_BYTES) if hasattr(rng, "randbytes") else os.urandom(_POOL_BYTES)
+        source, target = os.path.join(workdir, "source.img"), os.path.join(workdir, "target.img")
+        t0 = time.monotonic()
+        data, zeros, holes = make_image(source, args.size, rng, pool)
+        say(f"created {source}: {_mib(args.size)} ({_mib(data)} random data, {_mib(zeros)} zeroes, "
+            f"{_mib(holes)} holes) in {time.monotonic() - t0:.1f} s")
+        bar = None if args.quiet else ProgressBar("mirror", file=err)
+        phase = (lambda msg: None) if bar is None else bar.phase
+        with Mirror(source, target, copy_mode=args.copy_mode, speed=args.speed,
+                    granularity=args.granularity) as m:
+            guest = Guest(m, args.size, args.rate, args.block, args.seed + 1, pool)
+            guest.start()
+            phase(f"guest writing {_mib(args.rate)}/s in {args.block // 1024} KiB blocks "
+                  f"(hot-spot), copy mode {args.copy_mode}")
+            while True:
+                outcome = m._native.wait_ready(0.1)
+                if bar is not None:
+                    current, total = m.progress
+                    bar.update(current, total)
+                    bar.set_status(m.status)
+                if outcome != "timeout":
+                    break
+            m.wait_ready()  # raises if the job ended instead
+            phase("now in mirroring phase: the target is in sync and kept in sync")
+            in_sync_until = time.monotonic() + args.in_sync_seconds
+            while time.monotonic() < in_sync_until:
+                time.sleep(0.1)
+                if bar is not None:
+                    current, total = m.progress
+                    bar.update(current, total)
+            phase("completing: quiesce the guest, copy what is dirty, flush, pivot")
+            guest.log_writes.set()
+            result = m.complete()
+            guest.stop_event.set()
+            guest.join()
+            if bar is not None:
+                bar.update(result.bytes_copied, result.bytes_copied, done=True)
+                bar.set_status(result.status)
+                bar.close()
+            if guest.error is not None:
+                raise guest.error
+            say("pivoted: the guest now writes to the target")
+        # The source lacks the guest's writes after the pivot; replay the ones made since
+        # complete() was called (in order, one writer thread) to get "the source as the
+        # guest last wrote it".
+        with open(source, "r+b") as f:
+            for offset, chunk in guest.log:
+                f.seek(offset)
+                f.write(chunk)
+        same = files_equal(source, target)
+        src_alloc = os.stat(source).st_blocks * 512
+        dst_alloc = os.stat(target).st_blocks * 512
+        rate = result.bytes_copied / (1 << 20) / result.seconds if result.seconds > 0 else 0.0
+        print(f"{'verified: target == source' if same else 'MISMATCH: target != source'}", file=err)
+        print(
+            f"summary: {_mib(args.size)} image, {_mib(result.bytes_copied)} copied in {result.seconds:.2f} s "
+            f"({rate:.0f} MiB/s), ready after {result.seconds_to_ready or 0:.2f} s, "
+            f"{_mib(result.recopied_bytes)} re-copied, {_mib(guest.bytes_written)} written by the guest, "
+            f"{_mib(result.bytes_zeroed)} zeroed; allocated: source {_mib(src_alloc)}, "
+            f"target {_mib(dst_alloc)}",
+            file=err,
+        )
+        return 0 if same else 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,358 @@
+"""Live mirroring of real disk images: ``Mirror`` (a live mirror the guest writes through)
+and ``mirror`` (copy and complete, blocking).
+
+The I/O runs in Rust (``blockmirror._native.FileMirror``) on its own threads with the GIL
+released; this module adds events as objects, the context manager, timeouts and errors.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+
+from blockmirror._events import MirrorEvent, MirrorResult
+from blockmirror._native import FileMirror, IoError, JobStateError
+
+__all__ = ["Mirror", "mirror"]
+
+PathArg = Union[str, "os.PathLike[str]"]
+EventCallback = Callable[[MirrorEvent], None]
+
+# Poll interval of the event thread when nothing happens (it wakes at once on events).
+_EVENT_POLL_S = 0.5
+
+
+def _io_error(failure: Dict[str, Any]) -> IoError:
+    err = IoError(failure["errno"], f"mirror job failed: {failure['message']}")
+    err.operation = failure.get("operation")
+    err.offset = failure.get("offset")
+    return err
+
+
+class Mirror:
+    """A live mirror of ``source`` onto ``target`` (raw image files or block devices).
+
+    The guest's I/O goes through this object: :meth:`write` writes the source and marks
+    the range dirty (``background``), or also writes the target before returning
+    (``write-blocking``, once the chunk is in sync); after :meth:`complete` has pivoted,
+    :meth:`read` and :meth:`write` go to the target. Safe to call from several threads.
+
+    The mirror never writes the source itself; the target is created sparse with the
+    source's size, or reused with ``reuse=True`` (its size must match). Leaving a ``with``
+    block before the job ended force-cancels it (the source is untouched by the mirror).
+
+    Verbs after the job ended raise :class:`JobStateError`; guest I/O keeps working until
+    :meth:`close` (on the target after a pivot, else on the source).
+
+    ``on_event`` is called from a background thread for every event, in order.
+    ``faults``: a list of dicts ``{"side": "source"|"target", "op": "read"|"write"|"zero"|
+    "flush"|"any", "nth": 1, "count": 1, "error": "nospace"|"io"|"readonly"|errno}``: the
+    ``nth`` matching operation (and ``count - 1`` more; ``count=0``: all) fail, for tests.
+    """
+
+    def __init__(
+        self,
+        source: PathArg,
+        target: PathArg,
+        *,
+        granularity: int = 65536,
+        sync: str = "full",
+        copy_mode: str = "background",
+        on_source_error: str = "report",
+        on_target_error: str = "report",
+        speed: int = 0,
+        buf_size: int = 16 << 20,
+        max_in_flight: int = 16,
+        max_io: int = 1 << 20,
+        direct: bool = False,
+        reuse: bool = False,
+        unmap: bool = True,
+        faults: Optional[Sequence[Dict[str, Any]]] = None,
+        on_event: Optional[EventCallback] = None,
+        guest_writes: bool = True,
+    ) -> None:
+        self.source = os.fspath(source)
+        self.target = os.fspath(target)
+        self._native = FileMirror(
+            self.source, self.target, granularity=granularity, sync=sync, copy_mode=copy_mode,
+            on_source_error=on_source_error, on_target_error=on_target_error, speed=speed,
+            buf_size=buf_size, max_in_flight=max_in_flight, max_io=max_io, direct=direct,
+            reuse=reuse, unmap=unmap, guest_writes=guest_writes,
+            faults=list(faults) if faults is not None else None,
+        )
+        self._started = time.monotonic()
+        self._events: List[MirrorEvent] = []
+        self._events_done = False
+        self._cond = threading.Condition()
+        self._on_event = on_event
+        self.callback_errors: List[BaseException] = []
+        self._pump = threading.Thread(target=self._pump_events, name="blockmirror-events", daemon=True)
+        self._pump.start()
+
+    # -- events -------------------------------------------------------------------------
+
+    def _pump_events(self) -> None:
+        while True:
+            d = self._native.next_event(_EVENT_POLL_S)
+            if d is None:
+                if self._native.wait_end(0):
+                    break
+                continue
+            event = MirrorEvent.from_native(d)
+            with self._cond:
+                self._events.append(event)
+                self._cond.notify_all()
+            if self._on_event is not None:
+                try:
+                    self._on_event(event)
+                except BaseException as exc:  # a callback must not kill the event thread
+                    self.callback_errors.append(exc)
+        with self._cond:
+            self._events_done = True
+            self._cond.notify_all()
+
+    @property
+    def events(self) -> List[MirrorEvent]:
+        """The events so far, oldest first (a copy)."""
+        with self._cond:
+            return list(self._events)
+
+    def iter_events(self, timeout: Optional[float] = None) -> Iterator[MirrorEvent]:
+        """Every event from the first, blocking for new ones; ends after the job's last
+        event. Raises ``TimeoutError`` when no new event arrives within ``timeout`` seconds."""
+        index = 0
+        while True:
+            with self._cond:
+                if not self._cond.wait_for(
+                    lambda: index < len(self._events) or self._events_done, timeout=timeout
+                ):
+                    raise TimeoutError(f"no mirror event within {timeout} s")
+                if index >= len(self._events):
+                    return
+                event = self._events[index]
+            index += 1
+            yield event
+
+    def _wait_events_drained(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._events_done, timeout=10)
+
+    # -- guest I/O ----------------------------------------------------------------------
+
+    def write(self, offset: int, data: Union[bytes, bytearray, memoryview]) -> None:
+        """The guest writes ``data`` at ``offset`` (GIL released during the I/O)."""
+        self._native.write(offset, data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """The guest reads ``length`` bytes at ``offset``."""
+        return self._native.read(offset, length)
+
+    # -- state --------------------------------------------------------------------------
+
+    @property
+    def length(self) -> int:
+        """The disk length in bytes."""
+        return self._native.length
+
+    @property
+    def status(self) -> str:
+        """The job status (``running``, ``ready``, ``concluded``, ...)."""
+        return self._native.status
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """``(current, total)`` bytes; ``total`` grows while the guest writes."""
+        return self._native.progress
+
+    @property
+    def ended(self) -> bool:
+        """The job has ended and every I/O has finished."""
+        return self._native.wait_end(0)
+
+    def stats(self) -> Dict[str, Any]:
+        """Status, progress, byte counters and failure, read together."""
+        return self._native.snapshot()
+
+    def _raise_if_failed(self) -> None:
+        snap = self._native.snapshot()
+        if snap["internal_error"]:
+            raise RuntimeError(f"blockmirror internal error: {snap['internal_error']}")
+        if snap["failure"] is not None:
+            raise _io_error(snap["failure"])
+
+    # -- verbs --------------------------------------------------------------------------
+
+    def wait_ready(self, timeout: Optional[float] = None) -> None:
+        """Waits for ``BLOCK_JOB_READY``. Raises ``TimeoutError``, ``IoError`` if the job
+        failed, or ``JobStateError`` if it ended otherwise before ready."""
+        outcome = self._native.wait_ready(timeout)
+        if outcome == "ready":
+            return
+        if outcome == "timeout":
+            raise TimeoutError(f"mirror not ready within {timeout} s (status {self.status})")
+        self._raise_if_failed()
+        raise JobStateError(f"the job ended in status {self.status} before it was ready")
+
+    def _wait_end(self, timeout: Optional[float]) -> MirrorResult:
+        if not self._native.wait_end(timeout):
+            raise TimeoutError(f"mirror did not end within {timeout} s (status {self.status})")
+        self._wait_events_drained()
+        self._raise_if_failed()
+        return self.result()
+
+    def complete(self, timeout: Optional[float] = None) -> MirrorResult:
+        """Switches over (only when ready): quiesces the guest, copies what is dirty, flushes
+        the target and pivots. Returns once the job has ended. Raises ``IoError`` if it failed."""
+        self._native.complete()
+        return self._wait_end(timeout)
+
+    def cancel(self, force: bool = False, timeout: Optional[float] = None) -> MirrorResult:
+        """Cancels: in ready (not forced) the target ends as a consistent copy; otherwise the
+        job stops at once (``BLOCK_JOB_CANCELLED``). Returns once the job has ended."""
+        self._native.cancel(force)
+        return self._wait_end(timeout)
+
+    def pause(self) -> None:
+        """Pauses the copy (guest writes are still tracked)."""
+        self._native.pause()
+
+    def resume(self) -> None:
+        """Resumes after a pause or a ``stop`` error."""
+        self._native.resume()
+
+    def set_speed(self, bytes_per_sec: int) -> None:
+        """Changes the speed limit (0 = unlimited)."""
+        self._native.set_speed(bytes_per_sec)
+
+    def set_copy_mode(self, mode: str) -> None:
+        """Switches between ``background`` and ``write-blocking`` while running."""
+        self._native.set_copy_mode(mode)
+
+    def result(self) -> MirrorResult:
+        """What the mirror did so far (final once the job has ended)."""
+        snap = self._native.snapshot()
+        events = tuple(self.events)
+        end_ns = snap["end_ns"]
+        seconds = end_ns / 1e9 if end_ns is not None else time.monotonic() - self._started
+        ready_ns = snap["ready_ns"]
+        return MirrorResult(
+            source=self.source, target=self.target, length=self.length, status=snap["status"],
+            bytes_copied=snap["current"], initial_bytes=snap["initial_total"],
+            bytes_read=snap["bytes_read"], bytes_written=snap["bytes_written"],
+            bytes_zeroed=snap["bytes_zeroed"], bytes_punched=snap["bytes_punched"],
+            guest_bytes_written=snap["guest_bytes_written"],
+            guest_bytes_mirrored=snap["guest_bytes_mirrored"], seconds=seconds,
+            seconds_to_ready=ready_ns / 1e9 if ready_ns is not None else None,
+            pivoted=snap["pivoted"],
+            cancelled=any(e.type == "BLOCK_JOB_CANCELLED" for e in events), events=events,
+        )
+
+    def close(self) -> None:
+        """Force-cancels a job that has not ended, waits for it, stops every thread.
+        Idempotent; afterwards every call raises ``JobStateError``."""
+        self._native.close()
+        self._pump.join()
+
+    def __enter__(self) -> "Mirror":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        current, total = self.progress
+        return f"<Mirror {self.source!r} -> {self.target!r} {self.status} {current}/{total}>"
+
+
+def mirror(
+    source: PathArg,
+    target: PathArg,
+    *,
+    direct: bool = False,
+    progress: bool = False,
+    reuse: bool = False,
+    unmap: bool = True,
+    timeout: Optional[float] = None,
+    faults: Optional[Sequence[Dict[str, Any]]] = None,
+    on_event: Optional[EventCallback] = None,
+    **job_options: Any,
+) -> MirrorResult:
+    """Copies ``source`` to ``target`` and completes (the target is then the new image).
+
+    Blocks until done; ``progress=True`` shows a ``tqdm`` bar. ``job_options``:
+    ``granularity``, ``sync``, ``copy_mode``, ``on_source_error``, ``on_target_error``,
+    ``speed``, ``buf_size``, ``max_in_flight``, ``max_io``. Raises ``IoError`` (with
+    ``errno``, ``operation``, ``offset``) when the job fails, and also when an error policy
+    stopped it (``stop``/``enospc``: nobody can resume a blocking call; use ``Mirror``).
+    Raises ``TimeoutError`` (after force-cancelling) when ``timeout`` seconds pass.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    bar = None
+    if progress:
+        from blockmirror._progress import ProgressBar
+
+        bar = ProgressBar("mirror")
+    stopped: List[MirrorEvent] = []
+
+    def watch(event: MirrorEvent) -> None:
+        if event.type == "BLOCK_JOB_ERROR" and event.action == "stop":
+            stopped.append(event)
+        if on_event is not None:
+            on_event(event)
+
+    m = Mirror(source, target, direct=direct, reuse=reuse, unmap=unmap, faults=faults,
+               on_event=watch, guest_writes=False, **job_options)
+    try:
+        completing = False
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                m.cancel(force=True)
+                raise TimeoutError(f"mirror did not finish within {timeout} s")
+            step = 0.1 if left is None else min(0.1, left)
+            if not completing:
+                outcome = m._native.wait_ready(step)
+                if outcome == "ready":
+                    try:
+                        m._native.complete()
+                        completing = True
+                    except JobStateError:
+                        pass  # e.g. standby after a `stop` error: handled below
+            if m._native.wait_end(0 if not completing else step):
+                break
+            if stopped:
+                m.cancel(force=True)
+                ev = stopped[0]
+                err = IoError(
+                    _errno_of(ev.error), f"mirror job stopped on a {ev.operation} error ({ev.error})"
+                )
+                err.operation, err.offset = ev.operation, ev.offset
+                raise err
+            if bar is not None:
+                current, total = m.progress
+                bar.update(current, total)
+                bar.set_status(m.status)
+        result = m._wait_end(None)
+        if bar is not None:
+            bar.update(result.bytes_copied, result.bytes_copied, done=True)
+        return result
+    finally:
+        if bar is not None:
+            bar.close()
+        m.close()
+
+
+_ERRNO_BY_NAME = {"nospace": 28, "io": 5, "readonly": 30}
+
+
+def _errno_of(name: Optional[str]) -> int:
+    if name is None:
+        return 5
+    if name in _ERRNO_BY_NAME:
+        return _ERRNO_BY_NAME[name]
+    try:
+        return int(name)
+    except ValueError:
+        return 5

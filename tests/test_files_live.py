@@ -1,0 +1,169 @@
+"""Live mirrors: guest writer threads during the copy in both copy modes; complete, cancel in
+ready, forced cancel, the context manager, pause/resume/speed, and guest I/O after a pivot."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import blockmirror as bm
+from _files_util import MiB, Writer, make_image, random_file, replay, sha256
+
+MODES = ["background", "write-blocking"]
+
+
+def _writers(m, size, count=3, **kw):
+    span = size // count
+    ws = [Writer(m, i * span, (i + 1) * span, seed=100 + i, **kw) for i in range(count)]
+    for w in ws:
+        w.start()
+    return ws
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_writers_during_copy_then_complete(tmp_path, mode):
+    size = 48 * MiB
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    make_image(src, size, seed=20)
+    # A speed limit keeps the bulk copy running while the writers are busy.
+    with bm.Mirror(src, dst, copy_mode=mode, speed=64 * MiB) as m:
+        ws = _writers(m, size)
+        m.wait_ready(timeout=60)
+        m.set_speed(0)
+        time.sleep(0.3)  # keep writing while in sync
+        for w in ws:
+            w.finish()
+        assert sum(w.count for w in ws) > 20
+        result = m.complete(timeout=60)
+        stats = m.stats()
+    assert result.pivoted
+    assert sha256(dst) == sha256(src)
+    if mode == "write-blocking":
+        assert stats["guest_bytes_mirrored"] > 0
+    assert result.recopied_bytes >= 0
+
+
+def test_writers_keep_writing_through_complete(tmp_path):
+    size = 32 * MiB
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    random_file(src, size, seed=21)
+    with bm.Mirror(src, dst, copy_mode="write-blocking") as m:
+        ws = _writers(m, size, pause_s=0.001)
+        m.wait_ready(timeout=60)
+        for w in ws:
+            w.record.set()
+        m.complete(timeout=60)
+        time.sleep(0.1)  # writes after the pivot land on the target only
+        for w in ws:
+            w.finish()
+    # Each writer owns its region, so replaying each one's recorded writes in order on the
+    # source yields the disk as the guest last wrote it.
+    for w in ws:
+        replay(src, w.log)
+    assert sha256(dst) == sha256(src)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cancel_in_ready_leaves_a_consistent_copy(tmp_path, mode):
+    size = 32 * MiB
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    make_image(src, size, seed=22)
+    with bm.Mirror(src, dst, copy_mode=mode) as m:
+        ws = _writers(m, size, count=2)
+        m.wait_ready(timeout=60)
+        for w in ws:
+            w.finish()
+        result = m.cancel(timeout=60)
+        # Not pivoted: guest I/O still goes to the source.
+        m.write(0, b"after")
+        assert m.read(0, 5) == b"after"
+    assert not result.pivoted and not result.cancelled
+    with open(dst, "rb") as f:
+        assert f.read(5) != b"after"
+    replay(dst, [(0, b"after")])
+    assert sha256(dst) == sha256(src)
+
+
+def test_forced_cancel_stops_and_leaves_the_source_unchanged(tmp_path):
+    size = 64 * MiB
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    random_file(src, size, seed=23)
+    before = sha256(src)
+    with bm.Mirror(src, dst, speed=16 * MiB) as m:
+        time.sleep(0.2)
+        result = m.cancel(force=True, timeout=30)
+        assert m.status == "concluded"
+    assert result.cancelled and not result.pivoted
+    assert [e.type for e in result.events].count("BLOCK_JOB_CANCELLED") == 1
+    assert result.bytes_copied < size
+    assert sha256(src) == before
+
+
+def test_exception_in_with_block_force_cancels(tmp_path):
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    random_file(src, 32 * MiB, seed=24)
+    before = sha256(src)
+    with pytest.raises(RuntimeError, match="boom"):
+        with bm.Mirror(src, dst, speed=8 * MiB) as m:
+            raise RuntimeError("boom")
+    assert m.ended
+    assert "BLOCK_JOB_CANCELLED" in [e.type for e in m.events]
+    assert sha256(src) == before
+    with pytest.raises(bm.JobStateError):
+        m.write(0, b"x")
+
+
+def test_pause_resume_and_copy_mode_change(tmp_path):
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    random_file(src, 32 * MiB, seed=25)
+    with bm.Mirror(src, dst, speed=32 * MiB) as m:
+        time.sleep(0.1)
+        m.pause()
+        time.sleep(0.2)  # let in-flight copies drain
+        assert m.status == "paused"
+        frozen = m.progress[0]
+        time.sleep(0.3)
+        assert m.progress[0] == frozen
+        with pytest.raises(bm.JobStateError):
+            m.pause()
+        m.set_copy_mode("write-blocking")
+        m.resume()
+        m.set_speed(0)
+        m.wait_ready(timeout=60)
+        m.write(5 * MiB, b"y" * 70_000)
+        assert m.stats()["guest_bytes_mirrored"] >= 70_000
+        m.complete(timeout=60)
+    assert sha256(src) == sha256(dst)
+
+
+def test_guest_io_goes_to_the_target_after_pivot(tmp_path):
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    random_file(src, 4 * MiB, seed=26)
+    with bm.Mirror(src, dst) as m:
+        m.wait_ready(timeout=30)
+        m.complete(timeout=30)
+        before = sha256(src)
+        m.write(123, b"target only")
+        assert m.read(123, 11) == b"target only"
+        with pytest.raises(bm.JobStateError):
+            m.complete()
+        with pytest.raises(bm.JobStateError):
+            m.pause()
+    assert sha256(src) == before
+    with open(dst, "rb") as f:
+        f.seek(123)
+        assert f.read(11) == b"target only"
+
+
+def test_write_blocking_reaches_ready_under_heavy_writes(tmp_path):
+    size = 32 * MiB
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    random_file(src, size, seed=27)
+    with bm.Mirror(src, dst, copy_mode="write-blocking", speed=32 * MiB) as m:
+        ws = _writers(m, size, count=2, block=256 * 1024)
+        m.wait_ready(timeout=60)
+        for w in ws:
+            w.finish()
+        m.complete(timeout=60)
+    assert sha256(src) == sha256(dst)
