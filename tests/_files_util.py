@@ -110,7 +110,7 @@ def loop_device(image: str) -> Iterator[Optional[str]]:
 
 class Writer(threading.Thread):
     """A guest thread writing random blocks through ``mirror.write`` into [lo, hi) until
-    stopped; records the writes made while ``record`` is set."""
+    stopped; records the writes that return after ``record`` was set."""
 
     def __init__(self, mirror: object, lo: int, hi: int, seed: int, block: int = 64 << 10,
                  pause_s: float = 0.0) -> None:
@@ -130,9 +130,10 @@ class Writer(threading.Thread):
                 length = self.rng.randrange(1, self.block)
                 offset = self.rng.randrange(self.lo, self.hi - length)
                 data = self.rng.randbytes(length)
-                recording = self.record.is_set()
                 self.mirror.write(offset, data)  # type: ignore[attr-defined]
-                if recording:
+                # Checked after the write returns: a write that started before `record` was
+                # set may still have landed after a pivot (on the target only).
+                if self.record.is_set():
                     self.log.append((offset, data))
                 self.count += 1
                 if self.pause_s:

@@ -28,9 +28,11 @@ def test_writers_during_copy_then_complete(tmp_path, mode):
     make_image(src, size, seed=20)
     # A speed limit keeps the bulk copy running while the writers are busy.
     with bm.Mirror(src, dst, copy_mode=mode, speed=64 * MiB) as m:
-        ws = _writers(m, size)
+        ws = _writers(m, size, pause_s=0.002)
+        time.sleep(0.4)  # writes race the bulk copy...
+        assert m.status == "running"
+        m.set_speed(0)  # ...then the copy outpaces them (background mode needs that)
         m.wait_ready(timeout=60)
-        m.set_speed(0)
         time.sleep(0.3)  # keep writing while in sync
         for w in ws:
             w.finish()

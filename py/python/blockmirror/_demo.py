@@ -98,9 +98,10 @@ class Guest(threading.Thread):
                 offset = self._offset()
                 start = self.rng.randrange(0, len(self.pool) - self.block)
                 data = self.pool[start:start + self.block]
-                logging = self.log_writes.is_set()
                 self.mirror.write(offset, data)  # type: ignore[attr-defined]
-                if logging:
+                # Checked after the write: one that started before complete() was called may
+                # have landed after the pivot, on the target only.
+                if self.log_writes.is_set():
                     self.log.append((offset, data))
                 self.bytes_written += len(data)
                 due += interval
