@@ -1,7 +1,7 @@
 """A one-line progress bar that never shows 100 % before the job is done.
 
 The job's total may grow while the guest writes, so the bar's total follows it, and the
-shown position is held one byte short of the total until the job has really ended.
+shown position is held at 99 % of the total at most until the job has really ended.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ class ProgressBar:
     def update(self, current: int, total: int, done: bool = False) -> None:
         """Shows ``current`` of ``total`` bytes; below 100 % unless ``done``."""
         total = max(total, current, 1)
-        shown = current if done else min(current, total - 1)
+        # tqdm rounds the percentage, so hold below 99.5 % (shown as "99%") until done.
+        shown = current if done else min(current, total * 99 // 100)
         if self._bar.total != total:
             self._bar.total = total
         self._bar.n = shown
