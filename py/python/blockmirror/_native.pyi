@@ -54,7 +54,6 @@ class DirtyIterator:
 
 # -- file backend ------------------------------------------------------------------------
 
-
 @final
 class FileMirror:
     """A running mirror of a raw image file or block device (see blockmirror.Mirror)."""

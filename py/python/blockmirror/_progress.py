@@ -14,7 +14,7 @@ class ProgressBar:
     """Wraps ``tqdm.auto.tqdm`` (bytes, on stderr by default)."""
 
     def __init__(self, description: str = "mirror", file: Optional[TextIO] = None) -> None:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
         self._file = file if file is not None else sys.stderr
         self._bar: Any = tqdm(
