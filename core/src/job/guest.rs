@@ -5,9 +5,10 @@
 //! dirty. In write-blocking mode the job answers [`GuestWrite::Mirror`]: the write becomes
 //! an op that waits, owning nothing, until no op owns any of its chunks and no earlier
 //! waiting write overlaps it (FIFO: target writes to a chunk land in guest order). It then
-//! owns its chunks, clears the dirty bits of the chunks it covers fully (a partially covered
-//! dirty chunk stays dirty for the background copy, QEMU-FACTS §9.7) and emits a
-//! `guest_write` action for the guest's whole range.
+//! owns its chunks and emits a `guest_write` action for the guest's whole range. The dirty
+//! bits of the chunks it covers fully are cleared when it is reported (a partially covered
+//! dirty chunk stays dirty for the background copy, QEMU-FACTS §9.7); its bytes count as in
+//! flight from then on.
 
 use super::mirror::{Ending, GuestHold, GuestWrite, MirrorJob};
 use super::ops::{Op, OpKind, Waiter};
@@ -29,9 +30,6 @@ impl MirrorJob {
         ) {
             return Ok(GuestWrite::Acknowledge);
         }
-        if let Some(touched) = &mut self.guest_touched {
-            touched.set(offset, length).expect("range checked above");
-        }
         let answer = if self.mirrors_actively() {
             let (first_chunk, end_chunk) = self.chunks_of(offset, length);
             let op = self
@@ -42,6 +40,9 @@ impl MirrorJob {
                 first_chunk,
                 end_chunk,
             });
+            self.protect(offset, length);
+            self.clean_fully_covered(offset, length);
+            self.guest_bytes_in_flight += length;
             GuestWrite::Mirror(op)
         } else {
             let before = self.bitmap.count();
@@ -103,8 +104,15 @@ impl MirrorJob {
         let (offset, length) = (entry.offset, entry.length);
         self.ops
             .claim(waiter.op, waiter.first_chunk, waiter.end_chunk);
-        // Clear the chunks the write covers fully; the disk's partial last chunk counts as
-        // fully covered when the write reaches the disk end.
+        self.emit_action(ActionKind::GuestWrite, waiter.op, offset, length);
+    }
+
+    /// Cleans the chunks a mirrored guest write covers fully (the disk's partial last chunk
+    /// counts as fully covered when the write reaches the disk end). This happens when the
+    /// write is *reported*, not when it starts: the source holds exactly its data there now,
+    /// and any later write re-dirties the chunk, so a write that waits can never clean the
+    /// mark of a newer one (e.g. after a switch to background mode).
+    fn clean_fully_covered(&mut self, offset: u64, length: u64) {
         let granularity = self.config.granularity;
         let full_start = offset.div_ceil(granularity) * granularity;
         let end = offset + length;
@@ -118,8 +126,6 @@ impl MirrorJob {
                 .reset(full_start, full_end - full_start)
                 .expect("whole chunks, or a run to the disk end");
         }
-        self.guest_bytes_in_flight += length;
-        self.emit_action(ActionKind::GuestWrite, waiter.op, offset, length);
     }
 
     /// A write-blocking guest write completed on the target.

@@ -123,9 +123,10 @@ pub struct MirrorJob {
     pub(super) chunk_count: u64,
     /// Dirty chunks (items are bytes).
     pub(super) bitmap: HBitmap,
-    /// Chunks the guest has written since the job was made: declarations never clean them.
-    /// Only kept for the sync modes that honour declarations.
-    pub(super) guest_touched: Option<HBitmap>,
+    /// Chunks whose dirt may not come from the initial selection: the guest wrote them, or
+    /// a copy or guest write there failed (the target may hold anything). Declarations never
+    /// clean them. Only kept for the sync modes that honour declarations.
+    pub(super) protected: Option<HBitmap>,
     /// Declarations made before `start()`, applied at start in order.
     pub(super) early_declarations: Vec<(u64, u64, RangeState)>,
     pub(super) status: JobStatus,
@@ -139,7 +140,7 @@ pub struct MirrorJob {
     pub(super) copy_buffer_bytes: u64,
     /// Exact bytes of live copies (clipped at the disk end).
     pub(super) copy_bytes_in_flight: u64,
-    /// Bytes of write-blocking guest writes issued and not yet completed.
+    /// Bytes of write-blocking guest writes reported and not yet completed (waiting or issued).
     pub(super) guest_bytes_in_flight: u64,
     /// Bytes copied, zeroed or actively mirrored so far.
     pub(super) current: u64,
@@ -199,7 +200,7 @@ impl MirrorJob {
             granularity,
         };
         let bitmap = HBitmap::new(config.length, chunk_shift).map_err(|_| too_large())?;
-        let guest_touched = match config.sync {
+        let protected = match config.sync {
             SyncMode::Full | SyncMode::Top => {
                 Some(HBitmap::new(config.length, chunk_shift).map_err(|_| too_large())?)
             }
@@ -210,7 +211,7 @@ impl MirrorJob {
             chunk_shift,
             chunk_count,
             bitmap,
-            guest_touched,
+            protected,
             early_declarations: Vec::new(),
             status: JobStatus::Created,
             now: Nanos(0),
@@ -271,7 +272,8 @@ impl MirrorJob {
         dirty
     }
 
-    /// Bytes of background copies and write-blocking guest writes in flight.
+    /// Bytes of background copies and write-blocking guest writes in flight (including
+    /// guest writes still waiting for their chunks).
     pub fn bytes_in_flight(&self) -> u64 {
         self.copy_bytes_in_flight + self.guest_bytes_in_flight
     }
@@ -456,6 +458,15 @@ impl MirrorJob {
         self.emit(Event::StatusChange { status: to });
     }
 
+    /// Records that the range's content may differ from what the initial selection assumed.
+    pub(super) fn protect(&mut self, offset: u64, length: u64) {
+        if let Some(protected) = &mut self.protected {
+            protected
+                .set(offset, length)
+                .expect("ranges are checked against the disk before marking");
+        }
+    }
+
     /// Checks a byte range against the disk.
     pub(super) fn check_range(&self, offset: u64, length: u64) -> Result<(), JobError> {
         if length == 0 {
@@ -479,8 +490,10 @@ impl MirrorJob {
         )
     }
 
-    /// Marks a byte range dirty (rounded out to chunks).
+    /// Marks a byte range dirty (rounded out to chunks) from outside the initial selection
+    /// (a guest write or a failure), so declarations never clean it.
     pub(super) fn mark_dirty(&mut self, offset: u64, length: u64) {
+        self.protect(offset, length);
         self.bitmap
             .set(offset, length)
             .expect("ranges are checked against the disk before marking");

@@ -5,11 +5,14 @@
 //! creation, so dirty tracking is live before any scan (QEMU-FACTS §3.5, bug #3273).
 //!
 //! Declaring never loses a guest write: a declaration only cleans whole chunks inside its
-//! range that the guest has not written since the job was made (and are not being copied).
+//! range whose dirt is still the initial selection's: not written by the guest since the
+//! job was made, and not re-dirtied by a failed copy (the target may hold anything there).
 //! - `zero` (the source reads zero there and the target reads zero too): `full` and `top`
 //!   skip it.
 //! - `unallocated` (not in the source's top layer): `top` skips it; `full` copies it.
-//! - `allocated`: `full` and `top` copy it (marks it dirty again, rounded out).
+//! - `allocated`: `full` and `top` copy it (the default). Before `start()` it re-selects a
+//!   range an earlier declaration removed; after `start()` it changes nothing (the range was
+//!   selected at start unless declared otherwise, and guest writes since are tracked).
 //! - `none` ignores declarations.
 
 use super::mirror::MirrorJob;
@@ -37,7 +40,7 @@ impl MirrorJob {
         if self.config.sync == SyncMode::None || self.config.length == 0 {
             return;
         }
-        self.mark_dirty(0, self.config.length);
+        self.select(0, self.config.length);
         for (offset, length, state) in std::mem::take(&mut self.early_declarations) {
             self.apply_declaration(offset, length, state);
         }
@@ -47,7 +50,9 @@ impl MirrorJob {
         let skip = match (self.config.sync, state) {
             (SyncMode::None, _) => return,
             (_, RangeState::Allocated) => {
-                self.mark_dirty(offset, length);
+                if self.status == JobStatus::Created {
+                    self.select(offset, length);
+                }
                 return;
             }
             (_, RangeState::Zero) => true,
@@ -55,14 +60,21 @@ impl MirrorJob {
             _ => false,
         };
         if skip {
-            self.clean_untouched(offset, length);
+            self.clean_unprotected(offset, length);
         }
     }
 
+    /// Marks a range dirty as part of the initial selection (declarations may clean it).
+    fn select(&mut self, offset: u64, length: u64) {
+        self.bitmap
+            .set(offset, length)
+            .expect("declared ranges are checked against the disk");
+    }
+
     /// Cleans the whole chunks inside `[offset, offset+length)` that the guest never wrote.
-    /// Chunks being copied are clean already, and a guest write re-dirtying one marks it
-    /// touched, so no chunk an op owns is cleaned here.
-    fn clean_untouched(&mut self, offset: u64, length: u64) {
+    /// Chunks being copied are clean already, and a guest write or failure re-dirtying one
+    /// protects it, so no chunk an op owns or the job has written is cleaned here.
+    fn clean_unprotected(&mut self, offset: u64, length: u64) {
         let granularity = self.config.granularity;
         let start = offset.div_ceil(granularity) * granularity;
         let end = if offset + length == self.config.length {
@@ -70,18 +82,18 @@ impl MirrorJob {
         } else {
             (offset + length) / granularity * granularity
         };
-        let touched = self
-            .guest_touched
+        let protected = self
+            .protected
             .as_ref()
-            .expect("full and top keep the guest-touched map");
+            .expect("full and top keep the protected map");
         let mut position = start;
         while position < end {
             let Some(dirty) = self.bitmap.next_dirty(position, end - position) else {
                 break;
             };
-            let stop = touched.next_dirty(dirty, end - dirty).unwrap_or(end);
+            let stop = protected.next_dirty(dirty, end - dirty).unwrap_or(end);
             if stop == dirty {
-                position = touched.next_zero(dirty, end - dirty).unwrap_or(end);
+                position = protected.next_zero(dirty, end - dirty).unwrap_or(end);
                 continue;
             }
             self.bitmap
