@@ -1,0 +1,236 @@
+//! Scenario runs: each workload, each copy mode, scripted commands, the run bounds.
+
+mod sim_common;
+use blockmirror_core::job::{CopyMode, JobStatus, SyncMode};
+use blockmirror_core::sim::{ChunkState, Command, Goal, Pattern, RunOutcome, ScriptedCommand, SimEventKind, Simulation};
+use sim_common::*;
+
+fn completes_equal(config: blockmirror_core::sim::SimConfig) -> Simulation {
+    let mut config = config;
+    config.complete_on_ready = true;
+    let mut sim = Simulation::new(config).expect("valid config");
+    assert_eq!(sim.run_until(Goal::Concluded), RunOutcome::Reached, "events: {:?}", event_types(&sim));
+    let summary = sim.summary();
+    assert_eq!(summary.ending, Some("completed"));
+    assert_eq!(summary.error, None);
+    assert_eq!(summary.equal_at_end, Some(true), "target differs from the source at the switch");
+    assert!(summary.pivoted);
+    assert_clean(&sim);
+    sim
+}
+
+#[test]
+fn idle_guest_full_copy_takes_length_over_bandwidth() {
+    let sim = completes_equal(base(64 * MIB));
+    let ready = sim.summary().ready_at_ns.expect("ready");
+    // 64 MiB at 200 MiB/s is 320 ms; allow for latency and the pipeline filling.
+    assert!((320 * MS..360 * MS).contains(&ready), "ready at {ready} ns");
+    assert_eq!(sim.summary().bytes_copied, 64 * MIB);
+    assert_eq!(sim.summary().bytes_recopied, 0);
+    let types = event_types(&sim);
+    assert_eq!(types.iter().filter(|t| **t == "BLOCK_JOB_READY").count(), 1);
+    assert_eq!(types.last(), Some(&"JOB_STATUS_CHANGE"));
+}
+
+#[test]
+fn every_workload_converges_below_the_copy_rate_in_background_mode() {
+    for pattern in [Pattern::Uniform, Pattern::HOT_SPOT_90_10, Pattern::Sequential] {
+        let mut config = with_guest(base(64 * MIB), pattern, 20 * MIB);
+        config.guest.write_size = 64 << 10;
+        let sim = completes_equal(config);
+        let s = sim.summary();
+        assert!(s.guest_bytes_written > 0, "{pattern:?}");
+        assert!(s.bytes_recopied > 0 || pattern == Pattern::Sequential, "{pattern:?}: {s:?}");
+    }
+}
+
+#[test]
+fn every_sync_mode_completes_equal_with_holes() {
+    for sync in [SyncMode::Full, SyncMode::Top, SyncMode::None] {
+        for declare in [true, false] {
+            let mut config = with_guest(modes(base(16 * MIB), sync, CopyMode::Background), Pattern::Uniform, 5 * MIB);
+            config.layout.data_fraction = 0.5;
+            config.layout.declare = declare;
+            let sim = completes_equal(config);
+            let copied = sim.summary().bytes_copied;
+            if sync == SyncMode::None {
+                assert!(copied < 16 * MIB, "none copies only guest writes: {copied}");
+            }
+        }
+    }
+}
+
+#[test]
+fn write_blocking_converges_where_background_does_not() {
+    // The guest writes 64 KiB blocks at 400 MiB/s; the target takes 200 MiB/s.
+    let heavy = |copy| {
+        let mut config = with_guest(modes(base(64 * MIB), SyncMode::Full, copy), Pattern::Uniform, 400 * MIB);
+        config.guest.write_size = 64 << 10;
+        config.guest.write_align = 64 << 10;
+        config.limits.max_duration_ns = 10 * SEC;
+        Simulation::new(config).expect("valid config")
+    };
+    let mut background = heavy(CopyMode::Background);
+    assert_eq!(background.run_until(Goal::Ready), RunOutcome::TimeLimit);
+    assert!(background.job().bitmap().count() > 0);
+
+    let mut blocking = heavy(CopyMode::WriteBlocking);
+    assert_eq!(blocking.run_until(Goal::Ready), RunOutcome::Reached);
+    blocking.command(Command::Complete).expect("complete is allowed in ready");
+    assert_eq!(blocking.run_until(Goal::Concluded), RunOutcome::Reached);
+    assert_eq!(blocking.summary().equal_at_end, Some(true));
+    assert_clean(&blocking);
+}
+
+#[test]
+fn switching_to_write_blocking_while_running_converges() {
+    let mut config = with_guest(base(64 * MIB), Pattern::Uniform, 400 * MIB);
+    config.guest.write_size = 64 << 10;
+    config.guest.write_align = 64 << 10;
+    config.commands.push(ScriptedCommand { at_ns: SEC, command: Command::SetCopyMode(CopyMode::WriteBlocking) });
+    config.limits.max_duration_ns = 20 * SEC;
+    let mut sim = Simulation::new(config).expect("valid config");
+    assert_eq!(sim.run_until(Goal::Ready), RunOutcome::Reached);
+    assert!(sim.summary().ready_at_ns.expect("ready") > SEC);
+}
+
+#[test]
+fn pause_stops_progress_until_resume() {
+    let mut config = base(64 * MIB);
+    config.sample_interval_ns = 10 * MS;
+    config.commands.push(ScriptedCommand { at_ns: 100 * MS, command: Command::Pause });
+    config.commands.push(ScriptedCommand { at_ns: 500 * MS, command: Command::Resume });
+    let mut sim = Simulation::new(config).expect("valid config");
+    assert_eq!(sim.run_until(Goal::Ready), RunOutcome::Reached);
+    let ready = sim.summary().ready_at_ns.expect("ready");
+    assert!(ready > 720 * MS, "the pause delays ready by about 400 ms: {ready}");
+    let paused: Vec<_> = sim.samples().iter().filter(|s| (150 * MS..500 * MS).contains(&s.time_ns)).collect();
+    assert!(paused.iter().all(|s| s.status == JobStatus::Paused && s.current == paused[0].current));
+}
+
+#[test]
+fn set_speed_limits_the_copy_rate() {
+    let mut config = base(16 * MIB);
+    config.commands.push(ScriptedCommand { at_ns: 0, command: Command::SetSpeed(8 * MIB) });
+    let mut sim = Simulation::new(config).expect("valid config");
+    assert_eq!(sim.run_until(Goal::Ready), RunOutcome::Reached);
+    let ready = sim.summary().ready_at_ns.expect("ready");
+    assert!((1800 * MS..2300 * MS).contains(&ready), "16 MiB at 8 MiB/s is about 2 s: {ready}");
+}
+
+#[test]
+fn cancel_before_ready_is_cancelled_and_ready_becomes_unreachable() {
+    let mut config = base(64 * MIB);
+    config.commands.push(ScriptedCommand { at_ns: 50 * MS, command: Command::Cancel { force: false } });
+    let mut sim = Simulation::new(config).expect("valid config");
+    assert_eq!(sim.run_until(Goal::Ready), RunOutcome::Unreachable);
+    assert_eq!(sim.summary().ending, Some("cancelled"));
+    assert!(!sim.summary().pivoted);
+    assert_clean(&sim);
+}
+
+#[test]
+fn soft_cancel_in_ready_completes_without_pivot_and_equal() {
+    let mut config = with_guest(base(16 * MIB), Pattern::Uniform, 10 * MIB);
+    config.commands.push(ScriptedCommand { at_ns: SEC, command: Command::Cancel { force: false } });
+    let mut sim = Simulation::new(config).expect("valid config");
+    assert_eq!(sim.run_until(Goal::Concluded), RunOutcome::Reached);
+    let s = sim.summary();
+    assert_eq!((s.ending, s.pivoted, s.equal_at_end), (Some("completed"), false, Some(true)));
+    assert_clean(&sim);
+}
+
+#[test]
+fn force_cancel_in_ready_is_cancelled() {
+    let mut config = with_guest(base(16 * MIB), Pattern::Uniform, 10 * MIB);
+    config.commands.push(ScriptedCommand { at_ns: SEC, command: Command::Cancel { force: true } });
+    let mut sim = Simulation::new(config).expect("valid config");
+    assert_eq!(sim.run_until(Goal::Concluded), RunOutcome::Reached);
+    assert_eq!(sim.summary().ending, Some("cancelled"));
+    assert_clean(&sim);
+}
+
+#[test]
+fn refused_commands_are_recorded_and_change_nothing() {
+    let mut config = base(64 * MIB);
+    config.commands.push(ScriptedCommand { at_ns: 10 * MS, command: Command::Complete });
+    config.commands.push(ScriptedCommand { at_ns: 20 * MS, command: Command::Resume });
+    let mut sim = Simulation::new(config).expect("valid config");
+    assert_eq!(sim.run_until(Goal::Ready), RunOutcome::Reached);
+    let refused = sim.events().iter().filter(|e| matches!(e.kind, SimEventKind::CommandRefused(..))).count();
+    assert_eq!(refused, 2);
+    assert_eq!(sim.job().status(), JobStatus::Ready);
+}
+
+#[test]
+fn a_run_that_cannot_reach_its_goal_reports_instead_of_hanging() {
+    // Step budget: a livelock.
+    let mut sim = Simulation::new(base(64 * MIB)).expect("valid config");
+    assert_eq!(sim.run_until_within(Goal::Ready, 10, u64::MAX), RunOutcome::Livelock);
+    assert_eq!(sim.run_until_within(Goal::Ready, u64::MAX, u64::MAX), RunOutcome::Reached);
+    // Nothing pending and not concluded: stalled.
+    assert_eq!(sim.run_until(Goal::Concluded), RunOutcome::Stalled);
+    // A time goal is always reached; the clock lands on it.
+    assert_eq!(sim.run_until(Goal::Time(5 * SEC)), RunOutcome::Reached);
+    assert_eq!(sim.now_ns(), 5 * SEC);
+}
+
+#[test]
+fn chunk_states_show_dirty_in_flight_and_guest_writes() {
+    let mut config = with_guest(base(64 * MIB), Pattern::HOT_SPOT_90_10, 50 * MIB);
+    config.recent_write_window_ns = 50 * MS;
+    let mut sim = Simulation::new(config).expect("valid config");
+    assert_eq!(sim.run_until(Goal::Time(100 * MS)), RunOutcome::Reached);
+    let mut states = Vec::new();
+    sim.chunk_states(&mut states);
+    assert_eq!(states.len() as u64, sim.chunks());
+    let count = |s: ChunkState| states.iter().filter(|&&b| b == s as u8).count();
+    assert!(count(ChunkState::Dirty) > 0);
+    assert!(count(ChunkState::Clean) > 0);
+    assert!(count(ChunkState::GuestWritten) > 0);
+    assert!(count(ChunkState::Reading) + count(ChunkState::Writing) > 0);
+}
+
+#[test]
+fn samples_come_at_the_configured_interval() {
+    let mut config = base(64 * MIB);
+    config.sample_interval_ns = 50 * MS;
+    let mut sim = Simulation::new(config).expect("valid config");
+    assert_eq!(sim.run_until(Goal::Time(SEC)), RunOutcome::Reached);
+    let times: Vec<u64> = sim.samples().iter().map(|s| s.time_ns).collect();
+    assert_eq!(times, (0..=20).map(|i| i * 50 * MS).collect::<Vec<_>>());
+    let first = sim.samples()[0];
+    assert_eq!((first.current, first.dirty_bytes), (0, 64 * MIB));
+    assert!(sim.samples().last().expect("samples").current == 64 * MIB);
+}
+
+#[test]
+fn unaligned_length_and_small_granularity_complete_equal() {
+    let mut config = with_guest(base(5 * MIB + 1234), Pattern::Uniform, 4 * MIB);
+    config.job.granularity = 4096;
+    config.job.max_io = 64 << 10;
+    config.guest.write_align = 1;
+    config.guest.write_size = 3000;
+    config.guest.stop_ns = Some(SEC);
+    for copy in [CopyMode::Background, CopyMode::WriteBlocking] {
+        completes_equal(modes(config.clone(), SyncMode::Full, copy));
+    }
+}
+
+#[test]
+fn zero_length_disk_is_ready_at_once() {
+    let sim = completes_equal(base(0));
+    assert_eq!(sim.summary().ready_at_ns, Some(0));
+    assert_eq!(sim.chunks(), 0);
+}
+
+#[test]
+fn reordered_completions_still_complete_equal() {
+    let mut config = with_guest(base(16 * MIB), Pattern::Uniform, 20 * MIB);
+    config.target.jitter_ns = 5 * MS;
+    config.source.jitter_ns = 2 * MS;
+    config.guest.stop_ns = Some(SEC);
+    for copy in [CopyMode::Background, CopyMode::WriteBlocking] {
+        completes_equal(modes(config.clone(), SyncMode::Full, copy));
+    }
+}
