@@ -5,8 +5,12 @@ use pyo3::prelude::*;
 
 mod backend;
 mod bitmap;
+mod convert;
 mod errors;
 mod mirror;
+mod job;
+mod sim;
+mod sim_params;
 
 /// The native module. Every export is listed here.
 #[pymodule]
@@ -15,5 +19,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     bitmap::register(m)?;
     m.add_class::<mirror::FileMirror>()?;
+    job::register(m)?;
+    sim::register(m)?;
     Ok(())
 }
