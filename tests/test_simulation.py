@@ -1,0 +1,198 @@
+"""blockmirror.Simulation and blockmirror.sweep: determinism, modes, faults, errors."""
+
+from __future__ import annotations
+
+import pytest
+
+import blockmirror as bm
+
+MIB = 1 << 20
+MS = 1_000_000
+SEC = 1_000_000_000
+
+BASE = dict(granularity=64 << 10, copy_rate=100 * MIB, source_rate=1024 * MIB)
+
+
+def sim(**options: object) -> bm.Simulation:
+    return bm.Simulation(16 * MIB, **{**BASE, **options})  # type: ignore[arg-type]
+
+
+def test_same_seed_same_run_different_seed_different_run() -> None:
+    opts = dict(seed=3, write_rate=20 * MIB, pattern="hotspot", jitter_ns=200_000, complete_on_ready=True)
+    a, b, c = sim(**opts), sim(**opts), sim(**{**opts, "seed": 4})
+    for s in (a, b, c):
+        assert s.run_until("concluded") == "reached"
+    assert [e.as_dict() for e in a.events] == [e.as_dict() for e in b.events]
+    assert a.result() == b.result()
+    assert a.samples == b.samples
+    assert a.trace_digest == b.trace_digest != c.trace_digest
+
+
+@pytest.mark.parametrize("copy_mode", ["background", "write-blocking"])
+@pytest.mark.parametrize("sync", ["full", "top", "none"])
+@pytest.mark.parametrize("pattern", ["uniform", "hotspot", "sequential"])
+def test_every_mode_completes_equal(copy_mode: str, sync: str, pattern: str) -> None:
+    s = sim(copy_mode=copy_mode, sync=sync, pattern=pattern, write_rate=10 * MIB,
+            data_fraction=0.6, complete_on_ready=True, guest_stop_ns=2 * SEC)
+    assert s.run_until("concluded") == "reached"
+    r = s.result()
+    assert r["ending"] == "completed" and r["error"] is None and r["pivoted"]
+    assert r["equal_at_end"] is True
+    assert r["violations"] == 0 and s.violations == []
+    assert r["ready_events"] == 1
+    types = [e.type for e in s.events]
+    assert types.count("BLOCK_JOB_READY") == 1 and "BLOCK_JOB_COMPLETED" in types
+    assert all(e.time_ns is not None for e in s.events)
+
+
+def test_write_blocking_converges_where_background_does_not() -> None:
+    heavy = dict(write_rate=200 * MIB, write_size=64 << 10, time_limit_ns=5 * SEC)
+    assert sim(**heavy).run_until("ready") == "time_limit"
+    blocking = sim(copy_mode="write-blocking", **heavy)
+    assert blocking.run_until("ready") == "reached"
+    assert blocking.result()["time_to_ready_ns"] is not None
+
+
+def test_live_job_view_and_verbs() -> None:
+    s = sim(write_rate=5 * MIB)
+    job = s.job
+    assert job.status == "running"
+    with pytest.raises(bm.JobStateError):
+        job.complete()
+    assert s.run_until("ready") == "reached"
+    assert job.status == "ready"  # the same view object sees the new state
+    current, total = job.progress
+    assert current == total or current <= total
+    assert job.bitmap.count() >= 0
+    job.complete()
+    assert s.run_until("concluded") == "reached"
+    assert job.status == "concluded"
+    assert s.result()["equal_at_end"] is True
+    assert [c[1] for c in s.commands] == ["complete"]
+
+
+def test_scripted_commands_and_faults() -> None:
+    s = sim(on_target_error="stop", faults=[dict(side="target", nth=2, error="nospace")],
+            commands=[(50 * MS, "set_speed", 50 * MIB), (2 * SEC, "resume"), (3 * SEC, "complete")])
+    assert s.run_until(1 * SEC) == "reached" and s.now_ns == SEC
+    assert s.job.status == "paused"
+    errors = [e for e in s.events if e.type == "BLOCK_JOB_ERROR"]
+    assert [(e.operation, e.action, e.error) for e in errors] == [("write", "stop", "nospace")]
+    assert s.run_until("concluded") == "reached"
+    assert s.result()["ending"] == "completed" and s.result()["equal_at_end"]
+
+
+def test_report_error_ends_the_job_with_the_error() -> None:
+    s = sim(faults=[dict(side="source", op=1, error="io")])
+    assert s.run_until("ready") == "unreachable"
+    r = s.result()
+    assert (r["ending"], r["error"], r["status"]) == ("completed", "io", "concluded")
+
+
+def test_livelock_and_stall_are_outcomes_not_hangs() -> None:
+    s = sim()
+    assert s.run_until("ready", max_steps=5) == "livelock"
+    assert s.run_until("ready") == "reached"
+    assert s.run_until("concluded") == "stalled"
+
+
+def test_samples_and_chunk_states() -> None:
+    s = sim(write_rate=20 * MIB, sample_interval_ns=10 * MS)
+    s.run_until(200 * MS)
+    samples = s.samples
+    assert samples["time_ns"] == [i * 10 * MS for i in range(21)]
+    assert {len(v) for v in samples.values()} == {21}
+    assert samples["dirty_bytes"][0] == 16 * MIB
+    states = s.chunk_states()
+    assert isinstance(states, bytes) and len(states) == s.chunks == 256
+    assert max(states) < len(bm.CHUNK_STATE_NAMES)
+    assert states.count(bm.CHUNK_STATE_NAMES.index("clean")) > 0
+
+
+def test_events_are_frozen_with_a_useful_repr() -> None:
+    s = sim(complete_on_ready=True)
+    s.run_until("concluded")
+    ready = next(e for e in s.events if e.type == "BLOCK_JOB_READY")
+    assert "BLOCK_JOB_READY" in repr(ready) and "current=" in repr(ready)
+    assert ready.as_dict()["current"] == 16 * MIB
+    with pytest.raises(AttributeError):
+        ready.current = 0  # type: ignore[misc]
+
+
+GRID = [
+    dict(length=8 * MIB, seed=seed, write_rate=rate, copy_mode=mode, copy_rate=50 * MIB,
+         until="ready", time_limit_ns=3 * SEC)
+    for seed in (1, 2)
+    for rate in (0, 10 * MIB, 80 * MIB)
+    for mode in ("background", "write-blocking")
+]
+
+
+def test_sweep_equals_single_runs_in_order() -> None:
+    rows = bm.sweep(GRID, threads=2)
+    assert len(rows) == len(GRID)
+    for params, row in zip(GRID, rows):
+        assert {k: row[k] for k in params} == params  # the parameters come back
+        options = {k: v for k, v in params.items() if k not in ("length", "until")}
+        single = bm.Simulation(params["length"], **options)  # type: ignore[arg-type]
+        outcome = single.run_until("ready")
+        assert row["outcome"] == outcome
+        assert {k: row[k] for k in single.result() if k != "outcome"} == {
+            k: v for k, v in single.result().items() if k != "outcome"}
+    by_rate = {(r["write_rate"], r["copy_mode"]): r["time_to_ready_ns"] for r in rows}
+    assert by_rate[(80 * MIB, "background")] is None
+    assert by_rate[(80 * MIB, "write-blocking")] is not None
+
+
+def test_sweep_threads_do_not_change_results() -> None:
+    assert bm.sweep(GRID, threads=1) == bm.sweep(GRID, threads=2)
+
+
+@pytest.mark.parametrize("bad", [
+    dict(length=MIB, colour="red"),
+    dict(length=MIB, pattern="zigzag"),
+    dict(length=MIB, granularity=1000),
+    dict(length=MIB, copy_mode="eager"),
+    dict(length=MIB, hot_fraction=2.0, pattern="hotspot"),
+    dict(length=MIB, faults=[dict(side="middle", nth=1)]),
+    dict(length=MIB, commands=[(0, "explode")]),
+    dict(length=MIB, until="forever"),
+    dict(length=-1),
+    dict(seed=1),
+])
+def test_bad_parameters_raise_invalid_argument_before_any_run(bad: dict[str, object]) -> None:
+    with pytest.raises(bm.InvalidArgument):
+        bm.sweep([dict(length=MIB), bad])
+
+
+def test_simulation_rejects_bad_options() -> None:
+    with pytest.raises(bm.InvalidArgument):
+        bm.Simulation(MIB, until="ready")  # type: ignore[call-arg]
+    with pytest.raises(bm.InvalidArgument):
+        bm.Simulation(-5)
+    with pytest.raises(bm.InvalidArgument):
+        bm.Simulation(MIB).run_until("later")
+    with pytest.raises(bm.InvalidArgument):
+        bm.sweep([dict(length=MIB)], threads=0)
+
+
+def test_mirror_job_rejects_bad_input() -> None:
+    job = bm.MirrorJob(MIB, granularity=4096)
+    with pytest.raises(bm.JobStateError):
+        job.complete()
+    job.start()
+    with pytest.raises(bm.InvalidArgument):
+        job.handle_guest_write(MIB - 10, 100)
+    with pytest.raises(bm.InvalidArgument):
+        job.handle_completion(12345)
+    with pytest.raises(bm.InvalidArgument):
+        job.handle_guest_write(-1, 10)
+    a = job.poll_action()
+    assert a is not None and a.kind == "read"
+    with pytest.raises(bm.InvalidArgument):
+        job.handle_completion(a.op, error="melted")
+    job.pause()
+    with pytest.raises(bm.JobStateError):
+        job.pause()
+    with pytest.raises(bm.InvalidArgument):
+        bm.MirrorJob(MIB, sync="sideways")
