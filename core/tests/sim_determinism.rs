@@ -44,7 +44,7 @@ fn different_seeds_give_different_runs() {
 fn stopping_and_resuming_a_run_changes_nothing() {
     let whole = run(5);
     let mut pieces = Simulation::new(busy_config(5)).expect("valid config");
-    for t in [MS, 10 * MS, 300 * MS, SEC] {
+    for t in [MS, 10 * MS, 50 * MS, 120 * MS] {
         assert_eq!(pieces.run_until(Goal::Time(t)), RunOutcome::Reached);
         assert_eq!(pieces.now_ns(), t);
     }

@@ -107,7 +107,6 @@ fn random_faults_in_a_window_under_ignore_converge_after_the_window() {
         let s = sim.summary();
         assert!(s.error_events > 0);
         assert_eq!(s.equal_at_end, Some(true));
-        assert!(s.ready_at_ns.expect("ready") >= 500 * MS || rate < 0.1);
         assert_clean(&sim);
     }
 }

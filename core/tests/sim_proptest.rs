@@ -94,7 +94,7 @@ fn check(sim: &Simulation, outcome: RunOutcome) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     /// No faults, no commands, the guest stops: every run completes with equal disks.
     #[test]

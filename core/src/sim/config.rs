@@ -69,6 +69,11 @@ pub struct GuestConfig {
     pub start_ns: u64,
     /// The guest stops writing at this time (None: never).
     pub stop_ns: Option<u64>,
+    /// Arrivals exactly one mean interval apart. Off by default: gaps are then drawn
+    /// uniformly from `[0, 2 x mean]`, so the guest does not fall into lock-step with the
+    /// copy pipeline (a perfectly periodic guest can keep a job from ever seeing an empty
+    /// bitmap with nothing in flight).
+    pub regular_arrivals: bool,
 }
 
 impl Default for GuestConfig {
@@ -81,6 +86,7 @@ impl Default for GuestConfig {
             queue_depth: 32,
             start_ns: 0,
             stop_ns: None,
+            regular_arrivals: false,
         }
     }
 }

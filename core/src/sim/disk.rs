@@ -1,21 +1,20 @@
-//! In-memory source and target disks, as one content *version* per chunk.
+//! In-memory source and target disks: every byte's content is named by a *version*.
 //!
-//! A chunk's content is a `u64` version: 0 means all zeroes, every other value names one
-//! distinct content. Each write produces a fresh version, so two chunks hold equal bytes
-//! exactly when their versions are equal (a 1 TiB disk at 64 KiB chunks is 16 M words per
-//! side). Partial-chunk writes follow one exact rule:
+//! A version names the bytes one write put down at absolute disk positions: version 0 is
+//! zeroes, the initial contents of chunk `i` have their own version, and every guest write
+//! gets a fresh version. So two byte ranges hold equal data exactly when they carry the
+//! same versions at the same positions, whatever path the data took (copied by the job,
+//! mirrored by a write-blocking guest write, re-written twice...). The model is exact for
+//! writes of any alignment and any order; only version numbers are stored, never bytes.
 //!
-//! - A write that covers a whole chunk sets its version (fresh, copied, or 0 for zeroes).
-//! - A write that covers only part of a chunk is described by the transition it made on
-//!   the disk it was first applied to, `prev -> new`. Applying it to a chunk whose version
-//!   is `prev` gives `new` (the same bytes land on the same bytes); applying it to any
-//!   other version gives a fresh *garbage* version that equals nothing on the source.
-//!
-//! The rule is conservative: it never calls two different contents equal, and it calls two
-//! equal contents different only when partial writes are replayed out of order, which the
-//! one-owner-per-chunk rule forbids anyway.
-//!
-//! A running count of mismatched chunks makes `source_equals_target` O(1).
+//! Storage: one `u64` per chunk while a chunk is *uniform* (one version throughout: the
+//! common case, so a 1 TiB disk at 64 KiB chunks is 16 M words per side). A chunk that a
+//! partial write splits keeps a short sorted list of `(start, version)` extents in a side
+//! table, in canonical form (adjacent extents differ), and goes back to one word when a
+//! write makes it uniform again. A running count of mismatched chunks makes
+//! `source_equals_target` O(1).
+
+use std::collections::BTreeMap;
 
 /// Which disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,27 +25,85 @@ pub enum Side {
     Target,
 }
 
-impl Side {
-    /// `"source"` or `"target"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Source => "source",
-            Side::Target => "target",
+/// Marks a chunk whose extents live in the side table (versions never reach it).
+const SPLIT: u64 = u64::MAX;
+
+/// The contents of one chunk: extents `(start within the chunk, version)`, sorted, the
+/// first starting at 0, adjacent versions different. One extent means a uniform chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkContent(Vec<(u64, u64)>);
+
+impl ChunkContent {
+    /// A chunk holding one version throughout.
+    pub fn uniform(version: u64) -> Self {
+        Self(vec![(0, version)])
+    }
+
+    /// Whether the whole chunk reads as zeroes.
+    pub fn is_zero(&self) -> bool {
+        self.0 == [(0, 0)]
+    }
+
+    /// `self` (a chunk of `len` bytes) with `[from, to)` replaced by the same range of `src`
+    /// (chunk-relative, `from < to <= len`).
+    fn overlay(&self, from: u64, to: u64, len: u64, src: &ChunkContent) -> ChunkContent {
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(self.0.len() + src.0.len() + 2);
+        let mut push = |start: u64, version: u64| {
+            if out.last().is_some_and(|&(_, v)| v == version) {
+                return;
+            }
+            out.push((start, version));
+        };
+        // The extent of `c` covering position `at`.
+        let version_at = |c: &ChunkContent, at: u64| c.0[c.0.partition_point(|&(s, _)| s <= at) - 1].1;
+        for &(start, version) in self.0.iter().filter(|&&(s, _)| s < from) {
+            push(start, version);
         }
+        push(from, version_at(src, from));
+        for &(start, version) in src.0.iter().filter(|&&(s, _)| s > from && s < to) {
+            push(start, version);
+        }
+        if to < len {
+            push(to, version_at(self, to));
+        }
+        for &(start, version) in self.0.iter().filter(|&&(s, _)| s > to) {
+            push(start, version);
+        }
+        ChunkContent(out)
     }
 }
 
-/// What a partial write did to one chunk of the disk it was first applied to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkChange {
-    /// Chunk index.
-    pub chunk: u64,
-    /// Version before the write.
-    pub prev: u64,
-    /// Version after the write.
-    pub new: u64,
-    /// Whether the write covered the whole chunk (then `new` applies whatever was there).
-    pub whole: bool,
+/// One disk: a word per chunk, and the extents of split chunks.
+#[derive(Debug, Clone)]
+struct Disk {
+    words: Vec<u64>,
+    split: BTreeMap<u64, ChunkContent>,
+}
+
+impl Disk {
+    fn content(&self, chunk: u64) -> ChunkContent {
+        match self.words[chunk as usize] {
+            SPLIT => self.split[&chunk].clone(),
+            v => ChunkContent::uniform(v),
+        }
+    }
+
+    fn set(&mut self, chunk: u64, content: ChunkContent) {
+        if let [(0, v)] = content.0[..] {
+            self.words[chunk as usize] = v;
+            self.split.remove(&chunk);
+        } else {
+            self.words[chunk as usize] = SPLIT;
+            self.split.insert(chunk, content);
+        }
+    }
+
+    fn same(&self, other: &Disk, chunk: u64) -> bool {
+        match (self.words[chunk as usize], other.words[chunk as usize]) {
+            (SPLIT, SPLIT) => self.split[&chunk] == other.split[&chunk],
+            (a, b) => a == b,
+        }
+    }
 }
 
 /// The two disks.
@@ -54,24 +111,31 @@ pub struct ChunkChange {
 pub struct Disks {
     length: u64,
     granularity: u64,
-    source: Vec<u64>,
-    target: Vec<u64>,
+    source: Disk,
+    target: Disk,
     next_version: u64,
     mismatched_chunks: u64,
 }
 
 impl Disks {
     /// Disks of `length` bytes in chunks of `granularity` bytes, from per-chunk versions.
-    /// `fresh_from` is the first version never used by the initial contents.
+    /// `fresh_from` is the first version the initial contents do not use.
     pub fn new(length: u64, granularity: u64, source: Vec<u64>, target: Vec<u64>, fresh_from: u64) -> Self {
         debug_assert_eq!(source.len(), target.len());
         let mismatched_chunks = source.iter().zip(&target).filter(|(s, t)| s != t).count() as u64;
-        Self { length, granularity, source, target, next_version: fresh_from.max(1), mismatched_chunks }
+        Self {
+            length,
+            granularity,
+            source: Disk { words: source, split: BTreeMap::new() },
+            target: Disk { words: target, split: BTreeMap::new() },
+            next_version: fresh_from.max(1),
+            mismatched_chunks,
+        }
     }
 
     /// Number of chunks.
     pub fn chunks(&self) -> u64 {
-        self.source.len() as u64
+        self.source.words.len() as u64
     }
 
     /// Chunk indexes touched by `[offset, offset+length)` (empty for a zero length).
@@ -82,14 +146,7 @@ impl Disks {
         offset / self.granularity..(offset + length - 1) / self.granularity + 1
     }
 
-    /// Whether `[offset, offset+length)` covers the whole of chunk `chunk`.
-    pub fn covers_chunk(&self, offset: u64, length: u64, chunk: u64) -> bool {
-        let start = chunk * self.granularity;
-        let end = (start + self.granularity).min(self.length);
-        offset <= start && offset + length >= end
-    }
-
-    /// The part of `[offset, offset+length)` inside chunk `chunk`, as (start, end).
+    /// The part of `[offset, offset+length)` inside chunk `chunk`, as absolute (start, end).
     pub fn clip(&self, offset: u64, length: u64, chunk: u64) -> (u64, u64) {
         let start = chunk * self.granularity;
         let end = (start + self.granularity).min(self.length);
@@ -103,73 +160,67 @@ impl Disks {
         v
     }
 
-    /// The version of chunk `chunk` on `side`.
-    pub fn version(&self, side: Side, chunk: u64) -> u64 {
+    fn disk(&self, side: Side) -> &Disk {
         match side {
-            Side::Source => self.source[chunk as usize],
-            Side::Target => self.target[chunk as usize],
+            Side::Source => &self.source,
+            Side::Target => &self.target,
         }
     }
 
-    /// Set a chunk's version, keeping the mismatch count.
-    pub fn set(&mut self, side: Side, chunk: u64, version: u64) {
-        let i = chunk as usize;
-        let was_equal = self.source[i] == self.target[i];
-        match side {
-            Side::Source => self.source[i] = version,
-            Side::Target => self.target[i] = version,
+    /// The contents of chunk `chunk` on `side`.
+    pub fn content(&self, side: Side, chunk: u64) -> ChunkContent {
+        self.disk(side).content(chunk)
+    }
+
+    /// Overlay `[offset, offset+length)` ∩ chunk with the same range of `src`, keeping the
+    /// mismatch count.
+    fn overlay_chunk(&mut self, side: Side, chunk: u64, offset: u64, length: u64, src: &ChunkContent) {
+        let (start, end) = self.clip(offset, length, chunk);
+        if start >= end {
+            return;
         }
-        let now_equal = self.source[i] == self.target[i];
-        match (was_equal, now_equal) {
+        let base = chunk * self.granularity;
+        let was_equal = self.source.same(&self.target, chunk);
+        let disk = match side {
+            Side::Source => &mut self.source,
+            Side::Target => &mut self.target,
+        };
+        let chunk_len = (base + self.granularity).min(self.length) - base;
+        let merged = if start == base && end - base == chunk_len {
+            src.clone()
+        } else {
+            disk.content(chunk).overlay(start - base, end - base, chunk_len, src)
+        };
+        disk.set(chunk, merged);
+        match (was_equal, self.source.same(&self.target, chunk)) {
             (true, false) => self.mismatched_chunks += 1,
             (false, true) => self.mismatched_chunks -= 1,
             _ => {}
         }
     }
 
-    /// A new guest write of `[offset, offset+length)` to `side`: every touched chunk gets a
-    /// fresh version. Returns the transitions, for replay on the other disk.
-    pub fn write_new_data(&mut self, side: Side, offset: u64, length: u64) -> Vec<ChunkChange> {
-        let mut changes = Vec::with_capacity(self.chunk_range(offset, length).count());
+    /// Put `version` on every byte of `[offset, offset+length)` of `side`.
+    pub fn write_version(&mut self, side: Side, offset: u64, length: u64, version: u64) {
+        let src = ChunkContent::uniform(version);
         for chunk in self.chunk_range(offset, length) {
-            let prev = self.version(side, chunk);
-            let new = self.fresh();
-            self.set(side, chunk, new);
-            changes.push(ChunkChange { chunk, prev, new, whole: self.covers_chunk(offset, length, chunk) });
-        }
-        changes
-    }
-
-    /// Replay one recorded change on `side`, by the partial-write rule.
-    pub fn replay(&mut self, side: Side, change: ChunkChange) {
-        let version = if change.whole || self.version(side, change.chunk) == change.prev {
-            change.new
-        } else {
-            self.fresh()
-        };
-        self.set(side, change.chunk, version);
-    }
-
-    /// Write `version` over `[offset, offset+length)` of chunk `chunk` on `side`: the whole
-    /// chunk takes it; a partial cover keeps it only if the chunk already held it.
-    pub fn write_version(&mut self, side: Side, chunk: u64, offset: u64, length: u64, version: u64) {
-        if self.covers_chunk(offset, length, chunk) || self.version(side, chunk) == version {
-            self.set(side, chunk, version);
-        } else {
-            let garbage = self.fresh();
-            self.set(side, chunk, garbage);
+            self.overlay_chunk(side, chunk, offset, length, &src);
         }
     }
 
-    /// Make chunk `chunk` on `side` unknown (e.g. a write with no data to write).
-    pub fn scramble(&mut self, side: Side, chunk: u64) {
-        let garbage = self.fresh();
-        self.set(side, chunk, garbage);
+    /// Write `content` (a whole chunk's contents, e.g. from a read) over the part of
+    /// `[offset, offset+length)` inside `chunk`.
+    pub fn write_content(&mut self, side: Side, chunk: u64, offset: u64, length: u64, content: &ChunkContent) {
+        self.overlay_chunk(side, chunk, offset, length, content);
     }
 
     /// Whether every chunk of the source equals the target's. O(1).
     pub fn source_equals_target(&self) -> bool {
         self.mismatched_chunks == 0
+    }
+
+    /// The first chunk at or after `from` whose contents differ (O(chunks)).
+    pub fn next_mismatch(&self, from: u64) -> Option<u64> {
+        (from..self.chunks()).find(|&c| !self.source.same(&self.target, c))
     }
 
     /// Chunks whose contents differ.
@@ -182,8 +233,8 @@ impl Disks {
 mod tests {
     use super::*;
 
+    /// 4 chunks of 16 bytes, the last one 8 bytes long.
     fn disks() -> Disks {
-        // 4 chunks of 16 bytes, the last one 8 bytes long.
         Disks::new(56, 16, vec![1, 2, 3, 4], vec![1, 0, 3, 0], 5)
     }
 
@@ -191,40 +242,61 @@ mod tests {
     fn mismatch_count_follows_writes() {
         let mut d = disks();
         assert_eq!(d.mismatched_chunks(), 2);
-        d.set(Side::Target, 1, 2);
-        d.set(Side::Target, 3, 4);
+        d.write_version(Side::Target, 16, 16, 2);
+        d.write_version(Side::Target, 48, 8, 4);
         assert!(d.source_equals_target());
-        d.set(Side::Source, 0, 9);
-        assert_eq!(d.mismatched_chunks(), 1);
+        d.write_version(Side::Source, 0, 1, 9);
+        assert_eq!((d.mismatched_chunks(), d.next_mismatch(0)), (1, Some(0)));
     }
 
     #[test]
-    fn partial_replay_in_order_matches_out_of_order_does_not() {
+    fn partial_writes_in_any_order_are_exact() {
+        // Two disjoint writes into one chunk, replayed in the other order: equal.
         let mut d = Disks::new(32, 16, vec![1, 2], vec![1, 2], 3);
-        let first = d.write_new_data(Side::Source, 0, 4);
-        let second = d.write_new_data(Side::Source, 4, 4);
-        assert!(!first[0].whole);
-        d.replay(Side::Target, first[0]);
-        d.replay(Side::Target, second[0]);
+        d.write_version(Side::Source, 0, 4, 7);
+        d.write_version(Side::Source, 4, 4, 8);
+        d.write_version(Side::Target, 4, 4, 8);
+        assert!(!d.source_equals_target());
+        d.write_version(Side::Target, 0, 4, 7);
         assert!(d.source_equals_target());
-
-        let mut d = Disks::new(32, 16, vec![1, 2], vec![1, 2], 3);
-        let first = d.write_new_data(Side::Source, 0, 4);
-        let second = d.write_new_data(Side::Source, 4, 4);
-        d.replay(Side::Target, second[0]);
-        d.replay(Side::Target, first[0]);
-        assert!(!d.source_equals_target(), "out-of-order partial writes never look equal");
+        // Replaying a write onto a chunk that already holds it changes nothing.
+        d.write_version(Side::Target, 0, 4, 7);
+        assert!(d.source_equals_target());
+        // Overlapping writes out of order differ, until the later one lands again.
+        d.write_version(Side::Source, 2, 4, 9);
+        d.write_version(Side::Target, 2, 4, 9);
+        d.write_version(Side::Target, 0, 4, 7);
+        assert!(!d.source_equals_target());
+        d.write_version(Side::Target, 2, 4, 9);
+        assert!(d.source_equals_target());
     }
 
     #[test]
-    fn whole_chunk_writes_apply_regardless_and_tail_chunk_is_short() {
+    fn whole_chunk_copies_and_canonical_form() {
         let mut d = disks();
-        let changes = d.write_new_data(Side::Source, 48, 8);
-        assert!(changes[0].whole, "8 bytes cover the short last chunk");
-        d.set(Side::Target, 3, 77);
-        d.replay(Side::Target, changes[0]);
-        assert_eq!(d.version(Side::Target, 3), d.version(Side::Source, 3));
+        d.write_version(Side::Source, 20, 3, 11);
+        let copied = d.content(Side::Source, 1);
+        assert_eq!(copied, ChunkContent(vec![(0, 2), (4, 11), (7, 2)]));
+        d.write_content(Side::Target, 1, 16, 16, &copied);
+        assert_eq!(d.mismatched_chunks(), 1, "only the short last chunk differs now");
+        // Writing the middle back makes the chunk uniform again.
+        d.write_version(Side::Source, 20, 3, 2);
+        assert_eq!(d.content(Side::Source, 1), ChunkContent::uniform(2));
         assert_eq!(d.chunk_range(10, 20), 0..2);
         assert_eq!(d.clip(10, 20, 1), (16, 30));
+        assert!(ChunkContent::uniform(0).is_zero());
+    }
+
+    #[test]
+    fn overlay_edges() {
+        let c = ChunkContent(vec![(0, 1), (8, 2)]);
+        let z = ChunkContent::uniform(0);
+        assert_eq!(c.overlay(0, 8, 16, &z), ChunkContent(vec![(0, 0), (8, 2)]));
+        assert_eq!(c.overlay(8, 16, 16, &z), ChunkContent(vec![(0, 1), (8, 0)]));
+        assert_eq!(c.overlay(4, 12, 16, &z), ChunkContent(vec![(0, 1), (4, 0), (12, 2)]));
+        assert_eq!(c.overlay(0, 16, 16, &z), z);
+        assert_eq!(c.overlay(10, 12, 16, &ChunkContent::uniform(2)), c);
+        let src = ChunkContent(vec![(0, 5), (6, 6), (10, 7)]);
+        assert_eq!(c.overlay(4, 12, 16, &src), ChunkContent(vec![(0, 1), (4, 5), (6, 6), (10, 7), (12, 2)]));
     }
 }

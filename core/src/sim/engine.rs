@@ -2,7 +2,7 @@
 
 use super::config::{Command, SimConfig, SimConfigError};
 use super::device::Device;
-use super::disk::{ChunkChange, Disks, Side};
+use super::disk::{ChunkContent, Disks, Side};
 use super::guest::Workload;
 use super::queue::EventQueue;
 use super::record::{Goal, RunOutcome, Sample, SimEvent, SimEventKind, TraceEntry, Violation};
@@ -60,7 +60,8 @@ pub(super) struct Mirrored {
     pub guest_id: u64,
     pub offset: u64,
     pub length: u64,
-    pub changes: Vec<ChunkChange>,
+    /// The version naming the guest's bytes.
+    pub version: u64,
     pub action_issued: bool,
 }
 
@@ -70,7 +71,7 @@ pub(super) struct ReadBuffer {
     pub offset: u64,
     pub length: u64,
     pub first_chunk: u64,
-    pub versions: Vec<u64>,
+    pub chunks: Vec<ChunkContent>,
     pub zero: bool,
 }
 
@@ -399,7 +400,7 @@ impl Simulation {
         } else {
             self.issue_guest_write(offset, length);
         }
-        let next = self.now_ns.saturating_add(self.workload.interval_ns());
+        let next = self.now_ns.saturating_add(self.workload.next_gap_ns());
         self.schedule_arrival(next);
     }
 
@@ -419,7 +420,8 @@ impl Simulation {
     /// tracks the source.
     fn guest_disk_done(&mut self, id: u64) {
         let rec = self.guest_in_flight.remove(&id).expect("every queued guest write is in flight until done");
-        let changes = self.disks.write_new_data(rec.side, rec.offset, rec.length);
+        let version = self.disks.fresh();
+        self.disks.write_version(rec.side, rec.offset, rec.length, version);
         self.stats.guest_bytes += rec.length;
         self.stats.guest_writes += 1;
         self.note_recent_write(rec.offset, rec.length);
@@ -431,7 +433,7 @@ impl Simulation {
         match self.job.handle_guest_write(rec.offset, rec.length) {
             Ok(GuestWrite::Acknowledge) => self.acknowledge_guest(id),
             Ok(GuestWrite::Mirror(op)) => {
-                let m = Mirrored { guest_id: id, offset: rec.offset, length: rec.length, changes, action_issued: false };
+                let m = Mirrored { guest_id: id, offset: rec.offset, length: rec.length, version, action_issued: false };
                 if self.mirrored.insert(op, m).is_some() {
                     self.violation(format!("guest write mirrored with {op}, which already mirrors another"));
                 }

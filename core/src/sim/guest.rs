@@ -36,9 +36,14 @@ impl Workload {
         self.config.write_rate_bytes_per_sec > 0 && self.write_size > 0
     }
 
-    /// Nanoseconds between arrivals at the nominal rate.
-    pub fn interval_ns(&self) -> u64 {
-        self.interval_ns
+    /// Nanoseconds until the next arrival: the mean interval, or a gap drawn uniformly
+    /// from `[0, 2 x mean]` (same mean) unless arrivals are regular.
+    pub fn next_gap_ns(&mut self) -> u64 {
+        if self.config.regular_arrivals || self.interval_ns >= u64::MAX / 2 {
+            self.interval_ns
+        } else {
+            self.rng.below(2 * self.interval_ns + 1)
+        }
     }
 
     /// Whether the guest still writes at `now_ns`.
@@ -84,7 +89,8 @@ mod tests {
     fn writes_stay_inside_the_disk_and_aligned() {
         for pattern in [Pattern::Uniform, Pattern::HOT_SPOT_90_10, Pattern::Sequential] {
             let mut w = Workload::new(&config(pattern), 1 << 20, Rng::new(1));
-            assert_eq!(w.interval_ns(), 1_000_000);
+            let mean = (0..1000).map(|_| w.next_gap_ns()).sum::<u64>() / 1000;
+            assert!((900_000..1_100_000).contains(&mean), "mean gap {mean}");
             for _ in 0..1000 {
                 let (offset, length) = w.next_range();
                 assert_eq!(length, 4096);

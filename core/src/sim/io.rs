@@ -151,10 +151,10 @@ impl Simulation {
         let mut zero = false;
         match kind {
             ActionKind::Read => {
-                let chunks = self.disks.chunk_range(offset, length);
-                let versions: Vec<u64> = chunks.clone().map(|c| self.disks.version(Side::Source, c)).collect();
-                zero = versions.iter().all(|&v| v == 0);
-                let buffer = ReadBuffer { offset, length, first_chunk: chunks.start, versions, zero };
+                let range = self.disks.chunk_range(offset, length);
+                let chunks: Vec<_> = range.clone().map(|c| self.disks.content(Side::Source, c)).collect();
+                zero = chunks.iter().all(|c| c.is_zero());
+                let buffer = ReadBuffer { offset, length, first_chunk: range.start, chunks, zero };
                 self.read_buffers.insert(op, buffer);
             }
             ActionKind::Write => self.apply_copy(op, offset, length),
@@ -182,9 +182,8 @@ impl Simulation {
     fn apply_copy(&mut self, op: OpId, offset: u64, length: u64) {
         let Some(buffer) = self.read_buffers.remove(&op) else {
             self.violation(format!("write for {op} without a completed read"));
-            for chunk in self.disks.chunk_range(offset, length) {
-                self.disks.scramble(Side::Target, chunk);
-            }
+            let garbage = self.disks.fresh();
+            self.disks.write_version(Side::Target, offset, length, garbage);
             return;
         };
         if offset < buffer.offset || offset + length > buffer.offset + buffer.length {
@@ -194,51 +193,41 @@ impl Simulation {
             ));
         }
         for chunk in self.disks.chunk_range(offset, length) {
-            let version = chunk
-                .checked_sub(buffer.first_chunk)
-                .and_then(|i| buffer.versions.get(i as usize).copied());
-            match version {
-                Some(v) => self.disks.write_version(Side::Target, chunk, offset, length, v),
-                None => self.disks.scramble(Side::Target, chunk),
+            let content = chunk.checked_sub(buffer.first_chunk).and_then(|i| buffer.chunks.get(i as usize));
+            match content {
+                Some(content) => self.disks.write_content(Side::Target, chunk, offset, length, content),
+                None => {
+                    let garbage = self.disks.fresh();
+                    let (start, end) = self.disks.clip(offset, length, chunk);
+                    self.disks.write_version(Side::Target, start, end - start, garbage);
+                }
             }
         }
         self.count_target_write(offset, length, true);
     }
 
     fn apply_zeroes(&mut self, offset: u64, length: u64, reads_zero: bool) {
-        for chunk in self.disks.chunk_range(offset, length) {
-            if reads_zero {
-                self.disks.write_version(Side::Target, chunk, offset, length, 0);
-            } else {
-                self.disks.scramble(Side::Target, chunk);
-            }
-        }
+        let version = if reads_zero { 0 } else { self.disks.fresh() };
+        self.disks.write_version(Side::Target, offset, length, version);
         self.count_target_write(offset, length, true);
     }
 
-    /// Replay the guest's own write on the target, chunk by chunk. A chunk gets the guest's
-    /// bytes only if the action covers exactly the guest's part of it.
+    /// Write the guest's own bytes for this range to the target. Bytes of the action that
+    /// lie outside the guest's write have no defined content: they become garbage.
     fn apply_guest_write(&mut self, op: OpId, offset: u64, length: u64) {
-        let Some(m) = self.mirrored.get(&op) else {
-            for chunk in self.disks.chunk_range(offset, length) {
-                self.disks.scramble(Side::Target, chunk);
-            }
-            return;
+        let end = offset + length;
+        let (g_start, g_end, version) = match self.mirrored.get(&op) {
+            Some(m) => (m.offset, m.offset + m.length, m.version),
+            None => (0, 0, 0),
         };
-        let (g_offset, g_length, changes) = (m.offset, m.length, m.changes.clone());
-        if offset < g_offset || offset + length > g_offset + g_length {
-            self.violation(format!("guest_write {offset}+{length} for {op} outside the guest's write {g_offset}+{g_length}"));
+        if offset < g_start || end > g_end {
+            self.violation(format!("guest_write {offset}+{length} for {op} outside the guest's write {g_start}..{g_end}"));
+            let garbage = self.disks.fresh();
+            self.disks.write_version(Side::Target, offset, length, garbage);
         }
-        for change in changes {
-            let mine = self.disks.clip(offset, length, change.chunk);
-            if mine.0 >= mine.1 {
-                continue;
-            }
-            if mine == self.disks.clip(g_offset, g_length, change.chunk) {
-                self.disks.replay(Side::Target, change);
-            } else {
-                self.disks.scramble(Side::Target, change.chunk);
-            }
+        let (start, stop) = (offset.max(g_start), end.min(g_end));
+        if start < stop {
+            self.disks.write_version(Side::Target, start, stop - start, version);
         }
         self.count_target_write(offset, length, false);
     }

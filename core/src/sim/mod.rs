@@ -8,8 +8,10 @@
 //! - **Time** is virtual: the clock jumps to the earliest pending event (a guest write
 //!   arriving or reaching its disk, a job I/O completing, the job's timeout, a scripted
 //!   command). Ties run in the order they were queued.
-//! - **Disks** hold one content version per chunk (module `disk` states the exact rule for
-//!   partial writes), so a 1 TiB disk at 64 KiB chunks fits in 256 MiB.
+//! - **Disks** name every byte's content by the write that put it there (a *version*):
+//!   one word per chunk while a chunk is uniform, a short extent list once a partial write
+//!   splits it. Equality is exact for writes of any alignment and order, and a 1 TiB disk
+//!   at 64 KiB chunks fits in 256 MiB.
 //! - **Devices**: each side is a FIFO server with a bandwidth, a latency and an optional
 //!   jitter that reorders completions. Job reads and guest writes share the source.
 //! - **The guest** writes at a rate, in writes of a size, with a pattern (uniform, hot spot,

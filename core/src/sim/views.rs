@@ -36,6 +36,11 @@ impl Simulation {
         self.disks.source_equals_target()
     }
 
+    /// The first chunk at or after `from` whose contents differ now (a linear scan).
+    pub fn next_mismatched_chunk(&self, from: u64) -> Option<u64> {
+        self.disks.next_mismatch(from)
+    }
+
     /// Chunks whose contents differ now.
     pub fn mismatched_chunks(&self) -> u64 {
         self.disks.mismatched_chunks()
