@@ -28,7 +28,7 @@ class Driver:
     target: bytearray
     rng: random.Random
     fault_rate: float = 0.0
-    fault_errors: tuple[str, ...] = ("io",)
+    fault_errors: tuple[str | int, ...] = ("io",)
     discard_reads_zero: bool = False
     now: int = 0
     pending: list[bm.Action] = field(default_factory=list)
@@ -148,7 +148,7 @@ def run(copy_mode: str, sync: str, policy: str, seed: int) -> Driver:
                        buf_size=8 * GRANULE, max_in_flight=4, max_io=4 * GRANULE)
     for offset, length, state in declarations:
         job.declare(offset, length, state)
-    errors = ("nospace", "io") if policy == "enospc" else ("io", "nospace", 27)
+    errors: tuple[str | int, ...] = ("nospace", "io") if policy == "enospc" else ("io", "nospace", 27)
     d = Driver(job, source, target, rng, fault_rate=0.05, fault_errors=errors)
     job.start(now=0)
     d.pump()

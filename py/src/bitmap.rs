@@ -47,6 +47,13 @@ pub struct PyHBitmap {
     inner: HBitmap,
 }
 
+impl From<HBitmap> for PyHBitmap {
+    /// Wraps a core bitmap (the job views hand out copies of the job's bitmap).
+    fn from(inner: HBitmap) -> Self {
+        Self { inner }
+    }
+}
+
 impl PyHBitmap {
     /// Runs `f` on the bitmap, without the GIL when `granules` is large enough to pay.
     fn run_mut<T: Send>(

@@ -160,7 +160,7 @@ impl PyMirrorJob {
     /// A copy of the dirty bitmap (an `HBitmap` over bytes).
     #[getter]
     fn bitmap(&self) -> crate::bitmap::PyHBitmap {
-        crate::bitmap::PyHBitmap::from_core(self.job.bitmap().clone())
+        crate::bitmap::PyHBitmap::from(self.job.bitmap().clone())
     }
 
     /// Operations that own chunks now: `(op, kind, offset, length)` with kind `reading`,

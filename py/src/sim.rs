@@ -275,7 +275,7 @@ impl SimulationJob {
     /// A copy of the dirty bitmap now.
     #[getter]
     fn bitmap(&self, py: Python<'_>) -> crate::bitmap::PyHBitmap {
-        crate::bitmap::PyHBitmap::from_core(self.sim.bind(py).borrow().sim.job().bitmap().clone())
+        crate::bitmap::PyHBitmap::from(self.sim.bind(py).borrow().sim.job().bitmap().clone())
     }
 
     /// Operations in flight: `(op, kind, offset, length)`.
@@ -379,6 +379,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySimulation>()?;
     m.add_class::<SimulationJob>()?;
     m.add_function(wrap_pyfunction!(sweep, m)?)?;
-    m.add("CHUNK_STATE_NAMES", CHUNK_STATE_NAMES)?;
+    m.add("CHUNK_STATE_NAMES", pyo3::types::PyTuple::new(m.py(), CHUNK_STATE_NAMES)?)?;
     Ok(())
 }
