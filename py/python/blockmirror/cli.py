@@ -175,18 +175,21 @@ def run_mirror(args: argparse.Namespace) -> int:
                     rep.close()
                     print(f"blockmirror: error: timed out after {args.timeout} s; cancelled", file=err)
                     return EXIT_FAILED
-                if not ending and m.status == "ready":
-                    try:
-                        if args.finish:
-                            m._native.cancel(False)
-                        else:
-                            m._native.complete()
-                        ending = True
-                    except JobStateError:
-                        pass
+                if not ending:
+                    # Returns at once when ready: the switch starts without polling delay.
+                    if m._native.wait_ready(0.1) == "ready":
+                        try:
+                            if args.finish:
+                                m._native.cancel(False)
+                            else:
+                                m._native.complete()
+                            ending = True
+                        except JobStateError:
+                            m._native.wait_end(0.1)  # e.g. standby after a `stop`: checked above
+                else:
+                    m._native.wait_end(0.1)
                 current, total = m.progress
                 rep.progress(current, total, m.status)
-                m._native.wait_end(0.1)
             try:
                 result = m._wait_end(None)
             except IoError as exc:
