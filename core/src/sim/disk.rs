@@ -28,48 +28,76 @@ pub enum Side {
 /// Marks a chunk whose extents live in the side table (versions never reach it).
 const SPLIT: u64 = u64::MAX;
 
-/// The contents of one chunk: extents `(start within the chunk, version)`, sorted, the
-/// first starting at 0, adjacent versions different. One extent means a uniform chunk.
+/// The contents of one chunk: one version throughout, or extents `(start within the chunk,
+/// version)`, sorted, the first starting at 0, adjacent versions different, at least two.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChunkContent(Vec<(u64, u64)>);
+pub enum ChunkContent {
+    /// One version over the whole chunk.
+    Uniform(u64),
+    /// Several extents (canonical: never fewer than two, adjacent versions differ).
+    Split(Vec<(u64, u64)>),
+}
 
 impl ChunkContent {
     /// A chunk holding one version throughout.
     pub fn uniform(version: u64) -> Self {
-        Self(vec![(0, version)])
+        ChunkContent::Uniform(version)
     }
 
     /// Whether the whole chunk reads as zeroes.
     pub fn is_zero(&self) -> bool {
-        self.0 == [(0, 0)]
+        *self == ChunkContent::Uniform(0)
+    }
+
+    fn from_extents(extents: Vec<(u64, u64)>) -> Self {
+        match extents[..] {
+            [(_, v)] => ChunkContent::Uniform(v),
+            _ => ChunkContent::Split(extents),
+        }
+    }
+
+    fn extents(&self) -> &[(u64, u64)] {
+        match self {
+            ChunkContent::Uniform(_) => &[],
+            ChunkContent::Split(e) => e,
+        }
+    }
+
+    /// The version at chunk-relative position `at`.
+    fn version_at(&self, at: u64) -> u64 {
+        match self {
+            ChunkContent::Uniform(v) => *v,
+            ChunkContent::Split(e) => e[e.partition_point(|&(s, _)| s <= at) - 1].1,
+        }
     }
 
     /// `self` (a chunk of `len` bytes) with `[from, to)` replaced by the same range of `src`
     /// (chunk-relative, `from < to <= len`).
     fn overlay(&self, from: u64, to: u64, len: u64, src: &ChunkContent) -> ChunkContent {
-        let mut out: Vec<(u64, u64)> = Vec::with_capacity(self.0.len() + src.0.len() + 2);
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(self.extents().len() + src.extents().len() + 3);
         let mut push = |start: u64, version: u64| {
-            if out.last().is_some_and(|&(_, v)| v == version) {
-                return;
+            if out.last().is_none_or(|&(_, v)| v != version) {
+                out.push((start, version));
             }
-            out.push((start, version));
         };
-        // The extent of `c` covering position `at`.
-        let version_at = |c: &ChunkContent, at: u64| c.0[c.0.partition_point(|&(s, _)| s <= at) - 1].1;
-        for &(start, version) in self.0.iter().filter(|&&(s, _)| s < from) {
+        match self {
+            ChunkContent::Uniform(v) if from > 0 => push(0, *v),
+            _ => {}
+        }
+        for &(start, version) in self.extents().iter().filter(|&&(s, _)| s < from) {
             push(start, version);
         }
-        push(from, version_at(src, from));
-        for &(start, version) in src.0.iter().filter(|&&(s, _)| s > from && s < to) {
+        push(from, src.version_at(from));
+        for &(start, version) in src.extents().iter().filter(|&&(s, _)| s > from && s < to) {
             push(start, version);
         }
         if to < len {
-            push(to, version_at(self, to));
+            push(to, self.version_at(to));
         }
-        for &(start, version) in self.0.iter().filter(|&&(s, _)| s > to) {
+        for &(start, version) in self.extents().iter().filter(|&&(s, _)| s > to) {
             push(start, version);
         }
-        ChunkContent(out)
+        ChunkContent::from_extents(out)
     }
 }
 
@@ -84,17 +112,24 @@ impl Disk {
     fn content(&self, chunk: u64) -> ChunkContent {
         match self.words[chunk as usize] {
             SPLIT => self.split[&chunk].clone(),
-            v => ChunkContent::uniform(v),
+            v => ChunkContent::Uniform(v),
         }
     }
 
     fn set(&mut self, chunk: u64, content: ChunkContent) {
-        if let [(0, v)] = content.0[..] {
-            self.words[chunk as usize] = v;
-            self.split.remove(&chunk);
-        } else {
-            self.words[chunk as usize] = SPLIT;
-            self.split.insert(chunk, content);
+        let word = &mut self.words[chunk as usize];
+        let was_split = *word == SPLIT;
+        match content {
+            ChunkContent::Uniform(v) => {
+                *word = v;
+                if was_split {
+                    self.split.remove(&chunk);
+                }
+            }
+            split => {
+                *word = SPLIT;
+                self.split.insert(chunk, split);
+            }
         }
     }
 
@@ -276,7 +311,7 @@ mod tests {
         let mut d = disks();
         d.write_version(Side::Source, 20, 3, 11);
         let copied = d.content(Side::Source, 1);
-        assert_eq!(copied, ChunkContent(vec![(0, 2), (4, 11), (7, 2)]));
+        assert_eq!(copied, ChunkContent::Split(vec![(0, 2), (4, 11), (7, 2)]));
         d.write_content(Side::Target, 1, 16, 16, &copied);
         assert_eq!(d.mismatched_chunks(), 1, "only the short last chunk differs now");
         // Writing the middle back makes the chunk uniform again.
@@ -289,14 +324,18 @@ mod tests {
 
     #[test]
     fn overlay_edges() {
-        let c = ChunkContent(vec![(0, 1), (8, 2)]);
+        use ChunkContent::Split;
+        let c = Split(vec![(0, 1), (8, 2)]);
         let z = ChunkContent::uniform(0);
-        assert_eq!(c.overlay(0, 8, 16, &z), ChunkContent(vec![(0, 0), (8, 2)]));
-        assert_eq!(c.overlay(8, 16, 16, &z), ChunkContent(vec![(0, 1), (8, 0)]));
-        assert_eq!(c.overlay(4, 12, 16, &z), ChunkContent(vec![(0, 1), (4, 0), (12, 2)]));
+        assert_eq!(c.overlay(0, 8, 16, &z), Split(vec![(0, 0), (8, 2)]));
+        assert_eq!(c.overlay(8, 16, 16, &z), Split(vec![(0, 1), (8, 0)]));
+        assert_eq!(c.overlay(4, 12, 16, &z), Split(vec![(0, 1), (4, 0), (12, 2)]));
         assert_eq!(c.overlay(0, 16, 16, &z), z);
         assert_eq!(c.overlay(10, 12, 16, &ChunkContent::uniform(2)), c);
-        let src = ChunkContent(vec![(0, 5), (6, 6), (10, 7)]);
-        assert_eq!(c.overlay(4, 12, 16, &src), ChunkContent(vec![(0, 1), (4, 5), (6, 6), (10, 7), (12, 2)]));
+        assert_eq!(c.overlay(0, 8, 16, &ChunkContent::uniform(2)), ChunkContent::uniform(2));
+        assert_eq!(z.overlay(4, 8, 16, &ChunkContent::uniform(3)), Split(vec![(0, 0), (4, 3), (8, 0)]));
+        let src = Split(vec![(0, 5), (6, 6), (10, 7)]);
+        assert_eq!(c.overlay(4, 12, 16, &src), Split(vec![(0, 1), (4, 5), (6, 6), (10, 7), (12, 2)]));
+        assert_eq!(z.overlay(0, 8, 16, &src), Split(vec![(0, 5), (6, 6), (8, 0)]));
     }
 }
