@@ -30,11 +30,16 @@ pub enum ActionKind {
     GuestWrite,
     /// Flush the target.
     Flush,
-    /// Hold new guest writes; complete once writes already started have finished.
+    /// Hold new guest writes; complete once writes already started have finished (for
+    /// write-blocking writes: once acknowledged). The job always releases the guest later
+    /// with `Unquiesce` or `Pivot`, even when it is cancelled or fails.
     Quiesce,
     /// Let guest writes flow again.
     Unquiesce,
-    /// Switch the guest over to the target.
+    /// Switch the guest over to the target. It is issued with the guest held (after a
+    /// successful `Quiesce`, the final recheck and flush); once it completes the guest's I/O
+    /// goes to the target and flows again: no `Unquiesce` follows a successful pivot. If it
+    /// fails, the job un-quiesces the guest (still on the source) and fails.
     Pivot,
 }
 

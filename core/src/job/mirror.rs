@@ -330,7 +330,7 @@ impl MirrorJob {
 
     /// Number of live ops of every kind (each owes the driver or the job a completion).
     pub fn ops_in_flight(&self) -> usize {
-        self.ops.iter().count()
+        self.ops.len()
     }
 
     /// The error that failed the job (`report` policy, or a failed quiesce/unquiesce/pivot).
@@ -347,6 +347,18 @@ impl MirrorJob {
     /// taken effect yet.
     pub fn is_pause_requested(&self) -> bool {
         self.user_paused
+    }
+
+    /// Whether the job holds the guest: a `quiesce` completed and no `unquiesce` or `pivot`
+    /// has completed since.
+    pub fn is_guest_held(&self) -> bool {
+        matches!(
+            self.hold,
+            GuestHold::Held { .. }
+                | GuestHold::FinalFlush(_)
+                | GuestHold::Pivoting(_)
+                | GuestHold::Unquiescing(_)
+        )
     }
 
     /// The last instant the driver supplied.

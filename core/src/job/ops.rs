@@ -140,6 +140,10 @@ impl OpTable {
         self.ops.is_empty()
     }
 
+    pub(super) fn len(&self) -> usize {
+        self.ops.len()
+    }
+
     /// Live ops other than guest writes.
     pub(super) fn job_ops(&self) -> usize {
         self.job_ops

@@ -102,6 +102,11 @@ impl Model {
             self.job.status(),
             "every status change is reported ({what})"
         );
+        assert_eq!(
+            self.job.is_guest_held(),
+            self.held,
+            "the job and the driver agree on the hold ({what})"
+        );
         // Invariant 2: never two owners of a chunk.
         let g = self.setup.granularity;
         let mut owned: Vec<(u64, u64)> = self
