@@ -282,3 +282,14 @@ fn out_of_order_completions_and_eta() {
     }
     assert_eq!(h.source, h.target);
 }
+
+#[test]
+fn not_converging_window_zero_turns_the_event_off() {
+    let mut config = Harness::config(4 * MIB, 64 << 10);
+    config.not_converging_window_ns = 0;
+    config.max_in_flight = 2;
+    let mut h = Harness::new(config);
+    h.start();
+    assert_eq!(heavy_writes(&mut h, 1000, 8), None);
+    assert!(!h.events.iter().any(|e| matches!(e, Event::NotConverging { .. })));
+}

@@ -171,7 +171,8 @@ pub struct MirrorConfig {
     pub on_target_error: ErrorPolicy,
     /// Whether a discard on the target makes it read zeroes (then zero reads become discards).
     pub discard_reads_zero: bool,
-    /// Window over which dirty bytes must shrink before `BLOCK_JOB_NOT_CONVERGING` fires (ns).
+    /// Window over which dirty bytes must shrink before `BLOCK_JOB_NOT_CONVERGING` fires (ns);
+    /// 0 turns the event off. Default 10 s.
     pub not_converging_window_ns: u64,
 }
 

@@ -522,10 +522,14 @@ impl MirrorJob {
     }
 
     fn watch_convergence(&mut self) {
+        // Convergence matters while background copying competes with the guest: running,
+        // ready, or a graceful end still waiting for its convergence point.
         let watching = self.config.copy_mode == CopyMode::Background
+            && self.config.not_converging_window_ns != 0
             && matches!(self.status, JobStatus::Running | JobStatus::Ready)
             && !self.user_paused
-            && self.ending == Ending::None;
+            && self.hold == GuestHold::Free
+            && !matches!(self.ending, Ending::Abort(_));
         let dirty_bytes = self.dirty_bytes();
         if self.convergence.observe(
             self.now,
