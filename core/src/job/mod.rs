@@ -10,7 +10,8 @@
 //!
 //! - **Getters**: [`status`](MirrorJob::status), [`progress`](MirrorJob::progress),
 //!   [`rates`](MirrorJob::rates), [`bitmap`](MirrorJob::bitmap), [`ops`](MirrorJob::ops),
-//!   [`error`](MirrorJob::error), [`config`](MirrorJob::config).
+//!   [`dirty_bytes`](MirrorJob::dirty_bytes), [`is_guest_held`](MirrorJob::is_guest_held),
+//!   [`error`](MirrorJob::error), [`config`](MirrorJob::config) and a few more.
 //! - **Inputs from the world**: [`handle_guest_write`](MirrorJob::handle_guest_write)
 //!   (after the guest's write reached the source), [`handle_completion`](MirrorJob::handle_completion),
 //!   [`handle_timeout`](MirrorJob::handle_timeout), [`declare`](MirrorJob::declare).
@@ -49,7 +50,8 @@
 //! 5. Go to 2 until the status is `concluded`; then [`dismiss`](MirrorJob::dismiss).
 //!
 //! The phases, statuses and verbs are drawn in `docs/phase-diagram.md`, generated from
-//! [`TRANSITIONS`] and [`VERB_TABLE`].
+//! [`TRANSITIONS`] and [`VERB_TABLE`]; `docs/mirror-job.md` records the choices made where
+//! DESIGN.md is silent.
 //!
 //! # Example: mirror an in-memory disk and complete
 //!
