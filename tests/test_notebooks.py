@@ -1,0 +1,89 @@
+"""Every notebook in notebooks/ runs top to bottom, is stored without outputs, and matches
+its jupytext pair (notebooks/NN-name.py, the file to review and edit).
+
+A cell that raises fails the test; so does a cell that runs longer than CELL_TIMEOUT_S.
+The kernel is "python3", which jupyter_client starts with this interpreter (the venv), and
+matplotlib draws with the headless "Agg" backend.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jupytext
+import nbclient
+import nbformat
+import pytest
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+CELL_TIMEOUT_S = 120
+EXPECTED = [
+    "01-quickstart",
+    "02-convergence",
+    "03-granularity",
+    "04-error-policies",
+    "05-real-files",
+    "06-explore",
+]
+
+
+def test_all_six_notebooks_are_present() -> None:
+    assert [p.stem for p in NOTEBOOKS] == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_stored_without_outputs(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    with_outputs = [
+        i for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)
+    ]
+    assert not with_outputs, (
+        f"{path.name}: cells {with_outputs} carry outputs; strip them "
+        f"(jupytext --to ipynb --update {path.with_suffix('.py').name})"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_matches_its_jupytext_pair(path: Path) -> None:
+    paired = path.with_suffix(".py")
+    assert paired.exists(), f"{paired.name} is missing"
+    from_py = jupytext.read(paired)
+    stored = nbformat.read(path, as_version=4)
+    cells = lambda nb: [(c.cell_type, c.source.strip()) for c in nb.cells]  # noqa: E731
+    assert cells(stored) == cells(from_py), (
+        f"{path.name} and {paired.name} differ; run: jupytext --sync notebooks/{paired.name}"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_states_its_question_and_answer(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    # The answer comes from the data: the last code cell prints it.
+    last_code = [c for c in nb.cells if c.cell_type == "code"][-1]
+    assert "print(" in last_code.source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_top_to_bottom(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The kernel inherits this environment.
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        nb,
+        kernel_name="python3",
+        timeout=CELL_TIMEOUT_S,
+        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
+    )
+    started = time.monotonic()
+    client.execute()  # raises CellExecutionError (or CellTimeoutError) on a failing cell
+    elapsed_s = time.monotonic() - started
+    # The answer cell printed something.
+    last_code = [c for c in nb.cells if c.cell_type == "code"][-1]
+    printed = "".join(o.get("text", "") for o in last_code.outputs if o.output_type == "stream")
+    assert printed.strip(), f"{path.name}: the answer cell printed nothing"
+    print(json.dumps({"notebook": path.stem, "seconds": round(elapsed_s, 1)}))
