@@ -105,10 +105,13 @@ print(f"ready after {time_to_ready_s:.2f} s, {len(guest_writes)} guest writes so
 # %%
 stop_guest.set()
 guest_thread.join()
-mirror.complete(timeout=60)
-print("status after complete:", mirror.status)
+result = mirror.complete(timeout=60)
+print(f"status after complete: {mirror.status}; pivoted: {result.pivoted}; "
+      f"{result.bytes_copied / MIB:.1f} MiB copied for a {SIZE_BYTES / MIB:.0f} MiB disk "
+      f"({result.recopied_bytes / MIB:.1f} MiB copied again after guest writes)")
 for event in mirror.events:
-    print(event)
+    fields = {k: v for k, v in event.to_dict().items() if k not in ("type", "time_ns")}
+    print(f"{event.time_ns / 1e9:7.3f} s  {event.type:20} {fields}")
 
 # %% [markdown]
 # Verify: after the pivot, `Mirror.read` reads the target. The target file must hold exactly
@@ -128,13 +131,14 @@ print("source file", sha256(source_bytes))
 target_ok = target_bytes == expected == through_mirror
 source_ok = source_bytes == expected
 assert target_ok and source_ok
+mirror.close()  # stops the mirror's threads; the files stay
 
 # %%
-types = [e.type for e in mirror.events]
+types = [e.type for e in result.events]
 print(
     f"Answer: the guest wrote {len(guest_writes)} blocks of {GUEST_WRITE_BYTES} bytes while "
     f"the {SIZE_BYTES // MIB} MiB image was mirrored; the job was ready after "
-    f"{time_to_ready_s:.2f} s (BLOCK_JOB_READY {types.count('BLOCK_JOB_READY')}x), and "
+    f"{result.seconds_to_ready:.2f} s (BLOCK_JOB_READY {types.count('BLOCK_JOB_READY')}x), and "
     f"completed with {types.count('BLOCK_JOB_COMPLETED')} BLOCK_JOB_COMPLETED event. "
     f"The target {'equals' if target_ok else 'DIFFERS FROM'} the guest's last writes byte "
     f"for byte, and the source {'was not' if source_ok else 'WAS'} altered by the job."

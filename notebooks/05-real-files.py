@@ -71,19 +71,18 @@ def measure(fraction, copy_mode, seed):
     stop = threading.Event()
     with bm.Mirror(source, target, granularity=GRANULARITY_BYTES, speed=SPEED_BYTES_PER_SEC,
                    copy_mode=copy_mode) as m:
-        started = time.monotonic()
         thread = threading.Thread(target=guest, args=(m, rate, stop, seed))
         thread.start()
         try:
             m.wait_ready(timeout=30)
-            ready_s = time.monotonic() - started
-            copied, _ = m.progress
         finally:
             stop.set()
             thread.join()
-        m.cancel()  # in ready: the target is a consistent copy; we only wanted the timing
+        # Cancel in ready: the target is a consistent copy; only the timing was wanted.
+        result = m.cancel(timeout=30)
+    ready = [e for e in result.events if e.type == "BLOCK_JOB_READY"][0]
     target.unlink()
-    return ready_s, copied
+    return ready.time_ns / NS_PER_S, ready.current
 
 
 def predict(fraction, copy_mode, seed):
