@@ -81,13 +81,16 @@ runs["enospc (io error)"] = simulate("enospc", error="io")
 # (errors, READY, COMPLETED), in virtual seconds.
 
 # %%
-fig, axes = plt.subplots(len(runs), 1, figsize=(9, 1.6 * len(runs)), sharex=True,
+fig, axes = plt.subplots(len(runs), 1, figsize=(9, 1.5 * len(runs)), sharex=True,
                          layout="constrained")
 for ax, (name, (sim, trace, actions)) in zip(axes, runs.items()):
     plots.plot_status_timeline(trace, ax=ax, title=f"on_target_error={name}")
     for t_s, what in actions:
-        ax.annotate(what.split("(")[0], (t_s, 0.5), xycoords=("data", "axes fraction"),
-                    fontsize="x-small", color="darkred")
+        ax.annotate(what.split("(")[0] + "()", (t_s, 0.55), xycoords=("data", "axes fraction"),
+                    fontsize="x-small", color="darkred", ha="right")
+    ax.label_outer()
+# Room on the right for the labels of events at the very end.
+axes[0].set_xlim(0, 1.12 * max(trace.times_s[-1] for _, trace, _ in runs.values()))
 plt.show()
 
 # %% [markdown]
@@ -106,18 +109,22 @@ def outcome(sim, trace):
         concluded=trace.first_time_s("concluded"),
         failed=failed,
         failure=completed[-1].error if failed else None,
-        consistent=sim.source_equals_target(),
+        # At COMPLETED without error: did the target equal the source at the switch?
+        consistent=sim.result()["equal_at_end"],
     )
 
 summary = {}
 for name, (sim, trace, actions) in runs.items():
     summary[name] = outcome(sim, trace)
     print(f"--- {name}")
-    for t_s, e in trace.events:
-        if e.type != "JOB_STATUS_CHANGE":
-            print(f"  {t_s:5.2f} s  {e}")
-    for t_s, what in actions:
-        print(f"  {t_s:5.2f} s  operator: {what}")
+    lines = [
+        (t_s, f"{e.type} " + ", ".join(f"{k}={v}" for k, v in e.as_dict().items()
+                                       if k not in ("type", "time_ns")))
+        for t_s, e in trace.events if e.type != "JOB_STATUS_CHANGE"
+    ]
+    lines += [(t_s, f"operator: {what}") for t_s, what in actions]
+    for t_s, line in sorted(lines, key=lambda item: item[0]):
+        print(f"  {t_s:6.3f} s  {line}")
     print("  outcome:", summary[name])
 
 # %% [markdown]
@@ -128,8 +135,11 @@ for name, (sim, trace, actions) in runs.items():
 
 # %%
 def next_step(name, o):
+    if o["failed"] and o["failure"] == "nospace":
+        return "failed with 'nospace': free space on the target, then start a new mirror"
     if o["failed"]:
-        return f"failed with {o['failure']!r}: free space, then start a new mirror"
+        return (f"failed at once with {o['failure']!r} (not a space problem): check or replace "
+                f"the target, then start a new mirror")
     if o["paused"] is not None:
         return (f"paused at {o['paused']:.2f} s; the operator resumed after freeing space and "
                 f"the job was ready at {o['ready']:.2f} s")
@@ -140,5 +150,6 @@ def next_step(name, o):
 
 print("Answer: when the target reports no space mid-copy,")
 for name, o in summary.items():
-    ends = "target equals source" if o["consistent"] else "target not a full copy"
-    print(f"  - {name}: {next_step(name, o)} ({ends} at the end).")
+    ends = ("target equal to the source at the switch" if o["consistent"]
+            else "the target is not a usable copy")
+    print(f"  - {name}: {next_step(name, o)} ({ends}).")

@@ -70,7 +70,8 @@ def render(**settings):
 
 # %% [markdown]
 # The default picture. Grey chunks still wait for their first copy, green ones are in sync,
-# orange ones were in sync once and have been dirtied again by the guest.
+# orange ones were in sync once and have been dirtied again by the guest, blue ones are being
+# copied (or written through by the guest), red ones failed their last I/O.
 
 # %%
 default_trace = render(**DEFAULTS)
@@ -116,9 +117,8 @@ assert {name: w.value for name, w in controls.items()} == DEFAULTS
 # %%
 def summary(trace):
     ready_s = trace.first_time_s("ready")
-    states = trace.chunk_states
-    # Chunk-samples that were dirty again after having been in sync: the re-copy work.
-    redirtied = int((states == 2).sum())
+    # The most chunks that were dirty again, after having been in sync, at one moment.
+    redirtied = int((trace.chunk_states == plots.CHUNK_STATE_NAMES.index("re-dirtied")).sum(axis=1).max())
     when = f"ready after {ready_s:.2f} s" if ready_s is not None else f"not ready in {DURATION_S} s"
     return when, redirtied
 
@@ -128,12 +128,12 @@ faster_settings = {**DEFAULTS, "write_fraction": 4 * DEFAULTS["write_fraction"]}
 print(
     f"Answer (defaults): with the guest writing {DEFAULTS['pattern']} at "
     f"{DEFAULTS['write_fraction']:.0%} of the {DEFAULTS['speed_mib_s']} MiB/s copy speed, "
-    f"the {DEFAULTS['copy_mode']} job was {base_when}, with {base_redirtied} re-dirtied "
-    f"chunk-samples (orange). At {faster_settings['write_fraction']:.0%} it was {fast_when}, "
-    f"with {fast_redirtied} re-dirtied chunk-samples: the orange band is the price of the "
-    f"guest's writes, and it grows with the write rate."
+    f"the {DEFAULTS['copy_mode']} job was {base_when}, with at most {base_redirtied} chunks "
+    f"dirty again at once (orange). At {faster_settings['write_fraction']:.0%} it was "
+    f"{fast_when}, with up to {fast_redirtied}: the orange area is the re-copy work the "
+    f"guest's writes cause, and it grows with the write rate."
     if fast_redirtied > base_redirtied else
     f"Answer (defaults): the {DEFAULTS['copy_mode']} job was {base_when} "
-    f"({base_redirtied} re-dirtied chunk-samples); at four times the write rate it was "
-    f"{fast_when} ({fast_redirtied}): in these settings the write rate barely matters."
+    f"(at most {base_redirtied} chunks dirty again at once); at four times the write rate it "
+    f"was {fast_when} ({fast_redirtied}): in these settings the write rate barely matters."
 )

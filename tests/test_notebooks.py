@@ -68,11 +68,40 @@ def test_notebook_states_its_question_and_answer(path: Path) -> None:
     assert "print(" in last_code.source
 
 
+# Run before the notebook's first cell (in the test only): with the Agg backend plt.show()
+# would draw nothing, so a figure that fails to render would pass unseen. This show() renders
+# every open figure, records the labels of the axes that show tick labels, and closes it.
+DRAW_FIGURES = """
+import matplotlib.pyplot as _bm_plt
+
+def _bm_label(axis, text):
+    # An axis that shows tick labels must say what it measures; None: it shows none.
+    shown = axis.get_visible() and any(t.get_visible() and t.get_text() for t in axis.get_ticklabels())
+    return text if shown else None
+
+_bm_figures = []
+def _bm_show(*args, **kwargs):
+    for number in _bm_plt.get_fignums():
+        figure = _bm_plt.figure(number)
+        figure.canvas.draw()
+        _bm_figures.append([(_bm_label(ax.xaxis, ax.get_xlabel()), _bm_label(ax.yaxis, ax.get_ylabel()))
+                            for ax in figure.axes])
+    _bm_plt.close("all")
+_bm_plt.show = _bm_show
+"""
+REPORT_FIGURES = "_bm_show(); import json; print(json.dumps(_bm_figures))"
+# The notebooks that are meant to draw figures.
+DRAWS = {"02-convergence", "03-granularity", "04-error-policies", "05-real-files", "06-explore"}
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The kernel inherits this environment.
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
+    answer_cell = [c for c in nb.cells if c.cell_type == "code"][-1]
+    nb.cells.insert(0, nbformat.v4.new_code_cell(DRAW_FIGURES))
+    nb.cells.append(nbformat.v4.new_code_cell(REPORT_FIGURES))
     client = nbclient.NotebookClient(
         nb,
         kernel_name="python3",
@@ -82,8 +111,13 @@ def test_notebook_runs_top_to_bottom(path: Path, monkeypatch: pytest.MonkeyPatch
     started = time.monotonic()
     client.execute()  # raises CellExecutionError (or CellTimeoutError) on a failing cell
     elapsed_s = time.monotonic() - started
-    # The answer cell printed something.
-    last_code = [c for c in nb.cells if c.cell_type == "code"][-1]
-    printed = "".join(o.get("text", "") for o in last_code.outputs if o.output_type == "stream")
-    assert printed.strip(), f"{path.name}: the answer cell printed nothing"
-    print(json.dumps({"notebook": path.stem, "seconds": round(elapsed_s, 1)}))
+
+    printed = "".join(o.get("text", "") for o in answer_cell.outputs if o.output_type == "stream")
+    assert printed.strip().startswith("Answer"), f"{path.name}: the last cell printed no answer"
+    figures = json.loads(nb.cells[-1].outputs[-1]["text"])
+    if path.stem in DRAWS:
+        assert figures, f"{path.name} drew no figure"
+    for labels in figures:
+        for x_label, y_label in labels:
+            assert x_label != "" and y_label != "", f"{path.name}: an axis has no label: {labels}"
+    print(json.dumps({"notebook": path.stem, "seconds": round(elapsed_s, 1), "figures": len(figures)}))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import matplotlib  # the [notebooks] extra, which scripts/test.sh installs
 import pytest
 
+import blockmirror as bm
 from blockmirror import plots
 
 matplotlib.use("Agg")
@@ -134,6 +135,45 @@ def test_trace_classifies_chunks_and_stamps_events() -> None:
     ]
 
 
+class FakeSimWithChunkStates(FakeSim):
+    """Also has the simulator's own per-chunk view (bytes indexing bm.CHUNK_STATE_NAMES)."""
+
+    def __init__(self, length: int, script: list[tuple[set[int], str, list[str]]],
+                 native: list[list[str]]) -> None:
+        super().__init__(length, script)
+        self.native = native
+
+    def chunk_states(self) -> bytes:
+        names = list(bm.CHUNK_STATE_NAMES)
+        return bytes(names.index(n) for n in self.native[self.step])
+
+
+def test_trace_takes_copying_and_failed_chunks_from_the_simulator() -> None:
+    native = [["dirty"] * 4, ["clean", "reading", "dirty", "dirty"],
+              ["dirty", "clean", "writing", "failed"], ["waiting", "clean", "clean", "clean"],
+              ["clean", "guest_written", "clean", "clean"]]
+    sim = FakeSimWithChunkStates(length=64, script=SCRIPT, native=native)
+    trace = plots.trace_simulation(sim, duration_ns=4_000_000_000, samples=4)
+    names = [[plots.CHUNK_STATE_NAMES[v] for v in row] for row in trace.chunk_states.tolist()]
+    assert names[1] == ["in sync", "copying", "not yet copied", "not yet copied"]
+    assert names[2] == ["re-dirtied", "in sync", "copying", "failed"]
+    assert names[3] == ["copying", "in sync", "in sync", "in sync"]
+    # "guest_written" is no override: the bitmap says chunk 1 is dirty again.
+    assert names[4] == ["in sync", "re-dirtied", "in sync", "in sync"]
+
+
+def test_trace_uses_event_times_where_events_have_them() -> None:
+    sim = FakeSim(length=64, script=SCRIPT)
+    trace = plots.trace_simulation(sim, duration_ns=4_000_000_000, samples=4)
+    for _, e in trace.events:
+        assert not hasattr(e, "time_ns")  # the stand-in's events are stamped by sample
+    real = bm.Simulation(16 << 20, copy_rate=8 << 20, write_rate=128 << 10, seed=3)
+    trace = plots.trace_simulation(real, duration_ns=5_000_000_000, samples=5)
+    assert [t for t, _ in trace.events] == [e.time_ns / 1e9 for e in real.events]
+    assert "BLOCK_JOB_READY" in [e.type for _, e in trace.events]
+    assert trace.first_time_s("ready") is not None
+
+
 def test_trace_stops_early_and_calls_back() -> None:
     sim = FakeSim(length=64, script=SCRIPT)
     seen: list[float] = []
@@ -161,7 +201,7 @@ def test_figures_have_labelled_axes() -> None:
     ax = plots.plot_chunk_states(trace)
     assert ax.get_xlabel() == "disk offset (MiB)" and ax.get_images()[0].get_array().shape == (5, 4)
     ax = plots.plot_status_timeline(trace)
-    assert {t.get_text() for t in ax.texts} >= {"running", "ready", "READY", "ERROR"}
+    assert {t.get_text().strip() for t in ax.texts} >= {"running", "ready", "READY", "ERROR"}
     rows = [
         dict(mode="a", x=1, y=2.0), dict(mode="a", x=2, y=None), dict(mode="b", x=1, y=1.0),
     ]
@@ -176,3 +216,13 @@ def test_format_bytes() -> None:
     assert [plots.format_bytes(n) for n in (16, 4096, 65536, 1536 << 10, 1 << 40, 1 << 52)] == [
         "16 B", "4 KiB", "64 KiB", "1.5 MiB", "1 TiB", "4096 TiB",
     ]
+
+
+def test_status_timeline_takes_exact_times_from_status_events() -> None:
+    sim = bm.Simulation(16 << 20, copy_rate=8 << 20, seed=3, complete_on_ready=True)
+    trace = plots.trace_simulation(sim, duration_ns=4_000_000_000, samples=4)
+    changes = [(e.time_ns / 1e9, e.status) for e in sim.events if e.type == "JOB_STATUS_CHANGE"]
+    spans = plots._status_spans(trace)
+    assert [(start, status) for start, _, status in spans] == changes
+    assert spans[-1][1] == trace.times_s[-1]
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))

@@ -39,11 +39,17 @@ __all__ = [
 MIB = 1 << 20
 NS_PER_S = 1_000_000_000
 
-#: Chunk states in :attr:`Trace.chunk_states`, by value. A chunk is "in sync" from the moment
-#: its copy is issued (the dirty bit is cleared when the read is issued). "Re-dirtied" means
-#: dirty again after an earlier frame saw it in sync (changes between frames are not seen).
-CHUNK_STATE_NAMES = ("not yet copied", "in sync", "re-dirtied")
-_CHUNK_STATE_COLOURS = ("#b0b0b0", "#2ca02c", "#ff7f0e")
+#: Chunk states in :attr:`Trace.chunk_states`, by value. From the job's bitmap: "not yet
+#: copied" (dirty, never seen clean), "in sync" (clean), "re-dirtied" (dirty again after an
+#: earlier sample saw it clean; changes between samples are not seen). From the simulator's
+#: own view, where it has one (``Simulation.chunk_states``): "copying" (a copy or a
+#: write-blocking guest write owns the chunk) and "failed" (its last job I/O failed).
+CHUNK_STATE_NAMES = ("not yet copied", "in sync", "re-dirtied", "copying", "failed")
+_CHUNK_STATE_COLOURS = ("#b0b0b0", "#2ca02c", "#ff7f0e", "#1f77b4", "#d62728")
+_NOT_YET_COPIED, _IN_SYNC, _REDIRTIED, _COPYING, _FAILED = range(5)
+#: Simulator chunk-state names (blockmirror.CHUNK_STATE_NAMES) that override the bitmap's view.
+_NATIVE_OVERRIDES = {"reading": _COPYING, "writing": _COPYING, "waiting": _COPYING,
+                     "failed": _FAILED}
 
 #: Colours of the job statuses in status timelines.
 _STATUS_COLOURS = {
@@ -78,7 +84,8 @@ class Trace:
     total_bytes: list[int] = field(default_factory=list)
     #: Bytes covered by dirty chunks at each sample.
     dirty_bytes: list[int] = field(default_factory=list)
-    #: ``(time_s, event)`` for every event, stamped with the sample that first saw it.
+    #: ``(time_s, event)`` for every event: the event's own ``time_ns`` where it has one,
+    #: else the time of the sample that first saw it.
     events: list[tuple[float, Any]] = field(default_factory=list)
     #: One row of chunk states (values index :data:`CHUNK_STATE_NAMES`) per sample.
     chunk_state_rows: list[Any] = field(default_factory=list)
@@ -91,10 +98,11 @@ class Trace:
         return np.vstack(self.chunk_state_rows)
 
     def first_time_s(self, status: str) -> float | None:
-        """The first sample time at which the job had ``status``, or None."""
-        for t, s in zip(self.times_s, self.statuses):
-            if s == status:
-                return t
+        """When the job first had ``status`` (exact where status events carry times, else the
+        first sample that saw it), or None."""
+        for start_s, _, span_status in _status_spans(self):
+            if span_status == status:
+                return start_s
         return None
 
 
@@ -113,6 +121,26 @@ def chunk_dirty_mask(bitmap: Any) -> np.ndarray:
     return np.unpackbits(raw, bitorder="little")[:chunks].astype(bool)
 
 
+def _native_overrides(sim: Any) -> np.ndarray | None:
+    """A lookup table from the simulator's chunk-state bytes to ours (255: keep the bitmap's)."""
+    import numpy as np
+
+    if not hasattr(sim, "chunk_states"):
+        return None
+    from blockmirror import CHUNK_STATE_NAMES as native_names
+
+    table = np.full(256, 255, dtype=np.uint8)
+    for index, name in enumerate(native_names):
+        if name in _NATIVE_OVERRIDES:
+            table[index] = _NATIVE_OVERRIDES[name]
+    return table
+
+
+def _event_time_s(event: Any, fallback_s: float) -> float:
+    time_ns = getattr(event, "time_ns", None)
+    return fallback_s if time_ns is None else time_ns / NS_PER_S
+
+
 def trace_simulation(
     sim: Any,
     *,
@@ -125,8 +153,10 @@ def trace_simulation(
 
     Each step calls ``sim.run_until(t)`` with an absolute time ``t``. ``stop_when(sim)``
     ends the trace early (for example once the job has concluded); ``on_sample(sim, t_s)``
-    lets the caller act at a sample (pause, complete, raise the speed...). Events are stamped
-    with the time of the sample that first saw them, so their resolution is one step.
+    lets the caller act at a sample (pause, complete, raise the speed...).
+
+    Chunk states come from the job's bitmap (see :data:`CHUNK_STATE_NAMES`), refined by
+    ``sim.chunk_states()`` where the simulation has it.
     """
     import numpy as np
 
@@ -137,6 +167,7 @@ def trace_simulation(
     granule = 1 << int(first.granularity)
     trace = Trace(granularity=granule, length=int(first.size))
     seen_clean = np.zeros(-(-trace.length // granule), dtype=bool)
+    overrides = _native_overrides(sim)
     start_ns = int(sim.now_ns)
     seen_events = 0
     for i in range(samples + 1):
@@ -145,8 +176,12 @@ def trace_simulation(
             sim.run_until(t_ns)
         t_s = t_ns / NS_PER_S
         dirty = chunk_dirty_mask(job.bitmap)
-        state = np.where(dirty, np.where(seen_clean, 2, 0), 1).astype(np.uint8)
+        state = np.where(dirty, np.where(seen_clean, _REDIRTIED, _NOT_YET_COPIED), _IN_SYNC)
+        state = state.astype(np.uint8)
         seen_clean |= ~dirty
+        if overrides is not None:
+            native = np.frombuffer(sim.chunk_states(), dtype=np.uint8)
+            state = np.where(overrides[native] != 255, overrides[native], state).astype(np.uint8)
         current, total = job.progress
         trace.times_s.append(t_s)
         trace.statuses.append(job.status)
@@ -155,7 +190,7 @@ def trace_simulation(
         trace.dirty_bytes.append(int(job.bitmap.count()))
         trace.chunk_state_rows.append(state)
         events = sim.events
-        trace.events.extend((t_s, e) for e in events[seen_events:])
+        trace.events.extend((_event_time_s(e, t_s), e) for e in events[seen_events:])
         seen_events = len(events)
         if on_sample is not None:
             on_sample(sim, t_s)
@@ -186,9 +221,10 @@ def plot_progress(trace: Trace, ax: Axes | None = None, title: str | None = None
     """Bytes copied, progress total and dirty bytes over time, with READY marked."""
     ax = _axes(ax)
     mib = lambda values: [v / MIB for v in values]  # noqa: E731
-    ax.plot(trace.times_s, mib(trace.current_bytes), label="copied (progress current)")
-    ax.plot(trace.times_s, mib(trace.total_bytes), "--", label="progress total")
-    ax.plot(trace.times_s, mib(trace.dirty_bytes), label="dirty")
+    ax.plot(trace.times_s, mib(trace.current_bytes), color="#1f77b4",
+            label="copied (progress current)")
+    ax.plot(trace.times_s, mib(trace.total_bytes), "--", color="#7f7f7f", label="progress total")
+    ax.plot(trace.times_s, mib(trace.dirty_bytes), color="#ff7f0e", label="dirty")
     ready_s = trace.first_time_s("ready")
     if ready_s is not None:
         ax.axvline(ready_s, color="#2ca02c", linestyle=":", label=f"READY at {ready_s:.2f} s")
@@ -228,30 +264,44 @@ def plot_chunk_states(trace: Trace, ax: Axes | None = None, title: str | None = 
     return ax
 
 
+def _status_spans(trace: Trace) -> list[tuple[float, float, str]]:
+    """``(start_s, end_s, status)`` spans: from the JOB_STATUS_CHANGE events where they carry
+    the status (exact times), else from the samples."""
+    end_s = trace.times_s[-1]
+    changes = [(t, e.status) for t, e in trace.events
+               if e.type == "JOB_STATUS_CHANGE" and getattr(e, "status", None)]
+    if not changes:
+        changes = [(t, s) for i, (t, s) in enumerate(zip(trace.times_s, trace.statuses))
+                   if i == 0 or s != trace.statuses[i - 1]]
+    elif changes[0][0] > trace.times_s[0]:
+        changes.insert(0, (trace.times_s[0], trace.statuses[0]))
+    bounds = [t for t, _ in changes[1:]] + [max(end_s, changes[-1][0])]
+    return [(t, b, s) for (t, s), b in zip(changes, bounds)]
+
+
 def plot_status_timeline(trace: Trace, ax: Axes | None = None, title: str | None = None) -> Axes:
     """Job status as coloured bands over time, with each non-status event marked above."""
     ax = _axes(ax, figsize=(7.0, 2.2))
-    times = trace.times_s
-    start = 0
-    for i in range(1, len(times) + 1):
-        if i == len(times) or trace.statuses[i] != trace.statuses[start]:
-            status = trace.statuses[start]
-            end_t = times[i] if i < len(times) else times[-1]
-            ax.axvspan(times[start], end_t, ymax=0.5, color=_STATUS_COLOURS.get(status, "#000"))
-            ax.text((times[start] + end_t) / 2, 0.25, status, ha="center", va="center",
-                    fontsize="small", transform=ax.get_xaxis_transform())
-            start = i
+    on_x = ax.get_xaxis_transform()
+    span_s = max(trace.times_s[-1] - trace.times_s[0], 1e-9)
+    for start_s, end_s, status in _status_spans(trace):
+        ax.axvspan(start_s, end_s, ymax=0.5, color=_STATUS_COLOURS.get(status, "#000"))
+        if end_s - start_s >= 0.06 * span_s:  # name only the bands wide enough to read
+            ax.text((start_s + end_s) / 2, 0.25, status, ha="center", va="center",
+                    fontsize="small", transform=on_x, clip_on=True)
     marked = [(t, e) for t, e in trace.events if e.type != "JOB_STATUS_CHANGE"]
     for t, e in marked:
         ax.axvline(t, ymin=0.5, ymax=0.95, color="k", linewidth=0.8)
-    labelled: set[str] = set()
+    labelled: list[str] = []
     for t, e in marked:
         if e.type not in labelled:
-            labelled.add(e.type)
-            ax.text(t, 0.97, e.type.removeprefix("BLOCK_JOB_"), rotation=0, fontsize="x-small",
-                    va="top", ha="left", transform=ax.get_xaxis_transform())
+            # Stagger the labels over three rows so events close in time stay readable.
+            row = len(labelled) % 3
+            labelled.append(e.type)
+            ax.text(t, 0.97 - 0.14 * row, " " + e.type.removeprefix("BLOCK_JOB_"),
+                    fontsize="x-small", va="top", ha="left", transform=on_x, clip_on=True)
     ax.set_yticks([])
-    ax.set_xlim(times[0], times[-1])
+    ax.set_xlim(trace.times_s[0], trace.times_s[-1])
     ax.set_xlabel("virtual time (s)")
     ax.set_title(title or "Status (bands) and events (ticks)")
     return ax
@@ -268,6 +318,7 @@ def plot_sweep(
     y_label: str,
     y_scale: Callable[[float], float] = lambda v: v,
     title: str | None = None,
+    legend_loc: str = "best",
 ) -> Axes:
     """One line per combination of ``group_by`` keys: ``y`` against ``x``.
 
@@ -293,7 +344,7 @@ def plot_sweep(
     ax.set_ylabel(y_label)
     if title:
         ax.set_title(title)
-    ax.legend(loc="best", fontsize="small", title="x on top: not ready in time")
+    ax.legend(loc=legend_loc, fontsize="small", title="x on top: not ready in time")
     return ax
 
 
@@ -303,17 +354,26 @@ def plot_granularity_tradeoff(
     bitmap_bytes: Sequence[float],
     ax: Axes | None = None,
     title: str | None = None,
+    bitmap_label: str = "dirty bitmap memory",
 ) -> Axes:
-    """Re-copied MiB (left axis) and bitmap memory KiB (right axis) against chunk size."""
+    """Re-copied MiB (left axis, red) and bitmap memory KiB (right axis, blue, dashed)
+    against the chunk size; all three axes are logarithmic."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
     ax = _axes(ax)
-    kib = [g / 1024 for g in granularities]
-    ax.plot(kib, [b / MIB for b in recopied_bytes], "o-", color="#d62728")
+    ax.plot(granularities, [b / MIB for b in recopied_bytes], "o-", color="#d62728")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("granularity (KiB per chunk, log scale)")
-    ax.set_ylabel("bytes re-copied (MiB)", color="#d62728")
+    ax.xaxis.set_major_locator(FixedLocator(list(granularities)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks(list(granularities), [format_bytes(g) for g in granularities],
+                  rotation=45, fontsize="small")
+    if all(b > 0 for b in recopied_bytes):
+        ax.set_yscale("log")
+    ax.set_xlabel("granularity (bytes per chunk, log scale)")
+    ax.set_ylabel("bytes re-copied (MiB, log scale)", color="#d62728")
     right = ax.twinx()
-    right.plot(kib, [b / 1024 for b in bitmap_bytes], "s--", color="#1f77b4")
+    right.plot(granularities, [b / 1024 for b in bitmap_bytes], "s--", color="#1f77b4")
     right.set_yscale("log")
-    right.set_ylabel("dirty bitmap memory (KiB, log scale)", color="#1f77b4")
+    right.set_ylabel(f"{bitmap_label} (KiB, log scale)", color="#1f77b4")
     ax.set_title(title or "Re-copy cost against bitmap memory")
     return ax
