@@ -106,9 +106,11 @@ print(f"ready after {time_to_ready_s:.2f} s, {len(guest_writes)} guest writes so
 stop_guest.set()
 guest_thread.join()
 result = mirror.complete(timeout=60)
-print(f"status after complete: {mirror.status}; pivoted: {result.pivoted}; "
-      f"{result.bytes_copied / MIB:.1f} MiB copied for a {SIZE_BYTES / MIB:.0f} MiB disk "
-      f"({result.recopied_bytes / MIB:.1f} MiB copied again after guest writes)")
+print(f"status after complete: {mirror.status}; pivoted: {result.pivoted}")
+print(f"copied {result.bytes_copied / MIB:.1f} MiB: the {result.initial_bytes / MIB:.1f} MiB of "
+      f"data the initial scan found (the hole needs no copy), plus "
+      f"{result.recopied_bytes / MIB:.1f} MiB of chunks the guest's "
+      f"{result.guest_bytes_written / MIB:.1f} MiB of writes dirtied")
 for event in mirror.events:
     fields = {k: v for k, v in event.to_dict().items() if k not in ("type", "time_ns")}
     print(f"{event.time_ns / 1e9:7.3f} s  {event.type:20} {fields}")
