@@ -29,6 +29,8 @@ def test_large_random_sparse_image_is_copied_exactly_and_stays_sparse(tmp_path):
     assert result.bytes_written <= data + 64 * 1024
     assert allocated(dst) <= allocated(src) - zeros + MiB
     assert allocated(dst) >= data
+    # Ranges holding data were copied inside the kernel (copy_file_range), zeroes were not.
+    assert 0 < result.bytes_offloaded <= data + 64 * 1024
     types = [e.type for e in result.events]
     assert types.count("BLOCK_JOB_READY") == 1
     assert types[-1] == "BLOCK_JOB_COMPLETED" or "BLOCK_JOB_COMPLETED" in types
@@ -54,6 +56,15 @@ def test_zero_data_is_punched_with_unmap_and_allocated_without(tmp_path):
     r = bm.mirror(src, str(tmp_path / "b.img"), unmap=False)
     assert r.bytes_zeroed == 16 * MiB and r.bytes_punched == 0
     assert sha256(str(tmp_path / "b.img")) == sha256(src)
+
+
+def test_without_offload_every_byte_goes_through_user_space(tmp_path):
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    data, zeros, holes = make_image(src, 16 * MiB, seed=13)
+    result = bm.mirror(src, dst, offload=False)
+    assert result.bytes_offloaded == 0 and result.bytes_written <= data + 64 * 1024
+    assert sha256(src) == sha256(dst)
+    assert allocated(dst) <= allocated(src) - zeros + MiB
 
 
 def test_reuse_overwrites_garbage_including_holes(tmp_path):

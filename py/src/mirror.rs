@@ -144,7 +144,7 @@ impl FileMirror {
     #[pyo3(signature = (source, target, *, granularity=65536, sync="full", copy_mode="background",
         on_source_error="report", on_target_error="report", speed=0, buf_size=16 << 20,
         max_in_flight=16, max_io=1 << 20, direct=false, reuse=false, unmap=true,
-        guest_writes=true, faults=None))]
+        guest_writes=true, offload=true, faults=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -163,6 +163,7 @@ impl FileMirror {
         reuse: bool,
         unmap: bool,
         guest_writes: bool,
+        offload: bool,
         faults: Option<&Bound<'_, PyList>>,
     ) -> PyResult<Self> {
         let mut config = MirrorConfig::new(0);
@@ -175,7 +176,7 @@ impl FileMirror {
         config.buf_size = buf_size;
         config.max_in_flight = max_in_flight;
         config.max_io = max_io;
-        let setup = MirrorSetup { config, direct, reuse, unmap, guest_writes, faults: fault_rules(faults)? };
+        let setup = MirrorSetup { config, direct, reuse, unmap, guest_writes, offload, faults: fault_rules(faults)? };
         let engine = py.detach(|| Engine::start(&source, &target, setup)).map_err(start_error)?;
         Ok(Self { engine })
     }
@@ -290,6 +291,7 @@ impl FileMirror {
         let st = &s.stats;
         d.set_item("bytes_read", st.bytes_read)?;
         d.set_item("bytes_written", st.bytes_written)?;
+        d.set_item("bytes_offloaded", st.bytes_offloaded)?;
         d.set_item("bytes_zeroed", st.bytes_zeroed)?;
         d.set_item("bytes_punched", st.bytes_punched)?;
         d.set_item("zero_reads", st.zero_reads)?;

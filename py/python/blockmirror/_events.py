@@ -55,6 +55,8 @@ class MirrorResult:
     initial_bytes: int
     bytes_read: int
     bytes_written: int
+    #: Of ``bytes_written``, bytes copied inside the kernel (``copy_file_range``).
+    bytes_offloaded: int
     bytes_zeroed: int
     bytes_punched: int
     guest_bytes_written: int

@@ -46,6 +46,11 @@ class Mirror:
     Verbs after the job ended raise :class:`JobStateError`; guest I/O keeps working until
     :meth:`close` (on the target after a pivot, else on the source).
 
+    ``offload`` (default on) lets ranges that hold data be copied inside the kernel
+    (``copy_file_range``: one memory copy instead of two) when both sides are regular files
+    and ``direct`` is off; each range's first 4 KiB is still read, so all-zero ranges are
+    still found and written as zeroes.
+
     ``on_event`` is called from a background thread for every event, in order.
     ``faults``: a list of dicts ``{"side": "source"|"target", "op": "read"|"write"|"zero"|
     "flush"|"any", "nth": 1, "count": 1, "error": "nospace"|"io"|"readonly"|errno}``: the
@@ -69,6 +74,7 @@ class Mirror:
         direct: bool = False,
         reuse: bool = False,
         unmap: bool = True,
+        offload: bool = True,
         faults: Optional[Sequence[Dict[str, Any]]] = None,
         on_event: Optional[EventCallback] = None,
         guest_writes: bool = True,
@@ -79,7 +85,7 @@ class Mirror:
             self.source, self.target, granularity=granularity, sync=sync, copy_mode=copy_mode,
             on_source_error=on_source_error, on_target_error=on_target_error, speed=speed,
             buf_size=buf_size, max_in_flight=max_in_flight, max_io=max_io, direct=direct,
-            reuse=reuse, unmap=unmap, guest_writes=guest_writes,
+            reuse=reuse, unmap=unmap, guest_writes=guest_writes, offload=offload,
             faults=list(faults) if faults is not None else None,
         )
         self._started = time.monotonic()
@@ -241,6 +247,7 @@ class Mirror:
             source=self.source, target=self.target, length=self.length, status=snap["status"],
             bytes_copied=snap["current"], initial_bytes=snap["initial_total"],
             bytes_read=snap["bytes_read"], bytes_written=snap["bytes_written"],
+            bytes_offloaded=snap["bytes_offloaded"],
             bytes_zeroed=snap["bytes_zeroed"], bytes_punched=snap["bytes_punched"],
             guest_bytes_written=snap["guest_bytes_written"],
             guest_bytes_mirrored=snap["guest_bytes_mirrored"], seconds=seconds,
@@ -274,6 +281,7 @@ def mirror(
     progress: bool = False,
     reuse: bool = False,
     unmap: bool = True,
+    offload: bool = True,
     timeout: Optional[float] = None,
     faults: Optional[Sequence[Dict[str, Any]]] = None,
     on_event: Optional[EventCallback] = None,
@@ -302,7 +310,7 @@ def mirror(
         if on_event is not None:
             on_event(event)
 
-    m = Mirror(source, target, direct=direct, reuse=reuse, unmap=unmap, faults=faults,
+    m = Mirror(source, target, direct=direct, reuse=reuse, unmap=unmap, offload=offload, faults=faults,
                on_event=watch, guest_writes=False, **job_options)
     try:
         completing = False

@@ -76,6 +76,7 @@ class FileMirror:
         reuse: bool = False,
         unmap: bool = True,
         guest_writes: bool = True,
+        offload: bool = True,
         faults: list[dict[str, Any]] | None = None,
     ) -> FileMirror: ...
     @property

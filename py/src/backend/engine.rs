@@ -36,6 +36,9 @@ pub struct MirrorSetup {
     pub unmap: bool,
     /// Open the source writable so `guest_write` works.
     pub guest_writes: bool,
+    /// Let ranges that hold data be copied inside the kernel (`copy_file_range`) when both
+    /// sides are regular files and `direct` is off.
+    pub offload: bool,
     /// Faults to inject.
     pub faults: Vec<FaultRule>,
 }
@@ -154,7 +157,8 @@ impl FileMirror {
         }
         let worker_count = config.max_in_flight.clamp(1, 32);
         let (task_tx, task_rx) = mpsc::channel();
-        let shared = Arc::new(Shared::new(job, files, FaultInjector::new(setup.faults), setup.unmap, task_tx));
+        let offload = setup.offload && !setup.direct && !files.source.is_block_device && !files.target.is_block_device;
+        let shared = Arc::new(Shared::new(job, files, FaultInjector::new(setup.faults), (setup.unmap, offload), task_tx));
         let workers = workers::spawn(&shared, task_rx, worker_count)
             .map_err(|source| StartError::Os { what: "starting the I/O threads", source })?;
         {

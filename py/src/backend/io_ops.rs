@@ -85,6 +85,46 @@ pub fn write_zeroes(file: &File, offset: u64, length: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Copies `[offset, offset+length)` from `source` to the same range of `target` inside the
+/// kernel (`copy_file_range`: no user-space copy). `Ok(false)` when this pair of files
+/// cannot do it (another filesystem, an old kernel): the caller falls back to read + write.
+pub fn copy_range(source: &File, target: &File, offset: u64, length: u64) -> io::Result<bool> {
+    let mut done = 0u64;
+    while done < length {
+        let mut off_in = (offset + done) as libc::loff_t;
+        let mut off_out = off_in;
+        // SAFETY: both fds are valid; the offset pointers point to live locals.
+        let r = unsafe {
+            libc::copy_file_range(
+                source.as_raw_fd(),
+                &mut off_in,
+                target.as_raw_fd(),
+                &mut off_out,
+                (length - done) as usize,
+                0,
+            )
+        };
+        if r < 0 {
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EXDEV) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+                    if done == 0 =>
+                {
+                    return Ok(false)
+                }
+                _ => return Err(err),
+            }
+        }
+        if r == 0 {
+            // The source ended early: it shrank under the mirror.
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "source shorter than expected"));
+        }
+        done += r as u64;
+    }
+    Ok(true)
+}
+
 /// Flushes the file's data to stable storage.
 pub fn datasync(file: &File) -> io::Result<()> {
     file.sync_data()

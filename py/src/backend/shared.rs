@@ -47,6 +47,8 @@ pub struct Stats {
     pub bytes_read: u64,
     /// Bytes written to the target by copies.
     pub bytes_written: u64,
+    /// Of those, bytes copied inside the kernel (`copy_file_range`).
+    pub bytes_offloaded: u64,
     /// Bytes made zero on the target (zero writes and discards).
     pub bytes_zeroed: u64,
     /// Of those, bytes deallocated by punching holes.
@@ -86,8 +88,9 @@ pub struct GuestGate {
 pub struct State {
     /// The job.
     pub job: MirrorJob,
-    /// Buffers of completed reads, waiting for the job's write action for the same op.
-    read_bufs: HashMap<OpId, AlignedBuf>,
+    /// Buffers of completed reads, waiting for the job's write action for the same op, and
+    /// whether the read was only a probe (the write then copies in the kernel).
+    read_bufs: HashMap<OpId, (AlignedBuf, bool)>,
     /// Guest data of write-blocking writes, waiting for their `guest_write` action.
     pub guest_data: HashMap<OpId, Arc<Vec<u8>>>,
     /// `guest_write` actions that finished (the waiting guest call removes its entry).
@@ -131,13 +134,21 @@ pub struct Shared {
     pub faults: FaultInjector,
     /// Zero writes may deallocate.
     pub unmap: bool,
+    /// Copies of ranges that hold data run in the kernel (`copy_file_range`).
+    pub offload: bool,
     /// Time zero of this mirror.
     pub clock: Instant,
 }
 
 impl Shared {
     /// Builds the shared state around a job (not started yet).
-    pub fn new(job: MirrorJob, files: OpenedFiles, faults: FaultInjector, unmap: bool, tasks: TaskSender) -> Self {
+    pub fn new(
+        job: MirrorJob,
+        files: OpenedFiles,
+        faults: FaultInjector,
+        (unmap, offload): (bool, bool),
+        tasks: TaskSender,
+    ) -> Self {
         let buffer_bytes = job.config().max_io as usize;
         Self {
             state: Mutex::new(State {
@@ -163,6 +174,7 @@ impl Shared {
             pool: BufferPool::new(buffer_bytes),
             faults,
             unmap,
+            offload,
             clock: Instant::now(),
         }
     }
@@ -197,24 +209,30 @@ impl Shared {
         st.tasks_in_flight -= 1;
         let (op, result) = match outcome {
             TaskOutcome::Read { op, result } => match result {
-                Ok((buf, zero)) => {
-                    st.stats.bytes_read += buf.as_slice().len() as u64;
-                    if zero {
+                Ok(done) => {
+                    if !done.offloaded {
+                        st.stats.bytes_read += done.buf.as_slice().len() as u64;
+                    }
+                    if done.zero {
                         st.stats.zero_reads += 1;
-                        self.pool.give_back(buf);
+                        self.pool.give_back(done.buf);
                         (op, OpResult::OkZeroes)
                     } else {
-                        st.read_bufs.insert(op, buf);
+                        st.read_bufs.insert(op, (done.buf, done.offloaded));
                         (op, OpResult::Ok)
                     }
                 }
                 Err(kind) => (op, OpResult::Failed(kind)),
             },
-            TaskOutcome::Write { op, buf, result } => {
+            TaskOutcome::Write { op, buf, offloaded, result } => {
                 let len = buf.as_slice().len() as u64;
                 self.pool.give_back(buf);
                 if result.is_ok() {
                     st.stats.bytes_written += len;
+                    if offloaded {
+                        st.stats.bytes_read += len;
+                        st.stats.bytes_offloaded += len;
+                    }
                 }
                 (op, to_op_result(result))
             }
@@ -309,8 +327,8 @@ impl State {
                 None
             }
             ActionKind::Write => match self.read_bufs.remove(&op) {
-                Some(buf) => {
-                    self.send(Task::Write { op, offset, buf });
+                Some((buf, offloaded)) => {
+                    self.send(Task::Write { op, offset, buf, offloaded });
                     None
                 }
                 None => {
@@ -319,7 +337,9 @@ impl State {
                 }
             },
             ActionKind::WriteZeroes | ActionKind::Discard => {
-                self.read_bufs.remove(&op);
+                if let Some((buf, _)) = self.read_bufs.remove(&op) {
+                    shared.pool.give_back(buf);
+                }
                 self.send(Task::Zero { op, offset, length, discard: kind == ActionKind::Discard });
                 None
             }

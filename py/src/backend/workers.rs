@@ -30,8 +30,10 @@ pub enum Task {
         op: OpId,
         /// First byte.
         offset: u64,
-        /// The data.
+        /// The data (only its first block when `offloaded`).
         buf: AlignedBuf,
+        /// The read only probed the first block: copy the range inside the kernel now.
+        offloaded: bool,
     },
     /// Write the guest's data to the target (write-blocking mode).
     GuestWrite {
@@ -60,12 +62,26 @@ pub enum Task {
     },
 }
 
+/// A successful read.
+pub struct ReadDone {
+    /// The data (only the first block when `offloaded`).
+    pub buf: AlignedBuf,
+    /// Every byte of the range was zero.
+    pub zero: bool,
+    /// Only the first block was read (it held data): the write copies in the kernel.
+    pub offloaded: bool,
+}
+
+/// Bytes a read probes before deciding to offload the copy: all-zero ranges are still found
+/// exactly (a range whose first block is zero is read in full and checked).
+const OFFLOAD_PROBE_BYTES: usize = 4096;
+
 /// How a task ended, handed back to the shared state.
 pub enum TaskOutcome {
-    /// A read: its buffer and whether it held only zeroes, or the error.
-    Read { op: OpId, result: Result<(AlignedBuf, bool), IoErrorKind> },
-    /// A copy write: the buffer goes back to the pool.
-    Write { op: OpId, buf: AlignedBuf, result: Result<(), IoErrorKind> },
+    /// A read, or the error.
+    Read { op: OpId, result: Result<ReadDone, IoErrorKind> },
+    /// A copy write: the buffer goes back to the pool; `offloaded` when the kernel copied.
+    Write { op: OpId, buf: AlignedBuf, offloaded: bool, result: Result<(), IoErrorKind> },
     /// A write-blocking guest write.
     GuestWrite { op: OpId, length: u64, result: Result<(), IoErrorKind> },
     /// A zero write or discard; `punched` when it deallocated the range.
@@ -78,35 +94,62 @@ fn io_result<T>(r: std::io::Result<T>) -> Result<T, IoErrorKind> {
     r.map_err(|e| io_ops::error_kind(&e))
 }
 
+/// Reads a copy range. With offload on, reads only the first block when it holds data (the
+/// write will copy in the kernel); otherwise reads everything and checks for zeroes.
+fn read_or_probe(shared: &Shared, offset: u64, mut buf: AlignedBuf) -> Result<ReadDone, IoErrorKind> {
+    let files = &shared.files;
+    let len = buf.as_slice().len();
+    if shared.offload && len > OFFLOAD_PROBE_BYTES {
+        let probe = &mut buf.as_mut_slice()[..OFFLOAD_PROBE_BYTES];
+        io_result(io_ops::read_exact(&files.source.buffered, probe, offset))?;
+        if !is_all_zero(probe) {
+            return Ok(ReadDone { buf, zero: false, offloaded: true });
+        }
+    }
+    let addr = buf.as_slice().as_ptr() as usize;
+    let file = files.source.handle_for(offset, len, addr);
+    io_result(io_ops::read_exact(file, buf.as_mut_slice(), offset))?;
+    let zero = is_all_zero(buf.as_slice());
+    Ok(ReadDone { buf, zero, offloaded: false })
+}
+
 fn run(shared: &Shared, task: Task) -> TaskOutcome {
     let files = &shared.files;
     match task {
-        Task::Read { op, offset, mut buf } => {
+        Task::Read { op, offset, buf } => {
             let result = match shared.faults.check(FaultSide::Source, FaultOp::Read) {
                 Some(kind) => Err(kind),
-                None => {
-                    let addr = buf.as_slice().as_ptr() as usize;
-                    let len = buf.as_slice().len();
-                    let file = files.source.handle_for(offset, len, addr);
-                    io_result(io_ops::read_exact(file, buf.as_mut_slice(), offset))
-                }
+                None => read_or_probe(shared, offset, buf),
             };
-            let result = result.map(|()| {
-                let zero = is_all_zero(buf.as_slice());
-                (buf, zero)
-            });
             TaskOutcome::Read { op, result }
         }
-        Task::Write { op, offset, buf } => {
+        Task::Write { op, offset, mut buf, offloaded } => {
+            let mut copied_in_kernel = false;
             let result = match shared.faults.check(FaultSide::Target, FaultOp::Write) {
                 Some(kind) => Err(kind),
+                None if offloaded => {
+                    let length = buf.as_slice().len() as u64;
+                    match io_ops::copy_range(&files.source.buffered, &files.target.buffered, offset, length) {
+                        Ok(true) => {
+                            copied_in_kernel = true;
+                            Ok(())
+                        }
+                        // Not possible for this pair of files: read the rest, then write.
+                        Ok(false) => io_result(
+                            io_ops::read_exact(&files.source.buffered, buf.as_mut_slice(), offset)
+                                .and_then(|()| io_ops::write_all(&files.target.buffered, buf.as_slice(), offset)),
+                        ),
+                        // The job took the read as done: a failure now counts against the target.
+                        Err(e) => Err(io_ops::error_kind(&e)),
+                    }
+                }
                 None => {
                     let bytes = buf.as_slice();
                     let file = files.target.handle_for(offset, bytes.len(), bytes.as_ptr() as usize);
                     io_result(io_ops::write_all(file, bytes, offset))
                 }
             };
-            TaskOutcome::Write { op, buf, result }
+            TaskOutcome::Write { op, buf, offloaded: copied_in_kernel, result }
         }
         Task::GuestWrite { op, offset, data } => {
             let result = match shared.faults.check(FaultSide::Target, FaultOp::Write) {
