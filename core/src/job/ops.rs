@@ -7,10 +7,11 @@
 //! whole range is free and no earlier waiting write overlaps them; since waiters own
 //! nothing and owners never wait, waits cannot form a cycle.
 //!
-//! Costs: O(log ops) per lookup, claim and release; the tables hold only live ops.
+//! Costs: O(log ops) per lookup, plus a shift of at most the live ops on insert/removal
+//! (a few dozen in practice); the tables hold only live ops.
 
 use super::action::{ActionKind, OpId};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Stages of a background copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,9 +88,13 @@ pub(super) struct Waiter {
 /// Live ops, chunk owners and the guest-write wait queue.
 #[derive(Debug, Default)]
 pub(super) struct OpTable {
-    ops: BTreeMap<u64, Op>,
-    /// first chunk → (end chunk, owner); intervals are disjoint.
-    owners: BTreeMap<u64, (u64, OpId)>,
+    /// Live ops sorted by id. Ids only grow, so inserting is a push; lookups are binary
+    /// searches; removal shifts the few younger live ops.
+    ops: Vec<(u64, Op)>,
+    /// Owned chunk intervals `(first, end, owner)`, disjoint and sorted by `first`. A sorted
+    /// vector: it holds one entry per active op (a few dozen), where binary search and a
+    /// short shift beat a tree.
+    owners: Vec<(u64, u64, OpId)>,
     pub(super) waiting: VecDeque<Waiter>,
     /// Set when chunks were released or a waiter arrived: only then may a waiter start.
     pub(super) waiters_may_start: bool,
@@ -104,7 +109,7 @@ impl OpTable {
         if kind.is_job_op() {
             self.job_ops += 1;
         }
-        self.ops.insert(
+        self.ops.push((
             id.0,
             Op {
                 kind,
@@ -112,24 +117,28 @@ impl OpTable {
                 length,
                 awaiting_completion: false,
             },
-        );
+        ));
         id
     }
 
+    fn index_of(&self, op: OpId) -> Option<usize> {
+        self.ops.binary_search_by_key(&op.0, |&(id, _)| id).ok()
+    }
+
     pub(super) fn get(&self, op: OpId) -> Option<&Op> {
-        self.ops.get(&op.0)
+        self.index_of(op).map(|index| &self.ops[index].1)
     }
 
     pub(super) fn get_mut(&mut self, op: OpId) -> Option<&mut Op> {
-        self.ops.get_mut(&op.0)
+        self.index_of(op).map(|index| &mut self.ops[index].1)
     }
 
     /// Removes a finished op; the caller has released its chunks.
     pub(super) fn remove(&mut self, op: OpId) -> Op {
-        let removed = self
-            .ops
-            .remove(&op.0)
+        let index = self
+            .index_of(op)
             .expect("only live ops are removed: callers looked them up first");
+        let (_, removed) = self.ops.remove(index);
         if removed.kind.is_job_op() {
             self.job_ops -= 1;
         }
@@ -159,14 +168,17 @@ impl OpTable {
             self.first_owned_in(first, end).is_none(),
             "chunks {first}..{end} claimed by {op} are free: callers check ownership first"
         );
-        self.owners.insert(first, (end, op));
+        let index = self.owners.partition_point(|&(start, _, _)| start < first);
+        self.owners.insert(index, (first, end, op));
     }
 
     /// Releases the chunks owned from `first` (the first chunk passed to `claim`).
     pub(super) fn release(&mut self, first: u64) {
-        self.owners
-            .remove(&first)
+        let index = self
+            .owners
+            .binary_search_by_key(&first, |&(start, _, _)| start)
             .expect("an owning op releases exactly the interval it claimed");
+        self.owners.remove(index);
         self.waiters_may_start = true;
     }
 
@@ -175,15 +187,18 @@ impl OpTable {
         if first >= end {
             return None;
         }
-        if let Some((&start, &(stop, _))) = self.owners.range(..=first).next_back() {
+        // Intervals are disjoint and sorted, so at most the one starting at or before
+        // `first` can cover it; otherwise the next one is the first inside the range.
+        let after = self.owners.partition_point(|&(start, _, _)| start <= first);
+        if let Some(&(start, stop, _)) = after.checked_sub(1).map(|i| &self.owners[i]) {
             if stop > first {
                 return Some((start, stop));
             }
         }
-        self.owners
-            .range(first + 1..end)
-            .next()
-            .map(|(&start, &(stop, _))| (start, stop))
+        match self.owners.get(after) {
+            Some(&(start, stop, _)) if start < end => Some((start, stop)),
+            _ => None,
+        }
     }
 
     /// Queues a guest write behind every earlier waiting one.
