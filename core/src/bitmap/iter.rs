@@ -16,41 +16,84 @@
 
 use std::iter::FusedIterator;
 
+use super::search::find_in_words_from;
 use super::words::{mask_from, WORD_BITS};
 use super::HBitmap;
 
 /// Iterator over the first item of each dirty granule, ascending (see [`HBitmap::iter_dirty`]).
+///
+/// It keeps two words of state: the not yet returned bits of the current bottom word, and
+/// the not yet visited bits of its level-1 summary word (which bottom words of the current
+/// block of 64 are non-zero). Moving to the next non-zero word of the block is then one
+/// `trailing_zeros` and one load whose address does not depend on the previous load.
 #[derive(Debug, Clone)]
 pub struct DirtyIter<'a> {
-    bitmap: &'a HBitmap,
+    /// The bottom level, borrowed once so the loop reads words directly.
+    bottom: &'a [u64],
+    /// The dirty summaries above it (empty when the bottom is a single word).
+    summaries: &'a [Vec<u64>],
+    granules: u64,
+    granularity: u32,
     /// Index of the bottom word that `pending` came from.
     word_index: u64,
     /// Dirty bits of that word not yet returned.
     pending: u64,
-    /// Set once no dirty granule is left.
-    done: bool,
+    /// Non-zero bottom words after `word_index` in its block of 64 (level-1 bits).
+    pending_words: u64,
 }
 
 impl<'a> DirtyIter<'a> {
     pub(crate) fn new(bitmap: &'a HBitmap, start: u64) -> Self {
+        let bottom = bitmap.levels.bottom();
         let mut iter = Self {
-            bitmap,
-            word_index: 0,
+            bottom,
+            summaries: &bitmap.levels.dirty[1..],
+            granules: bitmap.levels.granules,
+            granularity: bitmap.granularity,
+            word_index: bottom.len() as u64 - 1,
             pending: 0,
-            done: start >= bitmap.size,
+            pending_words: 0,
         };
-        if !iter.done {
+        if start < bitmap.size {
             iter.load_from(start >> bitmap.granularity);
         }
         iter
     }
 
-    /// Loads the bottom word holding `granule`, without the bits before it.
+    /// Loads the bottom word holding `granule` without the bits before it, and the level-1
+    /// bits of the words after it in its block.
     #[inline]
     fn load_from(&mut self, granule: u64) {
-        self.word_index = granule / WORD_BITS;
-        self.pending =
-            self.bitmap.levels.bottom()[self.word_index as usize] & mask_from(granule % WORD_BITS);
+        let word_index = granule / WORD_BITS;
+        self.word_index = word_index;
+        self.pending = self.bottom[word_index as usize] & mask_from(granule % WORD_BITS);
+        self.pending_words = match self.summaries.first() {
+            Some(level1) => {
+                level1[(word_index / WORD_BITS) as usize] & (mask_from(word_index % WORD_BITS) << 1)
+            }
+            None => 0,
+        };
+    }
+
+    /// Moves to the next non-zero bottom word; `false` when there is none.
+    #[inline]
+    fn refill(&mut self) -> bool {
+        if self.pending_words != 0 {
+            let block_start = self.word_index / WORD_BITS * WORD_BITS;
+            self.word_index = block_start + u64::from(self.pending_words.trailing_zeros());
+            self.pending_words &= self.pending_words - 1;
+            // Non-zero: its level-1 bit is set, and the borrow keeps the bitmap unchanged.
+            self.pending = self.bottom[self.word_index as usize];
+            return true;
+        }
+        let next_block = (self.word_index / WORD_BITS + 1) * WORD_BITS;
+        match find_in_words_from::<false>(self.bottom, self.summaries, self.granules, next_block) {
+            Some(granule) => {
+                self.load_from(granule);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -59,25 +102,12 @@ impl Iterator for DirtyIter<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<u64> {
-        if self.pending == 0 {
-            if self.done {
-                return None;
-            }
-            match self
-                .bitmap
-                .levels
-                .next_set((self.word_index + 1) * WORD_BITS)
-            {
-                Some(granule) => self.load_from(granule),
-                None => {
-                    self.done = true;
-                    return None;
-                }
-            }
+        if self.pending == 0 && !self.refill() {
+            return None;
         }
         let granule = self.word_index * WORD_BITS + u64::from(self.pending.trailing_zeros());
         self.pending &= self.pending - 1;
-        Some(granule << self.bitmap.granularity)
+        Some(granule << self.granularity)
     }
 }
 

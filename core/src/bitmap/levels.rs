@@ -65,31 +65,55 @@ impl Levels {
         self.dirty[0][(g / WORD_BITS) as usize] >> (g % WORD_BITS) & 1 == 1
     }
 
-    /// Sets one granule (`g < granules`). The hot path of guest writes.
+    /// Sets one granule (`g < granules`): the hot path of guest writes. An already set bit
+    /// returns at once; otherwise the level-1 summary bit is OR-ed in unconditionally
+    /// (idempotent, and cheaper than a hard-to-predict test of the old word), and only a
+    /// level-1 word that was zero, or a bottom word that became full, takes a slow path.
     #[inline]
     pub(crate) fn set_one(&mut self, g: u64) {
-        let index = (g / WORD_BITS) as usize;
+        let index = g / WORD_BITS;
         let bit = 1u64 << (g % WORD_BITS);
-        let old = self.dirty[0][index];
+        let (bottom, summaries) = self
+            .dirty
+            .split_first_mut()
+            .expect("there is always a bottom level");
+        let old = bottom[index as usize];
         if old & bit != 0 {
             return;
         }
         let new = old | bit;
-        self.dirty[0][index] = new;
+        bottom[index as usize] = new;
         self.set_granules += 1;
-        if old == 0 {
-            self.propagate_nonzero(index as u64, index as u64);
+        if let Some(level1) = summaries.first_mut() {
+            let above = (index / WORD_BITS) as usize;
+            let old_above = level1[above];
+            level1[above] = old_above | 1 << (index % WORD_BITS);
+            if old_above == 0 {
+                self.propagate_bit_nonzero(2, index / WORD_BITS);
+            }
         }
         if new == u64::MAX {
-            self.propagate_full(index as u64, index as u64);
+            self.propagate_full(index, index);
+        }
+    }
+
+    /// Word `index` of dirty level `level - 1` became non-zero: set its bit in `level` and
+    /// further up while the words there were zero.
+    #[cold]
+    fn propagate_bit_nonzero(&mut self, level: usize, mut index: u64) {
+        for words in self.dirty[level..].iter_mut() {
+            let word = &mut words[(index / WORD_BITS) as usize];
+            let old = *word;
+            *word = old | 1 << (index % WORD_BITS);
+            if old != 0 {
+                return;
+            }
+            index /= WORD_BITS;
         }
     }
 
     /// Sets granules `first..=last` (both below `granules`).
     pub(crate) fn set_range(&mut self, first: u64, last: u64) {
-        if first == last {
-            return self.set_one(first);
-        }
         let outcome = or_bits(&mut self.dirty[0], first, last);
         if outcome.newly_set == 0 {
             return;
@@ -142,6 +166,7 @@ impl Levels {
     }
 
     /// Words `lo..=hi` of `dirty[0]` became all ones: set their full bits upwards.
+    #[cold]
     fn propagate_full(&mut self, mut lo: u64, mut hi: u64) {
         for level in self.full.iter_mut() {
             if or_bits(level, lo, hi).newly_set == 0 {

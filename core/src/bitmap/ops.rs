@@ -31,7 +31,11 @@ impl HBitmap {
         self.check_range(start, count)?;
         if count != 0 {
             let (first, last) = self.granule_span(start, count);
-            self.levels.set_range(first, last);
+            if first == last {
+                self.levels.set_one(first);
+            } else {
+                self.levels.set_range(first, last);
+            }
         }
         Ok(())
     }

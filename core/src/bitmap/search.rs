@@ -1,7 +1,8 @@
 //! Searching: the next dirty or clean granule, dirty areas and runs.
 //!
 //! Both searches walk a hierarchy: up from the start word until a summary shows a match to
-//! the right, then down along the lowest matching bits. That is O(levels) word reads.
+//! the right, then down along the lowest matching bits. That is O(levels) word reads; the
+//! start word itself is checked first, inline, since most searches end there.
 //! Dirty granules use the "non-zero" summaries; clean granules use the "all ones" summaries
 //! with every word inverted, so `next_zero` is as fast on a nearly full bitmap as
 //! `next_dirty` is on a nearly empty one.
@@ -13,9 +14,10 @@ use super::words::{mask_from, WORD_BITS};
 use super::{BitmapError, HBitmap};
 
 /// The first granule at or after `from` whose bottom bit is set (`CLEAN = false`) or clear
-/// (`CLEAN = true`), using `summaries` (bit `j` of level `k + 1` says word `j` of level `k`
-/// has a match once inverted when `CLEAN`). `None` when there is none below `granules`.
-#[inline]
+/// (`CLEAN = true`). `summaries[k]` is the level above `summaries[k - 1]` (above `bottom`
+/// for `k = 0`); its bit `j` says word `j` of the level below has a match, once inverted
+/// when `CLEAN`. `None` when there is no match below `granules`.
+#[inline(always)]
 fn find_next<const CLEAN: bool>(
     bottom: &[u64],
     summaries: &[Vec<u64>],
@@ -25,44 +27,118 @@ fn find_next<const CLEAN: bool>(
     if from >= granules {
         return None;
     }
-    let load = |word: u64| if CLEAN { !word } else { word };
-    // Climb: `index` is a bit index in the level `level` (0 = bottom).
-    let mut index = from;
-    let mut level = 0;
-    loop {
-        let words = if level == 0 {
-            bottom
-        } else {
-            &summaries[level - 1]
-        };
-        let word_index = index / WORD_BITS;
-        // A summary bit may point past the words of its level only through inverted
-        // padding; either way nothing lies further right.
-        let word = *words.get(word_index as usize)?;
-        let bits = load(word) & mask_from(index % WORD_BITS);
-        if bits != 0 {
-            index = word_index * WORD_BITS + u64::from(bits.trailing_zeros());
-            break;
+    let word_index = from / WORD_BITS;
+    if let Some(level1) = summaries.first() {
+        // Consult the summary of the start word first: on sparse bitmaps it usually says the
+        // start word has no match, which saves reading it (a likely cache miss).
+        let summary = load::<CLEAN>(level1[(word_index / WORD_BITS) as usize]);
+        if summary >> (word_index % WORD_BITS) & 1 == 0 {
+            let right = summary & mask_above(word_index % WORD_BITS);
+            if right == 0 {
+                return climb_and_descend::<CLEAN>(
+                    bottom,
+                    summaries,
+                    granules,
+                    2,
+                    word_index / WORD_BITS + 1,
+                );
+            }
+            let target = (word_index / WORD_BITS) * WORD_BITS + u64::from(right.trailing_zeros());
+            return descend::<CLEAN>(bottom, summaries, granules, 1, target);
         }
-        if level == summaries.len() {
-            return None;
+    }
+    let bits = load::<CLEAN>(bottom[word_index as usize]) & mask_from(from % WORD_BITS);
+    if bits != 0 {
+        return below(
+            word_index * WORD_BITS + u64::from(bits.trailing_zeros()),
+            granules,
+        );
+    }
+    find_in_words_from::<CLEAN>(bottom, summaries, granules, word_index + 1)
+}
+
+/// Bits strictly above `bit` (`bit < 64`).
+#[inline(always)]
+fn mask_above(bit: u64) -> u64 {
+    (u64::MAX << bit) << 1
+}
+
+/// The word as seen by the search: inverted when looking for clean granules.
+#[inline(always)]
+fn load<const CLEAN: bool>(word: u64) -> u64 {
+    if CLEAN {
+        !word
+    } else {
+        word
+    }
+}
+
+#[inline(always)]
+fn below(granule: u64, granules: u64) -> Option<u64> {
+    (granule < granules).then_some(granule)
+}
+
+/// Like [`find_next`], starting at the first granule of bottom word `next_word`, which the
+/// caller found no match before.
+#[inline]
+pub(crate) fn find_in_words_from<const CLEAN: bool>(
+    bottom: &[u64],
+    summaries: &[Vec<u64>],
+    granules: u64,
+    next_word: u64,
+) -> Option<u64> {
+    climb_and_descend::<CLEAN>(bottom, summaries, granules, 1, next_word)
+}
+
+/// Searches from bit `index` of summary level `level` (1 = the level above the bottom):
+/// climbs until a summary word shows a match at or after the position, then descends
+/// along the lowest matching bits. O(levels) word reads.
+#[inline]
+fn climb_and_descend<const CLEAN: bool>(
+    bottom: &[u64],
+    summaries: &[Vec<u64>],
+    granules: u64,
+    mut level: usize,
+    mut index: u64,
+) -> Option<u64> {
+    loop {
+        // No level above the top: nothing matches further right.
+        let words = summaries.get(level - 1)?;
+        let word_index = index / WORD_BITS;
+        // Past the last word: nothing further right at this level.
+        let bits = load::<CLEAN>(*words.get(word_index as usize)?) & mask_from(index % WORD_BITS);
+        if bits != 0 {
+            let found = word_index * WORD_BITS + u64::from(bits.trailing_zeros());
+            return descend::<CLEAN>(bottom, summaries, granules, level, found);
         }
         level += 1;
         index = word_index + 1;
     }
-    // Descend along the lowest matching bit of each word.
-    while level > 0 {
-        let words = if level == 1 {
-            bottom
-        } else {
-            &summaries[level - 2]
-        };
-        let bits = load(*words.get(index as usize)?);
+}
+
+/// From a matching bit `index` of summary level `level`, follows the lowest matching bits
+/// down to a granule. A matching summary bit may point past the words below only through
+/// inverted padding (when `CLEAN`), which means nothing real lies further right.
+#[inline(always)]
+fn descend<const CLEAN: bool>(
+    bottom: &[u64],
+    summaries: &[Vec<u64>],
+    granules: u64,
+    mut level: usize,
+    mut index: u64,
+) -> Option<u64> {
+    while level > 1 {
+        let bits = load::<CLEAN>(*summaries[level - 2].get(index as usize)?);
         debug_assert!(bits != 0, "a summary bit promises a matching word below");
         index = index * WORD_BITS + u64::from(bits.trailing_zeros());
         level -= 1;
     }
-    (index < granules).then_some(index)
+    let bits = load::<CLEAN>(*bottom.get(index as usize)?);
+    debug_assert!(bits != 0, "a summary bit promises a matching word below");
+    below(
+        index * WORD_BITS + u64::from(bits.trailing_zeros()),
+        granules,
+    )
 }
 
 impl Levels {
