@@ -10,7 +10,7 @@
 //!   than `dirty` (none at all when the bottom is a single word).
 //! - `set_granules` is the number of set bits in `dirty[0]`.
 
-use super::words::{clear_bits, mask_from, or_bits, WORD_BITS};
+use super::words::{clear_bits, mask_from, mask_through, or_bits, WORD_BITS};
 
 /// The levels of one bitmap. All indices are granule or word indices as `u64`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,10 +65,9 @@ impl Levels {
         self.dirty[0][(g / WORD_BITS) as usize] >> (g % WORD_BITS) & 1 == 1
     }
 
-    /// Sets one granule (`g < granules`): the hot path of guest writes. An already set bit
-    /// returns at once; otherwise the level-1 summary bit is OR-ed in unconditionally
-    /// (idempotent, and cheaper than a hard-to-predict test of the old word), and only a
-    /// level-1 word that was zero, or a bottom word that became full, takes a slow path.
+    /// Sets one granule (`g < granules`): the hot path of guest writes. Like
+    /// [`set_in_word`](Self::set_in_word) with one bit, but counting without a popcount
+    /// (baseline x86-64 has no popcount instruction).
     #[inline]
     pub(crate) fn set_one(&mut self, g: u64) {
         let index = g / WORD_BITS;
@@ -97,6 +96,83 @@ impl Levels {
         }
     }
 
+    /// Sets the bits `mask` of bottom word `index`. Already set bits return at once;
+    /// otherwise the level-1 summary bit is OR-ed in unconditionally (idempotent, and
+    /// cheaper than a hard-to-predict test of the old word), and only a level-1 word that
+    /// was zero, or a bottom word that became full, takes a slow path.
+    #[inline]
+    fn set_in_word(&mut self, index: u64, mask: u64) {
+        let (bottom, summaries) = self
+            .dirty
+            .split_first_mut()
+            .expect("there is always a bottom level");
+        let old = bottom[index as usize];
+        let new = old | mask;
+        if new == old {
+            return;
+        }
+        bottom[index as usize] = new;
+        self.set_granules += u64::from((new ^ old).count_ones());
+        if let Some(level1) = summaries.first_mut() {
+            let above = (index / WORD_BITS) as usize;
+            let old_above = level1[above];
+            level1[above] = old_above | 1 << (index % WORD_BITS);
+            if old_above == 0 {
+                self.propagate_bit_nonzero(2, index / WORD_BITS);
+            }
+        }
+        if new == u64::MAX {
+            self.propagate_full(index, index);
+        }
+    }
+
+    /// Clears the bits `mask` of bottom word `index`, propagating only when the word became
+    /// empty or stopped being full.
+    #[inline]
+    fn reset_in_word(&mut self, index: u64, mask: u64) {
+        let bottom = &mut self.dirty[0];
+        let old = bottom[index as usize];
+        let new = old & !mask;
+        if new == old {
+            return;
+        }
+        bottom[index as usize] = new;
+        self.set_granules -= u64::from((new ^ old).count_ones());
+        if new == 0 {
+            self.propagate_bit_zero(index);
+        }
+        if old == u64::MAX {
+            self.propagate_bit_not_full(index);
+        }
+    }
+
+    /// Bottom word `index` became zero: clear its level-1 bit, and further up while the
+    /// words there become zero.
+    fn propagate_bit_zero(&mut self, mut index: u64) {
+        for words in self.dirty[1..].iter_mut() {
+            let word = &mut words[(index / WORD_BITS) as usize];
+            *word &= !(1 << (index % WORD_BITS));
+            if *word != 0 {
+                return;
+            }
+            index /= WORD_BITS;
+        }
+    }
+
+    /// Bottom word `index` stopped being full: clear its full bit, and further up while the
+    /// words there stop being full.
+    fn propagate_bit_not_full(&mut self, mut index: u64) {
+        for words in self.full.iter_mut() {
+            let word = &mut words[(index / WORD_BITS) as usize];
+            let old = *word;
+            *word = old & !(1 << (index % WORD_BITS));
+            if old != u64::MAX {
+                return;
+            }
+            index /= WORD_BITS;
+        }
+    }
+
     /// Word `index` of dirty level `level - 1` became non-zero: set its bit in `level` and
     /// further up while the words there were zero.
     #[cold]
@@ -112,8 +188,22 @@ impl Levels {
         }
     }
 
-    /// Sets granules `first..=last` (both below `granules`).
+    /// Sets granules `first..=last` (both below `granules`). Short ranges go word by word
+    /// through the single-word path; long ones through the bulk path.
+    #[inline]
     pub(crate) fn set_range(&mut self, first: u64, last: u64) {
+        let (word_first, word_last) = (first / WORD_BITS, last / WORD_BITS);
+        if word_last - word_first < SHORT_RANGE_WORDS {
+            for word in word_first..=word_last {
+                self.set_in_word(word, word_mask(word, first, last));
+            }
+        } else {
+            self.set_range_bulk(first, last);
+        }
+    }
+
+    /// [`set_range`](Self::set_range) for long ranges: whole words in bulk, summaries by range.
+    fn set_range_bulk(&mut self, first: u64, last: u64) {
         let outcome = or_bits(&mut self.dirty[0], first, last);
         if outcome.newly_set == 0 {
             return;
@@ -130,8 +220,21 @@ impl Levels {
         }
     }
 
-    /// Clears granules `first..=last` (both below `granules`).
+    /// Clears granules `first..=last` (both below `granules`), like [`set_range`](Self::set_range).
+    #[inline]
     pub(crate) fn reset_range(&mut self, first: u64, last: u64) {
+        let (word_first, word_last) = (first / WORD_BITS, last / WORD_BITS);
+        if word_last - word_first < SHORT_RANGE_WORDS {
+            for word in word_first..=word_last {
+                self.reset_in_word(word, word_mask(word, first, last));
+            }
+        } else {
+            self.reset_range_bulk(first, last);
+        }
+    }
+
+    /// [`reset_range`](Self::reset_range) for long ranges.
+    fn reset_range_bulk(&mut self, first: u64, last: u64) {
         let cleared = clear_bits(&mut self.dirty[0], first, last);
         if cleared == 0 {
             return;
@@ -295,6 +398,25 @@ impl Levels {
         }
         Ok(())
     }
+}
+
+/// Ranges spanning at most this many bottom words are applied word by word.
+const SHORT_RANGE_WORDS: u64 = 4;
+
+/// The bits of bottom word `word` that lie in granules `first..=last`.
+#[inline]
+fn word_mask(word: u64, first: u64, last: u64) -> u64 {
+    let low = if word == first / WORD_BITS {
+        first % WORD_BITS
+    } else {
+        0
+    };
+    let high = if word == last / WORD_BITS {
+        last % WORD_BITS
+    } else {
+        WORD_BITS - 1
+    };
+    mask_from(low) & mask_through(high)
 }
 
 /// Narrows the word range `lo..=hi` to the words matching `pred`, assuming every interior

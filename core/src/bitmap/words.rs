@@ -25,6 +25,15 @@ pub(crate) struct OrOutcome {
     pub(crate) filled_zero_word: bool,
 }
 
+/// Set bits of `words`, and whether one of them is zero. One pass that the compiler can
+/// vectorise (no early exit).
+#[inline]
+fn ones_and_any_zero(words: &[u64]) -> (u64, bool) {
+    words.iter().fold((0, false), |(ones, any_zero), &word| {
+        (ones + u64::from(word.count_ones()), any_zero | (word == 0))
+    })
+}
+
 /// Sets bits `first..=last` of `words`.
 #[inline]
 pub(crate) fn or_bits(words: &mut [u64], first: u64, last: u64) -> OrOutcome {
@@ -45,13 +54,15 @@ pub(crate) fn or_bits(words: &mut [u64], first: u64, last: u64) -> OrOutcome {
             &mut words[word_first],
             mask_from(bit_first) & mask_through(bit_last),
         );
-    } else {
-        apply(&mut words[word_first], mask_from(bit_first));
-        for word in &mut words[word_first + 1..word_last] {
-            apply(word, u64::MAX);
-        }
-        apply(&mut words[word_last], mask_through(bit_last));
+        return outcome;
     }
+    apply(&mut words[word_first], mask_from(bit_first));
+    apply(&mut words[word_last], mask_through(bit_last));
+    let interior = &mut words[word_first + 1..word_last];
+    let (ones, any_zero) = ones_and_any_zero(interior);
+    outcome.newly_set += interior.len() as u64 * WORD_BITS - ones;
+    outcome.filled_zero_word |= any_zero;
+    interior.fill(u64::MAX);
     outcome
 }
 
@@ -70,12 +81,12 @@ pub(crate) fn clear_bits(words: &mut [u64], first: u64, last: u64) -> u64 {
             &mut words[word_first],
             mask_from(bit_first) & mask_through(bit_last),
         );
-    } else {
-        apply(&mut words[word_first], mask_from(bit_first));
-        for word in &mut words[word_first + 1..word_last] {
-            apply(word, u64::MAX);
-        }
-        apply(&mut words[word_last], mask_through(bit_last));
+        return cleared;
     }
+    apply(&mut words[word_first], mask_from(bit_first));
+    apply(&mut words[word_last], mask_through(bit_last));
+    let interior = &mut words[word_first + 1..word_last];
+    cleared += ones_and_any_zero(interior).0;
+    interior.fill(0);
     cleared
 }
