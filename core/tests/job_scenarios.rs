@@ -375,3 +375,40 @@ fn guest_writes_before_start_are_tracked() {
     assert_eq!(h.count(ActionKind::Read), 1);
     assert_eq!(h.source, h.target);
 }
+
+#[test]
+fn a_cloned_job_is_a_deterministic_snapshot() {
+    let mut h = Harness::new(Harness::config(2 * MIB, 64 << 10));
+    h.start();
+    for _ in 0..7 {
+        h.perform(0);
+    }
+    let mut twin = h.job.clone();
+    let pending = h.pending.clone();
+    // Feed both the same completions and compare every output.
+    for action in pending {
+        let result = if action.kind == ActionKind::Read {
+            OpResult::OkZeroes
+        } else {
+            OpResult::Ok
+        };
+        h.job.handle_completion(action.op, result).unwrap();
+        twin.handle_completion(action.op, result).unwrap();
+        loop {
+            let (a, b) = (h.job.poll_action(), twin.poll_action());
+            assert_eq!(a, b);
+            if a.is_none() {
+                break;
+            }
+        }
+        loop {
+            let (a, b) = (h.job.poll_event(), twin.poll_event());
+            assert_eq!(a, b);
+            if a.is_none() {
+                break;
+            }
+        }
+        assert_eq!(h.job.progress(), twin.progress());
+        assert_eq!(h.job.bitmap(), twin.bitmap());
+    }
+}

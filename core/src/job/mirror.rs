@@ -113,8 +113,9 @@ pub(super) enum GuestHold {
     Pivoted,
 }
 
-/// The mirror job: a sans-io state machine (see the [module docs](super)).
-#[derive(Debug)]
+/// The mirror job: a sans-io state machine (see the [module docs](super)). It is `Clone`:
+/// a copy is a snapshot that, fed the same inputs, gives the same outputs (what-if runs).
+#[derive(Debug, Clone)]
 pub struct MirrorJob {
     pub(super) config: MirrorConfig,
     /// log2 of the granularity.

@@ -86,7 +86,7 @@ pub(super) struct Waiter {
 }
 
 /// Live ops, chunk owners and the guest-write wait queue.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct OpTable {
     /// Live ops sorted by id. Ids only grow, so inserting is a push; lookups are binary
     /// searches; removal shifts the few younger live ops.
