@@ -83,8 +83,8 @@ impl MirrorJob {
     }
 
     /// Starts the final switch (only when ready or standby): quiesce, copy what is dirty,
-    /// flush, pivot. A second call is harmless; after a cancel request it is refused with
-    /// [`JobError::CancelRequested`].
+    /// flush, pivot. A second call is harmless; after a cancel request (or once a failure
+    /// is winding the job down) it is refused with [`JobError::CancelRequested`].
     pub fn complete(&mut self) -> Result<(), JobError> {
         self.check_verb(Verb::Complete)?;
         if self.cancel_requested || matches!(self.ending, Ending::Abort(_)) {
