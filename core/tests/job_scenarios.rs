@@ -412,3 +412,110 @@ fn a_cloned_job_is_a_deterministic_snapshot() {
         assert_eq!(h.job.bitmap(), twin.bitmap());
     }
 }
+
+#[test]
+fn cancel_of_a_paused_job_resumes_it_to_finish() {
+    // Before ready: paused → running → aborting, CANCELLED.
+    let mut h = Harness::new(Harness::config(2 * MIB, 64 << 10));
+    h.start();
+    h.job.pause().unwrap();
+    h.drain();
+    h.run_until(1000, |_| false);
+    assert_eq!(h.job.status(), Paused);
+    h.job.cancel(false).unwrap();
+    h.drain();
+    assert_eq!(
+        h.statuses(),
+        vec![Running, Paused, Running, Aborting, Concluded]
+    );
+    assert!(matches!(h.last_end_event(), Some(Event::Cancelled { .. })));
+
+    // In standby: a soft cancel resumes (standby → ready) and ends with COMPLETED.
+    let mut h = Harness::new(Harness::config(2 * MIB, 64 << 10));
+    h.start();
+    h.run_to_ready();
+    h.job.pause().unwrap();
+    h.drain();
+    assert_eq!(h.job.status(), Standby);
+    h.guest_write(0, &[1; 10]);
+    h.job.cancel(false).unwrap();
+    h.drain();
+    h.run_to_end();
+    assert!(matches!(
+        h.last_end_event(),
+        Some(Event::Completed {
+            error: None,
+            pivoted: false,
+            ..
+        })
+    ));
+    assert_eq!(h.source, h.target);
+    assert_eq!(
+        h.statuses(),
+        vec![Running, Ready, Standby, Ready, Waiting, Pending, Concluded]
+    );
+}
+
+#[test]
+fn soft_cancel_after_complete_drops_the_pivot() {
+    let mut h = Harness::new(Harness::config(MIB, 64 << 10));
+    h.start();
+    h.run_to_ready();
+    h.job.complete().unwrap();
+    h.drain();
+    h.job.cancel(false).unwrap();
+    h.drain();
+    h.run_to_end();
+    assert!(!h.pivoted);
+    assert!(matches!(
+        h.last_end_event(),
+        Some(Event::Completed {
+            error: None,
+            pivoted: false,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn pause_while_the_guest_is_held_releases_it_first() {
+    let mut h = Harness::new(Harness::config(MIB, 64 << 10));
+    h.start();
+    h.run_to_ready();
+    h.guest_write(0, &[1; 10]);
+    h.job.complete().unwrap();
+    h.drain();
+    let quiesce = h
+        .pending
+        .iter()
+        .position(|a| a.kind == ActionKind::Quiesce)
+        .unwrap();
+    h.perform(quiesce);
+    assert!(h.job.is_guest_held());
+    h.job.pause().unwrap();
+    h.drain();
+    h.run_until(1000, |_| false);
+    assert_eq!(h.job.status(), Standby);
+    assert!(
+        !h.quiesced && !h.job.is_guest_held(),
+        "a paused job does not hold the guest"
+    );
+    h.job.resume().unwrap();
+    h.drain();
+    h.run_to_end();
+    assert!(h.pivoted);
+    assert_eq!(h.source, h.target);
+    let switch: Vec<ActionKind> = h
+        .log
+        .iter()
+        .map(|a| a.kind)
+        .filter(|k| {
+            matches!(
+                k,
+                ActionKind::Quiesce | ActionKind::Unquiesce | ActionKind::Pivot
+            )
+        })
+        .collect();
+    use ActionKind::*;
+    assert_eq!(switch, vec![Quiesce, Unquiesce, Quiesce, Pivot]);
+}
