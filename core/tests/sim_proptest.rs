@@ -3,7 +3,8 @@
 //! For every seed, mode, policy, fault script and command schedule: the simulator sees no
 //! protocol violation, READY fires at most once, a `BLOCK_JOB_COMPLETED` without error
 //! leaves the target equal to the source at the switch moment, and the run ends in an
-//! outcome (never a hang). With no faults and no commands, every run completes equal.
+//! outcome (never a hang). With no faults and no commands, every run completes equal; under
+//! `ignore` (or `stop` with an operator who resumes) it still does once the faults stop.
 
 mod sim_common;
 use blockmirror_core::job::{CopyMode, ErrorPolicy, IoErrorKind, MirrorConfig, SyncMode};
@@ -94,7 +95,11 @@ fn check(sim: &Simulation, outcome: RunOutcome) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    // 512 cases each by default; PROPTEST_CASES=n overrides (e.g. for a long hunt).
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512),
+        ..ProptestConfig::default()
+    })]
 
     /// No faults, no commands, the guest stops: every run completes with equal disks.
     #[test]
@@ -134,5 +139,35 @@ proptest! {
         let outcome = sim.run_until(Goal::Concluded);
         check(&sim, outcome)?;
         prop_assert!(outcome != RunOutcome::Livelock, "{:?}", sim.summary());
+    }
+
+    /// Under `ignore`, or `stop` with an operator who resumes, faults that stop (random ones
+    /// within a window, a few scripted ones) never keep the job from completing equal.
+    #[test]
+    fn recoverable_policies_converge_once_faults_stop(
+        config in world(),
+        stop in any::<bool>(),
+        faults in prop::collection::vec((any::<bool>(), 0u64..100, error_kind()), 0..4),
+        rate in 0.0f64..0.5,
+        window_end in 0u64..2 * SEC,
+    ) {
+        let mut config = config;
+        let policy = if stop { ErrorPolicy::Stop } else { ErrorPolicy::Ignore };
+        config.job.on_source_error = policy;
+        config.job.on_target_error = policy;
+        config.resume_after_stop_ns = Some(20 * MS);
+        config.faults.scripted = faults
+            .into_iter()
+            .map(|(target, nth, error)| ScriptedFault { side: if target { Side::Target } else { Side::Source }, nth, error })
+            .collect();
+        config.faults.source_rate = rate;
+        config.faults.target_rate = rate;
+        config.faults.window_ns = Some((0, window_end));
+        let mut sim = Simulation::new(config).expect("the strategy makes valid configs");
+        let outcome = sim.run_until(Goal::Concluded);
+        check(&sim, outcome)?;
+        prop_assert_eq!(outcome, RunOutcome::Reached, "{:?}", sim.summary());
+        let s = sim.summary();
+        prop_assert_eq!((s.ending, s.error, s.equal_at_end), (Some("completed"), None, Some(true)));
     }
 }

@@ -236,8 +236,11 @@ impl Simulation {
     fn count_target_write(&mut self, offset: u64, length: u64, background: bool) {
         self.target_writes_done += 1;
         self.stats.bytes_copied += length;
+        let any_failed = !self.failed_chunks.is_empty();
         for chunk in self.disks.chunk_range(offset, length) {
-            self.failed_chunks.remove(&chunk);
+            if any_failed {
+                self.failed_chunks.remove(&chunk);
+            }
             if background {
                 let (word, bit) = ((chunk / 64) as usize, chunk % 64);
                 if self.copied_once[word] >> bit & 1 == 1 {
