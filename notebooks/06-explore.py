@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -47,6 +49,7 @@ def simulate(write_fraction, pattern, speed_mib_s, granularity_kib, copy_mode, f
     sim = bm.Simulation(
         LENGTH_BYTES,
         granularity=granularity_kib * 1024,
+        max_io=max(1 * MIB, granularity_kib * 1024),  # a copy holds at least one chunk
         seed=6,
         speed=speed,
         write_rate=int(write_fraction * speed),

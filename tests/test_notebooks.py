@@ -43,8 +43,27 @@ def test_notebook_is_stored_without_outputs(path: Path) -> None:
     ]
     assert not with_outputs, (
         f"{path.name}: cells {with_outputs} carry outputs; strip them "
-        f"(jupytext --to ipynb --update {path.with_suffix('.py').name})"
+        f"(.venv/bin/python scripts/strip-notebook-outputs.py notebooks/{path.name})"
     )
+
+
+def test_strip_script_removes_outputs_and_keeps_cell_ids(tmp_path: Path) -> None:
+    import runpy
+
+    strip = runpy.run_path(str(NOTEBOOK_DIR.parent / "scripts" / "strip-notebook-outputs.py"))["strip"]
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# t"),
+        nbformat.v4.new_code_cell("print(1)", execution_count=3,
+                                  outputs=[nbformat.v4.new_output("stream", text="1\n")]),
+    ])
+    path = tmp_path / "t.ipynb"
+    nbformat.write(nb, path)
+    ids = [c.id for c in nb.cells]
+    assert strip(path) is True
+    stripped = nbformat.read(path, as_version=4)
+    assert [c.id for c in stripped.cells] == ids
+    assert stripped.cells[1].outputs == [] and stripped.cells[1].execution_count is None
+    assert strip(path) is False  # nothing left to strip
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
