@@ -79,8 +79,9 @@ assert len(results) == len(grid)
 assert sweep_s < 30, f"the grid took {sweep_s:.1f} s, the budget is 30 s"
 
 # %% [markdown]
-# One row per (pattern, copy mode, write fraction): the seeds are averaged; a run that was
-# not ready within the time limit makes the point "not ready" (None).
+# Each result row holds the run's parameters and its outcome. One point per (pattern, copy
+# mode, write fraction): the seeds are averaged; a run that was not ready within the time
+# limit makes the point "not ready" (None).
 
 # %%
 def time_to_ready_s(result):
@@ -92,14 +93,15 @@ for pattern in PATTERNS:
     for copy_mode in COPY_MODES:
         for fraction in FRACTIONS:
             runs = [
-                r for p, r in zip(grid, results)
-                if p["pattern"] == pattern and p["copy_mode"] == copy_mode
-                and p["write_rate"] == int(fraction * COPY_BYTES_PER_SEC)
+                r for r in results
+                if r["pattern"] == pattern and r["copy_mode"] == copy_mode
+                and r["write_rate"] == int(fraction * COPY_BYTES_PER_SEC)
             ]
+            assert len(runs) == len(SEEDS)
             times = [time_to_ready_s(r) for r in runs]
             copied = [r["bytes_copied"] for r in runs]
             # The guest's achieved write rate until the run ended, over the rate it asked for.
-            share = [r["guest_bytes_written"] * NS_PER_S / r["time_ns"] / (fraction * COPY_BYTES_PER_SEC)
+            share = [r["guest_bytes_written"] * NS_PER_S / r["time_ns"] / r["write_rate"]
                      for r in runs] if fraction > 0 else [1.0]
             rows.append(dict(
                 pattern=pattern,

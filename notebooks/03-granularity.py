@@ -18,7 +18,8 @@
 #
 # A small chunk means a bigger dirty bitmap; a big chunk means every small guest write makes
 # the job copy the whole chunk again. This notebook measures both, for chunks from 4 KiB to
-# 4 MiB under small random writes, and recommends a granularity from the data.
+# 4 MiB under small random writes at a light and a heavier rate, and recommends a
+# granularity from the data.
 
 # %%
 import matplotlib.pyplot as plt
@@ -32,7 +33,7 @@ NS_PER_S = 1_000_000_000
 LENGTH_BYTES = 256 * MIB
 COPY_BYTES_PER_SEC = 64 * MIB  # the plain copy takes 4 s
 WRITE_BYTES = 4096
-WRITES_PER_SEC = 8  # so few that even 4 MiB chunks converge: 8 x 4 MiB/s < 64 MiB/s
+WRITES_PER_SEC = [8, 64]  # light: even 4 MiB chunks keep up (8 x 4 MiB/s < 64 MiB/s); heavier
 TIME_LIMIT_S = 60
 GRANULARITIES = [4096 << i for i in range(11)]  # 4 KiB .. 4 MiB
 SEEDS = list(range(1, 9))
@@ -44,7 +45,7 @@ grid = [
         granularity=granularity,
         seed=seed,
         copy_rate=COPY_BYTES_PER_SEC,
-        write_rate=WRITES_PER_SEC * WRITE_BYTES,
+        write_rate=writes_per_sec * WRITE_BYTES,
         write_size=WRITE_BYTES,
         pattern="uniform",
         copy_mode="background",
@@ -52,6 +53,7 @@ grid = [
         until="ready",
         time_limit_ns=TIME_LIMIT_S * NS_PER_S,
     )
+    for writes_per_sec in WRITES_PER_SEC
     for granularity in GRANULARITIES
     for seed in SEEDS
 ]
@@ -60,54 +62,85 @@ print(f"{len(results)} simulations")
 
 # %% [markdown]
 # Re-copied bytes: what the job copied again, until READY, because the guest dirtied a chunk
-# it had already copied (the simulator's `bytes_recopied`; the seeds are averaged). Bitmap memory: the size of the bitmap's bottom level, as
-# `HBitmap.serialize` returns it, for this disk and for a 1 TiB disk (the upper levels of
-# the hierarchy add about 1/64 more).
+# it had already copied (the simulator's `bytes_recopied`; the seeds are averaged). A chunk
+# size at which any seed was not ready within the time limit gets no value: the job never
+# converges there. Bitmap memory: the size of the bitmap's bottom level, as
+# `HBitmap.serialize` returns it, for a 1 TiB disk (the upper levels add about 1/64 more).
 
 # %%
-recopied = []
-for granularity in GRANULARITIES:
-    runs = [r for p, r in zip(grid, results) if p["granularity"] == granularity]
-    assert all(r["time_to_ready_ns"] is not None for r in runs), f"{granularity}: not ready"
-    recopied.append(float(np.mean([r["bytes_recopied"] for r in runs])))
+recopied = {}  # writes/s -> re-copied bytes per granularity (None: not ready in time)
+for writes_per_sec in WRITES_PER_SEC:
+    series = []
+    for granularity in GRANULARITIES:
+        runs = [r for r in results  # result rows carry their parameters
+                if r["granularity"] == granularity and r["write_rate"] == writes_per_sec * WRITE_BYTES]
+        ready = all(r["time_to_ready_ns"] is not None for r in runs)
+        series.append(float(np.mean([r["bytes_recopied"] for r in runs])) if ready else None)
+    recopied[writes_per_sec] = series
 
 def bitmap_bytes(length, granularity):
     bitmap = bm.HBitmap(length, granularity=granularity.bit_length() - 1)
     return len(bitmap.serialize(0, length))
 
-memory = [bitmap_bytes(LENGTH_BYTES, g) for g in GRANULARITIES]
 memory_1tib = [bitmap_bytes(1 << 40, g) for g in GRANULARITIES]
-print(f"{'chunk':>8} {'re-copied MiB':>14} {'bitmap here':>12} {'bitmap @1 TiB':>14}")
-for g, r, m, t in zip(GRANULARITIES, recopied, memory, memory_1tib):
-    print(f"{g // 1024:>6} K {r / MIB:>14.2f} {m:>10} B {t / MIB:>10.2f} MiB")
+mib = lambda v: "not ready" if v is None else f"{v / MIB:.2f}"  # noqa: E731
+print(f"{'chunk':>8}" + "".join(f"{f're-copied MiB @{w}/s':>22}" for w in WRITES_PER_SEC)
+      + f"{'bitmap @1 TiB':>16}")
+for i, g in enumerate(GRANULARITIES):
+    print(f"{plots.format_bytes(g):>8}" + "".join(f"{mib(recopied[w][i]):>22}" for w in WRITES_PER_SEC)
+          + f"{plots.format_bytes(memory_1tib[i]):>16}")
 
 # %%
 ax = plots.plot_granularity_tradeoff(
-    GRANULARITIES, recopied, memory_1tib, bitmap_label="bitmap memory for a 1 TiB disk",
-    title=f"{LENGTH_BYTES // MIB} MiB disk, {WRITES_PER_SEC} random {WRITE_BYTES // 1024} KiB "
-          f"writes/s",
+    GRANULARITIES, {f"{w} writes/s": recopied[w] for w in WRITES_PER_SEC}, memory_1tib,
+    bitmap_label="bitmap memory for a 1 TiB disk",
+    title=f"{LENGTH_BYTES // MIB} MiB disk, random {WRITE_BYTES // 1024} KiB writes, "
+          f"{COPY_BYTES_PER_SEC // MIB} MiB/s target",
 )
-ax.axhline(RECOPY_BUDGET * LENGTH_BYTES / MIB, color="grey", linestyle=":", linewidth=1)
-ax.text(GRANULARITIES[0], RECOPY_BUDGET * LENGTH_BYTES / MIB, f" re-copy budget: {RECOPY_BUDGET:.0%} of the disk",
+budget_mib = RECOPY_BUDGET * LENGTH_BYTES / MIB
+ax.axhline(budget_mib, color="grey", linestyle=":", linewidth=1)
+ax.text(GRANULARITIES[0], budget_mib, f" re-copy budget: {RECOPY_BUDGET:.0%} of the disk",
         va="bottom", fontsize="small", color="grey")
 plt.show()
 
 # %% [markdown]
 # Recommendation rule: the coarsest granularity whose re-copied bytes stay within 1 % of the
-# disk. Coarser chunks save bitmap memory, but past that point the re-copy grows with the
-# chunk size, because a 4 KiB write makes the job copy the whole chunk again.
+# disk (and that converges at all). Coarser chunks save bitmap memory, but past that point
+# the re-copy grows with the chunk size, because a 4 KiB write makes the job copy the whole
+# chunk again.
 
 # %%
-within = [g for g, r in zip(GRANULARITIES, recopied) if r <= RECOPY_BUDGET * LENGTH_BYTES]
-best = max(within) if within else min(GRANULARITIES)
-i = GRANULARITIES.index(best)
-growth = recopied[-1] / max(recopied[0], 1.0)
+def recommend(series):
+    within = [g for g, r in zip(GRANULARITIES, series)
+              if r is not None and r <= RECOPY_BUDGET * LENGTH_BYTES]
+    return max(within) if within else None
+
+answers = []
+for w in WRITES_PER_SEC:
+    series, best = recopied[w], recommend(recopied[w])
+    never = [g for g, r in zip(GRANULARITIES, series) if r is None]
+    text = f"at {w} writes/s re-copy grows from {mib(series[0])} MiB at 4 KiB chunks"
+    done = [(g, r) for g, r in zip(GRANULARITIES, series) if r is not None]
+    text += f" to {mib(done[-1][1])} MiB at {plots.format_bytes(done[-1][0])}"
+    if never:
+        text += f", and from {plots.format_bytes(min(never))} up the job never got ready"
+    if best is None:
+        text += "; no chunk size kept re-copy within the budget"
+    else:
+        i = GRANULARITIES.index(best)
+        text += (f"; the coarsest chunk within the {RECOPY_BUDGET:.0%} budget is "
+                 f"{plots.format_bytes(best)} ({mib(series[i])} MiB re-copied, bitmap "
+                 f"{plots.format_bytes(memory_1tib[i])} per TiB)")
+    answers.append(text)
+bests = {w: recommend(recopied[w]) for w in WRITES_PER_SEC}
+picks = [f"{plots.format_bytes(b)} at {w} writes/s" for w, b in bests.items() if b is not None]
+chosen = [b for b in bests.values() if b is not None]
+falls = len(chosen) > 1 and all(a > b for a, b in zip(chosen, chosen[1:]))
 print(
-    f"Answer: under {WRITES_PER_SEC} random {WRITE_BYTES // 1024} KiB writes per second, "
-    f"re-copied bytes grow from {recopied[0] / MIB:.2f} MiB at 4 KiB chunks to "
-    f"{recopied[-1] / MIB:.1f} MiB at 4 MiB chunks ({growth:.0f}x), while the bitmap shrinks "
-    f"from {memory_1tib[0] / MIB:.0f} MiB to {memory_1tib[-1] / 1024:.0f} KiB per TiB. "
-    f"The coarsest chunk that keeps re-copy within {RECOPY_BUDGET:.0%} of the disk is "
-    f"{best // 1024} KiB ({recopied[i] / MIB:.2f} MiB re-copied, bitmap "
-    f"{memory_1tib[i] / MIB:.2f} MiB per TiB): recommended for this workload."
+    "Answer: " + "; ".join(answers) + f". Over the same range the bitmap shrinks from "
+    f"{plots.format_bytes(memory_1tib[0])} to {plots.format_bytes(memory_1tib[-1])} per TiB. "
+    + ("The right chunk size falls as the guest's write rate rises: " if falls
+       else "Recommended chunk sizes: ")
+    + (", ".join(picks) if picks else "none of the sizes tried met the budget")
+    + " - size the bitmap for the busiest write rate the guest is expected to sustain."
 )

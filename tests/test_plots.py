@@ -209,6 +209,15 @@ def test_figures_have_labelled_axes() -> None:
     assert ax.get_xlabel() == "X (s)" and len(ax.get_lines()) == 3  # a, a's misses, b
     ax = plots.plot_granularity_tradeoff([4096, 8192], [1 << 20, 2 << 20], [512, 256])
     assert "granularity" in ax.get_xlabel() and "MiB" in ax.get_ylabel()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["4 KiB", "8 KiB"]
+    ax = plots.plot_granularity_tradeoff(
+        [4096, 8192, 16384], {"light": [1 << 20, 2 << 20, 4 << 20], "heavy": [2 << 20, None, None]},
+        [1024, 512, 256],
+    )
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["light", "heavy", "heavy: never ready", "dirty bitmap memory"]
+    crosses = [line for line in ax.get_lines() if line.get_marker() == "x"]
+    assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [8192, 16384]
     plt.close("all")
 
 

@@ -17,7 +17,7 @@ Every axis is labelled with its unit: bytes are shown in MiB, times in seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy as np
@@ -217,14 +217,17 @@ def _axes(ax: Axes | None, figsize: tuple[float, float] = (7.0, 3.5)) -> Axes:
     return new_ax
 
 
+def _mib(values: Iterable[float]) -> list[float]:
+    return [v / MIB for v in values]
+
+
 def plot_progress(trace: Trace, ax: Axes | None = None, title: str | None = None) -> Axes:
     """Bytes copied, progress total and dirty bytes over time, with READY marked."""
     ax = _axes(ax)
-    mib = lambda values: [v / MIB for v in values]  # noqa: E731
-    ax.plot(trace.times_s, mib(trace.current_bytes), color="#1f77b4",
+    ax.plot(trace.times_s, _mib(trace.current_bytes), color="#1f77b4",
             label="copied (progress current)")
-    ax.plot(trace.times_s, mib(trace.total_bytes), "--", color="#7f7f7f", label="progress total")
-    ax.plot(trace.times_s, mib(trace.dirty_bytes), color="#ff7f0e", label="dirty")
+    ax.plot(trace.times_s, _mib(trace.total_bytes), "--", color="#7f7f7f", label="progress total")
+    ax.plot(trace.times_s, _mib(trace.dirty_bytes), color="#ff7f0e", label="dirty")
     ready_s = trace.first_time_s("ready")
     if ready_s is not None:
         ax.axvline(ready_s, color="#2ca02c", linestyle=":", label=f"READY at {ready_s:.2f} s")
@@ -318,12 +321,13 @@ def plot_sweep(
     y_label: str,
     y_scale: Callable[[float], float] = lambda v: v,
     title: str | None = None,
-    legend_loc: str = "best",
+    legend_loc: Any = "best",
 ) -> Axes:
     """One line per combination of ``group_by`` keys: ``y`` against ``x``.
 
     Rows whose ``y`` is None (the run never reached its goal within its time limit) are drawn
     as crosses along the top edge, so "did not converge" stays visible instead of vanishing.
+    ``legend_loc`` is any matplotlib legend location ("best", "upper left", ...).
     """
     ax = _axes(ax)
     keys = tuple(group_by)
@@ -350,30 +354,48 @@ def plot_sweep(
 
 def plot_granularity_tradeoff(
     granularities: Sequence[int],
-    recopied_bytes: Sequence[float],
+    recopied_bytes: Sequence[float | None] | Mapping[str, Sequence[float | None]],
     bitmap_bytes: Sequence[float],
     ax: Axes | None = None,
     title: str | None = None,
     bitmap_label: str = "dirty bitmap memory",
 ) -> Axes:
-    """Re-copied MiB (left axis, red) and bitmap memory KiB (right axis, blue, dashed)
-    against the chunk size; all three axes are logarithmic."""
+    """Re-copied MiB (left axis, solid, one line per series) and bitmap memory (right axis,
+    blue, dashed) against the chunk size; all three axes are logarithmic.
+
+    ``recopied_bytes`` is one series or a mapping of label to series; a None entry (the job
+    never got ready at that chunk size) is drawn as a cross along the top edge.
+    """
     from matplotlib.ticker import FixedLocator, NullLocator
 
-    ax = _axes(ax)
-    ax.plot(granularities, [b / MIB for b in recopied_bytes], "o-", color="#d62728")
+    ax = _axes(ax, figsize=(7.5, 5.0))
+    series = recopied_bytes if isinstance(recopied_bytes, Mapping) else {"": recopied_bytes}
+    colours = ("#d62728", "#9467bd", "#8c564b", "#e377c2")
+    for (label, values), colour in zip(series.items(), colours * len(series)):
+        points = [(g, v / MIB) for g, v in zip(granularities, values) if v is not None]
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=colour,
+                label=label or None)
+        missed = [g for g, v in zip(granularities, values) if v is None]
+        if missed:
+            ax.plot(missed, [1.0] * len(missed), "x", color=colour, clip_on=False,
+                    transform=ax.get_xaxis_transform(),
+                    label=f"{label}: never ready" if label else "never ready")
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(list(granularities)))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticks(list(granularities), [format_bytes(g) for g in granularities],
                   rotation=45, fontsize="small")
-    if all(b > 0 for b in recopied_bytes):
-        ax.set_yscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("granularity (bytes per chunk, log scale)")
-    ax.set_ylabel("bytes re-copied (MiB, log scale)", color="#d62728")
+    ax.set_ylabel("bytes re-copied (MiB, log scale)")
     right = ax.twinx()
-    right.plot(granularities, [b / 1024 for b in bitmap_bytes], "s--", color="#1f77b4")
+    right.plot(granularities, [b / 1024 for b in bitmap_bytes], "s--", color="#1f77b4",
+               label=bitmap_label)
     right.set_yscale("log")
     right.set_ylabel(f"{bitmap_label} (KiB, log scale)", color="#1f77b4")
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    # Below the axes: the lines cross the whole plot, so any place inside would hide data.
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2,
+              fontsize="small")
     ax.set_title(title or "Re-copy cost against bitmap memory")
     return ax
