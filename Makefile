@@ -1,5 +1,5 @@
 # The two commands of the README; both do their own set-up.
-.PHONY: demo test bench
+.PHONY: demo test bench serve-demo
 demo:
 	scripts/setup.sh python
 	.venv/bin/blockmirror demo
@@ -9,3 +9,6 @@ test:
 
 bench:
 	cargo bench -p blockmirror-core
+
+serve-demo:
+	scripts/serve-demo.sh

@@ -1,9 +1,297 @@
-//! blockmirror in the browser: wasm-bindgen bindings over the core simulator.
+//! blockmirror in the browser: wasm-bindgen bindings over the core's simulator.
+//!
+//! The page holds one opaque [`WasmDemo`] (`Demo` in JavaScript). All mirror logic is the
+//! core's: the demo drives `blockmirror_core::sim::Simulation`, which drives the real
+//! `MirrorJob`. JavaScript calls small methods that return numbers and strings, and reads
+//! the per-chunk picture straight from wasm memory through `chunk_states_ptr` and
+//! `chunk_states_len` (rebuilt by `refresh_chunk_states`, once per frame).
+//!
+//! The logic lives in plain-Rust modules ([`demo`], [`settings`], [`event_fields`]) with
+//! host tests; this file only converts types at the boundary.
 
+pub mod demo;
+pub mod event_fields;
+pub mod settings;
+
+use blockmirror_core::job::{JobStatus, Verb, TRANSITIONS};
+use blockmirror_core::sim::ChunkState;
+use event_fields::{event_fields, Field};
+use js_sys::{Array, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
 /// The crate version.
 #[wasm_bindgen]
 pub fn version() -> String {
     blockmirror_core::VERSION.to_owned()
+}
+
+/// The name of each chunk state, indexed by the state byte (see [`chunk_state_name`]).
+#[wasm_bindgen]
+pub fn chunk_state_names() -> Array {
+    CHUNK_STATES.iter().map(|&s| JsValue::from_str(chunk_state_name(s))).collect()
+}
+
+/// Every chunk state, in byte order.
+pub const CHUNK_STATES: [ChunkState; 7] = [
+    ChunkState::Clean,
+    ChunkState::Dirty,
+    ChunkState::Reading,
+    ChunkState::Writing,
+    ChunkState::Failed,
+    ChunkState::GuestWritten,
+    ChunkState::Waiting,
+];
+
+/// The page's name for a chunk state.
+pub fn chunk_state_name(state: ChunkState) -> &'static str {
+    match state {
+        ChunkState::Clean => "clean",
+        ChunkState::Dirty => "dirty",
+        ChunkState::Reading => "reading",
+        ChunkState::Writing => "writing",
+        ChunkState::Failed => "failed",
+        ChunkState::GuestWritten => "guest",
+        ChunkState::Waiting => "waiting",
+    }
+}
+
+/// Every job status name, in lifecycle order.
+#[wasm_bindgen]
+pub fn job_statuses() -> Array {
+    JobStatus::ALL.iter().map(|s| JsValue::from_str(s.as_str())).collect()
+}
+
+/// The core's table of allowed status changes, as `[from, to]` pairs of names.
+#[wasm_bindgen]
+pub fn job_transitions() -> Array {
+    TRANSITIONS
+        .iter()
+        .map(|(from, to)| {
+            let pair = Array::new();
+            pair.push(&JsValue::from_str(from.as_str()));
+            pair.push(&JsValue::from_str(to.as_str()));
+            JsValue::from(pair)
+        })
+        .collect()
+}
+
+fn verb_from_name(name: &str) -> Result<Verb, JsError> {
+    Verb::ALL
+        .into_iter()
+        .find(|v| v.as_str() == name)
+        .ok_or_else(|| JsError::new(&format!("unknown verb {name:?}")))
+}
+
+fn ns_from_ms(ms: f64) -> Result<u64, JsError> {
+    if !(ms.is_finite() && ms >= 0.0) {
+        return Err(JsError::new(&format!("duration {ms} ms must be a number, 0 or more")));
+    }
+    Ok((ms * 1e6).min(u64::MAX as f64) as u64)
+}
+
+/// A live simulation of one mirror job, for the page.
+#[wasm_bindgen(js_name = Demo)]
+pub struct WasmDemo {
+    inner: demo::Demo,
+}
+
+#[wasm_bindgen(js_class = Demo)]
+impl WasmDemo {
+    /// A fresh simulation; the job is started at virtual time 0 and the guest is idle
+    /// until `set_write_rate`. Names: copy mode `background`|`write-blocking`, policies
+    /// `report`|`ignore`|`stop`|`enospc`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        disk_bytes: f64,
+        granularity: f64,
+        copy_mode: &str,
+        on_source_error: &str,
+        on_target_error: &str,
+        seed: u32,
+    ) -> Result<WasmDemo, JsError> {
+        let settings =
+            settings::DemoSettings::parse(disk_bytes, granularity, copy_mode, on_source_error, on_target_error, seed)?;
+        Ok(WasmDemo { inner: demo::Demo::new(settings)? })
+    }
+
+    /// Chunks on the disk (the length of the state view).
+    pub fn chunk_count(&self) -> f64 {
+        self.inner.sim().chunks() as f64
+    }
+
+    /// Bytes per chunk.
+    pub fn granularity(&self) -> f64 {
+        self.inner.settings().granularity as f64
+    }
+
+    /// Disk length in bytes.
+    pub fn disk_bytes(&self) -> f64 {
+        self.inner.settings().disk_bytes as f64
+    }
+
+    // ---- the world ----
+
+    /// Guest write rate in bytes per second (0: idle).
+    pub fn set_write_rate(&mut self, bytes_per_sec: f64) -> Result<(), JsError> {
+        Ok(self.inner.set_write_rate(bytes_per_sec)?)
+    }
+
+    /// Guest write pattern: `uniform`, `hot-spot` or `sequential`.
+    pub fn set_pattern(&mut self, name: &str) -> Result<(), JsError> {
+        Ok(self.inner.set_pattern(name)?)
+    }
+
+    /// Target bandwidth in bytes per second (0: unlimited).
+    pub fn set_bandwidth(&mut self, bytes_per_sec: f64) -> Result<(), JsError> {
+        Ok(self.inner.set_target_bandwidth(bytes_per_sec)?)
+    }
+
+    /// Source read faults: `none`, `io` (now and then) or `full`.
+    pub fn set_source_fault(&mut self, name: &str) -> Result<(), JsError> {
+        Ok(self.inner.set_source_fault(name)?)
+    }
+
+    /// Target write faults: `none`, `io` (now and then) or `full` (no space left).
+    pub fn set_target_fault(&mut self, name: &str) -> Result<(), JsError> {
+        Ok(self.inner.set_target_fault(name)?)
+    }
+
+    // ---- time ----
+
+    /// Processes up to `events` simulator events; returns how many ran.
+    pub fn step(&mut self, events: u32) -> u32 {
+        self.inner.step(u64::from(events)) as u32
+    }
+
+    /// Runs `ms` of virtual time, or until `max_events` events have run; returns the events run.
+    pub fn run_for(&mut self, ms: f64, max_events: u32) -> Result<u32, JsError> {
+        let ns = ns_from_ms(ms)?;
+        Ok(self.inner.run_for(ns, u64::from(max_events)) as u32)
+    }
+
+    // ---- verbs ----
+
+    /// `pause()`.
+    pub fn pause(&mut self) -> Result<(), JsError> {
+        Ok(self.inner.pause()?)
+    }
+
+    /// `resume()`.
+    pub fn resume(&mut self) -> Result<(), JsError> {
+        Ok(self.inner.resume()?)
+    }
+
+    /// `complete()`.
+    pub fn complete(&mut self) -> Result<(), JsError> {
+        Ok(self.inner.complete()?)
+    }
+
+    /// `cancel(force)`.
+    pub fn cancel(&mut self, force: bool) -> Result<(), JsError> {
+        Ok(self.inner.cancel(force)?)
+    }
+
+    /// `set_speed(bytes_per_sec)` of the job (0: unlimited).
+    pub fn set_job_speed(&mut self, bytes_per_sec: f64) -> Result<(), JsError> {
+        Ok(self.inner.set_job_speed(bytes_per_sec)?)
+    }
+
+    /// Switch the copy mode: `background` or `write-blocking`.
+    pub fn set_copy_mode(&mut self, name: &str) -> Result<(), JsError> {
+        Ok(self.inner.set_copy_mode(name)?)
+    }
+
+    /// Whether the core's verb table allows the verb (`pause`, `resume`, `complete`,
+    /// `cancel`, `set_speed`, `change`, ...) in the current status.
+    pub fn verb_allowed(&self, verb: &str) -> Result<bool, JsError> {
+        Ok(self.inner.verb_allowed(verb_from_name(verb)?))
+    }
+
+    // ---- getters ----
+
+    /// Status name.
+    pub fn status(&self) -> String {
+        self.inner.status().as_str().to_owned()
+    }
+
+    /// Progress `current` in bytes.
+    pub fn progress_current(&self) -> f64 {
+        self.inner.progress().current as f64
+    }
+
+    /// Progress `total` in bytes (it grows as the guest dirties chunks again).
+    pub fn progress_total(&self) -> f64 {
+        self.inner.progress().total as f64
+    }
+
+    /// Bytes dirty in the job's bitmap.
+    pub fn dirty_bytes(&self) -> f64 {
+        self.inner.dirty_bytes() as f64
+    }
+
+    /// The job's copy rate estimate, bytes per second.
+    pub fn copy_bytes_per_sec(&self) -> f64 {
+        self.inner.rates().copy_bytes_per_sec as f64
+    }
+
+    /// The job's estimate of the guest's dirtying rate, bytes per second.
+    pub fn dirty_bytes_per_sec(&self) -> f64 {
+        self.inner.rates().dirty_bytes_per_sec as f64
+    }
+
+    /// The job's estimate of the time to ready in ms, or NaN when it has none.
+    pub fn eta_ready_ms(&self) -> f64 {
+        self.inner.rates().eta_ready_ns.map_or(f64::NAN, |ns| ns as f64 / 1e6)
+    }
+
+    /// Virtual time in ms.
+    pub fn now_ms(&self) -> f64 {
+        self.inner.now_ns() as f64 / 1e6
+    }
+
+    /// Events from sequence number `seq` on, as objects `{seq, time_ms, type, ...fields}`.
+    pub fn events_since(&self, seq: f64) -> Array {
+        let first = if seq.is_finite() && seq > 0.0 { seq as u64 } else { 0 };
+        self.inner
+            .events_since(first)
+            .iter()
+            .enumerate()
+            .map(|(i, event)| {
+                let object = Object::new();
+                set(&object, "seq", &JsValue::from_f64((first + i as u64) as f64));
+                set(&object, "time_ms", &JsValue::from_f64(event.time_ns as f64 / 1e6));
+                for (name, value) in event_fields(event) {
+                    let value = match value {
+                        Field::Text(t) => JsValue::from_str(&t),
+                        Field::Number(n) => JsValue::from_f64(n),
+                        Field::Flag(b) => JsValue::from_bool(b),
+                    };
+                    set(&object, name, &value);
+                }
+                JsValue::from(object)
+            })
+            .collect()
+    }
+
+    // ---- the per-chunk picture ----
+
+    /// Rebuilds the per-chunk state bytes; call once per frame before reading them.
+    pub fn refresh_chunk_states(&mut self) {
+        self.inner.refresh_chunk_states();
+    }
+
+    /// Address of the state bytes in wasm memory (stable for the demo's lifetime; views
+    /// must still be rebuilt each frame because memory growth detaches them).
+    pub fn chunk_states_ptr(&self) -> usize {
+        self.inner.chunk_states().as_ptr() as usize
+    }
+
+    /// Number of state bytes (one per chunk).
+    pub fn chunk_states_len(&self) -> usize {
+        self.inner.chunk_states().len()
+    }
+}
+
+fn set(object: &Object, name: &str, value: &JsValue) {
+    Reflect::set(object, &JsValue::from_str(name), value).expect("setting a property on a plain new Object cannot fail");
 }

@@ -1,0 +1,253 @@
+"""The browser demo in a real headless Chromium: load wasm/www, run the guided scenarios
+through the page's own controls, and check what the page shows (status, log, progress).
+
+Needs the built page (scripts/build-wasm.sh; built here when wasm/www/pkg is missing),
+Debian's Chromium at /usr/bin/chromium and Python Playwright (the `browser` extra).
+Screenshots and the frame-rate measurement go to artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import subprocess
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from playwright import sync_api as playwright_sync  # the `browser` extra
+
+
+ROOT = Path(__file__).resolve().parent.parent
+WWW = ROOT / "wasm" / "www"
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+# Virtual time runs this many times faster than real time in the scenario tests (the
+# speed slider's top position is 200x).
+FAST = "100"
+# Generous real-time bounds: the scenarios take a few seconds at top speed.
+WAIT_MS = 60_000
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+        pass
+
+
+@pytest.fixture(scope="session")
+def built_page() -> Path:
+    if not (WWW / "pkg" / "blockmirror_wasm_bg.wasm").exists():
+        subprocess.run([str(ROOT / "scripts" / "build-wasm.sh")], check=True)
+    return WWW
+
+
+@pytest.fixture(scope="session")
+def base_url(built_page: Path) -> Iterator[str]:
+    handler = functools.partial(_QuietHandler, directory=str(built_page))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh all (apt-get install chromium)")
+    with playwright_sync.sync_playwright() as p:
+        # launch() gives every run a fresh temporary profile (user-data-dir).
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class PageUnderTest:
+    """A loaded demo page plus every console error and uncaught exception it produced."""
+
+    def __init__(self, page: object) -> None:
+        self.page = page
+        self.errors: list[str] = []
+        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+
+    def open(self, url: str) -> None:
+        self.page.goto(url)
+        self.page.wait_for_function(
+            "document.body.dataset.ready === 'true' || document.getElementById('boot').classList.contains('error')",
+            timeout=WAIT_MS,
+        )
+        assert self.page.get_attribute("body", "data-ready") == "true", self.page.inner_text("#boot")
+
+    def log_types(self) -> list[str]:
+        return self.page.eval_on_selector_all("#log li", "els => els.map(e => e.dataset.type)")
+
+    def status(self) -> str:
+        return self.page.inner_text("#status")
+
+    def wait_for_log(self, selector: str) -> None:
+        self.page.wait_for_selector(f"#log li{selector}", state="attached", timeout=WAIT_MS)
+
+    def wait_for_status(self, status: str) -> None:
+        self.page.wait_for_function(
+            "s => document.getElementById('status').textContent === s", arg=status, timeout=WAIT_MS
+        )
+
+    def start_scenario(self, number: int) -> None:
+        self.page.click(f"#scenario-{number}")
+        self.page.fill("#speed", FAST)
+
+
+@pytest.fixture
+def demo(browser: object, base_url: str) -> Iterator[PageUnderTest]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    under_test = PageUnderTest(page)
+    under_test.open(base_url)
+    try:
+        yield under_test
+    finally:
+        context.close()
+    assert under_test.errors == [], "the page logged errors"
+
+
+def test_page_loads_with_legend_phase_diagram_and_controls(demo: PageUnderTest) -> None:
+    page = demo.page
+    assert page.inner_text("#version").startswith("blockmirror ")
+    legend = page.eval_on_selector_all("#legend li", "els => els.map(e => e.textContent)")
+    assert any(text.startswith("dirty") for text in legend)
+    assert any(text.startswith("clean") for text in legend)
+    nodes = page.eval_on_selector_all("#phase .node", "els => els.map(e => e.dataset.status)")
+    assert {"created", "running", "ready", "concluded"} <= set(nodes)
+    assert page.eval_on_selector_all("#phase .edge", "els => els.length") >= 8
+    assert demo.status() == "running", "a fresh demo starts its job at once"
+    assert page.eval_on_selector("#phase .node.current", "e => e.dataset.status") == "running"
+    assert page.eval_on_selector_all("button.scenario", "els => els.length") == 5
+
+
+def test_scenario_1_reaches_ready_and_completes(demo: PageUnderTest) -> None:
+    page = demo.page
+    demo.start_scenario(1)
+    demo.wait_for_log("[data-type='BLOCK_JOB_READY']")
+    demo.wait_for_status("ready")
+    assert "In sync" in page.inner_text("#status-explain")
+    page.click("#complete")
+    demo.wait_for_log("[data-type='BLOCK_JOB_COMPLETED']")
+    demo.wait_for_status("concluded")
+    types = demo.log_types()
+    assert types.index("BLOCK_JOB_READY") < types.index("BLOCK_JOB_COMPLETED")
+    assert "BLOCK_JOB_CANCELLED" not in types and "BLOCK_JOB_ERROR" not in types
+    completed = page.inner_text("#log li[data-type='BLOCK_JOB_COMPLETED']")
+    assert "switched over" in completed
+    statuses = page.eval_on_selector_all(
+        "#log li[data-type='JOB_STATUS_CHANGE']", "els => els.map(e => e.dataset.status)"
+    )
+    assert statuses[-4:] == ["ready", "waiting", "pending", "concluded"]
+    # The progress bar is full at the end, and says so in words.
+    value, maximum = page.eval_on_selector("#progress", "p => [p.value, p.max]")
+    assert value == maximum > 0
+    assert "100.0 %" in page.inner_text("#progress-text")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-demo-scenario-1.png"), full_page=True)
+
+
+def test_scenario_4_target_full_stops_then_resumes(demo: PageUnderTest) -> None:
+    page = demo.page
+    demo.start_scenario(4)
+    demo.wait_for_log("[data-type='BLOCK_JOB_ERROR'][data-action='stop']")
+    demo.wait_for_status("paused")
+    error = page.inner_text("#log li[data-type='BLOCK_JOB_ERROR']")
+    assert "write" in error and "No space" in error
+    assert "READY" not in " ".join(demo.log_types())
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-demo-scenario-4-stopped.png"), full_page=True)
+    page.click("#free-space")
+    demo.wait_for_log("[data-type='BLOCK_JOB_READY']")
+    demo.wait_for_status("ready")
+    statuses = page.eval_on_selector_all(
+        "#log li[data-type='JOB_STATUS_CHANGE']", "els => els.map(e => e.dataset.status)"
+    )
+    paused_at = statuses.index("paused")
+    assert statuses[paused_at + 1] == "running", "resume goes back to the bulk copy"
+    assert statuses[-1] == "ready"
+    types = demo.log_types()
+    assert types.index("BLOCK_JOB_ERROR") < types.index("BLOCK_JOB_READY")
+
+
+def test_keyboard_runs_a_scenario_and_toggles_play(demo: PageUnderTest) -> None:
+    page = demo.page
+    page.keyboard.press("1")
+    assert page.get_attribute("#scenario-1", "aria-current") == "true"
+    assert page.get_attribute("#play", "aria-pressed") == "true"
+    page.locator("body").focus()
+    page.keyboard.press("Space")
+    assert page.get_attribute("#play", "aria-pressed") == "false"
+    # Tab reaches the controls in order; each shows a visible focus ring.
+    page.keyboard.press("Tab")
+    focused = page.evaluate("document.activeElement.tagName")
+    assert focused in {"BUTTON", "INPUT", "SELECT"}
+
+
+def test_phone_width_has_no_horizontal_scrolling(browser: object, base_url: str) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+    try:
+        page = context.new_page()
+        under_test = PageUnderTest(page)
+        under_test.open(base_url)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0
+        box = page.locator("#grid").bounding_box()
+        assert box is not None and 300 <= box["width"] <= 390
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-demo-phone.png"), full_page=True)
+        assert under_test.errors == []
+    finally:
+        context.close()
+
+
+def test_frame_rate_with_a_million_chunks(demo: PageUnderTest) -> None:
+    """Frames per second while a 64 GiB disk in 64 KiB chunks (1 Mi chunks) is simulated and
+    drawn, against a 16 Ki-chunk disk measured in the same run as the baseline. Written to
+    artifacts/browser-fps.json for docs/PERFORMANCE.md."""
+
+    def measure(disk_gib: int, time_speed: float) -> dict:
+        return demo.page.evaluate(
+            "([bytes, speed]) => blockmirror.measureFps({diskBytes: bytes, granularity: 65536, seconds: 5, timeSpeed: speed})",
+            [disk_gib << 30, time_speed],
+        )
+
+    baseline = measure(1, 1)
+    million = measure(64, 1)
+    million_fast = measure(64, 20)
+    report = {
+        "baseline_16ki_chunks": baseline,
+        "million_chunks": million,
+        "million_chunks_20x": million_fast,
+        "fps_ratio_vs_baseline": million["fps"] / baseline["fps"],
+        "wasm_bytes": (WWW / "pkg" / "blockmirror_wasm_bg.wasm").stat().st_size,
+    }
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "browser-fps.json").write_text(json.dumps(report, indent=2) + "\n")
+    assert baseline["chunks"] == 1 << 14
+    assert million["chunks"] == million_fast["chunks"] == 1 << 20
+    assert million_fast["virtual_ms"] > 20 * million["virtual_ms"] / 2, "the fast run simulated more"
+    # A floor that catches a broken draw loop, far below the measured figure.
+    for run in (baseline, million, million_fast):
+        assert run["frames"] > 0 and run["fps"] >= 5, run

@@ -1,0 +1,356 @@
+//! The demo handle in plain Rust (testable on the host): one [`Simulation`] of the core's
+//! mirror job, plus the few things a page needs around it: live knobs, a per-chunk state
+//! buffer that stays put in memory, and verbs that return typed errors.
+
+use crate::settings::{bytes_from_js, DemoError, DemoSettings, FaultChoice};
+use blockmirror_core::job::{CopyMode, JobStatus, Progress, Rates, Verb};
+use blockmirror_core::sim::{Command, Goal, Pattern, SimEvent, Simulation};
+
+/// "Step" advances to the next event, but never more than this much virtual time (when
+/// nothing at all is pending, e.g. an idle guest and a job stopped by an error).
+pub const STEP_HORIZON_NS: u64 = 60_000_000_000;
+
+/// A running demo.
+#[derive(Debug)]
+pub struct Demo {
+    sim: Simulation,
+    settings: DemoSettings,
+    /// One byte per chunk; allocated once with the chunk count as its length, so the page's
+    /// pointer into it stays valid until the demo is dropped.
+    states: Vec<u8>,
+    source_fault: FaultChoice,
+    target_fault: FaultChoice,
+}
+
+impl Demo {
+    /// A fresh simulation with the job started at virtual time 0 and an idle guest.
+    pub fn new(settings: DemoSettings) -> Result<Self, DemoError> {
+        let sim = Simulation::new(settings.sim_config()?)?;
+        let chunks = usize::try_from(sim.chunks()).expect("the chunk count is capped at MAX_CHUNKS");
+        let mut demo = Self {
+            sim,
+            settings,
+            states: Vec::with_capacity(chunks),
+            source_fault: FaultChoice::None,
+            target_fault: FaultChoice::None,
+        };
+        demo.refresh_chunk_states();
+        Ok(demo)
+    }
+
+    /// The settings it was built from.
+    pub fn settings(&self) -> &DemoSettings {
+        &self.settings
+    }
+
+    /// The simulation (read-only).
+    pub fn sim(&self) -> &Simulation {
+        &self.sim
+    }
+
+    // ---- the world around the job ----
+
+    /// The guest's write rate from now on (0: idle).
+    pub fn set_write_rate(&mut self, bytes_per_sec: f64) -> Result<(), DemoError> {
+        let rate = bytes_from_js("write rate", bytes_per_sec)?;
+        self.sim.set_write_rate(rate);
+        Ok(())
+    }
+
+    /// The guest's write pattern from now on: `uniform`, `hot-spot` or `sequential`.
+    pub fn set_pattern(&mut self, name: &str) -> Result<(), DemoError> {
+        let pattern: Pattern = name.parse()?;
+        self.sim.set_pattern(pattern)?;
+        Ok(())
+    }
+
+    /// The target's bandwidth from now on (0: unlimited).
+    pub fn set_target_bandwidth(&mut self, bytes_per_sec: f64) -> Result<(), DemoError> {
+        let rate = bytes_from_js("target bandwidth", bytes_per_sec)?;
+        self.sim.set_target_bandwidth(rate);
+        Ok(())
+    }
+
+    /// How source reads fail from now on: `none`, `io` (now and then) or `full`.
+    pub fn set_source_fault(&mut self, name: &str) -> Result<(), DemoError> {
+        self.source_fault = FaultChoice::from_name(name)?;
+        self.apply_faults()
+    }
+
+    /// How target I/O fails from now on: `none`, `io` (now and then) or `full` (no space).
+    pub fn set_target_fault(&mut self, name: &str) -> Result<(), DemoError> {
+        self.target_fault = FaultChoice::from_name(name)?;
+        self.apply_faults()
+    }
+
+    fn apply_faults(&mut self) -> Result<(), DemoError> {
+        let (source_rate, source_error) = self.source_fault.rate_and_error();
+        let (target_rate, target_error) = self.target_fault.rate_and_error();
+        // The simulator draws one error kind for random faults on both sides: a full target
+        // (the interesting case for the policies) decides it when it is on.
+        let error = if target_rate > 0.0 { target_error } else { source_error };
+        self.sim.set_random_faults(source_rate, target_rate, error)?;
+        Ok(())
+    }
+
+    // ---- time ----
+
+    /// Processes up to `events` simulator events (fewer when nothing is pending within
+    /// [`STEP_HORIZON_NS`]); returns how many ran.
+    pub fn step(&mut self, events: u64) -> u64 {
+        let before = self.sim.steps();
+        let horizon = self.sim.now_ns().saturating_add(STEP_HORIZON_NS);
+        let _ = self.sim.run_until_within(Goal::Time(horizon), events, STEP_HORIZON_NS);
+        self.sim.steps() - before
+    }
+
+    /// Runs `duration_ns` of virtual time, or fewer if `max_events` events come first (the
+    /// page's per-frame budget); returns the events processed.
+    pub fn run_for(&mut self, duration_ns: u64, max_events: u64) -> u64 {
+        let before = self.sim.steps();
+        let goal = Goal::Time(self.sim.now_ns().saturating_add(duration_ns));
+        let _ = self.sim.run_until_within(goal, max_events.max(1), duration_ns);
+        self.sim.steps() - before
+    }
+
+    // ---- verbs (refusals are typed errors, and the job is unchanged) ----
+
+    fn command(&mut self, command: Command) -> Result<(), DemoError> {
+        self.sim.command(command)?;
+        Ok(())
+    }
+
+    /// `pause()`.
+    pub fn pause(&mut self) -> Result<(), DemoError> {
+        self.command(Command::Pause)
+    }
+
+    /// `resume()`: after a pause, or after a `stop` error paused the job.
+    pub fn resume(&mut self) -> Result<(), DemoError> {
+        self.command(Command::Resume)
+    }
+
+    /// `complete()`: switch over (only when ready).
+    pub fn complete(&mut self) -> Result<(), DemoError> {
+        self.command(Command::Complete)
+    }
+
+    /// `cancel(force)`.
+    pub fn cancel(&mut self, force: bool) -> Result<(), DemoError> {
+        self.command(Command::Cancel { force })
+    }
+
+    /// `set_speed(bytes_per_sec)`: the job's own speed limit (0: unlimited).
+    pub fn set_job_speed(&mut self, bytes_per_sec: f64) -> Result<(), DemoError> {
+        let speed = bytes_from_js("job speed", bytes_per_sec)?;
+        self.command(Command::SetSpeed(speed))
+    }
+
+    /// Switch the copy mode while running (`background` or `write-blocking`).
+    pub fn set_copy_mode(&mut self, name: &str) -> Result<(), DemoError> {
+        let mode: CopyMode = name.parse()?;
+        self.command(Command::SetCopyMode(mode))
+    }
+
+    /// Whether the core's verb table allows `verb` in the current status.
+    pub fn verb_allowed(&self, verb: Verb) -> bool {
+        verb.allowed_in(self.sim.job().status())
+    }
+
+    // ---- getters ----
+
+    /// The job's status.
+    pub fn status(&self) -> JobStatus {
+        self.sim.job().status()
+    }
+
+    /// The job's progress.
+    pub fn progress(&self) -> Progress {
+        self.sim.job().progress()
+    }
+
+    /// The job's rate estimates.
+    pub fn rates(&self) -> Rates {
+        self.sim.job().rates()
+    }
+
+    /// Bytes dirty in the job's bitmap.
+    pub fn dirty_bytes(&self) -> u64 {
+        self.sim.job().bitmap().count()
+    }
+
+    /// Virtual time now.
+    pub fn now_ns(&self) -> u64 {
+        self.sim.now_ns()
+    }
+
+    /// Events with index `seq` and later (the index is the event's sequence number).
+    pub fn events_since(&self, seq: u64) -> &[SimEvent] {
+        let events = self.sim.events();
+        let from = usize::try_from(seq).unwrap_or(usize::MAX).min(events.len());
+        &events[from..]
+    }
+
+    // ---- the per-chunk picture ----
+
+    /// Rebuilds the per-chunk states from the simulation.
+    pub fn refresh_chunk_states(&mut self) {
+        let capacity = self.states.capacity();
+        self.sim.chunk_states(&mut self.states);
+        debug_assert_eq!(capacity, self.states.capacity(), "the state buffer must not move");
+    }
+
+    /// The state bytes as of the last refresh (see `sim::ChunkState`).
+    pub fn chunk_states(&self) -> &[u8] {
+        &self.states
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blockmirror_core::job::Event;
+    use blockmirror_core::sim::{ChunkState, SimEventKind};
+
+    const MIB: f64 = 1048576.0;
+
+    fn demo(disk_mib: f64, target_policy: &str) -> Demo {
+        let settings = DemoSettings::parse(disk_mib * MIB, 65536.0, "background", "report", target_policy, 3)
+            .expect("valid settings");
+        Demo::new(settings).expect("a demo")
+    }
+
+    fn job_events(d: &Demo) -> Vec<&'static str> {
+        d.events_since(0)
+            .iter()
+            .filter_map(|e| match &e.kind {
+                SimEventKind::Job(ev) => Some(ev.type_name()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Runs in frame-sized slices until `done`, like the page does; panics after `max_ms`.
+    fn run_until(d: &mut Demo, max_ms: u64, done: impl Fn(&Demo) -> bool) {
+        for _ in 0..max_ms / 16 {
+            if done(d) {
+                return;
+            }
+            d.run_for(16_000_000, 100_000);
+        }
+        panic!("not done after {max_ms} ms of virtual time; status {}", d.status());
+    }
+
+    #[test]
+    fn a_quiet_disk_reaches_ready_and_completes() {
+        let mut d = demo(64.0, "report");
+        d.set_write_rate(1.0 * MIB).unwrap();
+        d.set_target_bandwidth(200.0 * MIB).unwrap();
+        assert_eq!(d.status(), JobStatus::Running);
+        assert_eq!(d.chunk_states().len(), 1024);
+        let dirty_or_reading = |s: &u8| *s == ChunkState::Dirty as u8 || *s == ChunkState::Reading as u8;
+        assert!(d.chunk_states().iter().all(dirty_or_reading), "sync full starts with every chunk to copy");
+        run_until(&mut d, 10_000, |d| d.status() == JobStatus::Ready);
+        d.refresh_chunk_states();
+        assert!(d.chunk_states().iter().filter(|&&s| s == ChunkState::Clean as u8).count() > 900);
+        d.complete().unwrap();
+        run_until(&mut d, 10_000, |d| d.status() == JobStatus::Concluded);
+        let events = job_events(&d);
+        let ready = events.iter().position(|&t| t == "BLOCK_JOB_READY").expect("ready");
+        let completed = events.iter().position(|&t| t == "BLOCK_JOB_COMPLETED").expect("completed");
+        assert!(ready < completed);
+        let p = d.progress();
+        assert_eq!(p.current, p.total);
+        assert!(d.sim().pivoted());
+    }
+
+    #[test]
+    fn a_refused_verb_is_a_typed_error_and_changes_nothing() {
+        let mut d = demo(16.0, "report");
+        let before = d.status();
+        let err = d.complete().unwrap_err();
+        assert_eq!(err.to_string(), "cannot complete a job in status running");
+        assert_eq!(d.status(), before);
+        assert!(!d.verb_allowed(Verb::Complete));
+        assert!(d.verb_allowed(Verb::Cancel));
+        assert!(d.set_pattern("zigzag").is_err());
+        assert!(d.set_copy_mode("fast").is_err());
+        assert!(d.set_target_fault("sometimes").is_err());
+        assert!(d.set_write_rate(-1.0).is_err());
+    }
+
+    #[test]
+    fn a_full_target_stops_the_job_and_resume_finishes_it() {
+        let mut d = demo(32.0, "enospc");
+        d.set_target_bandwidth(100.0 * MIB).unwrap();
+        d.set_target_fault("full").unwrap();
+        run_until(&mut d, 10_000, |d| d.status() == JobStatus::Paused);
+        let stop = d.events_since(0).iter().find_map(|e| match &e.kind {
+            SimEventKind::Job(Event::Error { action, error, .. }) => Some((*action, *error)),
+            _ => None,
+        });
+        assert_eq!(
+            stop,
+            Some((blockmirror_core::job::ErrorAction::Stop, blockmirror_core::job::IoErrorKind::NoSpace))
+        );
+        d.refresh_chunk_states();
+        assert!(d.chunk_states().contains(&(ChunkState::Failed as u8)), "the failed chunk is shown");
+        d.set_target_fault("none").unwrap();
+        d.resume().unwrap();
+        run_until(&mut d, 10_000, |d| d.status() == JobStatus::Ready);
+        assert!(job_events(&d).contains(&"BLOCK_JOB_READY"));
+    }
+
+    #[test]
+    fn write_blocking_converges_where_background_does_not() {
+        let busy = |mode: &str| {
+            let settings = DemoSettings::parse(64.0 * MIB, 65536.0, mode, "report", "report", 5).unwrap();
+            let mut d = Demo::new(settings).unwrap();
+            d.set_write_rate(160.0 * MIB).unwrap();
+            d.set_target_bandwidth(100.0 * MIB).unwrap();
+            for _ in 0..(8_000 / 16) {
+                d.run_for(16_000_000, 1_000_000);
+            }
+            d
+        };
+        let background = busy("background");
+        assert_eq!(background.status(), JobStatus::Running);
+        assert!(job_events(&background).contains(&"BLOCK_JOB_NOT_CONVERGING"));
+        let blocking = busy("write-blocking");
+        assert!(matches!(blocking.status(), JobStatus::Ready), "{}", blocking.status());
+    }
+
+    #[test]
+    fn step_runs_exactly_the_events_asked_for() {
+        let mut d = demo(16.0, "report");
+        d.set_write_rate(4.0 * MIB).unwrap();
+        let before = d.sim().steps();
+        assert_eq!(d.step(1), 1);
+        assert_eq!(d.step(5), 5);
+        assert_eq!(d.sim().steps(), before + 6);
+    }
+
+    #[test]
+    fn events_since_counts_from_a_sequence_number() {
+        let mut d = demo(16.0, "report");
+        d.run_for(2_000_000_000, 1_000_000);
+        let all = d.events_since(0).len();
+        assert!(all >= 2, "at least running and ready");
+        assert_eq!(d.events_since(1).len(), all - 1);
+        assert_eq!(d.events_since(all as u64).len(), 0);
+        assert_eq!(d.events_since(u64::MAX).len(), 0);
+    }
+
+    #[test]
+    fn the_state_buffer_stays_put() {
+        let mut d = demo(16.0, "report");
+        d.set_write_rate(8.0 * MIB).unwrap();
+        let ptr = d.chunk_states().as_ptr();
+        for _ in 0..50 {
+            d.run_for(16_000_000, 100_000);
+            d.refresh_chunk_states();
+            assert_eq!(d.chunk_states().as_ptr(), ptr);
+            assert_eq!(d.chunk_states().len(), 256);
+        }
+    }
+}

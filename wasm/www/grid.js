@@ -1,0 +1,97 @@
+// The chunk grid: per-chunk state bytes (read straight from wasm memory) to canvas pixels.
+// Above MAX_CELLS chunks, each cell stands for several neighbouring chunks and shows the
+// most telling state among them (a failure beats a copy in flight beats dirty beats clean),
+// so a single failed chunk stays visible in a 1 M-chunk disk.
+
+const MAX_CELLS = 512 * 512;
+
+/** Colour and meaning of each chunk state, keyed by the state names the Rust side exports. */
+export const STATE_STYLE = {
+  clean:   { color: "#e9e9ee", rank: 0, label: "clean: the target has it" },
+  dirty:   { color: "#e69f00", rank: 1, label: "dirty: must be copied (again)" },
+  guest:   { color: "#cc79a7", rank: 2, label: "just written by the guest" },
+  waiting: { color: "#f0e442", rank: 3, label: "guest write waiting its turn (write-blocking)" },
+  reading: { color: "#56b4e9", rank: 4, label: "being read from the source" },
+  writing: { color: "#0072b2", rank: 5, label: "being written to the target" },
+  failed:  { color: "#1b1b1b", rank: 6, label: "copy failed (stays dirty)" },
+};
+const BACKGROUND = "#ffffff";
+
+function rgbaWord(hex) {
+  // ImageData is RGBA bytes; a little-endian Uint32Array view reads them as ABGR.
+  const n = parseInt(hex.slice(1), 16);
+  const r = (n >> 16) & 255, g = (n >> 8) & 255, b = n & 255;
+  return ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0;
+}
+
+export class ChunkGrid {
+  /**
+   * @param {HTMLCanvasElement} canvas
+   * @param {string[]} stateNames state name for each state code, from the Rust side
+   */
+  constructor(canvas, stateNames) {
+    this.canvas = canvas;
+    this.ctx = canvas.getContext("2d", { alpha: false });
+    this.colorOf = new Uint32Array(256).fill(rgbaWord("#ff00ff"));
+    this.rankOf = new Uint8Array(256);
+    stateNames.forEach((name, code) => {
+      const style = STATE_STYLE[name];
+      if (!style) throw new Error(`no style for chunk state ${name}`);
+      this.colorOf[code] = rgbaWord(style.color);
+      this.rankOf[code] = style.rank;
+    });
+    this.background = rgbaWord(BACKGROUND);
+    this.chunkCount = 0;
+  }
+
+  /** Lays the grid out for `chunkCount` chunks; returns chunks per cell. */
+  resize(chunkCount) {
+    this.chunkCount = chunkCount;
+    this.chunksPerCell = Math.max(1, Math.ceil(chunkCount / MAX_CELLS));
+    const cells = Math.max(1, Math.ceil(chunkCount / this.chunksPerCell));
+    this.cols = Math.ceil(Math.sqrt(cells));
+    this.rows = Math.ceil(cells / this.cols);
+    this.cells = cells;
+    this.canvas.width = this.cols;
+    this.canvas.height = this.rows;
+    this.image = this.ctx.createImageData(this.cols, this.rows);
+    this.pixels = new Uint32Array(this.image.data.buffer);
+    this.pixels.fill(this.background);
+    return this.chunksPerCell;
+  }
+
+  /** Draws from `states` (one byte per chunk; the view is only valid during this call). */
+  draw(states) {
+    const { pixels, colorOf, rankOf, chunksPerCell } = this;
+    const n = Math.min(states.length, this.chunkCount);
+    if (chunksPerCell === 1) {
+      for (let i = 0; i < n; i++) pixels[i] = colorOf[states[i]];
+    } else {
+      let cell = 0;
+      for (let start = 0; start < n; start += chunksPerCell, cell++) {
+        const end = Math.min(n, start + chunksPerCell);
+        let best = states[start];
+        let bestRank = rankOf[best];
+        for (let i = start + 1; i < end; i++) {
+          const s = states[i];
+          if (rankOf[s] > bestRank) { best = s; bestRank = rankOf[s]; }
+        }
+        pixels[cell] = colorOf[best];
+      }
+    }
+    this.ctx.putImageData(this.image, 0, 0);
+  }
+
+  /** Fills the legend list with a swatch and words for each state. */
+  static fillLegend(list, stateNames) {
+    list.replaceChildren(...stateNames.map((name) => {
+      const li = document.createElement("li");
+      const sw = document.createElement("span");
+      sw.className = "sw";
+      sw.style.background = STATE_STYLE[name].color;
+      sw.setAttribute("aria-hidden", "true");
+      li.append(sw, STATE_STYLE[name].label);
+      return li;
+    }));
+  }
+}

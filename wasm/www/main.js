@@ -1,0 +1,400 @@
+// The page: boots the wasm module, wires the controls to the Rust `Demo` handle, and draws a
+// frame per requestAnimationFrame. All mirror logic lives in Rust (the core's job and
+// simulator); this file only asks it questions and paints the answers.
+
+import init, { Demo, chunk_state_names, job_statuses, job_transitions, version } from "./pkg/blockmirror_wasm.js";
+import { ChunkGrid } from "./grid.js";
+import { PhaseDiagram } from "./phase.js";
+import { TimePlot } from "./plots.js";
+import { EventLog } from "./log.js";
+import { SCENARIOS } from "./scenarios.js";
+import { formatBytes, formatDuration, formatRate, sliderToValue, valueToSlider } from "./format.js";
+
+const $ = (id) => document.getElementById(id);
+const MiB = 1 << 20;
+
+// Slider ranges (log scale; position 0 means 0 where that makes sense).
+const RANGES = {
+  speed: [0.05, 200],            // virtual seconds per real second
+  "write-rate": [256 << 10, 2048 * MiB],
+  bandwidth: [4 * MiB, 4096 * MiB],
+  "job-speed": [4 * MiB, 4096 * MiB],
+};
+// Simulator time per frame is capped near this many ms (an event budget adapted to the
+// measured cost per event), so drawing keeps its frame rate; when the simulation cannot
+// keep up with the chosen speed, the time readout shows the speed actually achieved.
+const SIM_MS_PER_FRAME = 8;
+
+// Each verb button is enabled when the core's verb table allows its verb.
+const VERB_BUTTONS = [
+  ["complete", "complete"], ["cancel", "cancel"], ["force-cancel", "cancel"],
+  ["pause-job", "pause"], ["resume-job", "resume"],
+];
+
+const STATUS_WORDS = {
+  created: "Made, not started yet.",
+  running: "Bulk copy: copying every dirty chunk while the guest keeps writing.",
+  paused: "Paused: nothing is copied until Resume. Guest writes are still tracked.",
+  ready: "In sync: the target follows the source. Complete switches over; Cancel keeps a consistent copy.",
+  standby: "Paused while ready: guest writes pile up as dirty chunks until Resume.",
+  waiting: "The job body has finished.",
+  pending: "Finishing up.",
+  aborting: "Winding down after a cancel or an error.",
+  concluded: "Ended. The log says how.",
+  null: "Dismissed.",
+};
+
+class App {
+  constructor(wasm) {
+    this.memory = wasm.memory;
+    this.stateNames = chunk_state_names();
+    this.grid = new ChunkGrid($("grid"), this.stateNames);
+    ChunkGrid.fillLegend($("legend"), this.stateNames);
+    this.phase = new PhaseDiagram($("phase"), job_statuses(), job_transitions());
+    this.log = new EventLog($("log"));
+    this.dirtyPlot = new TimePlot($("plot-dirty"), [{ name: "dirty", color: "#e69f00" }]);
+    this.ratePlot = new TimePlot($("plot-rate"), [
+      { name: "copy", color: "#0072b2" },
+      { name: "dirtying", color: "#cc79a7", dash: [5, 4] },
+    ], formatRate);
+    this.playing = false;
+    this.demo = null;
+    this.scenarioState = {};
+    this.lastStatus = null;
+    this.nextSeq = 0;
+    this.lastFrameMs = null;
+    this.fps = { frames: 0, since: performance.now(), value: 0 };
+    this.frameStats = { frames: 0, simMs: 0, drawMs: 0 };
+    this.eventsPerMs = 5000;
+    this.achievedSpeed = 0;
+    this.scenario = null;
+    $("version").textContent = `blockmirror ${version()}`;
+    this.buildScenarioButtons();
+    this.wireControls();
+    this.showSliderValues();
+    this.restart();
+    requestAnimationFrame((t) => this.frame(t));
+  }
+
+  // ---- settings and the Demo handle ----
+
+  slider(id) {
+    const [min, max] = RANGES[id];
+    return sliderToValue(Number($(id).value), min, max);
+  }
+
+  setSlider(id, value) {
+    const [min, max] = RANGES[id];
+    $(id).value = String(valueToSlider(value, min, max));
+  }
+
+  restart() {
+    this.demo?.free();
+    this.demo = null;
+    const demo = new Demo(Number($("disk-size").value), Number($("granularity").value),
+      $("copy-mode").value, $("source-policy").value, $("target-policy").value, 1);
+    this.demo = demo;
+    this.nextSeq = 0;
+    this.lastStatus = null;
+    this.scenarioState = {};
+    this.log.clear();
+    this.dirtyPlot.clear();
+    this.ratePlot.clear();
+    this.phase.reset();
+    this.applyLiveSettings();
+    const perCell = this.grid.resize(demo.chunk_count());
+    $("grid-caption").textContent = `${demo.chunk_count().toLocaleString("en")} chunks of ${formatBytes(demo.granularity())}` +
+      (perCell > 1 ? `, ${perCell} per square` : "");
+    this.notice("");
+    this.render();
+  }
+
+  applyLiveSettings() {
+    const d = this.demo;
+    d.set_write_rate(this.slider("write-rate"));
+    d.set_pattern($("pattern").value);
+    d.set_bandwidth(this.slider("bandwidth"));
+    d.set_source_fault($("source-fault").value);
+    d.set_target_fault($("target-fault").value);
+    const jobSpeed = this.slider("job-speed");
+    if (jobSpeed > 0) this.verb(() => d.set_job_speed(jobSpeed));
+  }
+
+  /** Runs a verb; a refusal from the core (a typed error) is shown, not thrown. */
+  verb(fn) {
+    try {
+      fn();
+      this.notice("");
+      return true;
+    } catch (e) {
+      this.notice(String(e.message ?? e));
+      return false;
+    }
+  }
+
+  notice(text) {
+    $("notice").textContent = text;
+  }
+
+  // ---- controls ----
+
+  wireControls() {
+    $("play").addEventListener("click", () => this.setPlaying(!this.playing));
+    $("step").addEventListener("click", () => this.stepOne());
+    $("restart").addEventListener("click", () => this.restart());
+    $("complete").addEventListener("click", () => this.verb(() => this.demo.complete()));
+    $("cancel").addEventListener("click", () => this.verb(() => this.demo.cancel(false)));
+    $("force-cancel").addEventListener("click", () => this.verb(() => this.demo.cancel(true)));
+    $("pause-job").addEventListener("click", () => this.verb(() => this.demo.pause()));
+    $("resume-job").addEventListener("click", () => this.verb(() => this.demo.resume()));
+    $("copy-mode").addEventListener("change", () => this.verb(() => this.demo.set_copy_mode($("copy-mode").value)));
+    $("pattern").addEventListener("change", () => this.demo.set_pattern($("pattern").value));
+    $("source-fault").addEventListener("change", () => this.demo.set_source_fault($("source-fault").value));
+    $("target-fault").addEventListener("change", () => this.demo.set_target_fault($("target-fault").value));
+    for (const id of ["speed", "write-rate", "bandwidth", "job-speed"]) {
+      $(id).addEventListener("input", () => {
+        this.showSliderValues();
+        if (id === "write-rate") this.demo.set_write_rate(this.slider(id));
+        if (id === "bandwidth") this.demo.set_bandwidth(this.slider(id));
+        if (id === "job-speed") this.verb(() => this.demo.set_job_speed(this.slider(id)));
+      });
+    }
+    for (const id of ["disk-size", "granularity", "source-policy", "target-policy"]) {
+      $(id).addEventListener("change", () => this.notice("Press Restart (R) to apply the new disk or policy."));
+    }
+    document.addEventListener("keydown", (e) => this.onKey(e));
+  }
+
+  onKey(e) {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const tag = e.target?.tagName;
+    const typing = tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA";
+    const onButton = tag === "BUTTON";
+    if (e.key === " " && !typing && !onButton) {
+      e.preventDefault();
+      this.setPlaying(!this.playing);
+      return;
+    }
+    if (typing) return;
+    const key = e.key.toLowerCase();
+    if (key === "s") this.stepOne();
+    else if (key === "r") this.restart();
+    else if (key === "c") this.verb(() => this.demo.complete());
+    else if (key === "x") this.verb(() => this.demo.cancel(false));
+    else if (/^[1-5]$/.test(key)) this.startScenario(Number(key));
+  }
+
+  showSliderValues() {
+    const speed = this.slider("speed");
+    $("speed-out").textContent = `${speed < 1 ? speed.toFixed(2) : speed.toFixed(speed < 10 ? 1 : 0)}×`;
+    $("write-rate-out").textContent = this.slider("write-rate") === 0 ? "idle" : formatRate(this.slider("write-rate"));
+    $("bandwidth-out").textContent = formatRate(this.slider("bandwidth"));
+    $("job-speed-out").textContent = this.slider("job-speed") === 0 ? "unlimited" : formatRate(this.slider("job-speed"));
+  }
+
+  setPlaying(on) {
+    this.playing = on;
+    this.achievedSpeed = 0;
+    $("play").setAttribute("aria-pressed", String(on));
+    $("play").textContent = on ? "Pause" : "Run";
+    this.lastFrameMs = null;
+  }
+
+  stepOne() {
+    this.setPlaying(false);
+    this.demo.step(1);
+    this.render();
+  }
+
+  setTargetFault(kind) {
+    $("target-fault").value = kind;
+    this.demo.set_target_fault(kind);
+  }
+
+  freeSpaceAndResume() {
+    this.setTargetFault("none");
+    this.verb(() => this.demo.resume());
+  }
+
+  // ---- scenarios ----
+
+  buildScenarioButtons() {
+    const box = $("scenarios");
+    for (const s of SCENARIOS) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "scenario";
+      b.id = `scenario-${s.id}`;
+      b.textContent = s.title;
+      b.title = `key ${s.id}`;
+      b.addEventListener("click", () => this.startScenario(s.id));
+      box.append(b);
+    }
+  }
+
+  startScenario(id) {
+    const s = SCENARIOS.find((x) => x.id === id);
+    const v = s.settings;
+    $("disk-size").value = String(v.diskBytes);
+    $("granularity").value = String(v.granularity);
+    this.setSlider("write-rate", v.writeRate);
+    $("pattern").value = v.pattern;
+    this.setSlider("bandwidth", v.bandwidth);
+    $("copy-mode").value = v.copyMode;
+    $("source-fault").value = v.sourceFault;
+    $("target-fault").value = v.targetFault;
+    $("source-policy").value = v.sourcePolicy;
+    $("target-policy").value = v.targetPolicy;
+    this.setSlider("job-speed", v.jobSpeed);
+    this.setSlider("speed", v.timeSpeed);
+    this.showSliderValues();
+    for (const b of document.querySelectorAll("button.scenario")) {
+      b.setAttribute("aria-current", String(b.id === `scenario-${id}`));
+    }
+    const box = $("scenario-text");
+    const h = document.createElement("h3");
+    h.textContent = s.title;
+    const paragraphs = s.text.map((t) => { const p = document.createElement("p"); p.textContent = t; return p; });
+    const actions = (s.actions ?? []).map((a) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.id = a.id;
+      b.textContent = a.label;
+      b.addEventListener("click", () => a.run(this));
+      return b;
+    });
+    box.replaceChildren(h, ...paragraphs, ...actions);
+    this.scenario = s;
+    this.restart();
+    this.setPlaying(true);
+  }
+
+  // ---- the frame loop ----
+
+  frame(nowMs) {
+    const realDtMs = this.lastFrameMs === null ? 0 : Math.min(100, nowMs - this.lastFrameMs);
+    this.lastFrameMs = nowMs;
+    let simMs = 0;
+    if (this.playing && realDtMs > 0) {
+      const t0 = performance.now();
+      const virtualBefore = this.demo.now_ms();
+      const budget = Math.max(500, Math.round(this.eventsPerMs * SIM_MS_PER_FRAME));
+      const events = this.demo.run_for(realDtMs * this.slider("speed"), budget);
+      this.scenario?.onFrame?.(this, this.demo);
+      simMs = performance.now() - t0;
+      if (simMs > 0.5 && events > 100) {
+        this.eventsPerMs = 0.8 * this.eventsPerMs + 0.2 * (events / simMs);
+      }
+      const speed = (this.demo.now_ms() - virtualBefore) / realDtMs;
+      this.achievedSpeed = 0.9 * this.achievedSpeed + 0.1 * speed;
+    }
+    const t1 = performance.now();
+    this.render();
+    const drawMs = performance.now() - t1;
+    this.frameStats.frames += 1;
+    this.frameStats.simMs += simMs;
+    this.frameStats.drawMs += drawMs;
+    this.fps.frames += 1;
+    if (nowMs - this.fps.since >= 1000) {
+      this.fps.value = (this.fps.frames * 1000) / (nowMs - this.fps.since);
+      this.fps.frames = 0;
+      this.fps.since = nowMs;
+      $("stat-fps").textContent = this.fps.value.toFixed(0);
+    }
+    requestAnimationFrame((t) => this.frame(t));
+  }
+
+  render() {
+    const d = this.demo;
+    d.refresh_chunk_states();
+    // A fresh view every frame: memory growth detaches old views of wasm memory.
+    const states = new Uint8Array(this.memory.buffer, d.chunk_states_ptr(), d.chunk_states_len());
+    this.grid.draw(states);
+
+    const status = d.status();
+    if (status !== this.lastStatus) {
+      // The job has ended: stop the clock so the final picture stays on screen.
+      if (status === "concluded" && this.lastStatus !== null) this.setPlaying(false);
+      this.lastStatus = status;
+    }
+    $("status").textContent = status;
+    for (const [id, verb] of VERB_BUTTONS) $(id).disabled = !d.verb_allowed(verb);
+    $("status-explain").textContent = STATUS_WORDS[status] ?? "";
+    this.phase.show(status);
+
+    const current = d.progress_current(), total = d.progress_total();
+    const bar = $("progress");
+    bar.max = Math.max(total, 1);
+    bar.value = current;
+    $("progress-text").textContent = `${formatBytes(current)} of ${formatBytes(total)}` +
+      (total > 0 ? ` (${((100 * current) / total).toFixed(1)} %)` : "");
+
+    const nowVirtualMs = d.now_ms();
+    const dirty = d.dirty_bytes(), copyRate = d.copy_bytes_per_sec(), dirtying = d.dirty_bytes_per_sec();
+    $("stat-time").textContent = formatDuration(nowVirtualMs) +
+      (this.playing ? ` · ${this.achievedSpeed < 10 ? this.achievedSpeed.toFixed(1) : this.achievedSpeed.toFixed(0)}×` : "");
+    $("stat-dirty").textContent = formatBytes(dirty);
+    $("stat-copy").textContent = formatRate(copyRate);
+    $("stat-dirtying").textContent = formatRate(dirtying);
+    const eta = d.eta_ready_ms();
+    $("stat-eta").textContent = status === "running" && Number.isFinite(eta) ? formatDuration(eta) : "–";
+
+    this.dirtyPlot.push(nowVirtualMs, [dirty]);
+    this.ratePlot.push(nowVirtualMs, [copyRate, dirtying]);
+    this.dirtyPlot.draw();
+    this.ratePlot.draw();
+
+    const events = d.events_since(this.nextSeq);
+    if (events.length > 0) {
+      this.log.append(events);
+      this.nextSeq = events[events.length - 1].seq + 1;
+    }
+  }
+
+  // ---- measurement mode (used by tests/test_browser.py and docs/PERFORMANCE.md) ----
+
+  /** Plays a fresh simulation of `diskBytes` and reports frames per second over `seconds`. */
+  async measureFps({ diskBytes, granularity = 65536, seconds = 5, writeRate = 64 * MiB, bandwidth = 1024 * MiB, timeSpeed = 1 }) {
+    $("disk-size").insertAdjacentHTML("beforeend", `<option value="${diskBytes}">${formatBytes(diskBytes)}</option>`);
+    $("disk-size").value = String(diskBytes);
+    $("granularity").value = String(granularity);
+    this.setSlider("write-rate", writeRate);
+    this.setSlider("bandwidth", bandwidth);
+    this.setSlider("speed", timeSpeed);
+    this.restart();
+    this.setPlaying(true);
+    await new Promise((r) => setTimeout(r, 500)); // let the first frames settle
+    this.frameStats = { frames: 0, simMs: 0, drawMs: 0 };
+    const start = performance.now();
+    await new Promise((r) => setTimeout(r, seconds * 1000));
+    const elapsed = performance.now() - start;
+    const { frames, simMs, drawMs } = this.frameStats;
+    this.setPlaying(false);
+    return {
+      time_speed: this.slider("speed"),
+      virtual_ms: this.demo.now_ms(),
+      chunks: this.demo.chunk_count(),
+      frames,
+      fps: (frames * 1000) / elapsed,
+      sim_ms_per_frame: simMs / Math.max(1, frames),
+      draw_ms_per_frame: drawMs / Math.max(1, frames),
+      status: this.demo.status(),
+    };
+  }
+}
+
+async function boot() {
+  try {
+    const wasm = await init();
+    const app = new App(wasm);
+    window.blockmirror = app;
+    $("boot").textContent = "";
+    document.body.dataset.ready = "true";
+  } catch (e) {
+    $("boot").textContent = `The simulator could not start: ${e.message ?? e}`;
+    $("boot").classList.add("error");
+    throw e;
+  }
+}
+
+boot();
