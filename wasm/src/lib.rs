@@ -61,16 +61,18 @@ pub fn job_statuses() -> Array {
     JobStatus::ALL.iter().map(|s| JsValue::from_str(s.as_str())).collect()
 }
 
-/// The core's table of allowed status changes, as `[from, to]` pairs of names.
+/// The core's table of allowed status changes, as `[from, to, why]` triples (status names
+/// and the table's reason for the change).
 #[wasm_bindgen]
 pub fn job_transitions() -> Array {
     TRANSITIONS
         .iter()
-        .map(|(from, to)| {
-            let pair = Array::new();
-            pair.push(&JsValue::from_str(from.as_str()));
-            pair.push(&JsValue::from_str(to.as_str()));
-            JsValue::from(pair)
+        .map(|(from, to, why)| {
+            let triple = Array::new();
+            triple.push(&JsValue::from_str(from.as_str()));
+            triple.push(&JsValue::from_str(to.as_str()));
+            triple.push(&JsValue::from_str(why));
+            JsValue::from(triple)
         })
         .collect()
 }
@@ -294,4 +296,29 @@ impl WasmDemo {
 
 fn set(object: &Object, name: &str, value: &JsValue) {
     Reflect::set(object, &JsValue::from_str(name), value).expect("setting a property on a plain new Object cannot fail");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_state_names_are_indexed_by_the_state_byte() {
+        for (index, state) in CHUNK_STATES.iter().enumerate() {
+            assert_eq!(*state as u8 as usize, index, "{state:?}");
+        }
+        let mut names: Vec<&str> = CHUNK_STATES.iter().map(|&s| chunk_state_name(s)).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CHUNK_STATES.len(), "names are unique");
+    }
+
+    #[test]
+    fn the_transition_table_names_real_statuses() {
+        for (from, to, why) in TRANSITIONS {
+            assert!(JobStatus::from_name(from.as_str()).is_some());
+            assert!(JobStatus::from_name(to.as_str()).is_some());
+            assert!(!why.is_empty());
+        }
+    }
 }

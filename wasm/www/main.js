@@ -89,10 +89,16 @@ class App {
   }
 
   restart() {
+    let demo;
+    try {
+      demo = new Demo(Number($("disk-size").value), Number($("granularity").value),
+        $("copy-mode").value, $("source-policy").value, $("target-policy").value, 1);
+    } catch (e) {
+      // A choice the core refuses (a typed error): keep the running demo and say why.
+      this.notice(`Cannot restart: ${e.message ?? e}`);
+      return;
+    }
     this.demo?.free();
-    this.demo = null;
-    const demo = new Demo(Number($("disk-size").value), Number($("granularity").value),
-      $("copy-mode").value, $("source-policy").value, $("target-policy").value, 1);
     this.demo = demo;
     this.nextSeq = 0;
     this.lastStatus = null;

@@ -30,7 +30,7 @@ export class PhaseDiagram {
   /**
    * @param {SVGSVGElement} svg
    * @param {string[]} statuses every status name
-   * @param {[string, string][]} transitions allowed status changes, from the core
+   * @param {[string, string, string][]} transitions allowed status changes and why, from the core
    */
   constructor(svg, statuses, transitions) {
     this.svg = svg;
@@ -45,11 +45,14 @@ export class PhaseDiagram {
     const edgeLayer = el("g", {});
     const nodeLayer = el("g", {});
     svg.append(edgeLayer, nodeLayer);
-    for (const [from, to] of transitions) {
+    for (const [from, to, why] of transitions) {
       if (from === to) continue; // self-loops carry no information in the picture
-      const path = el("path", { class: "edge", d: this.edgePath(from, to), "marker-end": "url(#arrow)" });
+      // Changes only QEMU makes (this job never does) are drawn dashed.
+      const qemuOnly = why.startsWith("(QEMU only)");
+      const path = el("path", { class: qemuOnly ? "edge qemu-only" : "edge", d: this.edgePath(from, to),
+        "marker-end": "url(#arrow)" });
       const title = el("title", {});
-      title.textContent = `${from} → ${to}`;
+      title.textContent = `${from} → ${to}: ${why}`;
       path.append(title);
       edgeLayer.append(path);
       this.edges.set(`${from}>${to}`, path);
