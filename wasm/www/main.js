@@ -64,7 +64,7 @@ class App {
     this.nextSeq = 0;
     this.lastFrameMs = null;
     this.fps = { frames: 0, since: performance.now(), value: 0 };
-    this.frameStats = { frames: 0, simMs: 0, drawMs: 0 };
+    this.frameStats = { frames: 0, simMs: 0, drawMs: 0, refreshMs: 0, gridMs: 0 };
     this.eventsPerMs = 5000;
     this.achievedSpeed = 0;
     this.scenario = null;
@@ -312,10 +312,14 @@ class App {
 
   render() {
     const d = this.demo;
+    const t0 = performance.now();
     d.refresh_chunk_states();
+    const t1 = performance.now();
     // A fresh view every frame: memory growth detaches old views of wasm memory.
     const states = new Uint8Array(this.memory.buffer, d.chunk_states_ptr(), d.chunk_states_len());
     this.grid.draw(states);
+    this.frameStats.refreshMs += t1 - t0;
+    this.frameStats.gridMs += performance.now() - t1;
 
     const status = d.status();
     if (status !== this.lastStatus) {
@@ -370,11 +374,11 @@ class App {
     this.restart();
     this.setPlaying(true);
     await new Promise((r) => setTimeout(r, 500)); // let the first frames settle
-    this.frameStats = { frames: 0, simMs: 0, drawMs: 0 };
+    this.frameStats = { frames: 0, simMs: 0, drawMs: 0, refreshMs: 0, gridMs: 0 };
     const start = performance.now();
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const elapsed = performance.now() - start;
-    const { frames, simMs, drawMs } = this.frameStats;
+    const { frames, simMs, drawMs, refreshMs, gridMs } = this.frameStats;
     this.setPlaying(false);
     return {
       time_speed: this.slider("speed"),
@@ -384,6 +388,8 @@ class App {
       fps: (frames * 1000) / elapsed,
       sim_ms_per_frame: simMs / Math.max(1, frames),
       draw_ms_per_frame: drawMs / Math.max(1, frames),
+      refresh_states_ms_per_frame: refreshMs / Math.max(1, frames),
+      grid_ms_per_frame: gridMs / Math.max(1, frames),
       status: this.demo.status(),
     };
   }
