@@ -257,6 +257,8 @@ impl Simulation {
                     // Nothing happens before the deadline: time passes to it.
                     if next.is_some() || matches!(goal, Goal::Time(_)) {
                         self.advance_to(deadline);
+                        self.tell_job_the_time();
+                        self.drain_job();
                     }
                     return match goal {
                         Goal::Time(_) => RunOutcome::Reached,
@@ -305,6 +307,7 @@ impl Simulation {
     fn step(&mut self) {
         let Some((time_ns, item)) = self.queue.pop() else { return };
         self.advance_to(time_ns);
+        self.tell_job_the_time();
         self.steps += 1;
         match item {
             Pending::GuestArrival => self.guest_arrival(),
@@ -326,6 +329,15 @@ impl Simulation {
             }
         }
         self.drain_job();
+    }
+
+    /// The job's contract: call `handle_timeout` whenever time advanced (not only at its
+    /// `poll_timeout`), or its clock, and with it its rate estimates, ETA and
+    /// not-converging window, stand still between speed-limit timers.
+    fn tell_job_the_time(&mut self) {
+        if self.job.now().0 < self.now_ns {
+            self.job.handle_timeout(Nanos(self.now_ns));
+        }
     }
 
     /// Move the clock forward, taking the samples due on the way (the state is constant
