@@ -43,6 +43,7 @@ mod disk;
 mod engine;
 mod guest;
 mod io;
+mod knobs;
 mod layout;
 mod queue;
 mod record;
