@@ -37,3 +37,44 @@ impl Simulation {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{ErrorPolicy, Event, JobStatus, MirrorConfig};
+    use crate::sim::{Goal, SimConfig, SimEventKind};
+
+    fn sim() -> Simulation {
+        let mut job = MirrorConfig::new(4 << 20);
+        job.on_target_error = ErrorPolicy::Enospc;
+        Simulation::new(SimConfig::new(job)).expect("valid config")
+    }
+
+    #[test]
+    fn out_of_range_knobs_are_refused_and_change_nothing() {
+        let mut s = sim();
+        let bad = Pattern::HotSpot { hot_fraction: 0.0, hot_share: 0.5 };
+        assert!(matches!(s.set_pattern(bad), Err(SimConfigError::Fraction { what: "hot_fraction", .. })));
+        assert_eq!(s.config().guest.pattern, Pattern::Uniform);
+        assert!(s.set_random_faults(1.5, 0.0, IoErrorKind::Io).is_err());
+        assert_eq!(s.config().faults.source_rate, 0.0);
+        s.set_pattern(Pattern::Sequential).unwrap();
+        assert_eq!(s.config().guest.pattern, Pattern::Sequential);
+    }
+
+    #[test]
+    fn a_full_target_turned_on_while_running_stops_the_job() {
+        let mut s = sim();
+        s.set_random_faults(0.0, 1.0, IoErrorKind::NoSpace).unwrap();
+        s.run_until_within(Goal::Time(1_000_000_000), 100_000, 1_000_000_000);
+        assert_eq!(s.job().status(), JobStatus::Paused);
+        assert!(s.events().iter().any(|e| matches!(
+            e.kind,
+            SimEventKind::Job(Event::Error { error: IoErrorKind::NoSpace, .. })
+        )));
+        s.set_random_faults(0.0, 0.0, IoErrorKind::NoSpace).unwrap();
+        s.command(crate::sim::Command::Resume).unwrap();
+        s.run_until_within(Goal::Ready, 100_000, 10_000_000_000);
+        assert_eq!(s.job().status(), JobStatus::Ready);
+    }
+}
