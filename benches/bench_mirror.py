@@ -160,12 +160,14 @@ class BmGuest(threading.Thread):
                 self.stop.wait(pause)
 
 
-def live_blockmirror(args: argparse.Namespace, src: str, mode: str) -> Dict[str, Optional[float]]:
+def live_blockmirror(args: argparse.Namespace, src: str, mode: str,
+                     auto_converge: bool = False) -> Dict[str, Optional[float]]:
     import blockmirror as bm
 
     dst = os.path.join(args.dir, "live-dst.img")
     fresh(dst)
-    with bm.Mirror(src, dst, speed=args.live_speed, copy_mode=mode) as m:
+    with bm.Mirror(src, dst, speed=args.live_speed, copy_mode=mode, auto_converge=auto_converge,
+                   not_converging_window=args.converge_window) as m:
         guest = BmGuest(m.write, args.live_size, args.write_rate, seed=3)
         t0 = time.perf_counter()
         guest.start()
@@ -233,6 +235,8 @@ def main() -> int:
     p.add_argument("--write-rate", type=float, default=800.0, help="guest 64 KiB writes per second")
     p.add_argument("--live-timeout", type=float, default=30.0)
     p.add_argument("--live-reps", type=int, default=1)
+    p.add_argument("--converge-window", type=float, default=5.0,
+                   help="blockmirror's not-converging window in seconds (auto-converge row)")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--json", default=None, help="also write the raw results here")
     args = p.parse_args()
@@ -261,16 +265,23 @@ def main() -> int:
     print("| copy mode | tool | time to ready (s) | MiB copied by then | guest writes/s achieved |")
     print("|---|---|---|---|---|")
     live_src = os.path.join(args.dir, "live-src.img")
-    for mode in ("background", "write-blocking"):
-        for name, fn in (("blockmirror", live_blockmirror), ("QEMU", live_qemu)):
-            for _ in range(args.live_reps):
-                make_source(live_src, args.live_size)
-                r = fn(args, live_src, mode)
-                report.setdefault("live", []).append({"mode": mode, "tool": name, **r})  # type: ignore[union-attr]
-                ready = f"{r['ready_s']:.1f}" if r["ready_s"] is not None else f"not ready after {args.live_timeout:.0f}"
-                copied = f"{r['copied_bytes'] / MiB:.0f}" if r["copied_bytes"] is not None else "?"
-                print(f"| {mode} | {name} | {ready} | {copied} | {r['writes_per_s']:.0f} |", flush=True)
-                os.remove(live_src)  # the guest wrote it: start the next run from fresh data
+    runs = [
+        ("background", "blockmirror", live_blockmirror),
+        ("background", "QEMU", live_qemu),
+        ("background", f"blockmirror, auto_converge (window {args.converge_window:.0f} s)",
+         lambda a, s, m: live_blockmirror(a, s, m, auto_converge=True)),
+        ("write-blocking", "blockmirror", live_blockmirror),
+        ("write-blocking", "QEMU", live_qemu),
+    ]
+    for mode, name, fn in runs:
+        for _ in range(args.live_reps):
+            make_source(live_src, args.live_size)
+            r = fn(args, live_src, mode)
+            report.setdefault("live", []).append({"mode": mode, "tool": name, **r})  # type: ignore[union-attr]
+            ready = f"{r['ready_s']:.1f}" if r["ready_s"] is not None else f"not ready after {args.live_timeout:.0f}"
+            copied = f"{r['copied_bytes'] / MiB:.0f}" if r["copied_bytes"] is not None else "?"
+            print(f"| {mode} | {name} | {ready} | {copied} | {r['writes_per_s']:.0f} |", flush=True)
+            os.remove(live_src)  # the guest wrote it: start the next run from fresh data
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

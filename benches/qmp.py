@@ -35,8 +35,16 @@ class Qemu:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 raise QmpError(f"qemu did not start: {err}")
             time.sleep(0.01)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.sock_path)
+        while True:  # the socket file appears at bind(), before listen(): retry briefly
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self.sock.connect(self.sock_path)
+                break
+            except (ConnectionRefusedError, FileNotFoundError):
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
         self.file = self.sock.makefile("rwb", buffering=0)
         self.replies: "queue.Queue[Dict[str, Any]]" = queue.Queue()
         self.events: "queue.Queue[Dict[str, Any]]" = queue.Queue()

@@ -169,3 +169,34 @@ def test_write_blocking_reaches_ready_under_heavy_writes(tmp_path):
             w.finish()
         m.complete(timeout=60)
     assert sha256(src) == sha256(dst)
+
+
+def test_auto_converge_switches_to_write_blocking_and_gets_ready(tmp_path):
+    size = 16 * MiB
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    random_file(src, size, seed=28)
+    # The guest dirties far faster than the 4 MiB/s copy: background mode alone never gets ready.
+    with bm.Mirror(src, dst, speed=4 * MiB, auto_converge=True, not_converging_window=0.5) as m:
+        ws = _writers(m, size, count=2, block=128 * 1024)
+        m.wait_ready(timeout=60)
+        assert m.stats()["copy_mode"] == "write-blocking"
+        assert "BLOCK_JOB_NOT_CONVERGING" in [e.type for e in m.events]
+        for w in ws:
+            w.finish()
+        m.complete(timeout=60)
+    assert sha256(src) == sha256(dst)
+
+
+def test_without_auto_converge_background_mode_stays_behind(tmp_path):
+    size = 16 * MiB
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    random_file(src, size, seed=29)
+    with bm.Mirror(src, dst, speed=4 * MiB, not_converging_window=0.5) as m:
+        ws = _writers(m, size, count=2, block=128 * 1024)
+        with pytest.raises(TimeoutError):
+            m.wait_ready(timeout=2.5)
+        assert m.stats()["copy_mode"] == "background"
+        assert "BLOCK_JOB_NOT_CONVERGING" in [e.type for e in m.events]
+        for w in ws:
+            w.finish()
+        m.cancel(force=True, timeout=30)

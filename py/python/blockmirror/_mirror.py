@@ -51,6 +51,11 @@ class Mirror:
     and ``direct`` is off; each range's first 4 KiB is still read, so all-zero ranges are
     still found and written as zeroes.
 
+    ``auto_converge``: in ``background`` mode, switch to ``write-blocking`` as soon as the
+    job reports ``BLOCK_JOB_NOT_CONVERGING`` (dirty bytes did not shrink for
+    ``not_converging_window`` seconds; 0 turns the watch off), so a guest that writes faster
+    than the copy no longer keeps the job from ever becoming ready.
+
     ``on_event`` is called from a background thread for every event, in order.
     ``faults``: a list of dicts ``{"side": "source"|"target", "op": "read"|"write"|"zero"|
     "flush"|"any", "nth": 1, "count": 1, "error": "nospace"|"io"|"readonly"|errno}``: the
@@ -75,6 +80,8 @@ class Mirror:
         reuse: bool = False,
         unmap: bool = True,
         offload: bool = True,
+        auto_converge: bool = False,
+        not_converging_window: float = 10.0,
         faults: Optional[Sequence[Dict[str, Any]]] = None,
         on_event: Optional[EventCallback] = None,
         guest_writes: bool = True,
@@ -86,6 +93,7 @@ class Mirror:
             on_source_error=on_source_error, on_target_error=on_target_error, speed=speed,
             buf_size=buf_size, max_in_flight=max_in_flight, max_io=max_io, direct=direct,
             reuse=reuse, unmap=unmap, guest_writes=guest_writes, offload=offload,
+            auto_converge=auto_converge, not_converging_window=not_converging_window,
             faults=list(faults) if faults is not None else None,
         )
         self._started = time.monotonic()

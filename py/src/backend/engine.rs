@@ -36,6 +36,8 @@ pub struct MirrorSetup {
     pub unmap: bool,
     /// Open the source writable so `guest_write` works.
     pub guest_writes: bool,
+    /// Switch to write-blocking when the job reports `BLOCK_JOB_NOT_CONVERGING`.
+    pub auto_converge: bool,
     /// Let ranges that hold data be copied inside the kernel (`copy_file_range`) when both
     /// sides are regular files and `direct` is off.
     pub offload: bool,
@@ -118,7 +120,7 @@ fn declare_holes(job: &mut MirrorJob, shared_files: &super::files::OpenedFiles, 
     if shared_files.source.is_block_device {
         return Ok(());
     }
-    let holes = extents::holes(&shared_files.source.buffered, config.length)
+    let holes = extents::holes(&shared_files.source.copy, config.length)
         .map_err(|source| StartError::Os { what: "scanning the source's allocation (SEEK_DATA/SEEK_HOLE)", source })?;
     for hole in holes {
         if let Some(chunks) = extents::whole_chunks(&hole, config.granularity, config.length) {
@@ -158,7 +160,7 @@ impl FileMirror {
         let worker_count = config.max_in_flight.clamp(1, 32);
         let (task_tx, task_rx) = mpsc::channel();
         let offload = setup.offload && !setup.direct && !files.source.is_block_device && !files.target.is_block_device;
-        let shared = Arc::new(Shared::new(job, files, FaultInjector::new(setup.faults), (setup.unmap, offload), task_tx));
+        let shared = Arc::new(Shared::new(job, files, FaultInjector::new(setup.faults), (setup.unmap, offload, setup.auto_converge), task_tx));
         let workers = workers::spawn(&shared, task_rx, worker_count)
             .map_err(|source| StartError::Os { what: "starting the I/O threads", source })?;
         {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use blockmirror_core::job::{
-    Action, ActionKind, ErrorAction, Event, IoErrorKind, JobStatus, MirrorJob, Nanos, OpId, OpResult, Operation,
+    Action, ActionKind, CopyMode, ErrorAction, Event, IoErrorKind, JobStatus, MirrorJob, Nanos, OpId, OpResult, Operation,
 };
 
 use super::buffers::{AlignedBuf, BufferPool};
@@ -112,6 +112,13 @@ pub struct State {
     pub stats: Stats,
     /// Tasks sent to workers and not yet finished.
     pub tasks_in_flight: usize,
+    /// Something API callers may wait for changed (an event, the gate, a guest write's
+    /// target write): `pump` wakes them only then, not on every I/O completion.
+    notify_waiters: bool,
+    /// Switch to write-blocking on `BLOCK_JOB_NOT_CONVERGING` (background mode).
+    pub auto_converge: bool,
+    /// A not-converging event asked for that switch.
+    switch_to_write_blocking: bool,
     /// When the driver thread will wake by itself (it is woken earlier only when the job's
     /// next deadline moves before this, or the job ends).
     pub driver_sleep_until: Option<Nanos>,
@@ -146,7 +153,7 @@ impl Shared {
         job: MirrorJob,
         files: OpenedFiles,
         faults: FaultInjector,
-        (unmap, offload): (bool, bool),
+        (unmap, offload, auto_converge): (bool, bool, bool),
         tasks: TaskSender,
     ) -> Self {
         let buffer_bytes = job.config().max_io as usize;
@@ -166,6 +173,9 @@ impl Shared {
                 stats: Stats::default(),
                 tasks_in_flight: 0,
                 driver_sleep_until: None,
+                notify_waiters: false,
+                auto_converge,
+                switch_to_write_blocking: false,
                 tasks: Some(tasks),
             }),
             driver_wake: Condvar::new(),
@@ -192,7 +202,9 @@ impl Shared {
     /// Drains the job's outputs and wakes everyone (see the module rule).
     pub fn pump(&self, st: &mut State) {
         st.pump(self);
-        self.changed.notify_all();
+        if std::mem::take(&mut st.notify_waiters) || st.finished() {
+            self.changed.notify_all();
+        }
         let driver_late = match (st.job.poll_timeout(), st.driver_sleep_until) {
             (Some(next), Some(sleep_until)) => next < sleep_until,
             (Some(_), None) => true,
@@ -241,6 +253,7 @@ impl Shared {
                     st.stats.guest_bytes_mirrored += length;
                 }
                 st.guest_done.insert(op, result);
+                st.notify_waiters = true;
                 (op, to_op_result(result))
             }
             TaskOutcome::Zero { op, length, result } => {
@@ -358,6 +371,7 @@ impl State {
                 None
             }
             ActionKind::Quiesce => {
+                self.notify_waiters = true;
                 self.gate.held = true;
                 if self.gate.active_writes == 0 {
                     Some(OpResult::Ok)
@@ -367,10 +381,12 @@ impl State {
                 }
             }
             ActionKind::Unquiesce => {
+                self.notify_waiters = true;
                 self.gate.held = false;
                 Some(OpResult::Ok)
             }
             ActionKind::Pivot => {
+                self.notify_waiters = true;
                 self.gate.pivoted = true;
                 self.gate.held = false;
                 Some(OpResult::Ok)
@@ -384,7 +400,11 @@ impl State {
 
     fn record(&mut self, shared: &Shared, event: Event) {
         let time_ns = shared.clock.elapsed().as_nanos() as u64;
+        self.notify_waiters = true;
         match &event {
+            Event::NotConverging { .. } if self.auto_converge => {
+                self.switch_to_write_blocking = self.job.config().copy_mode == CopyMode::Background;
+            }
             Event::Ready { .. } => {
                 self.ready_seen = true;
                 self.stats.ready_ns = Some(time_ns);
@@ -419,6 +439,12 @@ impl State {
             }
             while let Some(event) = self.job.poll_event() {
                 self.record(shared, event);
+            }
+            if std::mem::take(&mut self.switch_to_write_blocking) {
+                // Background copying lost the race against the guest: mirror actively, which
+                // converges under any write rate (DESIGN §3.7). Refused only when ending.
+                let _ = self.job.set_copy_mode(CopyMode::WriteBlocking);
+                continue;
             }
             if immediate.is_empty() {
                 break;

@@ -101,7 +101,7 @@ fn read_or_probe(shared: &Shared, offset: u64, mut buf: AlignedBuf) -> Result<Re
     let len = buf.as_slice().len();
     if shared.offload && len > OFFLOAD_PROBE_BYTES {
         let probe = &mut buf.as_mut_slice()[..OFFLOAD_PROBE_BYTES];
-        io_result(io_ops::read_exact(&files.source.buffered, probe, offset))?;
+        io_result(io_ops::read_exact(&files.source.copy, probe, offset))?;
         if !is_all_zero(probe) {
             return Ok(ReadDone { buf, zero: false, offloaded: true });
         }
@@ -129,15 +129,17 @@ fn run(shared: &Shared, task: Task) -> TaskOutcome {
                 Some(kind) => Err(kind),
                 None if offloaded => {
                     let length = buf.as_slice().len() as u64;
-                    match io_ops::copy_range(&files.source.buffered, &files.target.buffered, offset, length) {
+                    // Offload runs only without O_DIRECT, so the copy handles are plain ones
+                    // (the source's read-only).
+                    match io_ops::copy_range(&files.source.copy, &files.target.copy, offset, length) {
                         Ok(true) => {
                             copied_in_kernel = true;
                             Ok(())
                         }
                         // Not possible for this pair of files: read the rest, then write.
                         Ok(false) => io_result(
-                            io_ops::read_exact(&files.source.buffered, buf.as_mut_slice(), offset)
-                                .and_then(|()| io_ops::write_all(&files.target.buffered, buf.as_slice(), offset)),
+                            io_ops::read_exact(&files.source.copy, buf.as_mut_slice(), offset)
+                                .and_then(|()| io_ops::write_all(&files.target.copy, buf.as_slice(), offset)),
                         ),
                         // The job took the read as done: a failure now counts against the target.
                         Err(e) => Err(io_ops::error_kind(&e)),
