@@ -9,6 +9,7 @@ matplotlib draws with the headless "Agg" backend.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -120,6 +121,10 @@ def test_notebook_runs_top_to_bottom(path: Path, monkeypatch: pytest.MonkeyPatch
     nb = nbformat.read(path, as_version=4)
     answer_cell = [c for c in nb.cells if c.cell_type == "code"][-1]
     nb.cells.insert(0, nbformat.v4.new_code_cell(DRAW_FIGURES))
+    # The kernel must be this interpreter (the venv with blockmirror), not another "python3".
+    nb.cells.insert(0, nbformat.v4.new_code_cell(
+        f"import sys; assert sys.prefix == {sys.prefix!r}, f'kernel runs {{sys.executable}}'"
+    ))
     nb.cells.append(nbformat.v4.new_code_cell(REPORT_FIGURES))
     client = nbclient.NotebookClient(
         nb,
