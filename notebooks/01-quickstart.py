@@ -84,14 +84,17 @@ guest_thread.start()
 
 started = time.monotonic()
 with tqdm(total=SIZE_BYTES, unit="B", unit_scale=True, desc="mirroring") as bar:
-    while mirror.status != "ready":
-        if time.monotonic() - started > 60:
-            raise TimeoutError(f"not ready after 60 s: status {mirror.status}")
+    while True:
         current, total = mirror.progress
-        bar.total = total
-        bar.n = current
+        bar.total, bar.n = total, current
         bar.refresh()
-        time.sleep(0.05)
+        try:
+            # Returns at READY; raises IoError or JobStateError if the job failed instead.
+            mirror.wait_ready(timeout=0.05)
+            break
+        except TimeoutError:
+            if time.monotonic() - started > 60:
+                raise
     current, total = mirror.progress
     bar.total, bar.n = total, current
     bar.refresh()
@@ -100,9 +103,9 @@ print(f"ready after {time_to_ready_s:.2f} s, {len(guest_writes)} guest writes so
       f"progress {current / MIB:.1f} / {total / MIB:.1f} MiB")
 
 # %% [markdown]
-# Complete: the guest stops writing (in a real system, it would be paused by the job's
-# quiesce step), the job copies what is still dirty, flushes the target and pivots: the
-# guest's disk is now the target.
+# Complete: the job holds new guest writes (quiesce), copies what is still dirty, flushes
+# the target and pivots: the guest's disk is now the target, and later writes go there.
+# Here the guest stops first, so that both files can be checked against what it wrote.
 
 # %%
 stop_guest.set()
@@ -145,6 +148,7 @@ print(
     f"{result.seconds_to_ready:.2f} s (BLOCK_JOB_READY {types.count('BLOCK_JOB_READY')}x), and "
     f"completed with {types.count('BLOCK_JOB_COMPLETED')} BLOCK_JOB_COMPLETED event. "
     f"The target {'equals' if target_ok else 'DIFFERS FROM'} the guest's last writes byte "
-    f"for byte, and the source {'was not' if source_ok else 'WAS'} altered by the job."
+    f"for byte, and the source holds {'exactly' if source_ok else 'NOT'} the guest's writes "
+    f"(the job never writes it)."
 )
 workdir.cleanup()
