@@ -192,6 +192,39 @@ def test_scenario_4_target_full_stops_then_resumes(demo: PageUnderTest) -> None:
     assert types.index("BLOCK_JOB_ERROR") < types.index("BLOCK_JOB_READY")
 
 
+def test_scenario_2_never_converges_and_3_write_blocking_does(demo: PageUnderTest) -> None:
+    demo.start_scenario(2)
+    demo.wait_for_log("[data-type='BLOCK_JOB_NOT_CONVERGING']")
+    assert demo.status() == "running"
+    assert "BLOCK_JOB_READY" not in demo.log_types()
+    not_converging = demo.page.inner_text("#log li[data-type='BLOCK_JOB_NOT_CONVERGING']")
+    assert "guest dirties" in not_converging and "copy only" in not_converging
+    # Switching the running job to write-blocking (the Copy mode control) rescues it...
+    demo.page.select_option("#copy-mode", "write-blocking")
+    demo.wait_for_log("[data-type='BLOCK_JOB_READY']")
+    assert "set_copy_mode(write-blocking)" in demo.page.inner_text("#log li[data-type='COMMAND']")
+    # ...and so does scenario 3, which starts in write-blocking mode.
+    demo.start_scenario(3)
+    demo.wait_for_log("[data-type='BLOCK_JOB_READY']")
+    demo.wait_for_status("ready")
+    assert "BLOCK_JOB_NOT_CONVERGING" not in demo.log_types()
+
+
+def test_scenario_5_cancel_after_ready_keeps_a_consistent_copy(demo: PageUnderTest) -> None:
+    page = demo.page
+    demo.start_scenario(5)
+    demo.wait_for_log("[data-type='BLOCK_JOB_READY']")
+    page.click("#cancel")
+    demo.wait_for_log("[data-type='BLOCK_JOB_COMPLETED']")
+    demo.wait_for_status("concluded")
+    types = demo.log_types()
+    assert "BLOCK_JOB_CANCELLED" not in types
+    completed = page.inner_text("#log li[data-type='BLOCK_JOB_COMPLETED']")
+    assert "consistent copy" in completed and "stays on the source" in completed
+    # Verbs the core's table forbids once concluded are disabled.
+    assert page.is_disabled("#complete") and page.is_disabled("#cancel")
+
+
 def test_keyboard_runs_a_scenario_and_toggles_play(demo: PageUnderTest) -> None:
     page = demo.page
     page.keyboard.press("1")
