@@ -50,7 +50,10 @@ class App {
     this.stateNames = chunk_state_names();
     this.grid = new ChunkGrid($("grid"), this.stateNames);
     ChunkGrid.fillLegend($("legend"), this.stateNames);
-    this.phase = new PhaseDiagram($("phase"), job_statuses(), job_transitions());
+    // Phones get the diagram turned upright (two columns), so its words stay readable.
+    const narrow = window.matchMedia("(max-width: 560px)");
+    this.phase = new PhaseDiagram($("phase"), job_statuses(), job_transitions(), narrow.matches ? "tall" : "wide");
+    narrow.addEventListener("change", (e) => this.phase.build(e.matches ? "tall" : "wide"));
     this.log = new EventLog($("log"));
     this.dirtyPlot = new TimePlot($("plot-dirty"), [{ name: "dirty", color: "#e69f00" }]);
     this.ratePlot = new TimePlot($("plot-rate"), [

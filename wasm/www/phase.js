@@ -1,23 +1,25 @@
 // The job status diagram. Nodes and edges come from the core's transition table (exported
-// by the wasm module); only the positions on screen are chosen here.
+// by the wasm module); only the positions on screen are chosen here. Wide screens get the
+// statuses in two rows, narrow (phone) screens the same picture turned into two columns.
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const NODE_W = 98, NODE_H = 30;
 
-// Column and row of each status: the happy path runs along the top row.
+// Position along the happy path and lane of each status: the happy path is lane 0.
 const LAYOUT = {
   created: [0, 0], running: [1, 0], ready: [2, 0], waiting: [3, 0], pending: [4, 0],
   null: [0, 1], paused: [1, 1], standby: [2, 1], aborting: [3, 1], concluded: [4, 1],
 };
-const ROW_Y = [52, 128];
+
+const GEOMETRY = {
+  // Lanes are rows; positions run left to right.
+  wide: { viewBox: "0 0 560 185", centre: (pos, lane) => [52 + pos * 114, [52, 128][lane]], arc: [0, -80, 80] },
+  // Lanes are columns; positions run top to bottom.
+  tall: { viewBox: "0 0 280 350", centre: (pos, lane) => [[75, 205][lane], 28 + pos * 74], arc: [1, -120, 120] },
+};
 
 function place(status) {
   return LAYOUT[status] ?? [5, 1];
-}
-
-function centre(status) {
-  const [col, row] = place(status);
-  return [52 + col * 114, ROW_Y[row]];
 }
 
 function el(name, attrs) {
@@ -31,9 +33,28 @@ export class PhaseDiagram {
    * @param {SVGSVGElement} svg
    * @param {string[]} statuses every status name
    * @param {[string, string, string][]} transitions allowed status changes and why, from the core
+   * @param {"wide" | "tall"} shape
    */
-  constructor(svg, statuses, transitions) {
+  constructor(svg, statuses, transitions, shape = "wide") {
     this.svg = svg;
+    this.statuses = statuses;
+    this.transitions = transitions;
+    this.build(shape);
+  }
+
+  centre(status) {
+    const [pos, lane] = place(status);
+    return this.geometry.centre(pos, lane);
+  }
+
+  /** (Re)draws the diagram in `shape`, keeping the current status. */
+  build(shape) {
+    const svg = this.svg;
+    const current = this.current;
+    this.geometry = GEOMETRY[shape];
+    this.shape = shape;
+    svg.setAttribute("viewBox", this.geometry.viewBox);
+    for (const child of [...svg.children]) if (child.tagName !== "title") child.remove();
     this.nodes = new Map();
     this.edges = new Map();
     const defs = el("defs", {});
@@ -45,7 +66,7 @@ export class PhaseDiagram {
     const edgeLayer = el("g", {});
     const nodeLayer = el("g", {});
     svg.append(edgeLayer, nodeLayer);
-    for (const [from, to, why] of transitions) {
+    for (const [from, to, why] of this.transitions) {
       if (from === to) continue; // self-loops carry no information in the picture
       // Changes only QEMU makes (this job never does) are drawn dashed.
       const qemuOnly = why.startsWith("(QEMU only)");
@@ -57,8 +78,8 @@ export class PhaseDiagram {
       edgeLayer.append(path);
       this.edges.set(`${from}>${to}`, path);
     }
-    for (const status of statuses) {
-      const [x, y] = centre(status);
+    for (const status of this.statuses) {
+      const [x, y] = this.centre(status);
       const g = el("g", { class: "node", "data-status": status });
       g.append(el("rect", { x: x - NODE_W / 2, y: y - NODE_H / 2, width: NODE_W, height: NODE_H, rx: 6 }));
       const text = el("text", { x, y });
@@ -70,18 +91,21 @@ export class PhaseDiagram {
     this.dot = el("circle", { class: "dot", r: 6, cx: -20, cy: -20 });
     nodeLayer.append(this.dot);
     this.current = null;
+    if (current) this.show(current);
   }
 
-  /** A gently curved edge, bent to the left of its direction so that a ⇄ pair stays apart. */
+  /** A gently curved edge, bent to the left of its direction so that a ⇄ pair stays apart;
+   *  an edge along a lane past other nodes arcs outside the diagram instead. */
   edgePath(from, to) {
-    const [x1, y1] = centre(from), [x2, y2] = centre(to);
+    const [x1, y1] = this.centre(from), [x2, y2] = this.centre(to);
     const dx = x2 - x1, dy = y2 - y1, len = Math.hypot(dx, dy) || 1;
     let cx, cy;
-    const [c1, r1] = place(from), [c2, r2] = place(to);
-    if (r1 === r2 && Math.abs(c2 - c1) >= 2) {
-      // Along a row past other nodes: arc outside the diagram (above the top row, below the bottom one).
-      cx = (x1 + x2) / 2;
-      cy = y1 + (r1 === 0 ? -80 : 80);
+    const [p1, lane1] = place(from), [p2, lane2] = place(to);
+    if (lane1 === lane2 && Math.abs(p2 - p1) >= 2) {
+      const [axis, outsideLane0, outsideLane1] = this.geometry.arc;
+      const offset = lane1 === 0 ? outsideLane0 : outsideLane1;
+      cx = (x1 + x2) / 2 + (axis === 1 ? offset : 0);
+      cy = (y1 + y2) / 2 + (axis === 0 ? offset : 0);
     } else {
       const nx = -dy / len, ny = dx / len;
       const bend = Math.min(40, 0.18 * len);
@@ -117,7 +141,7 @@ export class PhaseDiagram {
     }
     const node = this.nodes.get(status);
     node?.classList.add("current");
-    const [x, y] = centre(status);
+    const [x, y] = this.centre(status);
     this.dot.setAttribute("cx", x - NODE_W / 2);
     this.dot.setAttribute("cy", y - NODE_H / 2);
     this.current = status;
