@@ -198,3 +198,34 @@ def test_mirror_job_rejects_bad_input() -> None:
         job.pause()
     with pytest.raises(bm.InvalidArgument):
         bm.MirrorJob(MIB, sync="sideways")
+
+
+def test_run_until_and_sweep_release_the_gil() -> None:
+    """While a simulation runs in another thread, this thread keeps running Python code:
+    the longest pause between two turns of this loop stays far below the run's length."""
+    import threading
+    import time
+
+    heavy = dict(length=64 * MIB, copy_rate=16 * MIB, write_rate=16 * MIB, until="ready",
+                 time_limit_ns=60 * SEC)
+    for work in (lambda: bm.sweep([heavy, {**heavy, "seed": 1}], threads=1),
+                 lambda: bm.Simulation(64 * MIB, copy_rate=16 * MIB, write_rate=16 * MIB,
+                                       time_limit_ns=120 * SEC).run_until("ready")):
+        worker = threading.Thread(target=work)
+        started = last = time.perf_counter()
+        longest_pause = 0.0
+        worker.start()
+        while worker.is_alive():
+            now = time.perf_counter()
+            longest_pause = max(longest_pause, now - last)
+            last = now
+        worker.join()
+        elapsed = time.perf_counter() - started
+        assert elapsed > 0.2, "the run is too short to tell"
+        assert longest_pause < elapsed / 2, (longest_pause, elapsed)
+
+
+def test_sweep_until_defaults_to_concluded_with_complete_on_ready() -> None:
+    [row] = bm.sweep([dict(length=4 * MIB, complete_on_ready=True)])
+    assert (row["outcome"], row["status"], row["ending"], row["equal_at_end"]) == (
+        "reached", "concluded", "completed", True)
