@@ -291,5 +291,91 @@ fn not_converging_window_zero_turns_the_event_off() {
     let mut h = Harness::new(config);
     h.start();
     assert_eq!(heavy_writes(&mut h, 1000, 8), None);
-    assert!(!h.events.iter().any(|e| matches!(e, Event::NotConverging { .. })));
+    assert!(!h
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::NotConverging { .. })));
+}
+
+/// A log-append guest (4 KiB writes inside one 64 KiB chunk, two in flight at a time) in
+/// write-blocking mode keeps that chunk owned or wanted by a guest write at every moment.
+/// The background copy of the chunk's old dirt must still get its turn, or READY never
+/// comes (QEMU's background iteration waits for conflicts on its first chunk for this).
+#[test]
+fn write_blocking_stream_on_a_dirty_chunk_does_not_starve_the_copy() {
+    let mut config = Harness::config(MIB, 64 << 10);
+    config.copy_mode = CopyMode::WriteBlocking;
+    let mut h = Harness::new(config);
+    // Paused from the start: the stream owns chunk 0 before any copy could take it.
+    h.job.pause().unwrap();
+    h.start();
+    let mut offset = 0u64;
+    let mut became_ready = false;
+    let mut resumed = false;
+    for _ in 0..5000 {
+        if h.job.status() == Ready {
+            became_ready = true;
+            break;
+        }
+        // Keep two writes unacknowledged at every moment.
+        while h
+            .job
+            .ops()
+            .filter(|v| {
+                matches!(
+                    v.kind,
+                    OpViewKind::GuestWriting | OpViewKind::WaitingGuestWrite
+                )
+            })
+            .count()
+            < 2
+        {
+            h.guest_write(offset % (64 << 10), &[(offset / 4096) as u8; 4096]);
+            offset += 4096;
+        }
+        if offset >= 3 * 4096 && !resumed {
+            h.job.resume().unwrap();
+            h.drain();
+            resumed = true;
+        }
+        if !h.pending.is_empty() {
+            h.perform(0);
+        }
+    }
+    assert!(became_ready, "the stream starved the copy of its chunk");
+    h.job.complete().unwrap();
+    h.drain();
+    h.run_to_end();
+    assert_eq!(h.source, h.target);
+}
+
+/// A reservation must not outlive write-blocking mode: after a switch to background, a
+/// background write newer than a held-back mirrored write must not be cleaned by a copy
+/// that jumps ahead of that mirrored write (which then lands older data).
+#[test]
+fn a_switch_to_background_drops_the_reservation() {
+    let mut config = Harness::config(MIB, 64 << 10);
+    config.copy_mode = CopyMode::WriteBlocking;
+    let mut h = Harness::new(config);
+    h.job.pause().unwrap();
+    h.start();
+    let first = h.guest_write(0, &[1; 4096]);
+    let second = h.guest_write(4096, &[2; 4096]);
+    assert!(matches!(
+        (first, second),
+        (GuestWrite::Mirror(_), GuestWrite::Mirror(_))
+    ));
+    h.job.resume().unwrap();
+    h.drain();
+    // Every other chunk is being copied; chunk 0 is busy: the job reserves it.
+    let third = h.guest_write(0, &[3; 4096]);
+    assert!(matches!(third, GuestWrite::Mirror(_)));
+    h.job.set_copy_mode(CopyMode::Background).unwrap();
+    h.drain();
+    assert_eq!(h.guest_write(100, &[4; 10]), GuestWrite::Acknowledge);
+    h.run_to_ready();
+    h.job.complete().unwrap();
+    h.drain();
+    h.run_to_end();
+    assert_eq!(h.source, h.target);
 }

@@ -25,6 +25,22 @@ impl MirrorJob {
             )
     }
 
+    /// Keeps the reservation only while the copy can take it soon: write-blocking mode,
+    /// copying allowed, not held back by the speed limit, the chunk still dirty. Otherwise
+    /// the guest writes it holds back would wait for nothing (a paused job, a slow limit).
+    pub(super) fn settle_reservation(&mut self) {
+        let Some(reservation) = self.ops.reservation else {
+            return;
+        };
+        let keep = self.config.copy_mode == CopyMode::WriteBlocking
+            && self.copying_allowed()
+            && self.limiter.blocked_until(self.now).is_none()
+            && self.bitmap.get(reservation.chunk << self.chunk_shift);
+        if !keep {
+            self.ops.drop_reservation();
+        }
+    }
+
     /// Issues as many reads as the limits allow.
     pub(super) fn issue_copies(&mut self) {
         if self.bitmap.is_empty() || !self.copying_allowed() {
@@ -50,9 +66,18 @@ impl MirrorJob {
             return None;
         }
         let start = self.cursor.min(self.config.length);
-        let first = self
-            .find_free_dirty(start, self.config.length)
-            .or_else(|| self.find_free_dirty(0, start))?;
+        let reserved = self
+            .ops
+            .reserved_chunk_free()
+            .filter(|&chunk| self.bitmap.get(chunk << self.chunk_shift));
+        let found = reserved.or_else(|| {
+            self.find_free_dirty(start, self.config.length)
+                .or_else(|| self.find_free_dirty(0, start))
+        });
+        let Some(first) = found else {
+            self.reserve_a_busy_chunk(start);
+            return None;
+        };
         let limit = (first + max_chunks).min(self.chunk_count);
         let first_byte = first << self.chunk_shift;
         let limit_byte = (limit << self.chunk_shift).min(self.config.length);
@@ -65,6 +90,22 @@ impl MirrorJob {
             .first_blocked_after(first, dirty_end)
             .unwrap_or(dirty_end);
         Some((first, end))
+    }
+
+    /// Every dirty chunk is owned or wanted by guest writes: in write-blocking mode, where
+    /// new guest writes keep coming, reserve the first one from the cursor so it gets its turn.
+    fn reserve_a_busy_chunk(&mut self, start: u64) {
+        if self.config.copy_mode != CopyMode::WriteBlocking || self.ops.reservation.is_some() {
+            return;
+        }
+        let length = self.config.length;
+        let dirty = self
+            .bitmap
+            .next_dirty(start, length - start)
+            .or_else(|| self.bitmap.next_dirty(0, start));
+        if let Some(dirty) = dirty {
+            self.ops.reserve(dirty >> self.chunk_shift);
+        }
     }
 
     /// The first dirty chunk in bytes `[from, to)` that is neither owned nor wanted by a
@@ -94,6 +135,13 @@ impl MirrorJob {
             .ops
             .insert(OpKind::Copy(CopyStage::Read), offset, length);
         self.ops.claim(op, first, end);
+        if self
+            .ops
+            .reservation
+            .is_some_and(|r| (first..end).contains(&r.chunk))
+        {
+            self.ops.drop_reservation();
+        }
         self.copy_ops += 1;
         self.copy_buffer_bytes += (end - first) << self.chunk_shift;
         self.copy_bytes_in_flight += length;

@@ -82,6 +82,7 @@ impl MirrorJob {
                 .take(index)
                 .any(|w| w.first_chunk < waiter.end_chunk && waiter.first_chunk < w.end_chunk);
             if overlaps_earlier
+                || self.ops.reservation_blocks(&waiter)
                 || self
                     .ops
                     .first_owned_in(waiter.first_chunk, waiter.end_chunk)

@@ -516,6 +516,7 @@ impl MirrorJob {
     /// pauses, watch convergence and compute the timer.
     pub(super) fn pump(&mut self) {
         self.timer = None;
+        self.settle_reservation();
         self.start_waiting_guest_writes();
         self.issue_copies();
         self.advance_phase();

@@ -85,6 +85,17 @@ pub(super) struct Waiter {
     pub(super) end_chunk: u64,
 }
 
+/// A background copy's claim on one dirty chunk that guest writes keep busy. Guest writes
+/// reported from `since` on that overlap it wait behind the copy, which takes the chunk as
+/// soon as the earlier owners and waiters are done (QEMU's background iteration waits for
+/// conflicts on its first chunk for the same reason): a stream of write-blocking writes
+/// onto a partially covered dirty chunk cannot starve its copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Reservation {
+    pub(super) chunk: u64,
+    pub(super) since: OpId,
+}
+
 /// Live ops, chunk owners and the guest-write wait queue.
 #[derive(Debug, Clone, Default)]
 pub(super) struct OpTable {
@@ -96,8 +107,11 @@ pub(super) struct OpTable {
     /// short shift beat a tree.
     owners: Vec<(u64, u64, OpId)>,
     pub(super) waiting: VecDeque<Waiter>,
-    /// Set when chunks were released or a waiter arrived: only then may a waiter start.
+    /// Set when chunks were released, a waiter arrived or the reservation went: only then
+    /// may a waiter start.
     pub(super) waiters_may_start: bool,
+    /// At most one chunk reserved for a background copy.
+    pub(super) reservation: Option<Reservation>,
     next_id: u64,
     job_ops: usize,
 }
@@ -199,6 +213,40 @@ impl OpTable {
             Some(&(start, stop, _)) if start < end => Some((start, stop)),
             _ => None,
         }
+    }
+
+    /// Reserves `chunk` for a background copy: guest writes reported from now on wait.
+    pub(super) fn reserve(&mut self, chunk: u64) {
+        self.reservation = Some(Reservation {
+            chunk,
+            since: OpId(self.next_id),
+        });
+    }
+
+    /// Gives up the reservation, if any; the writes it held back may start.
+    pub(super) fn drop_reservation(&mut self) {
+        if self.reservation.take().is_some() {
+            self.waiters_may_start = true;
+        }
+    }
+
+    /// The reserved chunk, once no op owns it and no guest write reported before the
+    /// reservation wants it: the copy may take it now.
+    pub(super) fn reserved_chunk_free(&self) -> Option<u64> {
+        let reservation = self.reservation?;
+        let chunk = reservation.chunk;
+        let earlier_wants = self
+            .waiting
+            .iter()
+            .any(|w| w.op < reservation.since && w.first_chunk <= chunk && chunk < w.end_chunk);
+        (!earlier_wants && self.first_owned_in(chunk, chunk + 1).is_none()).then_some(chunk)
+    }
+
+    /// Whether the reservation holds `waiter` back (it came later and wants the chunk).
+    pub(super) fn reservation_blocks(&self, waiter: &Waiter) -> bool {
+        self.reservation.is_some_and(|r| {
+            waiter.op >= r.since && waiter.first_chunk <= r.chunk && r.chunk < waiter.end_chunk
+        })
     }
 
     /// Queues a guest write behind every earlier waiting one.
