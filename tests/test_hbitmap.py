@@ -201,6 +201,15 @@ def test_bad_arguments(call) -> None:  # type: ignore[no-untyped-def]
     assert b == before, "a refused call changes nothing"
 
 
+def test_a_size_too_big_for_memory_is_an_error_not_a_crash() -> None:
+    try:
+        b = bm.HBitmap(1 << 41)  # 256 GiB of bottom level
+    except bm.InvalidArgument as error:
+        assert "allocate" in str(error)
+    else:  # memory is overcommitted here: mapped lazily
+        assert b.granules == 1 << 41
+
+
 def test_not_serializable_granularity() -> None:
     b = bm.HBitmap(1 << 62, 58)
     with pytest.raises(bm.InvalidArgument):

@@ -67,4 +67,11 @@ pub enum BitmapError {
         /// Required alignment in items (`64 << granularity`).
         align: u64,
     },
+    /// The allocator refused the memory for the bitmap (about `size / 2^granularity / 8`
+    /// bytes).
+    #[error("cannot allocate {bytes} bytes for the bitmap")]
+    OutOfMemory {
+        /// Bytes asked for.
+        bytes: u64,
+    },
 }

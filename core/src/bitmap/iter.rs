@@ -16,85 +16,147 @@
 
 use std::iter::FusedIterator;
 
-use super::search::find_in_words_from;
-use super::words::{mask_from, WORD_BITS};
+use super::words::{mask_from, WORD_BITS, WORD_SHIFT};
 use super::HBitmap;
+
+/// Levels of the deepest hierarchy (2^41 granules need 7).
+const MAX_LEVELS: usize = 8;
 
 /// Iterator over the first item of each dirty granule, ascending (see [`HBitmap::iter_dirty`]).
 ///
-/// It keeps two words of state: the not yet returned bits of the current bottom word, and
-/// the not yet visited bits of its level-1 summary word (which bottom words of the current
-/// block of 64 are non-zero). Moving to the next non-zero word of the block is then one
-/// `trailing_zeros` and one load whose address does not depend on the previous load.
+/// It caches the path from the top to the current bottom word: for each level, the bits of
+/// the word on that path that are still to be visited. Moving on is a `trailing_zeros` on
+/// the lowest non-empty cached word and one load per level below it; summary words are
+/// loaded only when the walk enters their block, so a sparse walk costs little more per
+/// dirty granule than a dense one. The three lowest levels are plain fields (they stay in
+/// registers in a loop); the rarely used upper ones sit in an array.
 #[derive(Debug, Clone)]
 pub struct DirtyIter<'a> {
-    /// The bottom level, borrowed once so the loop reads words directly.
+    /// The dirty levels, bottom first.
+    levels: &'a [Vec<u64>],
+    /// `levels[0]` and `levels[1]` (empty if absent), kept at hand for the loop.
     bottom: &'a [u64],
-    /// The dirty summaries above it (empty when the bottom is a single word).
-    summaries: &'a [Vec<u64>],
-    granules: u64,
+    level1: &'a [u64],
     granularity: u32,
-    /// Index of the bottom word that `pending` came from.
+    /// Index of the current bottom word (the path's bottom end).
     word_index: u64,
-    /// Dirty bits of that word not yet returned.
+    /// Dirty bits of the current bottom word not yet returned.
     pending: u64,
-    /// Non-zero bottom words after `word_index` in its block of 64 (level-1 bits).
+    /// Level-1 bits of the non-zero bottom words after the current one in its block.
     pending_words: u64,
+    /// Level-2 bits of the non-empty level-1 words after the current one.
+    pending_blocks: u64,
+    /// `upper[k]` for `k >= 3`: the same for the level-k word on the path.
+    upper: [u64; MAX_LEVELS],
 }
 
 impl<'a> DirtyIter<'a> {
+    #[inline]
     pub(crate) fn new(bitmap: &'a HBitmap, start: u64) -> Self {
-        let bottom = bitmap.levels.bottom();
+        let levels: &[Vec<u64>] = &bitmap.levels.dirty;
+        assert!(
+            levels.len() <= MAX_LEVELS,
+            "at most 2^41 granules, so at most 7 levels"
+        );
         let mut iter = Self {
-            bottom,
-            summaries: &bitmap.levels.dirty[1..],
-            granules: bitmap.levels.granules,
+            levels,
+            bottom: &levels[0],
+            level1: levels.get(1).map_or(&[], Vec::as_slice),
             granularity: bitmap.granularity,
-            word_index: bottom.len() as u64 - 1,
+            word_index: 0,
             pending: 0,
             pending_words: 0,
+            pending_blocks: 0,
+            upper: [0; MAX_LEVELS],
         };
         if start < bitmap.size {
-            iter.load_from(start >> bitmap.granularity);
+            let granule = start >> bitmap.granularity;
+            iter.word_index = granule / WORD_BITS;
+            iter.pending = iter.bottom[iter.word_index as usize] & mask_from(granule % WORD_BITS);
+            // `index`: the word index at level k - 1, i.e. a bit index at level k.
+            let mut index = iter.word_index;
+            for (k, words) in levels.iter().enumerate().skip(1) {
+                let bit = index % WORD_BITS;
+                index /= WORD_BITS;
+                let rest = words[index as usize] & (mask_from(bit) << 1);
+                match k {
+                    1 => iter.pending_words = rest,
+                    2 => iter.pending_blocks = rest,
+                    _ => iter.upper[k] = rest,
+                }
+            }
         }
         iter
     }
 
-    /// Loads the bottom word holding `granule` without the bits before it, and the level-1
-    /// bits of the words after it in its block.
-    #[inline]
-    fn load_from(&mut self, granule: u64) {
-        let word_index = granule / WORD_BITS;
-        self.word_index = word_index;
-        self.pending = self.bottom[word_index as usize] & mask_from(granule % WORD_BITS);
-        self.pending_words = match self.summaries.first() {
-            Some(level1) => {
-                level1[(word_index / WORD_BITS) as usize] & (mask_from(word_index % WORD_BITS) << 1)
-            }
-            None => 0,
-        };
-    }
-
-    /// Moves to the next non-zero bottom word; `false` when there is none.
+    /// Moves the path to the next non-zero bottom word; `false` when there is none. The
+    /// common cases (another word of the same level-1 block, or of the same level-2 block)
+    /// are handled inline.
     #[inline]
     fn refill(&mut self) -> bool {
-        if self.pending_words != 0 {
-            let block_start = self.word_index / WORD_BITS * WORD_BITS;
-            self.word_index = block_start + u64::from(self.pending_words.trailing_zeros());
-            self.pending_words &= self.pending_words - 1;
-            // Non-zero: its level-1 bit is set, and the borrow keeps the bitmap unchanged.
-            self.pending = self.bottom[self.word_index as usize];
-            return true;
-        }
-        let next_block = (self.word_index / WORD_BITS + 1) * WORD_BITS;
-        match find_in_words_from::<false>(self.bottom, self.summaries, self.granules, next_block) {
-            Some(granule) => {
-                self.load_from(granule);
-                true
+        if self.pending_words == 0 {
+            if self.pending_blocks == 0 {
+                // The cache goes by value: no pointer into `self` escapes, so the hot fields
+                // can live in registers.
+                let (found, upper) = climb(self.levels, self.word_index, self.upper);
+                self.upper = upper;
+                match found {
+                    Some((block, pending_blocks)) => {
+                        self.word_index = block * WORD_BITS;
+                        self.pending_blocks = pending_blocks;
+                    }
+                    None => return false,
+                }
+            } else {
+                let bits = self.pending_blocks;
+                self.pending_blocks = bits & (bits - 1);
+                let block = self.word_index >> (2 * WORD_SHIFT) << WORD_SHIFT
+                    | u64::from(bits.trailing_zeros());
+                self.word_index = block * WORD_BITS;
             }
-            None => false,
+            // Entering a level-1 word (index word_index / 64): non-zero, as its bit was set.
+            let words = self.level1[(self.word_index / WORD_BITS) as usize];
+            self.pending_words = words;
         }
+        let bits = self.pending_words;
+        self.pending_words = bits & (bits - 1);
+        self.word_index =
+            self.word_index / WORD_BITS * WORD_BITS + u64::from(bits.trailing_zeros());
+        // Non-zero: its summary bit is set, and the borrow keeps the bitmap unchanged.
+        self.pending = self.bottom[self.word_index as usize];
+        true
     }
+}
+
+/// The path's level-2 block is exhausted: climbs to the lowest level `>= 3` with bits left
+/// in `upper` and descends from there to level 2, caching the rest of each word. Returns
+/// the index of the next non-empty level-1 word and the rest of its level-2 word (`None`
+/// at the end), and the updated cache.
+#[inline(never)]
+fn climb(
+    levels: &[Vec<u64>],
+    word_index: u64,
+    mut upper: [u64; MAX_LEVELS],
+) -> (Option<(u64, u64)>, [u64; MAX_LEVELS]) {
+    let Some(level) = (3..levels.len()).find(|&k| upper[k] != 0) else {
+        return (None, upper);
+    };
+    let bits = upper[level];
+    upper[level] = bits & (bits - 1);
+    let path_word = word_index >> (WORD_SHIFT * level as u32);
+    // A word index at level `level - 1`; then descend, caching the rest of each word.
+    let mut index = path_word * WORD_BITS + u64::from(bits.trailing_zeros());
+    for below in (3..level).rev() {
+        let word = levels[below][index as usize];
+        upper[below] = word & word.wrapping_sub(1);
+        index = index * WORD_BITS + u64::from(word.trailing_zeros());
+    }
+    let word = levels[2][index as usize];
+    let found = (
+        index * WORD_BITS + u64::from(word.trailing_zeros()),
+        word & word.wrapping_sub(1),
+    );
+    (Some(found), upper)
 }
 
 impl Iterator for DirtyIter<'_> {

@@ -25,6 +25,36 @@ pub(crate) struct Levels {
     pub(crate) set_granules: u64,
 }
 
+/// Why levels could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AllocError {
+    /// A level has more words than `usize` can count (large sizes on 32-bit targets).
+    Unaddressable,
+    /// The allocator refused this many bytes for the bottom level.
+    OutOfMemory {
+        /// Bytes asked for.
+        bytes: u64,
+    },
+}
+
+/// Bottom levels smaller than this are allocated without a probe.
+const PROBE_WORDS: usize = 1 << 17;
+
+/// `vec![0; n]` aborts the process when the allocation fails. For big levels, reserve the
+/// same size fallibly first (this only maps address space; the zeroed allocation that
+/// follows is lazy too), so an impossible size is an error instead of an abort.
+fn probe_allocation(words: usize) -> Result<(), AllocError> {
+    if words >= PROBE_WORDS {
+        let mut probe: Vec<u64> = Vec::new();
+        probe
+            .try_reserve_exact(words)
+            .map_err(|_| AllocError::OutOfMemory {
+                bytes: words as u64 * 8,
+            })?;
+    }
+    Ok(())
+}
+
 /// Word counts of each dirty level for `granules` granules (bottom first, top has one word).
 /// `None` when a level would not fit in `usize` (large sizes on 32-bit targets).
 fn level_lengths(granules: u64) -> Option<Vec<usize>> {
@@ -40,12 +70,13 @@ fn level_lengths(granules: u64) -> Option<Vec<usize>> {
 }
 
 impl Levels {
-    /// All-clean levels for `granules` granules, or `None` if they cannot be addressed.
-    pub(crate) fn new(granules: u64) -> Option<Self> {
-        let lengths = level_lengths(granules)?;
+    /// All-clean levels for `granules` granules.
+    pub(crate) fn new(granules: u64) -> Result<Self, AllocError> {
+        let lengths = level_lengths(granules).ok_or(AllocError::Unaddressable)?;
+        probe_allocation(lengths[0])?;
         let dirty: Vec<Vec<u64>> = lengths.iter().map(|&n| vec![0; n]).collect();
         let full = lengths[1..].iter().map(|&n| vec![0; n]).collect();
-        Some(Self {
+        Ok(Self {
             dirty,
             full,
             granules,
@@ -357,13 +388,13 @@ impl Levels {
 
     /// The same granules resized to `granules`: dropped bits go, new bits are clean, every
     /// summary and the count are rebuilt. `None` if the new size cannot be addressed.
-    pub(crate) fn resized(&self, granules: u64) -> Option<Self> {
+    pub(crate) fn resized(&self, granules: u64) -> Result<Self, AllocError> {
         let mut next = Self::new(granules)?;
         let keep = next.dirty[0].len().min(self.dirty[0].len());
         next.dirty[0][..keep].copy_from_slice(&self.dirty[0][..keep]);
         next.clear_padding();
         next.rebuild_all();
-        Some(next)
+        Ok(next)
     }
 
     /// Checks every invariant listed in the module doc; the error says which one broke.

@@ -82,7 +82,7 @@ mod tests;
 pub use error::BitmapError;
 pub use iter::{DirtyCursor, DirtyIter};
 
-use levels::Levels;
+use levels::{AllocError, Levels};
 
 /// log2 of the largest number of granules a bitmap may hold.
 pub const MAX_LOG_GRANULES: u32 = 41;
@@ -97,6 +97,17 @@ pub struct HBitmap {
     granularity: u32,
     /// The bottom level, its summaries and the dirty granule count.
     levels: Levels,
+}
+
+impl AllocError {
+    /// The public error: `unaddressable` (built by the caller, who knows the shape) or
+    /// [`BitmapError::OutOfMemory`].
+    fn into_bitmap_error(self, unaddressable: BitmapError) -> BitmapError {
+        match self {
+            AllocError::Unaddressable => unaddressable,
+            AllocError::OutOfMemory { bytes } => BitmapError::OutOfMemory { bytes },
+        }
+    }
 }
 
 /// Granules needed for `size` items at `granularity`: `ceil(size / 2^granularity)`.
@@ -135,7 +146,7 @@ impl HBitmap {
         if granules > 1u64 << MAX_LOG_GRANULES {
             return Err(too_large);
         }
-        Levels::new(granules).ok_or(too_large)
+        Levels::new(granules).map_err(|e| e.into_bitmap_error(too_large))
     }
 
     /// Size in items.

@@ -78,8 +78,9 @@ impl HBitmap {
     /// (only reachable with sizes near `2^64`). O(1).
     #[inline]
     pub fn count(&self) -> u64 {
-        let items = u128::from(self.levels.set_granules) << self.granularity;
-        u64::try_from(items).unwrap_or(u64::MAX)
+        self.levels
+            .set_granules
+            .saturating_mul(1 << self.granularity)
     }
 
     /// Whether no granule is dirty. O(1).

@@ -48,7 +48,10 @@ impl HBitmap {
             if granules > 1u64 << MAX_LOG_GRANULES {
                 return Err(too_large);
             }
-            self.levels = self.levels.resized(granules).ok_or(too_large)?;
+            self.levels = self
+                .levels
+                .resized(granules)
+                .map_err(|e| e.into_bitmap_error(too_large))?;
         }
         self.size = new_size;
         Ok(())

@@ -63,22 +63,16 @@ impl HBitmap {
     ) -> Result<(), BitmapError> {
         let words = self.chunk_words(start, count)?;
         check_length(out.len(), words.len())?;
-        for (bytes, word) in out
-            .chunks_exact_mut(WORD_BYTES)
-            .zip(&self.levels.bottom()[words])
-        {
-            bytes.copy_from_slice(&word.to_le_bytes());
-        }
+        write_words(&self.levels.bottom()[words], out);
         Ok(())
     }
 
     /// The serialization of the chunk `[start, start + count)` as a new buffer.
     pub fn serialize(&self, start: u64, count: u64) -> Result<Vec<u8>, BitmapError> {
         let words = self.chunk_words(start, count)?;
-        Ok(self.levels.bottom()[words]
-            .iter()
-            .flat_map(|word| word.to_le_bytes())
-            .collect())
+        let mut out = vec![0; words.len() * WORD_BYTES];
+        write_words(&self.levels.bottom()[words], &mut out);
+        Ok(out)
     }
 
     /// Replaces the chunk `[start, start + count)` with `data` (as made by
@@ -161,6 +155,14 @@ impl HBitmap {
         if finish {
             self.deserialize_finish();
         }
+    }
+}
+
+/// Writes `words` as little-endian bytes into `out` (exactly 8 bytes per word). A plain
+/// copy on little-endian machines.
+fn write_words(words: &[u64], out: &mut [u8]) {
+    for (bytes, word) in out.chunks_exact_mut(WORD_BYTES).zip(words) {
+        bytes.copy_from_slice(&word.to_le_bytes());
     }
 }
 

@@ -4,6 +4,9 @@
 /// Bits per word: every level uses `u64` words, on every platform.
 pub(crate) const WORD_BITS: u64 = 64;
 
+/// log2 of [`WORD_BITS`]: each level up divides indices by `1 << WORD_SHIFT`.
+pub(crate) const WORD_SHIFT: u32 = 6;
+
 /// Bits `from..64` set (`from < 64`).
 #[inline]
 pub(crate) fn mask_from(from: u64) -> u64 {

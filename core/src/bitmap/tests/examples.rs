@@ -311,3 +311,54 @@ fn cursor_never_returns_a_reset_granule_and_sees_sets_ahead() {
     );
     assert_eq!(cursor.position(&bitmap), 50_001);
 }
+
+#[test]
+fn an_impossible_allocation_is_an_error_not_an_abort() {
+    // 2^41 granules need 256 GiB of bottom level: refused on small machines, mapped lazily
+    // where memory is overcommitted. Either way the process must survive.
+    match HBitmap::new(1 << MAX_LOG_GRANULES, 0) {
+        Ok(bitmap) => assert_eq!(bitmap.granules(), 1 << MAX_LOG_GRANULES),
+        Err(error) => assert!(matches!(error, BitmapError::OutOfMemory { .. }), "{error}"),
+    }
+    let mut small = HBitmap::new(1, 0).unwrap();
+    match small.truncate(1 << MAX_LOG_GRANULES) {
+        Ok(()) => assert_eq!(small.granules(), 1 << MAX_LOG_GRANULES),
+        Err(error) => {
+            assert!(matches!(error, BitmapError::OutOfMemory { .. }), "{error}");
+            assert_eq!(small.size(), 1, "a refused truncate changes nothing");
+        }
+    }
+}
+
+#[test]
+fn iteration_climbs_five_levels() {
+    // 2^24 + 1 granules: five dirty levels, the top one barely used.
+    let granules = (1u64 << 24) + 1;
+    let mut bitmap = HBitmap::new(granules << 2, 2).unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut expected: Vec<u64> = (0..300)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % granules
+        })
+        .chain([0, 4095, 4096, 262_143, 262_144, granules - 1])
+        .collect();
+    expected.sort_unstable();
+    expected.dedup();
+    for &granule in &expected {
+        bitmap.set(granule << 2, 1).unwrap();
+    }
+    for start_index in [0, 1, 150, expected.len() - 2, expected.len() - 1] {
+        let start = expected[start_index] << 2;
+        let walked: Vec<u64> = bitmap.iter_dirty(start).collect();
+        let wanted: Vec<u64> = expected[start_index..].iter().map(|g| g << 2).collect();
+        assert_eq!(walked, wanted, "from granule {}", expected[start_index]);
+        let mut cursor = bitmap.cursor(start);
+        assert_eq!(
+            std::iter::from_fn(|| cursor.next(&bitmap)).collect::<Vec<_>>(),
+            wanted
+        );
+    }
+}
