@@ -389,7 +389,7 @@ fn workloads<B: Bits>(c: &mut Criterion, name: &str, bits: &mut B) {
             &mut group,
             name,
             bits,
-            limit,
+            dirty,
             |_| {},
             |b| {
                 black_box(b.iterate_sum(dirty));
