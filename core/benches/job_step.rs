@@ -96,7 +96,7 @@ fn main() {
     let length = tib << 40;
     println!(
         "disk {tib} TiB, chunk 64 KiB ({} M chunks), max_io 1 MiB, instant driver",
-        length / CHUNK >> 20
+        (length / CHUNK) >> 20
     );
     let (mut best_sweep, mut best_job) = (Duration::MAX, Duration::MAX);
     let (mut best_sweep_cpu, mut best_job_cpu) = (None::<Duration>, None::<Duration>);
