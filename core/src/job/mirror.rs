@@ -126,7 +126,9 @@ pub struct MirrorJob {
     pub(super) bitmap: HBitmap,
     /// Chunks whose dirt may not come from the initial selection: the guest wrote them, or
     /// a copy or guest write there failed (the target may hold anything). Declarations never
-    /// clean them. Only kept for the sync modes that honour declarations.
+    /// clean them. Only kept for the sync modes that honour declarations, and made on the
+    /// first mark (until then nothing is protected), so a job nobody writes to never pays
+    /// for it.
     pub(super) protected: Option<HBitmap>,
     /// Declarations made before `start()`, applied at start in order.
     pub(super) early_declarations: Vec<(u64, u64, RangeState)>,
@@ -201,18 +203,12 @@ impl MirrorJob {
             granularity,
         };
         let bitmap = HBitmap::new(config.length, chunk_shift).map_err(|_| too_large())?;
-        let protected = match config.sync {
-            SyncMode::Full | SyncMode::Top => {
-                Some(HBitmap::new(config.length, chunk_shift).map_err(|_| too_large())?)
-            }
-            SyncMode::None => None,
-        };
         let chunk_count = config.length.div_ceil(granularity);
         Ok(Self {
             chunk_shift,
             chunk_count,
             bitmap,
-            protected,
+            protected: None,
             early_declarations: Vec::new(),
             status: JobStatus::Created,
             now: Nanos(0),
@@ -473,11 +469,17 @@ impl MirrorJob {
 
     /// Records that the range's content may differ from what the initial selection assumed.
     pub(super) fn protect(&mut self, offset: u64, length: u64) {
-        if let Some(protected) = &mut self.protected {
-            protected
-                .set(offset, length)
-                .expect("ranges are checked against the disk before marking");
+        if self.config.sync == SyncMode::None {
+            return; // declarations are ignored: nothing to protect from
         }
+        let (length_bytes, shift) = (self.config.length, self.chunk_shift);
+        self.protected
+            .get_or_insert_with(|| {
+                HBitmap::new(length_bytes, shift)
+                    .expect("the same shape as the dirty bitmap, which new() already made")
+            })
+            .set(offset, length)
+            .expect("ranges are checked against the disk before marking");
     }
 
     /// Checks a byte range against the disk.

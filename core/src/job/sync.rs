@@ -82,18 +82,19 @@ impl MirrorJob {
         } else {
             (offset + length) / granularity * granularity
         };
-        let protected = self
-            .protected
-            .as_ref()
-            .expect("full and top keep the protected map");
         let mut position = start;
         while position < end {
             let Some(dirty) = self.bitmap.next_dirty(position, end - position) else {
                 break;
             };
-            let stop = protected.next_dirty(dirty, end - dirty).unwrap_or(end);
+            let protected = self.protected.as_ref();
+            let stop = protected
+                .and_then(|p| p.next_dirty(dirty, end - dirty))
+                .unwrap_or(end);
             if stop == dirty {
-                position = protected.next_zero(dirty, end - dirty).unwrap_or(end);
+                position = protected
+                    .and_then(|p| p.next_zero(dirty, end - dirty))
+                    .unwrap_or(end);
                 continue;
             }
             self.bitmap
