@@ -130,6 +130,9 @@ pub struct MirrorJob {
     /// first mark (until then nothing is protected), so a job nobody writes to never pays
     /// for it.
     pub(super) protected: Option<HBitmap>,
+    /// The protected map could not be allocated: treat every chunk as protected (then
+    /// declarations after that clean nothing, which is always safe).
+    pub(super) protect_everything: bool,
     /// Declarations made before `start()`, applied at start in order.
     pub(super) early_declarations: Vec<(u64, u64, RangeState)>,
     pub(super) status: JobStatus,
@@ -209,6 +212,7 @@ impl MirrorJob {
             chunk_count,
             bitmap,
             protected: None,
+            protect_everything: false,
             early_declarations: Vec::new(),
             status: JobStatus::Created,
             now: Nanos(0),
@@ -469,17 +473,24 @@ impl MirrorJob {
 
     /// Records that the range's content may differ from what the initial selection assumed.
     pub(super) fn protect(&mut self, offset: u64, length: u64) {
-        if self.config.sync == SyncMode::None {
-            return; // declarations are ignored: nothing to protect from
+        if self.config.sync == SyncMode::None || self.protect_everything {
+            return; // nothing to protect from, or everything protected already
         }
-        let (length_bytes, shift) = (self.config.length, self.chunk_shift);
-        self.protected
-            .get_or_insert_with(|| {
-                HBitmap::new(length_bytes, shift)
-                    .expect("the same shape as the dirty bitmap, which new() already made")
-            })
-            .set(offset, length)
-            .expect("ranges are checked against the disk before marking");
+        if self.protected.is_none() {
+            match HBitmap::new(self.config.length, self.chunk_shift) {
+                Ok(map) => self.protected = Some(map),
+                Err(_) => {
+                    // Out of memory for the map: stay correct by protecting everything.
+                    self.protect_everything = true;
+                    return;
+                }
+            }
+        }
+        if let Some(protected) = &mut self.protected {
+            protected
+                .set(offset, length)
+                .expect("ranges are checked against the disk before marking");
+        }
     }
 
     /// Checks a byte range against the disk.

@@ -82,6 +82,9 @@ impl MirrorJob {
         } else {
             (offset + length) / granularity * granularity
         };
+        if self.protect_everything {
+            return;
+        }
         let mut position = start;
         while position < end {
             let Some(dirty) = self.bitmap.next_dirty(position, end - position) else {
