@@ -10,10 +10,20 @@
 //! dirty chunk stays dirty for the background copy, QEMU-FACTS §9.7); its bytes count as in
 //! flight from then on.
 
-use super::mirror::{Ending, GuestHold, GuestWrite, MirrorJob};
+use super::mirror::{Ending, GuestHold, MirrorJob};
 use super::ops::{Op, OpKind, Waiter};
 use super::policy::Side;
 use super::*;
+
+/// What the driver does with a guest write it reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestWrite {
+    /// Acknowledge the guest now.
+    Acknowledge,
+    /// Keep the guest's data: a `guest_write` action with this op id will follow; acknowledge
+    /// the guest once that action completes.
+    Mirror(OpId),
+}
 
 impl MirrorJob {
     /// Reports that the guest wrote `[offset, offset+length)` of the source (the write has

@@ -1,9 +1,9 @@
-//! The mirror job: its state, its getters and the dispatch of inputs and commands.
+//! The mirror job: its state, the dispatch of completions and time, and the outputs.
 //!
 //! The protocol lives in sibling modules, each an `impl MirrorJob` block with one concern:
 //! `copy` (picking and issuing background copies), `guest` (guest writes, write-blocking),
 //! `ending` (ready, pause, complete, cancel, conclusion), `policy` (error policies),
-//! `sync` (sync modes and declarations), `verbs` (the user's commands).
+//! `sync` (sync modes and declarations), `verbs` (the user's commands), `views` (getters).
 
 use super::ops::{CopyStage, OpKind, OpTable};
 use super::ratelimit::RateLimiter;
@@ -15,63 +15,6 @@ use std::collections::VecDeque;
 /// A point in time in nanoseconds, supplied by the driver (no clock in the core).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Nanos(pub u64);
-
-/// Progress in bytes: `total = current + remaining` (dirty bytes plus bytes in flight).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Progress {
-    /// Bytes copied (or zeroed) so far.
-    pub current: u64,
-    /// `current` plus what remains.
-    pub total: u64,
-}
-
-/// Rate estimates over a sliding window of virtual time (2 s).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Rates {
-    /// Bytes per second the guest newly dirties.
-    pub dirty_bytes_per_sec: u64,
-    /// Bytes per second the job copies.
-    pub copy_bytes_per_sec: u64,
-    /// Estimated nanoseconds until ready (0 once ready), when it can be estimated: the copy
-    /// rate must exceed the dirty rate.
-    pub eta_ready_ns: Option<u64>,
-}
-
-/// What the driver does with a guest write it reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GuestWrite {
-    /// Acknowledge the guest now.
-    Acknowledge,
-    /// Keep the guest's data: a `guest_write` action with this op id will follow; acknowledge
-    /// the guest once that action completes.
-    Mirror(OpId),
-}
-
-/// What an operation that owns (or waits for) chunks is doing (for visualisation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpViewKind {
-    /// A background copy reading the source.
-    Reading,
-    /// A background copy writing the target.
-    Writing,
-    /// A write-blocking guest write writing the target.
-    GuestWriting,
-    /// A write-blocking guest write waiting for its chunks (owns nothing yet).
-    WaitingGuestWrite,
-}
-
-/// A read-only view of one operation that owns or waits for chunks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpView {
-    /// The op id.
-    pub op: OpId,
-    /// What it is doing.
-    pub kind: OpViewKind,
-    /// First byte of its range.
-    pub offset: u64,
-    /// Bytes in its range (the chunks owned are this range rounded out to chunks).
-    pub length: u64,
-}
 
 /// How the job is ending, once an end was requested or forced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,131 +183,6 @@ impl MirrorJob {
             error: None,
             config,
         })
-    }
-
-    // ----- getters -----
-
-    /// The configuration in use (with `buf_size` rounded, `speed_bytes_per_sec` and
-    /// `copy_mode` as last set).
-    pub fn config(&self) -> &MirrorConfig {
-        &self.config
-    }
-
-    /// The current status.
-    pub fn status(&self) -> JobStatus {
-        self.status
-    }
-
-    /// `(current, total)`: `total = current + dirty bytes + bytes in flight`.
-    pub fn progress(&self) -> Progress {
-        Progress {
-            current: self.current,
-            total: self.current + self.remaining_bytes(),
-        }
-    }
-
-    /// Dirty bytes, counting the last (partial) chunk by its real size.
-    pub fn dirty_bytes(&self) -> u64 {
-        let mut dirty = self.bitmap.count();
-        let tail = self.config.length % self.config.granularity;
-        if tail != 0 && self.bitmap.get(self.config.length - 1) {
-            dirty -= self.config.granularity - tail;
-        }
-        dirty
-    }
-
-    /// Bytes of background copies and write-blocking guest writes in flight (including
-    /// guest writes still waiting for their chunks).
-    pub fn bytes_in_flight(&self) -> u64 {
-        self.copy_bytes_in_flight + self.guest_bytes_in_flight
-    }
-
-    fn remaining_bytes(&self) -> u64 {
-        self.dirty_bytes() + self.bytes_in_flight()
-    }
-
-    /// Dirty and copy rates over the last 2 s of virtual time, and the ETA to ready.
-    pub fn rates(&self) -> Rates {
-        let dirty_bytes_per_sec = self.dirty_rate.per_sec(self.now);
-        let copy_bytes_per_sec = self.copy_rate.per_sec(self.now);
-        let eta_ready_ns = if self.ready_reached {
-            Some(0)
-        } else if copy_bytes_per_sec > dirty_bytes_per_sec {
-            let remaining = self.remaining_bytes() as u128;
-            u64::try_from(
-                remaining * 1_000_000_000 / (copy_bytes_per_sec - dirty_bytes_per_sec) as u128,
-            )
-            .ok()
-        } else {
-            None
-        };
-        Rates {
-            dirty_bytes_per_sec,
-            copy_bytes_per_sec,
-            eta_ready_ns,
-        }
-    }
-
-    /// The dirty bitmap (one bit per chunk; items are bytes).
-    pub fn bitmap(&self) -> &HBitmap {
-        &self.bitmap
-    }
-
-    /// Ops that own or wait for chunks, by ascending op id.
-    pub fn ops(&self) -> impl Iterator<Item = OpView> + '_ {
-        self.ops.iter().filter_map(|(op, entry)| {
-            let kind = match entry.kind {
-                OpKind::Copy(CopyStage::Read) => OpViewKind::Reading,
-                OpKind::Copy(CopyStage::Write(_)) => OpViewKind::Writing,
-                OpKind::Guest { waiting: false } => OpViewKind::GuestWriting,
-                OpKind::Guest { waiting: true } => OpViewKind::WaitingGuestWrite,
-                _ => return None,
-            };
-            Some(OpView {
-                op,
-                kind,
-                offset: entry.offset,
-                length: entry.length,
-            })
-        })
-    }
-
-    /// Number of live ops of every kind (each owes the driver or the job a completion).
-    pub fn ops_in_flight(&self) -> usize {
-        self.ops.len()
-    }
-
-    /// The error that failed the job (`report` policy, or a failed quiesce/unquiesce/pivot).
-    pub fn error(&self) -> Option<IoErrorKind> {
-        self.error
-    }
-
-    /// Whether READY was reached (it stays true).
-    pub fn is_ready_reached(&self) -> bool {
-        self.ready_reached
-    }
-
-    /// Whether a pause (user or `stop` policy) is in force; the status says whether it has
-    /// taken effect yet.
-    pub fn is_pause_requested(&self) -> bool {
-        self.user_paused
-    }
-
-    /// Whether the job holds the guest: a `quiesce` completed and no `unquiesce` or `pivot`
-    /// has completed since.
-    pub fn is_guest_held(&self) -> bool {
-        matches!(
-            self.hold,
-            GuestHold::Held { .. }
-                | GuestHold::FinalFlush(_)
-                | GuestHold::Pivoting(_)
-                | GuestHold::Unquiescing(_)
-        )
-    }
-
-    /// The last instant the driver supplied.
-    pub fn now(&self) -> Nanos {
-        self.now
     }
 
     // ----- inputs from the world -----

@@ -129,11 +129,14 @@ mod rates;
 mod status;
 mod sync;
 mod verbs;
+mod views;
 
 pub use action::{Action, ActionKind, IoErrorKind, OpId, OpResult};
 pub use config::{ConfigError, CopyMode, ErrorPolicy, MirrorConfig, RangeState, SyncMode};
 pub use error::JobError;
 pub use event::{ErrorAction, Event, Operation};
-pub use mirror::{GuestWrite, MirrorJob, Nanos, OpView, OpViewKind, Progress, Rates};
+pub use guest::GuestWrite;
+pub use mirror::{MirrorJob, Nanos};
 pub use ratelimit::SLICE_NS;
 pub use status::{render_phase_diagram, JobStatus, Verb, TRANSITIONS, VERB_TABLE};
+pub use views::{OpView, OpViewKind, Progress, Rates};
