@@ -5,6 +5,11 @@
 //! leaves the target equal to the source at the switch moment, and the run ends in an
 //! outcome (never a hang). With no faults and no commands, every run completes equal; under
 //! `ignore` (or `stop` with an operator who resumes) it still does once the faults stop.
+//!
+//! "The job never writes the source" holds by construction here: no action kind names the
+//! source except `read`, and the simulator changes the source only for guest writes. What the
+//! job writes to the target must come from a read of the same op (else a violation), so
+//! target data is always source data or zeroes where the source read zero.
 
 mod sim_common;
 use blockmirror_core::job::{CopyMode, ErrorPolicy, IoErrorKind, MirrorConfig, SyncMode};
