@@ -33,7 +33,8 @@ def test_same_seed_same_run_different_seed_different_run() -> None:
 @pytest.mark.parametrize("sync", ["full", "top", "none"])
 @pytest.mark.parametrize("pattern", ["uniform", "hotspot", "sequential"])
 def test_every_mode_completes_equal(copy_mode: str, sync: str, pattern: str) -> None:
-    s = sim(copy_mode=copy_mode, sync=sync, pattern=pattern, write_rate=10 * MIB,
+    capture = {"uniform": "either", "hotspot": "issue", "sequential": "completion"}[pattern]
+    s = sim(copy_mode=copy_mode, sync=sync, pattern=pattern, write_rate=10 * MIB, read_capture=capture,
             data_fraction=0.6, complete_on_ready=True, guest_stop_ns=2 * SEC)
     assert s.run_until("concluded") == "reached"
     r = s.result()
@@ -159,6 +160,7 @@ def test_sweep_threads_do_not_change_results() -> None:
     dict(length=MIB, faults=[dict(side="middle", nth=1)]),
     dict(length=MIB, commands=[(0, "explode")]),
     dict(length=MIB, until="forever"),
+    dict(length=MIB, read_capture="sometimes"),
     dict(length=-1),
     dict(seed=1),
 ])

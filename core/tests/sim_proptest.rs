@@ -14,7 +14,8 @@
 mod sim_common;
 use blockmirror_core::job::{CopyMode, ErrorPolicy, IoErrorKind, MirrorConfig, SyncMode};
 use blockmirror_core::sim::{
-    Command, DeviceConfig, Goal, Pattern, RunOutcome, ScriptedCommand, ScriptedFault, Side, SimConfig, Simulation,
+    Command, DeviceConfig, Goal, Pattern, ReadCapture, RunOutcome, ScriptedCommand, ScriptedFault, Side, SimConfig,
+    Simulation,
 };
 use proptest::prelude::*;
 use sim_common::*;
@@ -30,6 +31,9 @@ fn policy() -> impl Strategy<Value = ErrorPolicy> {
 }
 fn pattern() -> impl Strategy<Value = Pattern> {
     prop_oneof![Just(Pattern::Uniform), Just(Pattern::HOT_SPOT_90_10), Just(Pattern::Sequential)]
+}
+fn read_capture() -> impl Strategy<Value = ReadCapture> {
+    prop_oneof![Just(ReadCapture::Either), Just(ReadCapture::Issue), Just(ReadCapture::Completion)]
 }
 fn error_kind() -> impl Strategy<Value = IoErrorKind> {
     prop_oneof![Just(IoErrorKind::NoSpace), Just(IoErrorKind::Io), Just(IoErrorKind::Other(27))]
@@ -50,12 +54,12 @@ fn world() -> impl Strategy<Value = SimConfig> {
     (
         (any::<u64>(), 1u64..4 * MIB, 9u32..17, 1u64..5, sync_mode(), copy_mode(), 0.0f64..=1.0, any::<bool>()),
         (pattern(), 0u64..20_000, 1u64..20_000, prop_oneof![Just(1u64), Just(512), Just(4096)], 1u32..8, 0u64..3 * SEC),
-        (MIB..100 * MIB, 0u64..2 * MS, MIB..64 * MIB, 0u64..2 * MS, 1u64..(8 << 20), 1usize..6),
+        (MIB..100 * MIB, 0u64..2 * MS, MIB..64 * MIB, 0u64..2 * MS, 1u64..(8 << 20), 1usize..6, read_capture()),
     )
         .prop_map(|(a, b, c)| {
             let (seed, length, g_log, io_chunks, sync, copy, data_fraction, declare) = a;
             let (pattern, writes_per_sec, write_size, align, depth, stop) = b;
-            let (target_bw, target_jitter, source_bw, source_jitter, buf, in_flight) = c;
+            let (target_bw, target_jitter, source_bw, source_jitter, buf, in_flight, capture) = c;
             let granularity = 1u64 << g_log;
             let mut job = MirrorConfig::new(length);
             job.granularity = granularity;
@@ -77,6 +81,7 @@ fn world() -> impl Strategy<Value = SimConfig> {
             config.guest.stop_ns = Some(stop);
             config.target = DeviceConfig { bandwidth_bytes_per_sec: target_bw, latency_ns: 50_000, jitter_ns: target_jitter };
             config.source = DeviceConfig { bandwidth_bytes_per_sec: source_bw, latency_ns: 20_000, jitter_ns: source_jitter };
+            config.read_capture = capture;
             config.complete_on_ready = true;
             config.sample_interval_ns = 0;
             config.limits.max_steps = 2_000_000;

@@ -2,7 +2,9 @@
 
 mod sim_common;
 use blockmirror_core::job::{CopyMode, JobStatus, SyncMode};
-use blockmirror_core::sim::{ChunkState, Command, Goal, Pattern, RunOutcome, ScriptedCommand, SimEventKind, Simulation};
+use blockmirror_core::sim::{
+    ChunkState, Command, Goal, Pattern, ReadCapture, RunOutcome, ScriptedCommand, SimEventKind, Simulation,
+};
 use sim_common::*;
 
 fn completes_equal(config: blockmirror_core::sim::SimConfig) -> Simulation {
@@ -239,6 +241,19 @@ fn zero_length_disk_is_ready_at_once() {
     let sim = completes_equal(base(0));
     assert_eq!(sim.summary().ready_at_ns, Some(0));
     assert_eq!(sim.chunks(), 0);
+}
+
+#[test]
+fn every_read_capture_completes_equal() {
+    for capture in [ReadCapture::Issue, ReadCapture::Completion, ReadCapture::Either] {
+        let mut config = with_guest(base(16 * MIB), Pattern::HOT_SPOT_90_10, 20 * MIB);
+        config.read_capture = capture;
+        config.source.jitter_ns = MS;
+        config.guest.stop_ns = Some(SEC);
+        for copy in [CopyMode::Background, CopyMode::WriteBlocking] {
+            completes_equal(modes(config.clone(), SyncMode::Full, copy));
+        }
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use crate::errors::invalid_argument;
 use crate::job::mirror_config;
 use blockmirror_core::job::{CopyMode, IoErrorKind};
 use blockmirror_core::sim::{
-    Command, DeviceConfig, Goal, Pattern, ScriptedCommand, ScriptedFault, Side, SimConfig,
+    Command, DeviceConfig, Goal, Pattern, ReadCapture, ScriptedCommand, ScriptedFault, Side, SimConfig,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -24,7 +24,7 @@ pub const KEYS: &[&str] = &[
     "source_fault_rate", "target_fault_rate", "fault_error", "fault_window_ns", "commands",
     "complete_on_ready", "resume_after_stop_ns", "data_fraction", "extent_chunks", "declare",
     "sample_interval_ns", "max_samples", "recent_write_window_ns", "max_steps", "time_limit_ns",
-    "not_converging_window_ns",
+    "not_converging_window_ns", "read_capture",
 ];
 
 /// Typed access to a dict of options, remembering which keys were read.
@@ -166,6 +166,16 @@ pub fn parse(length: u64, dict: &Bound<'_, PyDict>, allow_until: bool) -> PyResu
         }
     }
 
+    config.read_capture = match o.string("read_capture", "either")?.as_str() {
+        "either" => ReadCapture::Either,
+        "issue" => ReadCapture::Issue,
+        "completion" => ReadCapture::Completion,
+        other => {
+            return Err(invalid_argument(format!(
+                "unknown read_capture {other:?}: use \"either\", \"issue\" or \"completion\""
+            )))
+        }
+    };
     config.complete_on_ready = o.boolean("complete_on_ready", false)?;
     config.resume_after_stop_ns = o.opt_u64("resume_after_stop_ns")?;
     config.layout.data_fraction = o.f64("data_fraction", 1.0)?;

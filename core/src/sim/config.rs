@@ -185,6 +185,21 @@ impl Default for LayoutConfig {
     }
 }
 
+/// When a job read takes its snapshot of the source. A read races with guest writes that
+/// complete while it is in flight; a real device may return the old or the new data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ReadCapture {
+    /// The source as it was when the read was issued.
+    Issue,
+    /// The source as it is when the read completes.
+    Completion,
+    /// Per chunk, either of the two, drawn from the seed: the most adversarial choice, so
+    /// the default.
+    #[default]
+    Either,
+}
+
 /// Bounds that turn a run that never reaches its goal into an outcome instead of a hang.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunLimits {
@@ -231,6 +246,8 @@ pub struct SimConfig {
     pub recent_write_window_ns: u64,
     /// Keep a full step trace (memory grows with the run); the digest is always kept.
     pub record_trace: bool,
+    /// When job reads take their snapshot of the source.
+    pub read_capture: ReadCapture,
     /// Default bounds for `run_until`.
     pub limits: RunLimits,
 }
@@ -254,6 +271,7 @@ impl SimConfig {
             max_samples: 100_000,
             recent_write_window_ns: 200_000_000,
             record_trace: false,
+            read_capture: ReadCapture::Either,
             limits: RunLimits::default(),
         }
     }

@@ -16,6 +16,7 @@ const STREAM_GUEST: u64 = 1;
 const STREAM_FAULTS: u64 = 2;
 const STREAM_TIMING: u64 = 3;
 pub(super) const STREAM_LAYOUT: u64 = 4;
+const STREAM_READS: u64 = 5;
 
 /// Why a simulation could not be made.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -91,6 +92,8 @@ pub struct Simulation {
     pub(super) now_ns: u64,
     pub(super) fault_rng: Rng,
     pub(super) timing_rng: Rng,
+    /// Draws which snapshot each chunk of a read returns (`ReadCapture::Either`).
+    pub(super) read_rng: Rng,
     // The guest.
     pub(super) workload: Workload,
     pub(super) arrival_scheduled: bool,
@@ -107,6 +110,8 @@ pub struct Simulation {
     pub(super) recent_writes: VecDeque<(u64, u64, u64)>,
     // Job I/O.
     pub(super) read_buffers: BTreeMap<OpId, ReadBuffer>,
+    /// The source as each read in flight saw it when issued (unless capture is at completion).
+    pub(super) read_snapshots: BTreeMap<OpId, Vec<ChunkContent>>,
     pub(super) target_in_flight: BTreeMap<(u64, OpId), u64>,
     pub(super) io_issued: [u64; 2],
     pub(super) scripted_faults: BTreeMap<(u8, u64), IoErrorKind>,
@@ -177,6 +182,7 @@ impl Simulation {
             target_dev: Device::new(config.target),
             fault_rng: Rng::derive(config.seed, STREAM_FAULTS),
             timing_rng: Rng::derive(config.seed, STREAM_TIMING),
+            read_rng: Rng::derive(config.seed, STREAM_READS),
             job,
             disks,
             queue: EventQueue::new(),
@@ -195,6 +201,7 @@ impl Simulation {
             pivoted: false,
             recent_writes: VecDeque::new(),
             read_buffers: BTreeMap::new(),
+            read_snapshots: BTreeMap::new(),
             target_in_flight: BTreeMap::new(),
             io_issued: [0, 0],
             scripted_faults,

@@ -1,6 +1,6 @@
 //! How the simulator carries out the job's actions and reports their completions.
 
-use super::config::Command;
+use super::config::{Command, ReadCapture};
 use super::disk::Side;
 use super::engine::{side_index, Mirrored, Pending, ReadBuffer, Simulation};
 use super::record::{SimEvent, SimEventKind, TraceEntry};
@@ -46,6 +46,11 @@ impl Simulation {
         self.record(TraceEntry::Action { time_ns: self.now_ns, kind, op, offset, length });
         match kind {
             ActionKind::Read => {
+                if self.config.read_capture != ReadCapture::Completion {
+                    let range = self.disks.chunk_range(offset, length);
+                    let snapshot = range.map(|c| self.disks.content(Side::Source, c)).collect();
+                    self.read_snapshots.insert(op, snapshot);
+                }
                 let failure = self.draw_fault(Side::Source);
                 let done = self.source_dev.submit(self.now_ns, length, &mut self.timing_rng);
                 self.queue.push(done, Pending::JobIo { op, kind, offset, length, failure });
@@ -138,6 +143,7 @@ impl Simulation {
             self.target_in_flight.remove(&(start, op));
         }
         if let Some(error) = failure {
+            self.read_snapshots.remove(&op);
             for chunk in self.disks.chunk_range(offset, length) {
                 self.failed_chunks.insert(chunk);
             }
@@ -152,7 +158,20 @@ impl Simulation {
         match kind {
             ActionKind::Read => {
                 let range = self.disks.chunk_range(offset, length);
-                let chunks: Vec<_> = range.clone().map(|c| self.disks.content(Side::Source, c)).collect();
+                let at_issue = self.read_snapshots.remove(&op).unwrap_or_default();
+                let capture = self.config.read_capture;
+                let mut chunks = Vec::with_capacity(at_issue.len().max(range.clone().count()));
+                for (i, chunk) in range.clone().enumerate() {
+                    let use_issue = match capture {
+                        ReadCapture::Issue => true,
+                        ReadCapture::Completion => false,
+                        ReadCapture::Either => self.read_rng.chance(0.5),
+                    };
+                    match at_issue.get(i) {
+                        Some(old) if use_issue => chunks.push(old.clone()),
+                        _ => chunks.push(self.disks.content(Side::Source, chunk)),
+                    }
+                }
                 zero = chunks.iter().all(|c| c.is_zero());
                 let buffer = ReadBuffer { offset, length, first_chunk: range.start, chunks, zero };
                 self.read_buffers.insert(op, buffer);

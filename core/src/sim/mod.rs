@@ -13,7 +13,8 @@
 //!   splits it. Equality is exact for writes of any alignment and order, and a 1 TiB disk
 //!   at 64 KiB chunks fits in 256 MiB.
 //! - **Devices**: each side is a FIFO server with a bandwidth, a latency and an optional
-//!   jitter that reorders completions. Job reads and guest writes share the source.
+//!   jitter that reorders completions. Job reads and guest writes share the source. A read
+//!   returns, per chunk, the source as of its issue or its completion ([`ReadCapture`]).
 //! - **The guest** writes at a rate, in writes of a size, with a pattern (uniform, hot spot,
 //!   sequential) and a bounded queue depth; a write reaches the source, then is reported with
 //!   `handle_guest_write`; a write-blocking `guest_write` op delays its acknowledgement. The
@@ -51,7 +52,7 @@ mod rng;
 mod views;
 
 pub use config::{
-    Command, FaultConfig, GuestConfig, LayoutConfig, Pattern, RunLimits, ScriptedCommand, ScriptedFault, SimConfig,
+    Command, FaultConfig, GuestConfig, LayoutConfig, Pattern, ReadCapture, RunLimits, ScriptedCommand, ScriptedFault, SimConfig,
     SimConfigError,
 };
 pub use device::DeviceConfig;

@@ -273,6 +273,7 @@ class Simulation:
         fault_error: str | int | None = None,
         fault_window_ns: tuple[int, int] | None = None,
         commands: list[tuple[Any, ...]] | None = None,
+        read_capture: str = "either",
         complete_on_ready: bool = False,
         resume_after_stop_ns: int | None = None,
         data_fraction: float = 1.0,
