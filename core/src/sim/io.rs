@@ -46,7 +46,10 @@ impl Simulation {
         self.record(TraceEntry::Action { time_ns: self.now_ns, kind, op, offset, length });
         match kind {
             ActionKind::Read => {
-                if self.config.read_capture != ReadCapture::Completion {
+                // Only a guest write can make the two snapshots differ: with no guest writing,
+                // the copy is skipped (a read without one returns the source at completion).
+                let guest_may_write = self.workload.writing_at(self.now_ns) || !self.guest_in_flight.is_empty();
+                if self.config.read_capture != ReadCapture::Completion && guest_may_write {
                     let range = self.disks.chunk_range(offset, length);
                     let snapshot = range.map(|c| self.disks.content(Side::Source, c)).collect();
                     self.read_snapshots.insert(op, snapshot);
@@ -162,11 +165,12 @@ impl Simulation {
                 let capture = self.config.read_capture;
                 let mut chunks = Vec::with_capacity(at_issue.len().max(range.clone().count()));
                 for (i, chunk) in range.clone().enumerate() {
-                    let use_issue = match capture {
-                        ReadCapture::Issue => true,
-                        ReadCapture::Completion => false,
-                        ReadCapture::Either => self.read_rng.chance(0.5),
-                    };
+                    let use_issue = !at_issue.is_empty()
+                        && match capture {
+                            ReadCapture::Issue => true,
+                            ReadCapture::Completion => false,
+                            ReadCapture::Either => self.read_rng.chance(0.5),
+                        };
                     match at_issue.get(i) {
                         Some(old) if use_issue => chunks.push(old.clone()),
                         _ => chunks.push(self.disks.content(Side::Source, chunk)),
