@@ -327,6 +327,21 @@ mod tests {
     }
 
     #[test]
+    fn force_cancel_stops_at_once_and_the_target_may_differ() {
+        let mut d = demo(64.0, "report");
+        d.set_write_rate(4.0 * MIB).unwrap();
+        d.set_target_bandwidth(50.0 * MIB).unwrap();
+        d.run_for(200_000_000, 1_000_000);
+        assert_eq!(d.status(), JobStatus::Running);
+        d.cancel(true).unwrap();
+        run_until(&mut d, 1_000, |d| d.status() == JobStatus::Concluded);
+        let events = job_events(&d);
+        assert!(events.contains(&"BLOCK_JOB_CANCELLED"));
+        assert!(!events.contains(&"BLOCK_JOB_COMPLETED"));
+        assert!(!d.sim().source_equals_target(), "cancelled a fifth of the way through");
+    }
+
+    #[test]
     fn step_runs_exactly_the_events_asked_for() {
         let mut d = demo(16.0, "report");
         d.set_write_rate(4.0 * MIB).unwrap();
