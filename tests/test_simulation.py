@@ -55,6 +55,17 @@ def test_write_blocking_converges_where_background_does_not() -> None:
     assert blocking.result()["time_to_ready_ns"] is not None
 
 
+def test_write_blocking_when_not_converging() -> None:
+    heavy = dict(write_rate=400 * MIB, write_size=64 << 10, copy_rate=200 * MIB,
+                 not_converging_window_ns=2 * SEC, time_limit_ns=20 * SEC)
+    stuck = sim(**heavy)
+    assert stuck.run_until("ready") == "time_limit"
+    assert "BLOCK_JOB_NOT_CONVERGING" in [e.type for e in stuck.events]
+    helped = sim(write_blocking_when_not_converging=True, **heavy)
+    assert helped.run_until("ready") == "reached"
+    assert [(c[1], c[2]) for c in helped.commands] == [("set_copy_mode(write-blocking)", True)]
+
+
 def test_live_job_view_and_verbs() -> None:
     s = sim(write_rate=5 * MIB)
     job = s.job

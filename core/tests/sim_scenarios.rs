@@ -97,6 +97,27 @@ fn switching_to_write_blocking_while_running_converges() {
 }
 
 #[test]
+fn not_converging_switches_to_write_blocking_when_asked() {
+    let heavy = |auto| {
+        let mut config = with_guest(base(64 * MIB), Pattern::Uniform, 400 * MIB);
+        config.guest.write_size = 64 << 10;
+        config.guest.write_align = 64 << 10;
+        config.job.not_converging_window_ns = 2 * SEC;
+        config.write_blocking_when_not_converging = auto;
+        config.limits.max_duration_ns = 20 * SEC;
+        Simulation::new(config).expect("valid config")
+    };
+    let mut stuck = heavy(false);
+    assert_eq!(stuck.run_until(Goal::Ready), RunOutcome::TimeLimit);
+    assert!(event_types(&stuck).contains(&"BLOCK_JOB_NOT_CONVERGING"));
+    let mut helped = heavy(true);
+    assert_eq!(helped.run_until(Goal::Ready), RunOutcome::Reached);
+    let switched = helped.events().iter().any(|e| e.kind == SimEventKind::Command(Command::SetCopyMode(CopyMode::WriteBlocking)));
+    assert!(switched, "the switch is recorded as a command");
+    assert_clean(&helped);
+}
+
+#[test]
 fn pause_stops_progress_until_resume() {
     let mut config = base(64 * MIB);
     config.sample_interval_ns = 10 * MS;

@@ -236,6 +236,9 @@ pub struct SimConfig {
     pub layout: LayoutConfig,
     /// Call `complete()` as soon as the job is ready.
     pub complete_on_ready: bool,
+    /// Switch the job to write-blocking when it reports `BLOCK_JOB_NOT_CONVERGING` (what an
+    /// operator would do; QEMU's `block-job-change`).
+    pub write_blocking_when_not_converging: bool,
     /// After a `stop` error pauses the job, call `resume()` this much later (None: never).
     pub resume_after_stop_ns: Option<u64>,
     /// Interval of the time-series samples (0: no samples).
@@ -266,6 +269,7 @@ impl SimConfig {
             commands: Vec::new(),
             layout: LayoutConfig::default(),
             complete_on_ready: false,
+            write_blocking_when_not_converging: false,
             resume_after_stop_ns: None,
             sample_interval_ns: 100_000_000,
             max_samples: 100_000,

@@ -275,6 +275,7 @@ class Simulation:
         commands: list[tuple[Any, ...]] | None = None,
         read_capture: str = "either",
         complete_on_ready: bool = False,
+        write_blocking_when_not_converging: bool = False,
         resume_after_stop_ns: int | None = None,
         data_fraction: float = 1.0,
         extent_chunks: int = 16,
