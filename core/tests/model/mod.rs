@@ -68,6 +68,7 @@ pub struct Model {
     faults_on: bool,
     now: u64,
     rng: u64,
+    log_position: u64,
     // What the checks remember.
     seen_status: JobStatus,
     ready_events: usize,
@@ -159,6 +160,7 @@ impl Model {
             faults_on: true,
             now: 0,
             rng,
+            log_position: 0,
             seen_status: JobStatus::Created,
             ready_events: 0,
             ever_ready: false,
@@ -265,6 +267,13 @@ impl Model {
             if keep_writing && round % 2 == 0 && round < 20_000 {
                 let (a, b) = (self.random(), self.random());
                 self.guest_write(a, b);
+            }
+            // Invariant 7: write-blocking reaches ready while the guest keeps writing.
+            let healthy = !self.cancel_requested
+                && self.report_errors.is_empty()
+                && self.switch_failures.is_empty();
+            if keep_writing && round == 19_999 && healthy {
+                assert!(self.ever_ready, "write-blocking did not reach ready under writes");
             }
             if self.performable().is_empty() {
                 match self.job.poll_timeout() {
@@ -425,12 +434,21 @@ impl Model {
         // Two thirds of the writes go to a hot spot of three chunks, so writes overlap each
         // other and the copies often.
         let hot_units = (3 * self.setup.granularity / UNIT).min(units);
-        let first = if a % 3 == 0 {
-            a / 3 % units
+        // One write in five appends one block to a log that cycles through the first chunk:
+        // a stream of partial writes onto one chunk (the write-blocking starvation case).
+        let (first, count) = if b % 5 == 0 {
+            let chunk_units = (self.setup.granularity / UNIT).min(units);
+            self.log_position = (self.log_position + 1) % chunk_units;
+            (self.log_position, 1)
         } else {
-            a / 3 % hot_units
+            let first = if a % 3 == 0 {
+                a / 3 % units
+            } else {
+                a / 3 % hot_units
+            };
+            let count = (b % (3 * self.setup.granularity / UNIT + 2) + 1).min(units - first);
+            (first, count)
         };
-        let count = (b % (3 * self.setup.granularity / UNIT + 2) + 1).min(units - first);
         let offset = first * UNIT;
         let length = (count * UNIT).min(self.length - offset);
         let version = self.next_version;
