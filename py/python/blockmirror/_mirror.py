@@ -182,8 +182,11 @@ class Mirror:
 
     @property
     def ended(self) -> bool:
-        """The job has ended and every I/O has finished."""
-        return self._native.wait_end(0)
+        """The job has ended and every I/O has finished (``events`` is then complete)."""
+        if not self._native.wait_end(0):
+            return False
+        self._wait_events_drained()
+        return True
 
     def stats(self) -> Dict[str, Any]:
         """Status, progress, byte counters and failure, read together."""
@@ -206,6 +209,7 @@ class Mirror:
             return
         if outcome == "timeout":
             raise TimeoutError(f"mirror not ready within {timeout} s (status {self.status})")
+        self._wait_events_drained()  # the job ended: make `events` complete first
         self._raise_if_failed()
         raise JobStateError(f"the job ended in status {self.status} before it was ready")
 

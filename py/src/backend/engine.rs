@@ -425,11 +425,13 @@ fn drive(shared: &Shared) {
         }
         let now = shared.now();
         st.job.handle_timeout(now);
+        st.watch_convergence(now);
         shared.pump(&mut st);
         let wait = match st.job.poll_timeout() {
             // Never spin: a deadline already due is retried after a short pause.
             Some(deadline) => Duration::from_nanos(deadline.0.saturating_sub(now.0).max(50_000)),
-            None => Duration::from_millis(500),
+            // Idle wake-ups also drive auto-converge's rate watch.
+            None => Duration::from_millis(if st.auto_converge { 100 } else { 500 }),
         };
         st.driver_sleep_until = Some(Nanos(now.0 + wait.as_nanos() as u64));
         st = shared.driver_wake.wait_timeout(st, wait).expect("mirror state lock poisoned").0;

@@ -117,8 +117,10 @@ pub struct State {
     notify_waiters: bool,
     /// Switch to write-blocking on `BLOCK_JOB_NOT_CONVERGING` (background mode).
     pub auto_converge: bool,
-    /// A not-converging event asked for that switch.
+    /// A not-converging event (or the driver's rate watch) asked for that switch.
     switch_to_write_blocking: bool,
+    /// Since when (ns) the guest has been dirtying about as fast as the job copies.
+    behind_since_ns: Option<u64>,
     /// When the driver thread will wake by itself (it is woken earlier only when the job's
     /// next deadline moves before this, or the job ends).
     pub driver_sleep_until: Option<Nanos>,
@@ -176,6 +178,7 @@ impl Shared {
                 notify_waiters: false,
                 auto_converge,
                 switch_to_write_blocking: false,
+                behind_since_ns: None,
                 tasks: Some(tasks),
             }),
             driver_wake: Condvar::new(),
@@ -306,6 +309,29 @@ impl State {
                 return;
             }
             self.internal_error.get_or_insert(format!("job refused the completion of {op}: {e}"));
+        }
+    }
+
+    /// Auto-converge's rate watch (called by the driver thread): the job's not-converging
+    /// event waits for dirty bytes to stop reaching new lows, which a noisy equilibrium
+    /// keeps postponing; this watch asks only whether the guest newly dirties at least 90 %
+    /// of what the job copies, for a whole window. Then `pump` switches to write-blocking.
+    pub fn watch_convergence(&mut self, now: Nanos) {
+        let window_ns = self.job.config().not_converging_window_ns;
+        let watching = self.auto_converge
+            && window_ns != 0
+            && self.job.config().copy_mode == CopyMode::Background
+            && self.job.status() == JobStatus::Running;
+        let rates = self.job.rates();
+        let behind = rates.copy_bytes_per_sec > 0
+            && u128::from(rates.dirty_bytes_per_sec) * 10 >= u128::from(rates.copy_bytes_per_sec) * 9;
+        if !watching || !behind {
+            self.behind_since_ns = None;
+            return;
+        }
+        let since = *self.behind_since_ns.get_or_insert(now.0);
+        if now.0.saturating_sub(since) >= window_ns {
+            self.switch_to_write_blocking = true;
         }
     }
 
