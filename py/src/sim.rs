@@ -326,6 +326,13 @@ impl SimulationJob {
     }
 }
 
+/// What one simulation of a sweep produced (built without the GIL).
+struct SweepRow {
+    summary: SimSummary,
+    outcome: &'static str,
+    counts: Vec<(&'static str, u64)>,
+}
+
 /// Run many simulations in parallel (rayon, GIL released) and return one plain dict per
 /// parameter dict, in order: the parameters, plus the `Simulation.result()` keys and
 /// `outcome`. Each dict holds `Simulation` options plus `length` and optionally `until`
@@ -352,11 +359,11 @@ pub fn sweep<'py>(py: Python<'py>, params: &Bound<'py, PyAny>, threads: Option<i
         Some(n) if n >= 1 => Some(n as usize),
         Some(n) => return Err(invalid_argument(format!("threads must be at least 1, got {n}"))),
     };
-    let run_all = move || -> Result<Vec<(SimSummary, &'static str, Vec<(&'static str, u64)>)>, String> {
-        let run_one = |p: &SimParams| -> Result<(SimSummary, &'static str, Vec<(&'static str, u64)>), String> {
+    let run_all = move || -> Result<Vec<SweepRow>, String> {
+        let run_one = |p: &SimParams| -> Result<SweepRow, String> {
             let mut sim = Simulation::new(p.config.clone()).map_err(|e| e.to_string())?;
-            let outcome = sim.run_until(p.until);
-            Ok((sim.summary(), outcome.as_str(), event_counts(&sim)))
+            let outcome = sim.run_until(p.until).as_str();
+            Ok(SweepRow { summary: sim.summary(), outcome, counts: event_counts(&sim) })
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.unwrap_or(0))
@@ -366,9 +373,9 @@ pub fn sweep<'py>(py: Python<'py>, params: &Bound<'py, PyAny>, threads: Option<i
     };
     let results = py.detach(run_all).map_err(invalid_argument)?;
     let out = PyList::empty(py);
-    for (dict, (summary, outcome, counts)) in dicts.iter().zip(results) {
+    for (dict, result) in dicts.iter().zip(results) {
         let row = dict.copy()?;
-        row.update(summary_dict(py, &summary, Some(outcome), &counts)?.as_mapping())?;
+        row.update(summary_dict(py, &result.summary, Some(result.outcome), &result.counts)?.as_mapping())?;
         out.append(row)?;
     }
     Ok(out)

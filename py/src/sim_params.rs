@@ -121,7 +121,7 @@ pub fn parse(length: u64, dict: &Bound<'_, PyDict>, allow_until: bool) -> PyResu
     let g = &mut config.guest;
     g.write_rate_bytes_per_sec = o.u64("write_rate", 0)?;
     g.write_size = o.u64("write_size", 4096)?;
-    g.write_align = o.u64("write_align", g.write_size.min(4096).max(1))?;
+    g.write_align = o.u64("write_align", g.write_size.clamp(1, 4096))?;
     g.pattern = match o.string("pattern", "uniform")?.parse::<Pattern>().map_err(invalid_argument)? {
         Pattern::HotSpot { .. } => {
             Pattern::HotSpot { hot_fraction: o.f64("hot_fraction", 0.1)?, hot_share: o.f64("hot_share", 0.9)? }
