@@ -4,7 +4,7 @@
 //! at random moments, in both copy modes and all sync modes. Every DESIGN §3 invariant is
 //! checked after every step and at the end (see `model/mod.rs`).
 //!
-//! Each case is one interleaving. The default budget is 100,000 cases per run, split over
+//! Each case is one interleaving. The default budget is 110,000 cases per run, split over
 //! the tests below; set `PROPTEST_CASES` to change the count per test (e.g. for deep local runs).
 //! Failures found are frozen as named regression tests at the bottom of this file.
 //! Debugging aids: `BM_MODEL_TRACE=1` prints every input, action and event;
@@ -25,12 +25,14 @@ fn policy() -> impl Strategy<Value = ErrorPolicy> {
     ]
 }
 
-fn setup(copy_mode: CopyMode) -> impl Strategy<Value = Setup> {
+/// `unit` is the bytes per content version: 512 models blocks on disks of up to 24 chunks;
+/// 1 models every byte (unaligned lengths and writes anywhere) on disks of 1 to 4 chunks.
+fn setup(copy_mode: CopyMode, unit: u64) -> impl Strategy<Value = Setup> {
     (
         (
             1u64..=24,
             prop_oneof![Just(512u64), Just(1024), Just(4096)],
-            0u64..8,
+            0u64..4096,
             1u64..=4,
             1u64..=8,
             1usize..=4,
@@ -64,10 +66,16 @@ fn setup(copy_mode: CopyMode) -> impl Strategy<Value = Setup> {
                     complete,
                     seed,
                 ) = rest;
+                let (chunks, granularity) = if unit == 1 {
+                    (1 + chunks % 4, 512)
+                } else {
+                    (chunks, granularity)
+                };
                 Setup {
+                    unit,
                     chunks,
                     granularity,
-                    tail_units: tail % (granularity / model::UNIT),
+                    tail_units: tail % (granularity / unit),
                     max_io_chunks,
                     buf_chunks,
                     max_in_flight,
@@ -108,7 +116,7 @@ fn cases(default: u32) -> ProptestConfig {
 proptest! {
     #![proptest_config(cases(50_000))]
     #[test]
-    fn background_mode_keeps_every_invariant(setup in setup(CopyMode::Background), program in program()) {
+    fn background_mode_keeps_every_invariant(setup in setup(CopyMode::Background, 512), program in program()) {
         Model::new(setup).run(&program);
     }
 }
@@ -116,7 +124,19 @@ proptest! {
 proptest! {
     #![proptest_config(cases(50_000))]
     #[test]
-    fn write_blocking_mode_keeps_every_invariant(setup in setup(CopyMode::WriteBlocking), program in program()) {
+    fn write_blocking_mode_keeps_every_invariant(setup in setup(CopyMode::WriteBlocking, 512), program in program()) {
+        Model::new(setup).run(&program);
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(10_000))]
+    #[test]
+    fn byte_model_keeps_every_invariant(
+        setup in (prop_oneof![Just(CopyMode::Background), Just(CopyMode::WriteBlocking)])
+            .prop_flat_map(|mode| setup(mode, 1)),
+        program in program(),
+    ) {
         Model::new(setup).run(&program);
     }
 }
@@ -131,6 +151,7 @@ fn regression(setup: Setup, program: &[(u8, u32, u32)]) {
 
 fn base_setup() -> Setup {
     Setup {
+        unit: 512,
         chunks: 2,
         granularity: 1024,
         tail_units: 0,

@@ -12,16 +12,17 @@ use std::collections::HashMap;
 
 mod checks;
 
-pub const UNIT: u64 = 512;
 const GARBAGE: u32 = u32::MAX;
 const TORN: u32 = u32::MAX - 1;
 
 /// The shape of one model run, drawn by proptest.
 #[derive(Debug, Clone)]
 pub struct Setup {
+    /// Bytes per content version: 512 (block model) or 1 (byte model, tiny disks).
+    pub unit: u64,
     pub chunks: u64,
     pub granularity: u64,
-    /// Bytes past the last whole chunk (a multiple of 512, less than a chunk).
+    /// Units past the last whole chunk (less than a chunk).
     pub tail_units: u64,
     pub max_io_chunks: u64,
     pub buf_chunks: u64,
@@ -84,8 +85,9 @@ pub struct Model {
 
 impl Model {
     pub fn new(setup: Setup) -> Self {
-        let length = setup.chunks * setup.granularity + setup.tail_units * UNIT;
-        let units = length.div_ceil(UNIT) as usize;
+        let unit_bytes = setup.unit;
+        let length = setup.chunks * setup.granularity + setup.tail_units * unit_bytes;
+        let units = length.div_ceil(unit_bytes) as usize;
         let mut config = MirrorConfig::new(length);
         config.granularity = setup.granularity;
         config.max_io = setup.max_io_chunks * setup.granularity;
@@ -111,8 +113,8 @@ impl Model {
             let special = xorshift(&mut rng) % 3 == 0;
             if special {
                 let (offset, len) = (
-                    unit as u64 * UNIT,
-                    ((end as u64) * UNIT).min(length) - unit as u64 * UNIT,
+                    unit as u64 * unit_bytes,
+                    ((end as u64) * unit_bytes).min(length) - unit as u64 * unit_bytes,
                 );
                 match setup.sync {
                     SyncMode::Full | SyncMode::None => {
@@ -130,7 +132,7 @@ impl Model {
             // The target shares the source's backing: unallocated ranges read the same.
             SyncMode::Top => {
                 for &(offset, len, _) in &declarations {
-                    let (a, b) = units_of(offset, len);
+                    let (a, b) = units_of(unit_bytes, offset, len);
                     target[a..b].copy_from_slice(&source[a..b]);
                 }
             }
@@ -138,8 +140,8 @@ impl Model {
             _ => target.copy_from_slice(&source),
         }
         // Interleave some "allocated" declarations (always truthful, never harmful).
-        if xorshift(&mut rng) % 2 == 0 && length > UNIT {
-            declarations.insert(0, (UNIT, length - UNIT, RangeState::Allocated));
+        if xorshift(&mut rng) % 2 == 0 && length > unit_bytes {
+            declarations.insert(0, (unit_bytes, length - unit_bytes, RangeState::Allocated));
         }
         declarations.reverse(); // popped from the back in order
         Self {
@@ -273,7 +275,10 @@ impl Model {
                 && self.report_errors.is_empty()
                 && self.switch_failures.is_empty();
             if keep_writing && round == 19_999 && healthy {
-                assert!(self.ever_ready, "write-blocking did not reach ready under writes");
+                assert!(
+                    self.ever_ready,
+                    "write-blocking did not reach ready under writes"
+                );
             }
             if self.performable().is_empty() {
                 match self.job.poll_timeout() {
@@ -327,7 +332,7 @@ impl Model {
             IoErrorKind::Io,
             IoErrorKind::Other(61),
         ][(fault_roll / 100 % 3) as usize];
-        let (a, b) = units_of(action.offset, action.length);
+        let (a, b) = units_of(self.setup.unit, action.offset, action.length);
         let result = match action.kind {
             ActionKind::Read if fails => OpResult::Failed(error),
             ActionKind::Read => {
@@ -430,14 +435,15 @@ impl Model {
         if self.held || self.pivoted || self.unacknowledged >= 6 || self.length == 0 {
             return;
         }
-        let units = self.length.div_ceil(UNIT);
+        let unit = self.setup.unit;
+        let units = self.length.div_ceil(unit);
         // Two thirds of the writes go to a hot spot of three chunks, so writes overlap each
         // other and the copies often.
-        let hot_units = (3 * self.setup.granularity / UNIT).min(units);
+        let hot_units = (3 * self.setup.granularity / unit).min(units);
         // One write in five appends one block to a log that cycles through the first chunk:
         // a stream of partial writes onto one chunk (the write-blocking starvation case).
         let (first, count) = if b % 5 == 0 {
-            let chunk_units = (self.setup.granularity / UNIT).min(units);
+            let chunk_units = (self.setup.granularity / unit).min(units);
             self.log_position = (self.log_position + 1) % chunk_units;
             (self.log_position, 1)
         } else {
@@ -446,14 +452,14 @@ impl Model {
             } else {
                 a / 3 % hot_units
             };
-            let count = (b % (3 * self.setup.granularity / UNIT + 2) + 1).min(units - first);
+            let count = (b % (3 * self.setup.granularity / unit + 2) + 1).min(units - first);
             (first, count)
         };
-        let offset = first * UNIT;
-        let length = (count * UNIT).min(self.length - offset);
+        let offset = first * unit;
+        let length = (count * unit).min(self.length - offset);
         let version = self.next_version;
         self.next_version += 1;
-        let (x, y) = units_of(offset, length);
+        let (x, y) = units_of(self.setup.unit, offset, length);
         self.source[x..y].fill(version);
         match self
             .job
@@ -578,9 +584,9 @@ pub fn xorshift(state: &mut u64) -> u64 {
     *state
 }
 
-fn units_of(offset: u64, length: u64) -> (usize, usize) {
+fn units_of(unit: u64, offset: u64, length: u64) -> (usize, usize) {
     (
-        (offset / UNIT) as usize,
-        (offset + length).div_ceil(UNIT) as usize,
+        (offset / unit) as usize,
+        (offset + length).div_ceil(unit) as usize,
     )
 }
