@@ -335,6 +335,8 @@ impl Simulation {
             }
             Event::StatusChange { status: JobStatus::Concluded } => {
                 self.stats.concluded_at_ns.get_or_insert(self.now_ns);
+                // Reads of copies the job abandoned while winding down are never written.
+                self.read_buffers.clear();
                 self.release_unmirrored_guest_writes();
             }
             _ => {}
