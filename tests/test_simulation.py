@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import blockmirror as bm
 
@@ -242,3 +244,38 @@ def test_sweep_until_defaults_to_concluded_with_complete_on_ready() -> None:
     [row] = bm.sweep([dict(length=4 * MIB, complete_on_ready=True)])
     assert (row["outcome"], row["status"], row["ending"], row["equal_at_end"]) == (
         "reached", "concluded", "completed", True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    length=st.integers(0, 4 * MIB),
+    granularity=st.sampled_from([512, 4096, 65536]),
+    copy_mode=st.sampled_from(["background", "write-blocking"]),
+    sync=st.sampled_from(["full", "top", "none"]),
+    policy=st.sampled_from(["report", "ignore", "stop", "enospc"]),
+    write_size=st.integers(1, 20_000),
+    writes_per_sec=st.integers(0, 5_000),
+    fault_rate=st.sampled_from([0.0, 0.02, 0.2]),
+    jitter_ns=st.integers(0, 2 * MS),
+)
+def test_random_simulations_keep_the_invariants(
+    seed: int, length: int, granularity: int, copy_mode: str, sync: str, policy: str,
+    write_size: int, writes_per_sec: int, fault_rate: float, jitter_ns: int,
+) -> None:
+    s = bm.Simulation(
+        length, granularity=granularity, seed=seed, copy_mode=copy_mode, sync=sync,
+        on_source_error=policy, on_target_error=policy, max_io=4 * granularity,
+        write_size=write_size, write_align=1, write_rate=writes_per_sec * write_size,
+        guest_stop_ns=SEC, copy_rate=20 * MIB, jitter_ns=jitter_ns, data_fraction=0.5,
+        source_fault_rate=fault_rate, target_fault_rate=fault_rate, fault_window_ns=(0, SEC),
+        complete_on_ready=True, resume_after_stop_ns=10 * MS, time_limit_ns=60 * SEC,
+    )
+    outcome = s.run_until("concluded")
+    r = s.result()
+    assert s.violations == [] and r["ready_events"] <= 1
+    if policy in ("ignore", "stop"):
+        # Faults stop at 1 s and an operator resumes stops: the job must complete equal.
+        assert outcome == "reached" and r["ending"] == "completed" and r["error"] is None
+    if r["ending"] == "completed" and r["error"] is None:
+        assert r["equal_at_end"] is True
