@@ -103,13 +103,26 @@ class PageUnderTest:
     def status(self) -> str:
         return self.page.inner_text("#status")
 
+    def describe(self) -> str:
+        """What the page shows, for a failure message."""
+        return (
+            f"status {self.status()!r}, time {self.page.inner_text('#stat-time')!r}, "
+            f"notice {self.page.inner_text('#notice')!r}, log {self.log_types()[-12:]}, errors {self.errors}"
+        )
+
     def wait_for_log(self, selector: str) -> None:
-        self.page.wait_for_selector(f"#log li{selector}", state="attached", timeout=WAIT_MS)
+        try:
+            self.page.wait_for_selector(f"#log li{selector}", state="attached", timeout=WAIT_MS)
+        except playwright_sync.TimeoutError as e:
+            raise AssertionError(f"no log entry {selector}: {self.describe()}") from e
 
     def wait_for_status(self, status: str) -> None:
-        self.page.wait_for_function(
-            "s => document.getElementById('status').textContent === s", arg=status, timeout=WAIT_MS
-        )
+        try:
+            self.page.wait_for_function(
+                "s => document.getElementById('status').textContent === s", arg=status, timeout=WAIT_MS
+            )
+        except playwright_sync.TimeoutError as e:
+            raise AssertionError(f"status never became {status!r}: {self.describe()}") from e
 
     def start_scenario(self, number: int) -> None:
         self.page.click(f"#scenario-{number}")
