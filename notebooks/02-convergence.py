@@ -18,9 +18,10 @@
 #
 # An operator planning a live migration asks how long the copy takes while the guest keeps
 # writing, and from which write rate a background mirror stops converging (the knee). This
-# notebook sweeps the guest write rate, as a fraction of the target's bandwidth, for the two
-# copy modes (background, write-blocking) and two workloads (uniform random, hot-spot), and
-# measures the time to `BLOCK_JOB_READY` in the deterministic simulator.
+# notebook sweeps the guest write rate, as a fraction of the target's bandwidth, for three
+# strategies (background, write-blocking, and background that switches to write-blocking on
+# `BLOCK_JOB_NOT_CONVERGING`) and two workloads (uniform random, hot-spot), and measures
+# the time to `BLOCK_JOB_READY` in the deterministic simulator.
 
 # %%
 import os
@@ -41,7 +42,13 @@ WRITE_BYTES = 4096  # the guest's writes: small random writes, like a database
 TIME_LIMIT_S = 20  # a run that is not ready after 5x the plain copy time counts as "never"
 FRACTIONS = [0.0] + list(np.geomspace(0.005, 1.0, 36))  # guest bytes/s / target bytes/s
 PATTERNS = ["uniform", "hot-spot"]  # hot-spot: 90 % of writes go to 10 % of the disk
-COPY_MODES = ["background", "write-blocking"]
+NOT_CONVERGING_WINDOW_S = 2  # "switch": dirty bytes that do not shrink for 2 s trigger it
+STRATEGIES = {
+    "background": dict(copy_mode="background"),
+    "write-blocking": dict(copy_mode="write-blocking"),
+    "switch": dict(copy_mode="background", write_blocking_when_not_converging=True,
+                   not_converging_window_ns=NOT_CONVERGING_WINDOW_S * NS_PER_S),
+}
 SEEDS = [1, 2]
 
 grid = [
@@ -53,13 +60,13 @@ grid = [
         write_rate=int(fraction * COPY_BYTES_PER_SEC),
         write_size=WRITE_BYTES,
         pattern=pattern,
-        copy_mode=copy_mode,
+        **STRATEGIES[strategy],
         until="ready",
         time_limit_ns=TIME_LIMIT_S * NS_PER_S,
     )
     for fraction in FRACTIONS
     for pattern in PATTERNS
-    for copy_mode in COPY_MODES
+    for strategy in STRATEGIES
     for seed in SEEDS
 ]
 print(f"{len(grid)} simulations")
@@ -69,11 +76,11 @@ print(f"{len(grid)} simulations")
 # (rayon, with the GIL released). The grid must finish in under 30 s on 2 cores.
 
 # %%
-started = time.perf_counter()
+started, started_cpu = time.perf_counter(), time.process_time()
 results = bm.sweep(grid)
-sweep_s = time.perf_counter() - started
+sweep_s, sweep_cpu_s = time.perf_counter() - started, time.process_time() - started_cpu
 threads = os.environ.get("RAYON_NUM_THREADS", "all")  # sweep's thread pool follows it
-print(f"sweep: {len(results)} simulations in {sweep_s:.2f} s wall time "
+print(f"sweep: {len(results)} simulations in {sweep_s:.2f} s wall time, {sweep_cpu_s:.2f} s CPU "
       f"({threads} threads, {os.cpu_count()} cores)")
 assert len(results) == len(grid)
 assert sweep_s < 30, f"the grid took {sweep_s:.1f} s, the budget is 30 s"
@@ -84,17 +91,23 @@ assert sweep_s < 30, f"the grid took {sweep_s:.1f} s, the budget is 30 s"
 # limit makes the point "not ready" (None).
 
 # %%
+def strategy_of(result):
+    """Which entry of STRATEGIES a result row ran (rows carry their parameters)."""
+    if result.get("write_blocking_when_not_converging"):
+        return "switch"
+    return result["copy_mode"]
+
 def time_to_ready_s(result):
     ns = result["time_to_ready_ns"]
     return None if ns is None else ns / NS_PER_S
 
 rows = []
 for pattern in PATTERNS:
-    for copy_mode in COPY_MODES:
+    for strategy in STRATEGIES:
         for fraction in FRACTIONS:
             runs = [
                 r for r in results
-                if r["pattern"] == pattern and r["copy_mode"] == copy_mode
+                if r["pattern"] == pattern and strategy_of(r) == strategy
                 and r["write_rate"] == int(fraction * COPY_BYTES_PER_SEC)
             ]
             assert len(runs) == len(SEEDS)
@@ -105,7 +118,7 @@ for pattern in PATTERNS:
                      for r in runs] if fraction > 0 else [1.0]
             rows.append(dict(
                 pattern=pattern,
-                copy_mode=copy_mode,
+                strategy=strategy,
                 fraction=fraction,
                 time_to_ready_s=None if None in times else float(np.mean(times)),
                 copied_x_disk=float(np.mean(copied)) / LENGTH_BYTES,
@@ -117,7 +130,7 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True, layout="constrained
 for ax, pattern in zip(axes, PATTERNS):
     plots.plot_sweep(
         [r for r in rows if r["pattern"] == pattern and r["fraction"] > 0],
-        x="fraction", y="time_to_ready_s", group_by=["copy_mode"], ax=ax,
+        x="fraction", y="time_to_ready_s", group_by=["strategy"], ax=ax,
         x_label="guest write rate / target bandwidth (log scale)",
         y_label="time to READY (s, virtual)",
         title=f"{pattern} {WRITE_BYTES // 1024} KiB writes, {GRANULARITY_BYTES // 1024} KiB chunks",
@@ -131,53 +144,54 @@ for ax, pattern in zip(axes, PATTERNS):
 plt.show()
 
 # %% [markdown]
-# The price of converging. Left: bytes the job wrote to the target until READY, as a
-# multiple of the disk size. Right: the write rate the guest actually achieved until READY,
+# The price of converging. Top: bytes the job wrote to the target until READY, as a
+# multiple of the disk size. Bottom: the write rate the guest actually achieved until READY,
 # as a share of the rate it asked for. In write-blocking mode a guest write to a chunk that
 # is already in sync waits for the target, behind the copies queued there: the guest slows
 # down.
 
 # %%
-fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
-converged = [r for r in rows if r["fraction"] > 0 and r["time_to_ready_s"] is not None]
-plots.plot_sweep(
-    converged, x="fraction", y="copied_x_disk", group_by=["pattern", "copy_mode"], ax=left,
-    x_label="guest write rate / target bandwidth (log scale)",
-    y_label="bytes copied until READY (x disk size)",
-    title="Copy volume until READY", legend_loc="upper left",
-)
-plots.plot_sweep(
-    converged, x="fraction", y="guest_share", group_by=["pattern", "copy_mode"], ax=right,
-    x_label="guest write rate / target bandwidth (log scale)",
-    y_label="guest writes achieved / requested", y_scale=lambda v: 100 * v,
-    title="Guest write rate achieved until READY (%)", legend_loc="lower left",
-)
-right.set_ylabel("guest writes achieved / requested (%)")
-for ax in (left, right):
+fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True, layout="constrained")
+for column, pattern in enumerate(PATTERNS):
+    converged = [r for r in rows if r["pattern"] == pattern and r["fraction"] > 0
+                 and r["time_to_ready_s"] is not None]
+    plots.plot_sweep(
+        converged, x="fraction", y="copied_x_disk", group_by=["strategy"], ax=axes[0][column],
+        x_label="guest write rate / target bandwidth (log scale)",
+        y_label="bytes copied until READY (x disk size)",
+        title=f"{pattern}: copy volume until READY", legend_loc="upper left",
+    )
+    plots.plot_sweep(
+        converged, x="fraction", y="guest_share", group_by=["strategy"], ax=axes[1][column],
+        x_label="guest write rate / target bandwidth (log scale)",
+        y_label="guest writes achieved / requested (%)", y_scale=lambda v: 100 * v,
+        title=f"{pattern}: guest write rate achieved until READY", legend_loc="lower left",
+    )
+for ax in axes.flat:
     ax.set_xscale("log")
 plt.show()
 
 # %% [markdown]
-# The knee: the lowest write fraction at which a mode never got ready within the time limit
+# The knee: the lowest write fraction at which a strategy never got ready within the time limit
 # (the last fraction that still converged is printed beside it). A simple model predicts it
 # for uniform writes in background mode: each 4 KiB write dirties a whole 64 KiB chunk, so
 # near the end of the copy the guest dirties `chunk/write` = 16 times the bytes it writes;
 # the job keeps up only while that stays below the target's bandwidth (the dashed line).
 
 # %%
-def series(pattern, copy_mode):
-    return [r for r in rows if r["pattern"] == pattern and r["copy_mode"] == copy_mode]
+def series(pattern, strategy):
+    return [r for r in rows if r["pattern"] == pattern and r["strategy"] == strategy]
 
-def knee(pattern, copy_mode):
+def knee(pattern, strategy):
     """(last fraction that got ready, first that did not), or None if all got ready."""
     last_ok = 0.0
-    for r in series(pattern, copy_mode):
+    for r in series(pattern, strategy):
         if r["time_to_ready_s"] is None:
             return last_ok, r["fraction"]
         last_ok = r["fraction"]
     return None
 
-knees = {(p, m): knee(p, m) for p in PATTERNS for m in COPY_MODES}
+knees = {(p, m): knee(p, m) for p in PATTERNS for m in STRATEGIES}
 model_knee = WRITE_BYTES / GRANULARITY_BYTES
 for (pattern, mode), k in knees.items():
     text = "got ready at every rate up to 1.0" if k is None else (
@@ -212,19 +226,33 @@ wb_uniform = series("uniform", "write-blocking")
 past_knee = next(r for r in wb_uniform if uniform_knee is None or r["fraction"] >= uniform_knee[1])
 bg_share = min(r["guest_share"] for p in PATTERNS for r in series(p, "background")
                if r["time_to_ready_s"] is not None)
+# The switching strategy: always ready? How long at worst, and what did the guest keep?
+sw_uniform = series("uniform", "switch")
+sw_always = all(knees[(p, "switch")] is None for p in PATTERNS)
+sw_worst = max((r["time_to_ready_s"] for p in PATTERNS for r in series(p, "switch")
+                if r["time_to_ready_s"] is not None), default=None)
+sw_past_knee = next(r for r in sw_uniform if r["fraction"] == past_knee["fraction"])
+switch_wins = (sw_always and sw_past_knee["guest_share"] > past_knee["guest_share"]
+               and sw_uniform[-1]["guest_share"] > wb_uniform[-1]["guest_share"])
 print(
     f"Answer: with {WRITE_BYTES // 1024} KiB guest writes and {GRANULARITY_BYTES // 1024} KiB "
     f"chunks, a background mirror stops converging {describe(uniform_knee)} of the target's "
     f"bandwidth for uniform writes (the chunk/write model says {model_knee:.4f}); hot-spot "
     f"writes stop it {hot_vs_uniform} ({describe(hot_knee)}), although below the knee they "
     f"delay READY less (x{slowdown['hot-spot']:.2f} the plain copy time on average, against "
-    f"x{slowdown['uniform']:.2f} for uniform). Write-blocking mode "
+    f"x{slowdown['uniform']:.2f} for uniform), and below the knee the guest kept "
+    f"{min(bg_share, 1.0):.0%} of its write rate. Write-blocking mode "
     + (f"got ready at every rate tried, in at most {wb_worst:.2f} s against {plain_s:.2f} s "
        f"for the plain copy" if wb_always else "did NOT get ready at every rate")
-    + f", but by slowing the guest down: until READY its uniform writes ran at "
+    + f", by slowing the guest down: until READY its uniform writes ran at "
     f"{past_knee['guest_share']:.0%} of the requested rate at {past_knee['fraction']:.3f} "
-    f"and at {wb_uniform[-1]['guest_share']:.0%} at {wb_uniform[-1]['fraction']:.1f}. Below the "
-    f"knee, background mode kept the guest at {min(bg_share, 1.0):.0%} of its rate; above "
-    f"it, write-blocking is the way to finish, and the guest pays in write throughput until "
-    f"READY."
+    f"and at {wb_uniform[-1]['guest_share']:.0%} at {wb_uniform[-1]['fraction']:.1f}. "
+    f"Switching to write-blocking on BLOCK_JOB_NOT_CONVERGING "
+    + (f"got ready at every rate in at most {sw_worst:.2f} s, with the guest at "
+       f"{sw_past_knee['guest_share']:.0%} and {sw_uniform[-1]['guest_share']:.0%} at the same "
+       f"two rates" if sw_always else "did NOT get ready at every rate")
+    + (": start in background mode and switch when the job reports that it is not "
+       "converging - the guest pays less than with write-blocking from the start, and READY "
+       "still comes." if switch_wins else
+       ": above the knee, write-blocking is the way to finish, and the guest pays for it.")
 )

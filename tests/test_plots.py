@@ -207,6 +207,10 @@ def test_figures_have_labelled_axes() -> None:
     ]
     ax = plots.plot_sweep(rows, x="x", y="y", group_by=["mode"], x_label="X (s)", y_label="Y (s)")
     assert ax.get_xlabel() == "X (s)" and len(ax.get_lines()) == 3  # a, a's misses, b
+    assert ax.get_legend().get_title().get_text() == "x on top: not ready in time"
+    assert [line.get_linestyle() for line in ax.get_lines()] == ["-", "None", "--"]
+    ax = plots.plot_sweep(rows[:1], x="x", y="y", group_by=["mode"], x_label="X", y_label="Y")
+    assert ax.get_legend().get_title().get_text() == ""
     ax = plots.plot_granularity_tradeoff([4096, 8192], [1 << 20, 2 << 20], [512, 256])
     assert "granularity" in ax.get_xlabel() and "MiB" in ax.get_ylabel()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["4 KiB", "8 KiB"]

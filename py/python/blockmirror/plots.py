@@ -334,21 +334,26 @@ def plot_sweep(
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in keys), []).append(row)
-    for group, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    # Line styles cycle too, so that series lying on top of each other stay visible.
+    styles = ("-", "--", "-.", ":")
+    any_missed = False
+    for index, (group, members) in enumerate(sorted(groups.items(), key=lambda kv: str(kv[0]))):
         members = sorted(members, key=lambda r: r[x])
         label = ", ".join(str(v) for v in group)
         done = [(r[x], y_scale(r[y])) for r in members if r[y] is not None]
         line = ax.plot([p[0] for p in done], [p[1] for p in done], marker="o", markersize=3,
-                       label=label)[0]
+                       linestyle=styles[index % len(styles)], label=label)[0]
         missed = [r[x] for r in members if r[y] is None]
         if missed:
+            any_missed = True
             ax.plot(missed, [1.0] * len(missed), "x", color=line.get_color(),
                     transform=ax.get_xaxis_transform(), clip_on=False)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     if title:
         ax.set_title(title)
-    ax.legend(loc=legend_loc, fontsize="small", title="x on top: not ready in time")
+    ax.legend(loc=legend_loc, fontsize="small",
+              title="x on top: not ready in time" if any_missed else None)
     return ax
 
 
