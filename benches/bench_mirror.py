@@ -9,7 +9,9 @@ Part 1 (throughput, no guest): one source of random data (page cache warm), a fr
 per run, the tools run alternating in each repetition; before every run the previous
 target is deleted and `sync` flushes the page cache's dirty data (untimed). Each tool is
 timed alone and "+ flush" (the target fdatasync'ed: `sync -d`), because blockmirror and
-QEMU's mirror always flush the target before they report success. Then the same with
+QEMU's mirror always flush the target before they report success. The QEMU row excludes
+QEMU's start-up (a running VM does not pay it), so blockmirror appears twice: the CLI
+(with Python start-up) and the library call in this process. Then the same with
 O_DIRECT (`--direct`, `qemu-img -t none -T none`, QEMU `cache.direct=on`).
 
 Part 2 (guest writes): a guest writes `--write-rate` random 64 KiB blocks per second while a
@@ -116,8 +118,15 @@ def qemu_mirror(workdir: str, src: str, dst: str, size: int, direct: bool) -> Di
 def throughput(args: argparse.Namespace, src: str, direct: bool) -> Dict[str, List[Dict[str, float]]]:
     dst = os.path.join(args.dir, "dst.img")
     bm_cmd = [sys.executable, "-m", "blockmirror", "mirror", src, dst, "--quiet"] + (["--direct"] if direct else [])
+    def in_process() -> None:
+        import blockmirror as bm
+
+        bm.mirror(src, dst, direct=direct)
+
     tools: Dict[str, Callable[[], Dict[str, float]]] = {
         "blockmirror mirror": lambda: timed(run_cmd(*bm_cmd), dst),
+        # Like the QEMU row, without process start-up: the library call in this process.
+        "blockmirror.mirror() in process": lambda: timed(in_process, dst),
         "qemu-img convert": lambda: timed(run_cmd(
             "qemu-img", "convert", "-f", "raw", "-O", "raw",
             *(["-t", "none", "-T", "none"] if direct else []), src, dst), dst),
