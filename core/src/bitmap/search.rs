@@ -28,25 +28,6 @@ fn find_next<const CLEAN: bool>(
         return None;
     }
     let word_index = from / WORD_BITS;
-    if let Some(level1) = summaries.first() {
-        // Consult the summary of the start word first: on sparse bitmaps it usually says the
-        // start word has no match, which saves reading it (a likely cache miss).
-        let summary = load::<CLEAN>(level1[(word_index / WORD_BITS) as usize]);
-        if summary >> (word_index % WORD_BITS) & 1 == 0 {
-            let right = summary & mask_above(word_index % WORD_BITS);
-            if right == 0 {
-                return climb_and_descend::<CLEAN>(
-                    bottom,
-                    summaries,
-                    granules,
-                    2,
-                    word_index / WORD_BITS + 1,
-                );
-            }
-            let target = (word_index / WORD_BITS) * WORD_BITS + u64::from(right.trailing_zeros());
-            return descend::<CLEAN>(bottom, summaries, granules, 1, target);
-        }
-    }
     let bits = load::<CLEAN>(bottom[word_index as usize]) & mask_from(from % WORD_BITS);
     if bits != 0 {
         return below(
@@ -55,12 +36,6 @@ fn find_next<const CLEAN: bool>(
         );
     }
     find_in_words_from::<CLEAN>(bottom, summaries, granules, word_index + 1)
-}
-
-/// Bits strictly above `bit` (`bit < 64`).
-#[inline(always)]
-fn mask_above(bit: u64) -> u64 {
-    (u64::MAX << bit) << 1
 }
 
 /// The word as seen by the search: inverted when looking for clean granules.
