@@ -4,14 +4,18 @@
 //! Every benchmark times a batch of operations and declares the batch size as its
 //! throughput, so `median / elements` is the cost of one operation (one dirty granule for
 //! the iteration benchmarks). State changes needed between batches (clearing, filling) are
-//! made outside the timed part. `core/benches/bitmap_report.py` turns criterion's output
-//! into the table of docs/PERFORMANCE.md.
+//! made outside the timed part. Times are the benchmark thread's CPU time
+//! (`CLOCK_THREAD_CPUTIME_ID`), so other processes on a shared machine do not inflate them
+//! by preempting it (their cache pressure still can). `core/benches/bitmap_report.py` turns
+//! criterion's output into the table of docs/PERFORMANCE.md.
 //!
 //! Run: `cargo bench -p blockmirror-core --bench bitmap`
 
 use std::cell::Cell;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use cpu_time::ThreadTime;
 
 use blockmirror_core::bitmap::HBitmap;
 use criterion::measurement::WallTime;
@@ -50,6 +54,8 @@ trait Bits {
     fn next_zero(&self, from: u64) -> Option<Option<u64>>;
     fn count(&self) -> u64;
     fn serialize(&self) -> Vec<u8>;
+    /// `count` calls per timed batch: enough for a batch of about 100 µs.
+    const COUNT_BATCH: u64 = 4;
 }
 
 /// HBitmap driven in granules (items are `granule << granularity`).
@@ -68,6 +74,8 @@ impl Hier {
 }
 
 impl Bits for Hier {
+    const COUNT_BATCH: u64 = 1 << 16;
+
     #[inline]
     fn set_one(&mut self, granule: u64) {
         self.bitmap.set(granule << self.shift, 1).unwrap();
@@ -268,7 +276,7 @@ fn timed<B: Bits>(
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 prepare(bits);
-                let start = Instant::now();
+                let start = ThreadTime::now();
                 routine(bits);
                 total += start.elapsed();
             }
@@ -442,10 +450,10 @@ fn workloads<B: Bits>(c: &mut Criterion, name: &str, bits: &mut B) {
         &mut group,
         name,
         bits,
-        16,
+        B::COUNT_BATCH,
         |_| {},
         |b| {
-            for _ in 0..16 {
+            for _ in 0..B::COUNT_BATCH {
                 black_box(black_box(&*b).count());
             }
         },
