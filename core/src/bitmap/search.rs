@@ -28,6 +28,16 @@ fn find_next<const CLEAN: bool>(
         return None;
     }
     let word_index = from / WORD_BITS;
+    if !CLEAN {
+        if let Some(level1) = summaries.first() {
+            // On a sparse bitmap the start word is most likely empty, and its summary bit
+            // (in a small, cache-resident level) says so without reading it.
+            let summary = level1[(word_index / WORD_BITS) as usize];
+            if summary >> (word_index % WORD_BITS) & 1 == 0 {
+                return find_in_words_from::<CLEAN>(bottom, summaries, granules, word_index + 1);
+            }
+        }
+    }
     let bits = load::<CLEAN>(bottom[word_index as usize]) & mask_from(from % WORD_BITS);
     if bits != 0 {
         return below(
