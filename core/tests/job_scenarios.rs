@@ -519,3 +519,11 @@ fn pause_while_the_guest_is_held_releases_it_first() {
     use ActionKind::*;
     assert_eq!(switch, vec![Quiesce, Unquiesce, Quiesce, Pivot]);
 }
+
+#[test]
+fn debug_output_is_a_summary() {
+    let job = MirrorJob::new(MirrorConfig::new(1 << 40)).unwrap();
+    let text = format!("{job:?}");
+    assert!(text.starts_with("MirrorJob { status: Created"), "{text}");
+    assert!(text.len() < 1000, "no bitmap words: {} bytes", text.len());
+}

@@ -58,7 +58,7 @@ pub(super) enum GuestHold {
 
 /// The mirror job: a sans-io state machine (see the [module docs](super)). It is `Clone`:
 /// a copy is a snapshot that, fed the same inputs, gives the same outputs (what-if runs).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MirrorJob {
     pub(super) config: MirrorConfig,
     /// log2 of the granularity.

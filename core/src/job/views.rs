@@ -177,3 +177,23 @@ impl MirrorJob {
         self.now
     }
 }
+
+/// A summary, not the bitmaps: a 1 TiB job's bitmap alone is megabytes of words.
+impl std::fmt::Debug for MirrorJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorJob")
+            .field("status", &self.status)
+            .field("length", &self.config.length)
+            .field("granularity", &self.config.granularity)
+            .field("copy_mode", &self.config.copy_mode)
+            .field("progress", &self.progress())
+            .field("dirty_bytes", &self.dirty_bytes())
+            .field("ops_in_flight", &self.ops.len())
+            .field("pause_requested", &self.user_paused)
+            .field("ending", &self.ending)
+            .field("hold", &self.hold)
+            .field("error", &self.error)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
