@@ -11,6 +11,9 @@ scripts/setup.sh all
 log "cargo test (core and wasm host tests)"
 cargo test --workspace --exclude blockmirror-py
 
+log "cargo test (file backend unit tests in the extension crate)"
+cargo test -p blockmirror-py --lib
+
 log "core builds for wasm32"
 cargo build -p blockmirror-core --target wasm32-unknown-unknown
 
