@@ -86,10 +86,7 @@ impl Demo {
     fn apply_faults(&mut self) -> Result<(), DemoError> {
         let (source_rate, source_error) = self.source_fault.rate_and_error();
         let (target_rate, target_error) = self.target_fault.rate_and_error();
-        // The simulator draws one error kind for random faults on both sides: a full target
-        // (the interesting case for the policies) decides it when it is on.
-        let error = if target_rate > 0.0 { target_error } else { source_error };
-        self.sim.set_random_faults(source_rate, target_rate, error)?;
+        self.sim.set_random_faults(source_rate, source_error, target_rate, target_error)?;
         Ok(())
     }
 

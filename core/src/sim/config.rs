@@ -114,6 +114,8 @@ pub struct FaultConfig {
     pub target_rate: f64,
     /// How random faults fail.
     pub random_error: Option<IoErrorKind>,
+    /// How random faults on the target fail, when that differs (None: as `random_error`).
+    pub target_random_error: Option<IoErrorKind>,
     /// Random faults happen only for I/O issued in `[from, until)` (None: always).
     pub window_ns: Option<(u64, u64)>,
 }

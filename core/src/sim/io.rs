@@ -134,7 +134,8 @@ impl Simulation {
         let rate = if side == Side::Source { faults.source_rate } else { faults.target_rate };
         let in_window = faults.window_ns.is_none_or(|(from, until)| (from..until).contains(&self.now_ns));
         if rate > 0.0 && in_window && self.fault_rng.chance(rate) {
-            return Some(faults.random_error.unwrap_or(IoErrorKind::Io));
+            let target_error = if side == Side::Target { faults.target_random_error } else { None };
+            return Some(target_error.or(faults.random_error).unwrap_or(IoErrorKind::Io));
         }
         None
     }

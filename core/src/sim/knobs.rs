@@ -22,18 +22,26 @@ impl Simulation {
         Ok(())
     }
 
-    /// Change random fault injection from now on: each job I/O issued on the source
-    /// (target) fails with probability `source_rate` (`target_rate`), with `error`.
-    /// Scripted faults and the fault window stay as configured.
-    pub fn set_random_faults(&mut self, source_rate: f64, target_rate: f64, error: IoErrorKind) -> Result<(), SimConfigError> {
+    /// Change random fault injection from now on: each job I/O issued on the source fails
+    /// with probability `source_rate` and `source_error`, each on the target with
+    /// `target_rate` and `target_error`. Scripted faults and the fault window stay as they are.
+    pub fn set_random_faults(
+        &mut self,
+        source_rate: f64,
+        source_error: IoErrorKind,
+        target_rate: f64,
+        target_error: IoErrorKind,
+    ) -> Result<(), SimConfigError> {
         for (what, value) in [("source_fault_rate", source_rate), ("target_fault_rate", target_rate)] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(SimConfigError::Fraction { what, value });
             }
         }
-        self.config.faults.source_rate = source_rate;
-        self.config.faults.target_rate = target_rate;
-        self.config.faults.random_error = Some(error);
+        let faults = &mut self.config.faults;
+        faults.source_rate = source_rate;
+        faults.target_rate = target_rate;
+        faults.random_error = Some(source_error);
+        faults.target_random_error = Some(target_error);
         Ok(())
     }
 }
@@ -56,7 +64,7 @@ mod tests {
         let bad = Pattern::HotSpot { hot_fraction: 0.0, hot_share: 0.5 };
         assert!(matches!(s.set_pattern(bad), Err(SimConfigError::Fraction { what: "hot_fraction", .. })));
         assert_eq!(s.config().guest.pattern, Pattern::Uniform);
-        assert!(s.set_random_faults(1.5, 0.0, IoErrorKind::Io).is_err());
+        assert!(s.set_random_faults(1.5, IoErrorKind::Io, 0.0, IoErrorKind::Io).is_err());
         assert_eq!(s.config().faults.source_rate, 0.0);
         s.set_pattern(Pattern::Sequential).unwrap();
         assert_eq!(s.config().guest.pattern, Pattern::Sequential);
@@ -65,16 +73,40 @@ mod tests {
     #[test]
     fn a_full_target_turned_on_while_running_stops_the_job() {
         let mut s = sim();
-        s.set_random_faults(0.0, 1.0, IoErrorKind::NoSpace).unwrap();
+        s.set_random_faults(0.0, IoErrorKind::Io, 1.0, IoErrorKind::NoSpace).unwrap();
         s.run_until_within(Goal::Time(1_000_000_000), 100_000, 1_000_000_000);
         assert_eq!(s.job().status(), JobStatus::Paused);
         assert!(s.events().iter().any(|e| matches!(
             e.kind,
             SimEventKind::Job(Event::Error { error: IoErrorKind::NoSpace, .. })
         )));
-        s.set_random_faults(0.0, 0.0, IoErrorKind::NoSpace).unwrap();
+        s.set_random_faults(0.0, IoErrorKind::Io, 0.0, IoErrorKind::NoSpace).unwrap();
         s.command(crate::sim::Command::Resume).unwrap();
         s.run_until_within(Goal::Ready, 100_000, 10_000_000_000);
         assert_eq!(s.job().status(), JobStatus::Ready);
+    }
+
+    #[test]
+    fn each_side_fails_with_its_own_kind() {
+        let mut job = MirrorConfig::new(64 << 20);
+        job.on_source_error = ErrorPolicy::Ignore;
+        job.on_target_error = ErrorPolicy::Ignore;
+        let mut s = Simulation::new(SimConfig::new(job)).expect("valid config");
+        s.set_random_faults(0.5, IoErrorKind::Io, 0.5, IoErrorKind::NoSpace).unwrap();
+        s.run_until_within(Goal::Time(200_000_000), 100_000, 200_000_000);
+        let errors: Vec<(crate::job::Operation, IoErrorKind)> = s
+            .events()
+            .iter()
+            .filter_map(|e| match e.kind {
+                SimEventKind::Job(Event::Error { operation, error, .. }) => Some((operation, error)),
+                _ => None,
+            })
+            .collect();
+        assert!(errors.contains(&(crate::job::Operation::Read, IoErrorKind::Io)), "{errors:?}");
+        assert!(errors.contains(&(crate::job::Operation::Write, IoErrorKind::NoSpace)), "{errors:?}");
+        assert!(errors.iter().all(|(op, error)| match op {
+            crate::job::Operation::Read => *error == IoErrorKind::Io,
+            _ => *error == IoErrorKind::NoSpace,
+        }));
     }
 }
