@@ -30,7 +30,7 @@ const MAX_LEVELS: usize = 8;
 /// loaded only when the walk enters their block, so a sparse walk costs little more per
 /// dirty granule than a dense one. The three lowest levels are plain fields (they stay in
 /// registers in a loop); the rarely used upper ones sit in an array.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DirtyIter<'a> {
     /// The dirty levels, bottom first.
     levels: &'a [Vec<u64>],
@@ -125,6 +125,16 @@ impl<'a> DirtyIter<'a> {
         // Non-zero: its summary bit is set, and the borrow keeps the bitmap unchanged.
         self.pending = self.bottom[self.word_index as usize];
         true
+    }
+}
+
+/// The position, not the levels it borrows.
+impl std::fmt::Debug for DirtyIter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirtyIter")
+            .field("word_index", &self.word_index)
+            .field("pending", &format_args!("{:#x}", self.pending))
+            .finish_non_exhaustive()
     }
 }
 

@@ -13,7 +13,7 @@
 use super::words::{clear_bits, mask_from, mask_through, or_bits, WORD_BITS};
 
 /// The levels of one bitmap. All indices are granule or word indices as `u64`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Levels {
     /// `dirty[0]` is the bottom; each further level summarises "word is non-zero".
     pub(crate) dirty: Vec<Vec<u64>>,

@@ -95,7 +95,10 @@ pub const MAX_LOG_GRANULES: u32 = 41;
 
 /// A dirty bitmap over `size` items, one bit per `2^granularity` items. See the
 /// [module documentation](self) for how it works and what each operation costs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` prints a summary (shape, count, the first dirty items), not the words: a 1 TiB
+/// bitmap at 64 KiB is 2 MiB of them.
+#[derive(Clone, PartialEq, Eq)]
 pub struct HBitmap {
     /// Size in items, as given.
     size: u64,
@@ -113,6 +116,20 @@ impl AllocError {
             AllocError::Unaddressable => unaddressable,
             AllocError::OutOfMemory { bytes } => BitmapError::OutOfMemory { bytes },
         }
+    }
+}
+
+impl std::fmt::Debug for HBitmap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let first_dirty: Vec<u64> = self.iter_dirty(0).take(8).collect();
+        f.debug_struct("HBitmap")
+            .field("size", &self.size)
+            .field("granularity", &self.granularity)
+            .field("granules", &self.levels.granules)
+            .field("dirty_granules", &self.levels.set_granules)
+            .field("first_dirty_items", &first_dirty)
+            .field("levels", &self.levels.dirty.len())
+            .finish()
     }
 }
 

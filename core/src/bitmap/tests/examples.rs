@@ -362,3 +362,16 @@ fn iteration_climbs_five_levels() {
         );
     }
 }
+
+#[test]
+fn debug_prints_a_summary_not_the_words() {
+    let mut bitmap = HBitmap::new(1 << 30, 4).unwrap();
+    bitmap.set(4096, 100).unwrap();
+    let text = format!("{bitmap:?}");
+    assert!(
+        text.contains("dirty_granules: 7") && text.contains("first_dirty_items: [4096, 4112"),
+        "{text}"
+    );
+    assert!(text.len() < 300, "{text}");
+    assert!(format!("{:?}", bitmap.iter_dirty(0)).len() < 100);
+}
