@@ -242,8 +242,10 @@ impl FileMirror {
                         st = shared.changed.wait(st).expect("mirror state lock poisoned");
                     }
                     // A failed target write is the job's business (its policy acted); the
-                    // guest's own write to the source succeeded.
+                    // guest's own write to the source succeeded. If the job ended first, its
+                    // data may never have been asked for: drop it too.
                     st.guest_done.remove(&op);
+                    st.guest_data.remove(&op);
                 }
                 // The job ended between the checks: nothing left to track.
                 Err(JobError::VerbNotAllowed { .. }) => {}
