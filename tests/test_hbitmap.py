@@ -140,6 +140,15 @@ def test_big_ranges_release_the_gil_and_stay_correct() -> None:
 # --- every error is InvalidArgument, never a crash ----------------------------------------
 
 
+def test_error_messages_name_the_value() -> None:
+    with pytest.raises(bm.InvalidArgument, match="granularity 1099511627776 is out of range"):
+        bm.HBitmap(1, 1 << 40)
+    with pytest.raises(bm.InvalidArgument, match="got -3"):
+        bm.HBitmap(10).set(-3, 1)
+    with pytest.raises(bm.InvalidArgument, match="not aligned"):
+        bm.HBitmap(100, 2).reset(1, 4)
+
+
 def test_error_class_tree() -> None:
     assert issubclass(bm.InvalidArgument, bm.BlockMirrorError)
     assert issubclass(bm.InvalidArgument, ValueError)

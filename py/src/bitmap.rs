@@ -81,7 +81,8 @@ impl PyHBitmap {
     #[new]
     #[pyo3(signature = (size, granularity = Index(0)), text_signature = "(size, granularity=0)")]
     fn new(size: Index, granularity: Index) -> PyResult<Self> {
-        let granularity = u32::try_from(granularity.0).unwrap_or(u32::MAX);
+        let granularity = u32::try_from(granularity.0)
+            .map_err(|_| invalid_argument(format!("granularity {} is out of range (must be below 64)", granularity.0)))?;
         Ok(Self { inner: HBitmap::new(size.0, granularity).map_err(to_py)? })
     }
 
