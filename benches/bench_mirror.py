@@ -34,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from qmp import Qemu, file_node  # noqa: E402
@@ -89,7 +89,10 @@ def timed(run: Callable[[], None], target: str) -> Dict[str, float]:
 
 
 def run_cmd(*args: str) -> Callable[[], None]:
-    return lambda: subprocess.run(list(args), check=True, stdout=subprocess.DEVNULL)
+    def run() -> None:
+        subprocess.run(list(args), check=True, stdout=subprocess.DEVNULL)
+
+    return run
 
 
 def qemu_mirror(workdir: str, src: str, dst: str, size: int, direct: bool) -> Dict[str, float]:
@@ -149,7 +152,7 @@ def throughput(args: argparse.Namespace, src: str, direct: bool) -> Dict[str, Li
 
 
 class BmGuest(threading.Thread):
-    def __init__(self, write: Callable[[int, bytes], None], size: int, rate: float, seed: int) -> None:
+    def __init__(self, write: Callable[[int, bytes], object], size: int, rate: float, seed: int) -> None:
         super().__init__(daemon=True)
         self.write, self.size, self.rate = write, size, rate
         self.rng = random.Random(seed)
@@ -247,13 +250,14 @@ def main() -> int:
     p.add_argument("--converge-window", type=float, default=5.0,
                    help="blockmirror's not-converging window in seconds (auto-converge row)")
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-live", action="store_true")
     p.add_argument("--json", default=None, help="also write the raw results here")
     args = p.parse_args()
     ensure_qemu()
     os.makedirs(args.dir, exist_ok=True)
     src = os.path.join(args.dir, "src.img")
     make_source(src, args.size)
-    report: Dict[str, object] = {"size": args.size, "reps": args.reps}
+    report: Dict[str, Any] = {"size": args.size, "reps": args.reps, "live": []}
     mib = args.size / MiB
     if not args.skip_throughput:
         for direct in ([False] if args.no_direct else [False, True]):
@@ -269,24 +273,26 @@ def main() -> int:
                 tool, flushed = med([r["tool"] for r in runs]), med([r["flushed"] for r in runs])
                 print(f"| {name} | {mib / tool:.0f} | {mib / flushed:.0f} | {flushed / base:.2f}x |")
             print("\n(last column: the tool's flushed time / blockmirror's; above 1 = blockmirror faster)")
-    print(f"\n### guest writing {args.write_rate:.0f} x 64 KiB/s, speed limit {args.live_speed // MiB} MiB/s, "
-          f"{args.live_size // MiB} MiB image (cap {args.live_timeout:.0f} s)\n")
-    print("| copy mode | tool | time to ready (s) | MiB copied by then | guest writes/s achieved |")
-    print("|---|---|---|---|---|")
     live_src = os.path.join(args.dir, "live-src.img")
-    runs = [
-        ("background", "blockmirror", live_blockmirror),
-        ("background", "QEMU", live_qemu),
-        ("background", f"blockmirror, auto_converge (window {args.converge_window:.0f} s)",
-         lambda a, s, m: live_blockmirror(a, s, m, auto_converge=True)),
-        ("write-blocking", "blockmirror", live_blockmirror),
-        ("write-blocking", "QEMU", live_qemu),
-    ]
-    for mode, name, fn in runs:
+    live_runs: List[Tuple[str, str, Callable[..., Dict[str, Optional[float]]]]] = []
+    if not args.skip_live:
+        print(f"\n### guest writing {args.write_rate:.0f} x 64 KiB/s, speed limit {args.live_speed // MiB} MiB/s, "
+              f"{args.live_size // MiB} MiB image (cap {args.live_timeout:.0f} s)\n")
+        print("| copy mode | tool | time to ready (s) | MiB copied by then | guest writes/s achieved |")
+        print("|---|---|---|---|---|")
+        live_runs = [
+            ("background", "blockmirror", live_blockmirror),
+            ("background", "QEMU", live_qemu),
+            ("background", f"blockmirror, auto_converge (window {args.converge_window:.0f} s)",
+             lambda a, s, m: live_blockmirror(a, s, m, auto_converge=True)),
+            ("write-blocking", "blockmirror", live_blockmirror),
+            ("write-blocking", "QEMU", live_qemu),
+        ]
+    for mode, name, fn in live_runs:
         for _ in range(args.live_reps):
             make_source(live_src, args.live_size)
             r = fn(args, live_src, mode)
-            report.setdefault("live", []).append({"mode": mode, "tool": name, **r})  # type: ignore[union-attr]
+            report["live"].append({"mode": mode, "tool": name, **r})
             ready = f"{r['ready_s']:.1f}" if r["ready_s"] is not None else f"not ready after {args.live_timeout:.0f}"
             copied = f"{r['copied_bytes'] / MiB:.0f}" if r["copied_bytes"] is not None else "?"
             print(f"| {mode} | {name} | {ready} | {copied} | {r['writes_per_s']:.0f} |", flush=True)

@@ -197,9 +197,11 @@ pub fn spawn(shared: &Arc<Shared>, tasks: Receiver<Task>, count: usize) -> std::
             std::thread::Builder::new().name(format!("blockmirror-io-{i}")).spawn(move || loop {
                 // Only the receive holds the queue lock; the I/O runs unlocked.
                 let next = tasks.lock().expect("task queue lock poisoned").recv();
-                let Ok(task) = next else { return };
-                let outcome = run(&shared, task);
-                shared.finish_task(outcome);
+                let Ok(mut task) = next else { return };
+                // Run what this task's completion caused next (a read's write) right here.
+                while let Some(follow_up) = shared.finish_task(run(&shared, task)) {
+                    task = follow_up;
+                }
             })
         })
         .collect()
