@@ -160,6 +160,8 @@ impl DemoSettings {
         job.on_source_error = self.on_source_error;
         job.on_target_error = self.on_target_error;
         job.not_converging_window_ns = NOT_CONVERGING_WINDOW_NS;
+        // The job checks this too, but the chunk count must be bounded before the simulator
+        // allocates its disks, and counting chunks needs a valid granularity.
         if !(self.granularity.is_power_of_two() && (512..=64 << 20).contains(&self.granularity)) {
             return Err(ConfigError::Granularity(self.granularity).into());
         }
