@@ -54,7 +54,7 @@ def built_page() -> Path:
     return WWW
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def base_url(built_page: Path) -> Iterator[str]:
     handler = functools.partial(_QuietHandler, directory=str(built_page))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -67,7 +67,9 @@ def base_url(built_page: Path) -> Iterator[str]:
         server.server_close()
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop running in this
+# thread while it is open, which would break later tests that call asyncio.run().
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh all (apt-get install chromium)")
