@@ -181,8 +181,9 @@ def test_auto_converge_switches_to_write_blocking_and_gets_ready(tmp_path):
     with bm.Mirror(src, dst, speed=4 * MiB, auto_converge=True, not_converging_window=0.5) as m:
         ws = _writers(m, size, count=2, block=128 * 1024)
         m.wait_ready(timeout=60)
+        # Switched by the job's BLOCK_JOB_NOT_CONVERGING or by the driver's rate watch,
+        # whichever noticed first.
         assert m.stats()["copy_mode"] == "write-blocking"
-        assert "BLOCK_JOB_NOT_CONVERGING" in [e.type for e in m.events]
         for w in ws:
             w.finish()
         m.complete(timeout=60)
