@@ -156,6 +156,9 @@ def test_page_loads_with_legend_phase_diagram_and_controls(demo: PageUnderTest) 
     assert demo.status() == "running", "a fresh demo starts its job at once"
     assert page.eval_on_selector("#phase .node.current", "e => e.dataset.status") == "running"
     assert page.eval_on_selector_all("button.scenario", "els => els.length") == 5
+    # The grid's words: a fresh full-sync job has every chunk still to copy.
+    summary = page.inner_text("#grid-summary")
+    assert summary.startswith("Chunks now:") and "dirty" in summary and "clean" not in summary
 
 
 def test_scenario_1_reaches_ready_and_completes(demo: PageUnderTest) -> None:

@@ -41,6 +41,7 @@ export class ChunkGrid {
       this.rankOf[code] = style.rank;
     });
     this.background = rgbaWord(BACKGROUND);
+    this.stateNames = stateNames;
     this.chunkCount = 0;
   }
 
@@ -103,6 +104,18 @@ export class ChunkGrid {
     if (fullCells * chunksPerCell < n) {
       pixels[fullCells] = colorOf[this.telling(states, fullCells * chunksPerCell, n)];
     }
+  }
+
+  /** The chunks in each state, in words (the grid's text alternative). */
+  summary(states) {
+    const counts = new Uint32Array(256);
+    const n = Math.min(states.length, this.chunkCount);
+    for (let i = 0; i < n; i++) counts[states[i]]++;
+    const parts = [];
+    this.stateNames.forEach((name, code) => {
+      if (counts[code] > 0) parts.push(`${counts[code].toLocaleString("en")} ${name}`);
+    });
+    return `Chunks now: ${parts.join(", ")}.`;
   }
 
   /** Fills the legend list with a swatch and words for each state. */

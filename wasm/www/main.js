@@ -61,6 +61,8 @@ class App {
       { name: "dirtying", color: "#cc79a7", dash: [5, 4] },
     ], formatRate);
     this.playing = false;
+    this.stale = true;
+    this.summaryAtMs = -Infinity;
     this.demo = null;
     this.scenarioState = {};
     this.lastStatus = null;
@@ -131,6 +133,7 @@ class App {
 
   /** Runs a verb; a refusal from the core (a typed error) is shown, not thrown. */
   verb(fn) {
+    this.invalidate();
     try {
       fn();
       this.notice("");
@@ -172,6 +175,7 @@ class App {
       $(id).addEventListener("change", () => this.notice("Press Restart (R) to apply the new disk or policy."));
     }
     document.addEventListener("keydown", (e) => this.onKey(e));
+    window.addEventListener("resize", () => this.invalidate());
   }
 
   onKey(e) {
@@ -297,23 +301,33 @@ class App {
       const speed = (this.demo.now_ms() - virtualBefore) / realDtMs;
       this.achievedSpeed = 0.9 * this.achievedSpeed + 0.1 * speed;
     }
-    const t1 = performance.now();
-    this.render();
-    const drawMs = performance.now() - t1;
-    this.frameStats.frames += 1;
-    this.frameStats.simMs += simMs;
-    this.frameStats.drawMs += drawMs;
-    this.fps.frames += 1;
+    // While paused nothing moves: draw only after something changed (a verb, a step, a
+    // resize), so an idle page costs no CPU.
+    if (this.playing || this.stale) {
+      const t1 = performance.now();
+      this.render();
+      const drawMs = performance.now() - t1;
+      this.frameStats.frames += 1;
+      this.frameStats.simMs += simMs;
+      this.frameStats.drawMs += drawMs;
+      this.fps.frames += 1;
+    }
     if (nowMs - this.fps.since >= 1000) {
       this.fps.value = (this.fps.frames * 1000) / (nowMs - this.fps.since);
       this.fps.frames = 0;
       this.fps.since = nowMs;
-      $("stat-fps").textContent = this.fps.value.toFixed(0);
+      $("stat-fps").textContent = this.playing ? this.fps.value.toFixed(0) : "–";
     }
     requestAnimationFrame((t) => this.frame(t));
   }
 
+  /** Asks for one more frame while paused. */
+  invalidate() {
+    this.stale = true;
+  }
+
   render() {
+    this.stale = false;
     const d = this.demo;
     const t0 = performance.now();
     d.refresh_chunk_states();
@@ -323,6 +337,10 @@ class App {
     this.grid.draw(states);
     this.frameStats.refreshMs += t1 - t0;
     this.frameStats.gridMs += performance.now() - t1;
+    if (!this.playing || t0 - this.summaryAtMs >= 500) {
+      this.summaryAtMs = t0;
+      $("grid-summary").textContent = this.grid.summary(states);
+    }
 
     const status = d.status();
     if (status !== this.lastStatus) {
