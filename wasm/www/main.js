@@ -337,7 +337,7 @@ class App {
     this.grid.draw(states);
     this.frameStats.refreshMs += t1 - t0;
     this.frameStats.gridMs += performance.now() - t1;
-    if (!this.playing || t0 - this.summaryAtMs >= 500) {
+    if (!this.playing || t0 - this.summaryAtMs >= 250) {
       this.summaryAtMs = t0;
       $("grid-summary").textContent = this.grid.summary(states);
     }
