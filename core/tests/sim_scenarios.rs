@@ -287,3 +287,55 @@ fn reordered_completions_still_complete_equal() {
         completes_equal(modes(config.clone(), SyncMode::Full, copy));
     }
 }
+
+#[test]
+fn no_guest_write_reaches_the_source_while_quiesced_and_all_go_to_the_target_after_pivot() {
+    use blockmirror_core::job::ActionKind;
+    use blockmirror_core::sim::TraceEntry;
+    for copy in [CopyMode::Background, CopyMode::WriteBlocking] {
+        // 100 writes/s against a 20 ms target latency: held intervals (final flush, pivot)
+        // see arrivals, while quiet spells still let the job reach ready.
+        let mut config = with_guest(modes(base(16 * MIB), SyncMode::Full, copy), Pattern::Uniform, 400 << 10);
+        config.target.latency_ns = 20 * MS;
+        config.record_trace = true;
+        config.complete_on_ready = true;
+        let mut sim = Simulation::new(config).expect("valid config");
+        assert_eq!(sim.run_until(Goal::Concluded), RunOutcome::Reached);
+        assert_eq!(sim.run_until(Goal::Time(2 * SEC)), RunOutcome::Reached);
+        // Held intervals: from each quiesce's completion to the next unquiesce (or forever,
+        // once pivoted: the guest then writes the target, which is never reported).
+        let mut quiesce_ops = Vec::new();
+        let mut held: Vec<(u64, u64)> = Vec::new();
+        for t in sim.trace() {
+            match *t {
+                TraceEntry::Action { kind: ActionKind::Quiesce, op, .. } => quiesce_ops.push(op),
+                TraceEntry::Completion { op, time_ns, .. } if quiesce_ops.contains(&op) => held.push((time_ns, u64::MAX)),
+                TraceEntry::Action { kind: ActionKind::Unquiesce, time_ns, .. } => {
+                    if let Some(last) = held.last_mut() {
+                        last.1 = time_ns;
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert!(!held.is_empty(), "complete quiesces the guest");
+        let total_held: u64 = held.iter().map(|&(from, until)| until.min(2 * SEC) - from).sum();
+        assert!(total_held > 20 * MS, "{copy:?}: held for {total_held} ns");
+        let reported: Vec<u64> = sim
+            .trace()
+            .iter()
+            .filter_map(|t| match *t {
+                TraceEntry::GuestWrite { time_ns, .. } => Some(time_ns),
+                _ => None,
+            })
+            .collect();
+        for &t in &reported {
+            assert!(!held.iter().any(|&(from, until)| from < t && t < until), "{copy:?}: a source write at {t} while held");
+        }
+        let s = sim.summary();
+        assert!(s.pivoted && s.equal_at_end == Some(true));
+        assert!(s.guest_writes as usize > reported.len(), "the guest went on writing, to the target");
+        assert!(!sim.source_equals_target(), "the source no longer follows the guest");
+        assert_clean(&sim);
+    }
+}

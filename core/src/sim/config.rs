@@ -69,10 +69,9 @@ pub struct GuestConfig {
     pub start_ns: u64,
     /// The guest stops writing at this time (None: never).
     pub stop_ns: Option<u64>,
-    /// Arrivals exactly one mean interval apart. Off by default: gaps are then drawn
-    /// uniformly from `[0, 2 x mean]`, so the guest does not fall into lock-step with the
-    /// copy pipeline (a perfectly periodic guest can keep a job from ever seeing an empty
-    /// bitmap with nothing in flight).
+    /// Arrivals exactly one mean interval apart. Off by default: the guest is then a Poisson
+    /// process (exponential gaps with the same mean), which neither falls into lock-step
+    /// with the copy pipeline nor forbids the quiet spells a background mirror needs.
     pub regular_arrivals: bool,
 }
 

@@ -36,13 +36,13 @@ impl Workload {
         self.config.write_rate_bytes_per_sec > 0 && self.write_size > 0
     }
 
-    /// Nanoseconds until the next arrival: the mean interval, or a gap drawn uniformly
-    /// from `[0, 2 x mean]` (same mean) unless arrivals are regular.
+    /// Nanoseconds until the next arrival: exponentially distributed around the mean
+    /// interval (a Poisson process), or exactly the mean if arrivals are regular.
     pub fn next_gap_ns(&mut self) -> u64 {
-        if self.config.regular_arrivals || self.interval_ns >= u64::MAX / 2 {
+        if self.config.regular_arrivals || self.interval_ns >= u64::MAX / 64 {
             self.interval_ns
         } else {
-            self.rng.below(2 * self.interval_ns + 1)
+            (self.interval_ns as f64 * self.rng.exponential()) as u64
         }
     }
 

@@ -65,15 +65,65 @@ impl Rng {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
+    /// An exponentially distributed float with mean 1 (`-ln U`, U uniform in (0, 1]): the
+    /// gaps of a Poisson process. Uses [`ln`] (basic IEEE operations only), so the stream is
+    /// the same on every platform; the largest value is about 36.7.
+    pub fn exponential(&mut self) -> f64 {
+        -ln(1.0 - self.unit_f64())
+    }
+
     /// True with probability `p` (clamped to `[0, 1]`).
     pub fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && self.unit_f64() < p
     }
 }
 
+/// The natural logarithm of a positive finite `x`, from IEEE additions, multiplications
+/// and divisions only (a platform's libm may round differently, which would break
+/// determinism across native and wasm32). Split `x = m * 2^e` with `m` in [0.707, 1.414],
+/// then `ln m = 2 atanh(s)`, `s = (m - 1) / (m + 1)`, `|s| <= 0.172`, summed to 1e-17.
+pub fn ln(x: f64) -> f64 {
+    debug_assert!(x > 0.0 && x.is_finite());
+    const LN_2: f64 = std::f64::consts::LN_2;
+    let bits = x.to_bits();
+    let mut exponent = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let mut m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52));
+    if exponent == -1023 {
+        // Subnormal: scale into the normal range first.
+        return ln(x * (1u64 << 54) as f64) - 54.0 * LN_2;
+    }
+    if m > std::f64::consts::SQRT_2 {
+        m /= 2.0;
+        exponent += 1;
+    }
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let mut term = s;
+    let mut sum = 0.0;
+    let mut k = 1.0;
+    while term.abs() > 1e-18 {
+        sum += term / k;
+        term *= s2;
+        k += 2.0;
+    }
+    exponent as f64 * LN_2 + 2.0 * sum
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Rng;
+    use super::{ln, Rng};
+
+    #[test]
+    fn ln_matches_the_platform_closely_and_exponential_has_mean_one() {
+        for x in [1e-300, 1e-10, 0.001, 0.3, 0.5, 0.70710678, 1.0, 1.5, 2.0, 10.0, 1e10, 1e300] {
+            let (ours, libm) = (ln(x), f64::ln(x));
+            assert!((ours - libm).abs() <= 1e-14 * libm.abs().max(1.0), "ln({x}) = {ours}, libm {libm}");
+        }
+        assert_eq!(ln(1.0), 0.0);
+        let mut rng = Rng::new(9);
+        let mean = (0..100_000).map(|_| rng.exponential()).sum::<f64>() / 100_000.0;
+        assert!((0.98..1.02).contains(&mean), "{mean}");
+    }
 
     #[test]
     fn same_seed_same_stream_and_bounds_hold() {
