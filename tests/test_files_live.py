@@ -46,11 +46,13 @@ def test_writers_during_copy_then_complete(tmp_path, mode):
     assert result.recopied_bytes >= 0
 
 
-def test_writers_keep_writing_through_complete(tmp_path):
+@pytest.mark.parametrize("direct", [False, True])
+def test_writers_keep_writing_through_complete(tmp_path, direct):
+    # direct=True: the copy uses O_DIRECT while guest I/O stays buffered on both files.
     size = 32 * MiB
     src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
     random_file(src, size, seed=21)
-    with bm.Mirror(src, dst, copy_mode="write-blocking") as m:
+    with bm.Mirror(src, dst, copy_mode="write-blocking", direct=direct) as m:
         ws = _writers(m, size, pause_s=0.001)
         m.wait_ready(timeout=60)
         for w in ws:
