@@ -143,6 +143,15 @@ fn speed_limit_and_set_speed_limit_the_copy_rate() {
     let ready = sim.summary().ready_at_ns.expect("ready");
     assert!((1500 * MS..1700 * MS).contains(&ready), "16 MiB at 10 MiB/s is about 1.6 s: {ready}");
 
+    // 8 MiB/s: 1 MiB copies against a 0.8 MiB quota stretch each slice to 125 ms, so the
+    // limit holds even when copies do not divide the quota.
+    let mut config = base(16 * MIB);
+    config.job.speed_bytes_per_sec = 8 * MIB;
+    let mut sim = Simulation::new(config).expect("valid config");
+    assert_eq!(sim.run_until(Goal::Ready), RunOutcome::Reached);
+    let ready = sim.summary().ready_at_ns.expect("ready");
+    assert!((1850 * MS..2100 * MS).contains(&ready), "16 MiB at 8 MiB/s is about 2 s: {ready}");
+
     // Raising the limit at 1 s: 10 MiB copied by then, the other 6 MiB at once.
     let mut config = base(16 * MIB);
     config.job.speed_bytes_per_sec = 10 * MIB;

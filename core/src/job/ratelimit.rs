@@ -47,10 +47,13 @@ impl RateLimiter {
         if self.dispatched_bytes < quota {
             return None;
         }
-        let slices = self.dispatched_bytes / quota;
+        // (dispatched / quota) slices, fractions included, as QEMU computes it in floating
+        // point: rounding down to whole slices would let a 1 MiB copy under a 0.8 MiB quota
+        // go every 100 ms instead of every 125 ms (25 % over the limit).
+        let stretch_ns = u128::from(self.dispatched_bytes) * u128::from(SLICE_NS) / u128::from(quota);
         self.slice_end_ns = self
             .slice_start_ns
-            .saturating_add(slices.saturating_mul(SLICE_NS));
+            .saturating_add(u64::try_from(stretch_ns).unwrap_or(u64::MAX));
         if now.0 >= self.slice_end_ns {
             None
         } else {
@@ -91,14 +94,13 @@ mod tests {
         limiter.charge(Nanos(5), 600_000);
         assert_eq!(limiter.blocked_until(Nanos(6)), None);
         limiter.charge(Nanos(6), 2_500_000);
-        // 3.1 MB dispatched = 3 whole quotas: the slice stretches to 300 ms after its start.
-        assert_eq!(
-            limiter.blocked_until(Nanos(7)),
-            Some(Nanos(5 + 3 * SLICE_NS))
-        );
-        assert_eq!(limiter.blocked_until(Nanos(5 + 3 * SLICE_NS)), None);
-        limiter.charge(Nanos(5 + 3 * SLICE_NS), 1);
-        assert_eq!(limiter.blocked_until(Nanos(5 + 3 * SLICE_NS + 1)), None);
+        // 3.1 MB dispatched = 3.1 quotas: the slice stretches to 310 ms after its start.
+        let end = 5 + 31 * SLICE_NS / 10;
+        assert_eq!(limiter.blocked_until(Nanos(7)), Some(Nanos(end)));
+        assert_eq!(limiter.blocked_until(Nanos(end - 1)), Some(Nanos(end)));
+        assert_eq!(limiter.blocked_until(Nanos(end)), None);
+        limiter.charge(Nanos(end), 1);
+        assert_eq!(limiter.blocked_until(Nanos(end + 1)), None);
     }
 
     #[test]
