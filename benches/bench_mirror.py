@@ -242,6 +242,7 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--dir", default="/var/tmp/blockmirror-bench")
     p.add_argument("--no-direct", action="store_true", help="skip the O_DIRECT round")
+    p.add_argument("--no-cached", action="store_true", help="skip the page-cache round")
     p.add_argument("--live-size", type=parse_size, default=256 * MiB)
     p.add_argument("--live-speed", type=parse_size, default=32 * MiB)
     p.add_argument("--write-rate", type=float, default=800.0, help="guest 64 KiB writes per second")
@@ -260,7 +261,8 @@ def main() -> int:
     report: Dict[str, Any] = {"size": args.size, "reps": args.reps, "live": []}
     mib = args.size / MiB
     if not args.skip_throughput:
-        for direct in ([False] if args.no_direct else [False, True]):
+        rounds = [d for d in (False, True) if not (d and args.no_direct) and not (not d and args.no_cached)]
+        for direct in rounds:
             label = "O_DIRECT" if direct else "page cache"
             print(f"== throughput, {label}", file=sys.stderr)
             res = throughput(args, src, direct)

@@ -75,11 +75,12 @@ def test_reuse_overwrites_garbage_including_holes(tmp_path):
     assert qemu_img_identical(src, dst)
 
 
+@pytest.mark.parametrize("io_uring", [True, False], ids=["io_uring", "threads"])
 @pytest.mark.parametrize("size", [10 * MiB, 10 * MiB + 1000])
-def test_direct_io_including_an_unaligned_tail(tmp_path, size):
+def test_direct_io_including_an_unaligned_tail(tmp_path, size, io_uring):
     src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
     random_file(src, size, seed=4)
-    result = bm.mirror(src, dst, direct=True, granularity=4096, max_io=256 * 1024)
+    result = bm.mirror(src, dst, direct=True, granularity=4096, max_io=256 * 1024, io_uring=io_uring)
     assert sha256(src) == sha256(dst)
     assert os.path.getsize(dst) == size
     assert result.bytes_written == size

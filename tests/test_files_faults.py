@@ -63,22 +63,26 @@ def _run_mirror(tmp_path, faults, **opts):
     ("target", "write", "readonly", errno.EROFS),
     ("target", "flush", "io", errno.EIO),
 ])
-def test_report_fails_the_job_with_the_error(tmp_path, side, op, error, errno_):
+@pytest.mark.parametrize("direct", [False, True], ids=["buffered", "direct"])
+def test_report_fails_the_job_with_the_error(tmp_path, side, op, error, errno_, direct):
     src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
     make_image(src, 8 * MiB, seed=33, mix=(0.8, 0.0))
     before = sha256(src)
     fault = {"side": side, "op": op, "nth": 2 if op != "flush" else 1, "error": error}
     with pytest.raises(bm.IoError) as info:
-        bm.mirror(src, dst, faults=[fault])
+        bm.mirror(src, dst, faults=[fault], direct=direct)
     assert info.value.errno == errno_
     assert info.value.operation == ("read" if side == "source" else "write")
     assert sha256(src) == before
 
 
+@pytest.mark.parametrize("direct", [False, True], ids=["buffered", "direct"])
 @pytest.mark.parametrize("side,op", [("source", "read"), ("target", "write"), ("target", "zero")])
-def test_ignore_retries_and_converges(tmp_path, side, op):
+def test_ignore_retries_and_converges(tmp_path, side, op, direct):
+    # direct=True also covers the io_uring path's fault handling.
     faults = [{"side": side, "op": op, "nth": 1, "count": 3, "error": "io"}]
-    src, dst, m = _run_mirror(tmp_path, faults, on_source_error="ignore", on_target_error="ignore")
+    src, dst, m = _run_mirror(tmp_path, faults, on_source_error="ignore", on_target_error="ignore",
+                              direct=direct)
     with m:
         m.wait_ready(timeout=60)
         result = m.complete(timeout=60)

@@ -144,7 +144,7 @@ impl FileMirror {
     #[pyo3(signature = (source, target, *, granularity=65536, sync="full", copy_mode="background",
         on_source_error="report", on_target_error="report", speed=0, buf_size=16 << 20,
         max_in_flight=16, max_io=1 << 20, direct=false, reuse=false, unmap=true,
-        guest_writes=true, offload=true, auto_converge=false, not_converging_window=10.0, faults=None))]
+        guest_writes=true, offload=true, io_uring=true, auto_converge=false, not_converging_window=10.0, faults=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -164,6 +164,7 @@ impl FileMirror {
         unmap: bool,
         guest_writes: bool,
         offload: bool,
+        io_uring: bool,
         auto_converge: bool,
         not_converging_window: f64,
         faults: Option<&Bound<'_, PyList>>,
@@ -181,7 +182,17 @@ impl FileMirror {
         config.not_converging_window_ns = timeout_arg(Some(not_converging_window))
             .map_err(|_| invalid_argument("not_converging_window must be a non-negative number of seconds"))?
             .map_or(0, |d| d.as_nanos() as u64);
-        let setup = MirrorSetup { config, direct, reuse, unmap, guest_writes, offload, auto_converge, faults: fault_rules(faults)? };
+        let setup = MirrorSetup {
+            config,
+            direct,
+            reuse,
+            unmap,
+            guest_writes,
+            offload,
+            io_uring,
+            auto_converge,
+            faults: fault_rules(faults)?,
+        };
         let engine = py.detach(|| Engine::start(&source, &target, setup)).map_err(start_error)?;
         Ok(Self { engine })
     }

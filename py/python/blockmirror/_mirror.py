@@ -51,6 +51,10 @@ class Mirror:
     and ``direct`` is off; each range's first 4 KiB is still read, so all-zero ranges are
     still found and written as zeroes.
 
+    ``io_uring`` (default on) submits the copy path's O_DIRECT reads and writes through
+    io_uring from one thread; it only applies with ``direct=True`` and falls back to the
+    worker threads where the kernel refuses io_uring.
+
     ``auto_converge``: in ``background`` mode, switch to ``write-blocking`` as soon as the
     job reports ``BLOCK_JOB_NOT_CONVERGING`` (dirty bytes did not shrink for
     ``not_converging_window`` seconds; 0 turns the watch off), so a guest that writes faster
@@ -80,6 +84,7 @@ class Mirror:
         reuse: bool = False,
         unmap: bool = True,
         offload: bool = True,
+        io_uring: bool = True,
         auto_converge: bool = False,
         not_converging_window: float = 10.0,
         faults: Optional[Sequence[Dict[str, Any]]] = None,
@@ -92,7 +97,7 @@ class Mirror:
             self.source, self.target, granularity=granularity, sync=sync, copy_mode=copy_mode,
             on_source_error=on_source_error, on_target_error=on_target_error, speed=speed,
             buf_size=buf_size, max_in_flight=max_in_flight, max_io=max_io, direct=direct,
-            reuse=reuse, unmap=unmap, guest_writes=guest_writes, offload=offload,
+            reuse=reuse, unmap=unmap, guest_writes=guest_writes, offload=offload, io_uring=io_uring,
             auto_converge=auto_converge, not_converging_window=not_converging_window,
             faults=list(faults) if faults is not None else None,
         )
@@ -294,6 +299,7 @@ def mirror(
     reuse: bool = False,
     unmap: bool = True,
     offload: bool = True,
+    io_uring: bool = True,
     timeout: Optional[float] = None,
     faults: Optional[Sequence[Dict[str, Any]]] = None,
     on_event: Optional[EventCallback] = None,
@@ -322,7 +328,8 @@ def mirror(
         if on_event is not None:
             on_event(event)
 
-    m = Mirror(source, target, direct=direct, reuse=reuse, unmap=unmap, offload=offload, faults=faults,
+    m = Mirror(source, target, direct=direct, reuse=reuse, unmap=unmap, offload=offload, io_uring=io_uring,
+               faults=faults,
                on_event=watch, guest_writes=False, **job_options)
     try:
         completing = False

@@ -77,6 +77,7 @@ class FileMirror:
         unmap: bool = True,
         guest_writes: bool = True,
         offload: bool = True,
+        io_uring: bool = True,
         auto_converge: bool = False,
         not_converging_window: float = 10.0,
         faults: list[dict[str, Any]] | None = None,

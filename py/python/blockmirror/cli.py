@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write zero ranges as allocated zeroes instead of punching holes")
     m.add_argument("--auto-converge", action="store_true",
                    help="switch to write-blocking when the job reports it is not converging")
+    m.add_argument("--no-io-uring", dest="io_uring", action="store_false",
+                   help="with --direct: blocking worker threads instead of io_uring")
     m.add_argument("--no-offload", dest="offload", action="store_false",
                    help="copy through user space even where copy_file_range could be used")
     m.add_argument("--finish", action="store_true",
@@ -147,7 +149,8 @@ def run_mirror(args: argparse.Namespace) -> int:
                    copy_mode=args.copy_mode, on_source_error=args.on_source_error,
                    on_target_error=args.on_target_error, speed=args.speed, buf_size=args.buf_size,
                    max_in_flight=args.max_in_flight, max_io=args.max_io, direct=args.direct,
-                   reuse=args.reuse, unmap=args.unmap, offload=args.offload, auto_converge=args.auto_converge,
+                   reuse=args.reuse, unmap=args.unmap, offload=args.offload, io_uring=args.io_uring,
+                   auto_converge=args.auto_converge,
                    on_event=on_event,
                    guest_writes=False)
     except (InvalidArgument, IoError) as exc:

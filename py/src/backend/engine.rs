@@ -21,6 +21,7 @@ use super::faults::{FaultInjector, FaultRule};
 use super::files::{open_files, OpenError, OpenOptionsSpec};
 use super::io_ops;
 use super::shared::{EventRecord, Failure, Shared, Stats};
+use super::uring;
 use super::workers;
 
 /// Everything needed to start a mirror, besides the two paths.
@@ -36,6 +37,9 @@ pub struct MirrorSetup {
     pub unmap: bool,
     /// Open the source writable so `guest_write` works.
     pub guest_writes: bool,
+    /// With `direct`: submit copy reads and writes through io_uring (falls back to the
+    /// worker threads where the kernel refuses it).
+    pub io_uring: bool,
     /// Switch to write-blocking when the job reports `BLOCK_JOB_NOT_CONVERGING`.
     pub auto_converge: bool,
     /// Let ranges that hold data be copied inside the kernel (`copy_file_range`) when both
@@ -161,8 +165,16 @@ impl FileMirror {
         let (task_tx, task_rx) = mpsc::channel();
         let offload = setup.offload && !setup.direct && !files.source.is_block_device && !files.target.is_block_device;
         let shared = Arc::new(Shared::new(job, files, FaultInjector::new(setup.faults), (setup.unmap, offload, setup.auto_converge), task_tx));
-        let workers = workers::spawn(&shared, task_rx, worker_count)
+        let mut workers = workers::spawn(&shared, task_rx, worker_count)
             .map_err(|source| StartError::Os { what: "starting the I/O threads", source })?;
+        if setup.direct && setup.io_uring {
+            let (ring_tx, ring_rx) = mpsc::channel();
+            // Refused by the kernel (or a sandbox): the workers do all the I/O instead.
+            if let Ok(ring) = uring::spawn(&shared, ring_rx, (config.max_in_flight * 2) as u32) {
+                shared.lock().uring_tasks = Some(ring_tx);
+                workers.push(ring);
+            }
+        }
         {
             let mut st = shared.lock();
             let now = shared.now();

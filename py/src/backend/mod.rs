@@ -8,6 +8,7 @@
 //!   and the mapping of OS errors to the job's error kinds.
 //! - [`faults`]: deterministic fault injection for tests.
 //! - [`shared`] and [`workers`]: the job behind a lock, and the I/O threads.
+//! - [`uring`]: io_uring submission of O_DIRECT copies (falls back to the workers).
 //! - [`engine`]: [`engine::FileMirror`], the running mirror the Python binding wraps.
 //!
 //! Nothing here knows Python; the binding releases the GIL around every call.
@@ -19,4 +20,5 @@ pub mod faults;
 pub mod files;
 pub mod io_ops;
 pub mod shared;
+pub mod uring;
 pub mod workers;

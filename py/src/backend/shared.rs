@@ -125,6 +125,8 @@ pub struct State {
     keep_one_task: bool,
     /// The task kept for the worker (counted in `tasks_in_flight` like a queued one).
     kept_task: Option<Task>,
+    /// Copy reads and writes go to the io_uring thread when it runs (O_DIRECT only).
+    pub uring_tasks: Option<TaskSender>,
     /// When the driver thread will wake by itself (it is woken earlier only when the job's
     /// next deadline moves before this, or the job ends).
     pub driver_sleep_until: Option<Nanos>,
@@ -185,6 +187,7 @@ impl Shared {
                 behind_since_ns: None,
                 keep_one_task: false,
                 kept_task: None,
+                uring_tasks: None,
                 tasks: Some(tasks),
             }),
             driver_wake: Condvar::new(),
@@ -228,6 +231,16 @@ impl Shared {
     /// of the tasks this caused (typically the same op's write after its read) for the
     /// calling worker to run next, sparing a hand-off through the queue and a wake-up.
     pub fn finish_task(&self, outcome: TaskOutcome) -> Option<Task> {
+        self.finish(outcome, true)
+    }
+
+    /// Like `finish_task`, but every task it causes is queued (for the io_uring thread).
+    pub fn finish_task_routed(&self, outcome: TaskOutcome) {
+        let kept = self.finish(outcome, false);
+        debug_assert!(kept.is_none());
+    }
+
+    fn finish(&self, outcome: TaskOutcome, keep_one: bool) -> Option<Task> {
         let mut st = self.lock();
         st.tasks_in_flight -= 1;
         let (op, result) = match outcome {
@@ -286,7 +299,7 @@ impl Shared {
         if matches!(result, OpResult::Failed(_)) {
             st.stats.failed_ops += 1;
         }
-        st.keep_one_task = true;
+        st.keep_one_task = keep_one;
         st.complete(op, result);
         self.pump(&mut st);
         st.keep_one_task = false;
@@ -358,6 +371,10 @@ impl State {
 
     fn send(&mut self, task: Task) {
         self.tasks_in_flight += 1;
+        if let (Some(ring), Task::Read { .. } | Task::Write { .. }) = (&self.uring_tasks, &task) {
+            ring.send(task).expect("the ring thread lives until its sender is dropped");
+            return;
+        }
         if self.keep_one_task && self.kept_task.is_none() {
             self.kept_task = Some(task);
             return;
@@ -366,9 +383,10 @@ impl State {
         sender.send(task).expect("workers live until the task sender is dropped");
     }
 
-    /// Drops the task sender so the workers exit once the queue is empty.
+    /// Drops the task senders so the workers (and the ring thread) exit once idle.
     pub fn close_tasks(&mut self) {
         self.tasks = None;
+        self.uring_tasks = None;
     }
 
     /// Returns the action's immediate result when the driver handles it without I/O.
