@@ -160,15 +160,17 @@ impl WasmDemo {
 
     // ---- time ----
 
-    /// Processes up to `events` simulator events; returns how many ran.
-    pub fn step(&mut self, events: u32) -> u32 {
-        self.inner.step(u64::from(events)) as u32
+    /// Processes up to `events` simulator events (1 when not given); returns how many ran.
+    pub fn step(&mut self, events: Option<u32>) -> u32 {
+        self.inner.step(u64::from(events.unwrap_or(1))) as u32
     }
 
-    /// Runs `ms` of virtual time, or until `max_events` events have run; returns the events run.
-    pub fn run_for(&mut self, ms: f64, max_events: u32) -> Result<u32, JsError> {
+    /// Runs `ms` of virtual time, or until `max_events` events have run (when given: the
+    /// page's per-frame budget); returns the events run.
+    pub fn run_for(&mut self, ms: f64, max_events: Option<u32>) -> Result<f64, JsError> {
         let ns = ns_from_ms(ms)?;
-        Ok(self.inner.run_for(ns, u64::from(max_events)) as u32)
+        let budget = max_events.map_or(u64::MAX, u64::from);
+        Ok(self.inner.run_for(ns, budget) as f64)
     }
 
     // ---- verbs ----
