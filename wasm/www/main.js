@@ -295,9 +295,14 @@ class App {
       const events = this.demo.run_for(realDtMs * this.slider("speed"), budget);
       this.scenario?.onFrame?.(this, this.demo);
       simMs = performance.now() - t0;
-      if (simMs > 0.5 && events > 100) {
+      if (simMs >= 1) {
         this.eventsPerMs = 0.8 * this.eventsPerMs + 0.2 * (events / simMs);
+      } else if (events >= budget) {
+        // The budget ran out in under a timer tick: events are cheaper than estimated (the
+        // estimate may have been dragged down by a frame the OS descheduled).
+        this.eventsPerMs *= 1.5;
       }
+      this.eventsPerMs = Math.min(Math.max(this.eventsPerMs, 50), 1e6);
       const speed = (this.demo.now_ms() - virtualBefore) / realDtMs;
       this.achievedSpeed = 0.9 * this.achievedSpeed + 0.1 * speed;
     }
