@@ -391,8 +391,11 @@ class App {
 
   /** Plays a fresh simulation of `diskBytes` and reports frames per second over `seconds`. */
   async measureFps({ diskBytes, granularity = 65536, seconds = 5, writeRate = 64 * MiB, bandwidth = 1024 * MiB, timeSpeed = 1 }) {
-    $("disk-size").insertAdjacentHTML("beforeend", `<option value="${diskBytes}">${formatBytes(diskBytes)}</option>`);
-    $("disk-size").value = String(diskBytes);
+    const sizes = $("disk-size");
+    if (![...sizes.options].some((o) => o.value === String(diskBytes))) {
+      sizes.add(new Option(formatBytes(diskBytes), String(diskBytes)));
+    }
+    sizes.value = String(diskBytes);
     $("granularity").value = String(granularity);
     this.setSlider("write-rate", writeRate);
     this.setSlider("bandwidth", bandwidth);
