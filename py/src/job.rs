@@ -45,7 +45,7 @@ impl PyAction {
     }
 }
 
-/// The job options shared by `MirrorJob`, `Simulation` and `sweep`, already checked.
+/// The job options shared by `MirrorJob`, `Mirror`, `Simulation` and `sweep`, already checked.
 #[allow(clippy::too_many_arguments)]
 pub fn mirror_config(
     length: u64,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use blockmirror_core::job::{CopyMode, ErrorPolicy, Event, JobError, MirrorConfig, SyncMode};
+use blockmirror_core::job::{CopyMode, Event, JobError};
 
 use crate::backend::engine::{FileMirror as Engine, GuestIoError, MirrorSetup, StartError, WaitOutcome};
 use crate::backend::faults::{parse_error_kind, FaultOp, FaultRule, FaultSide};
@@ -57,13 +57,6 @@ fn timeout_arg(timeout: Option<f64>) -> PyResult<Option<Duration>> {
         Some(t) if t.is_finite() && t >= 0.0 => Ok(Some(Duration::from_secs_f64(t))),
         Some(t) => Err(invalid_argument(format!("timeout must be a non-negative number of seconds, not {t}"))),
     }
-}
-
-fn parse<T: std::str::FromStr>(value: &str) -> PyResult<T>
-where
-    T::Err: std::fmt::Display,
-{
-    value.parse::<T>().map_err(invalid_argument)
 }
 
 fn fault_rules(faults: Option<&Bound<'_, PyList>>) -> PyResult<Vec<FaultRule>> {
@@ -169,16 +162,19 @@ impl FileMirror {
         not_converging_window: f64,
         faults: Option<&Bound<'_, PyList>>,
     ) -> PyResult<Self> {
-        let mut config = MirrorConfig::new(0);
-        config.granularity = granularity;
-        config.sync = parse::<SyncMode>(sync)?;
-        config.copy_mode = parse::<CopyMode>(copy_mode)?;
-        config.on_source_error = parse::<ErrorPolicy>(on_source_error)?;
-        config.on_target_error = parse::<ErrorPolicy>(on_target_error)?;
-        config.speed_bytes_per_sec = speed;
-        config.buf_size = buf_size;
-        config.max_in_flight = max_in_flight;
-        config.max_io = max_io;
+        // The length is set once the source is opened.
+        let mut config = crate::job::mirror_config(
+            0,
+            granularity,
+            sync,
+            copy_mode,
+            on_source_error,
+            on_target_error,
+            speed,
+            buf_size,
+            max_in_flight as u64,
+            max_io,
+        )?;
         config.not_converging_window_ns = timeout_arg(Some(not_converging_window))
             .map_err(|_| invalid_argument("not_converging_window must be a non-negative number of seconds"))?
             .map_or(0, |d| d.as_nanos() as u64);
@@ -276,7 +272,7 @@ impl FileMirror {
 
     /// Changes the copy mode ("background" or "write-blocking").
     fn set_copy_mode(&self, py: Python<'_>, mode: &str) -> PyResult<()> {
-        let mode = parse::<CopyMode>(mode)?;
+        let mode = crate::convert::parse_name::<CopyMode>(mode)?;
         py.detach(|| self.engine.verb(|j| j.set_copy_mode(mode))).map_err(job_error)
     }
 
