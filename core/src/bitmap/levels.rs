@@ -103,10 +103,7 @@ impl Levels {
     pub(crate) fn set_one(&mut self, g: u64) {
         let index = g / WORD_BITS;
         let bit = 1u64 << (g % WORD_BITS);
-        let (bottom, summaries) = self
-            .dirty
-            .split_first_mut()
-            .expect("there is always a bottom level");
+        let bottom = &mut self.dirty[0];
         let old = bottom[index as usize];
         if old & bit != 0 {
             return;
@@ -114,17 +111,7 @@ impl Levels {
         let new = old | bit;
         bottom[index as usize] = new;
         self.set_granules += 1;
-        if let Some(level1) = summaries.first_mut() {
-            let above = (index / WORD_BITS) as usize;
-            let old_above = level1[above];
-            level1[above] = old_above | 1 << (index % WORD_BITS);
-            if old_above == 0 {
-                self.propagate_bit_nonzero(2, index / WORD_BITS);
-            }
-        }
-        if new == u64::MAX {
-            self.propagate_full(index, index);
-        }
+        self.after_bits_set(index, new);
     }
 
     /// Sets the bits `mask` of bottom word `index`. Already set bits return at once;
@@ -133,10 +120,7 @@ impl Levels {
     /// was zero, or a bottom word that became full, takes a slow path.
     #[inline]
     fn set_in_word(&mut self, index: u64, mask: u64) {
-        let (bottom, summaries) = self
-            .dirty
-            .split_first_mut()
-            .expect("there is always a bottom level");
+        let bottom = &mut self.dirty[0];
         let old = bottom[index as usize];
         let new = old | mask;
         if new == old {
@@ -144,7 +128,16 @@ impl Levels {
         }
         bottom[index as usize] = new;
         self.set_granules += u64::from((new ^ old).count_ones());
-        if let Some(level1) = summaries.first_mut() {
+        self.after_bits_set(index, new);
+    }
+
+    /// After bottom word `index` gained bits and now holds `new`: sets its level-1 summary
+    /// bit (unconditionally: idempotent, and cheaper than a hard-to-predict test), climbs
+    /// further only when that level-1 word was zero, and marks the "full" hierarchy when the
+    /// word became full.
+    #[inline]
+    fn after_bits_set(&mut self, index: u64, new: u64) {
+        if let Some(level1) = self.dirty.get_mut(1) {
             let above = (index / WORD_BITS) as usize;
             let old_above = level1[above];
             level1[above] = old_above | 1 << (index % WORD_BITS);
