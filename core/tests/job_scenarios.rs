@@ -8,21 +8,6 @@ use JobStatus::*;
 
 const MIB: u64 = 1 << 20;
 
-fn completed(h: &Harness) -> (u64, u64, Option<IoErrorKind>, bool) {
-    match h.last_end_event() {
-        Some(Event::Completed {
-            current,
-            total,
-            error,
-            pivoted,
-        }) => (*current, *total, *error, *pivoted),
-        other => panic!(
-            "expected BLOCK_JOB_COMPLETED, got {other:?}; events {:?}",
-            h.events
-        ),
-    }
-}
-
 #[test]
 fn complete_mirrors_and_pivots() {
     let mut h = Harness::new(Harness::config(4 * MIB, 64 << 10));
@@ -40,7 +25,7 @@ fn complete_mirrors_and_pivots() {
     h.run_to_end();
     assert_eq!(h.source, h.target);
     assert!(h.pivoted);
-    let (current, total, error, pivoted) = completed(&h);
+    let (current, total, error, pivoted) = h.completed();
     assert_eq!(
         (current, total, error, pivoted),
         (4 * MIB, 4 * MIB, None, true)
@@ -125,7 +110,7 @@ fn cancel_after_ready_completes_without_pivot() {
     h.drain();
     assert_eq!(h.job.complete(), Err(JobError::CancelRequested));
     h.run_to_end();
-    let (current, total, error, pivoted) = completed(&h);
+    let (current, total, error, pivoted) = h.completed();
     assert_eq!(current, total);
     assert_eq!((error, pivoted), (None, false));
     assert!(!h.pivoted && !h.quiesced, "ends with the guest un-quiesced");
@@ -326,7 +311,7 @@ fn zero_length_disk_goes_straight_to_ready() {
     h.job.complete().unwrap();
     h.drain();
     h.run_to_end();
-    assert_eq!(completed(&h), (0, 0, None, true));
+    assert_eq!(h.completed(), (0, 0, None, true));
 }
 
 #[test]
@@ -441,14 +426,7 @@ fn cancel_of_a_paused_job_resumes_it_to_finish() {
     h.job.cancel(false).unwrap();
     h.drain();
     h.run_to_end();
-    assert!(matches!(
-        h.last_end_event(),
-        Some(Event::Completed {
-            error: None,
-            pivoted: false,
-            ..
-        })
-    ));
+    assert!(matches!(h.completed(), (_, _, None, false)));
     assert_eq!(h.source, h.target);
     assert_eq!(
         h.statuses(),
@@ -467,14 +445,7 @@ fn soft_cancel_after_complete_drops_the_pivot() {
     h.drain();
     h.run_to_end();
     assert!(!h.pivoted);
-    assert!(matches!(
-        h.last_end_event(),
-        Some(Event::Completed {
-            error: None,
-            pivoted: false,
-            ..
-        })
-    ));
+    assert!(matches!(h.completed(), (_, _, None, false)));
 }
 
 #[test]

@@ -224,6 +224,23 @@ impl Harness {
             .find(|e| matches!(e, Event::Completed { .. } | Event::Cancelled { .. }))
     }
 
+    /// The fields of the last `BLOCK_JOB_COMPLETED`: (current, total, error, pivoted).
+    /// Panics (failing the test) when the job did not end with one.
+    pub fn completed(&self) -> (u64, u64, Option<IoErrorKind>, bool) {
+        match self.last_end_event() {
+            Some(Event::Completed {
+                current,
+                total,
+                error,
+                pivoted,
+            }) => (*current, *total, *error, *pivoted),
+            other => panic!(
+                "expected BLOCK_JOB_COMPLETED, got {other:?}; events {:?}",
+                self.events
+            ),
+        }
+    }
+
     pub fn count(&self, kind: ActionKind) -> usize {
         self.log.iter().filter(|a| a.kind == kind).count()
     }
