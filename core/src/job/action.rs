@@ -25,6 +25,10 @@ pub enum ActionKind {
     WriteZeroes,
     /// Discard the target range (the read returned zeroes and a discard reads as zeroes).
     Discard,
+    /// A guest write announced with `MirrorJob::handle_guest_write_start` (answered `Wait`)
+    /// may now write the source: it owns its chunks. Not completed with `handle_completion`:
+    /// report the source write with `MirrorJob::handle_guest_write_landed`.
+    Admit,
     /// Write-blocking mode: write the guest's data for this range to the target, then
     /// complete; the guest's write is acknowledged after that.
     GuestWrite,
@@ -51,6 +55,7 @@ impl ActionKind {
             ActionKind::Write => "write",
             ActionKind::WriteZeroes => "write_zeroes",
             ActionKind::Discard => "discard",
+            ActionKind::Admit => "admit",
             ActionKind::GuestWrite => "guest_write",
             ActionKind::Flush => "flush",
             ActionKind::Quiesce => "quiesce",

@@ -25,6 +25,10 @@ pub enum JobError {
     /// A completion for an operation that is not waiting for one.
     #[error("no operation {0} is waiting for a completion")]
     UnknownOp(OpId),
+    /// `handle_completion` for a guest write's `admit` action: its source write is reported
+    /// with `handle_guest_write_landed` instead.
+    #[error("{0} is a guest write being admitted: report its source write with handle_guest_write_landed")]
+    LandingExpected(OpId),
     /// A completion result that does not fit the action (e.g. zeroes for a write).
     #[error("result {result} does not fit the {kind} action of {op}")]
     BadResult {

@@ -5,7 +5,7 @@
 //! `ending` (ready, pause, complete, cancel, conclusion), `policy` (error policies),
 //! `sync` (sync modes and declarations), `verbs` (the user's commands), `views` (getters).
 
-use super::ops::{CopyStage, OpKind, OpTable};
+use super::ops::{CopyStage, GuestStage, OpKind, OpTable};
 use super::ratelimit::RateLimiter;
 use super::rates::{ConvergenceWatch, RateWindow};
 use super::*;
@@ -89,7 +89,8 @@ pub struct MirrorJob {
     pub(super) copy_buffer_bytes: u64,
     /// Exact bytes of live copies (clipped at the disk end).
     pub(super) copy_bytes_in_flight: u64,
-    /// Bytes of write-blocking guest writes reported and not yet completed (waiting or issued).
+    /// Bytes of actively mirrored guest writes not yet completed on the target: from their
+    /// report (one step) or start (two steps), waiting, landing or writing.
     pub(super) guest_bytes_in_flight: u64,
     /// Bytes copied, zeroed or actively mirrored so far.
     pub(super) current: u64,
@@ -198,6 +199,9 @@ impl MirrorJob {
             .get(op)
             .filter(|e| e.awaiting_completion)
             .ok_or(JobError::UnknownOp(op))?;
+        if let OpKind::Guest(GuestStage::Landing { .. }) = entry.kind {
+            return Err(JobError::LandingExpected(op));
+        }
         let is_read = matches!(entry.kind, OpKind::Copy(CopyStage::Read));
         if result == OpResult::OkZeroes && !is_read {
             return Err(JobError::BadResult {
@@ -385,7 +389,8 @@ fn action_kind_of(kind: OpKind) -> ActionKind {
     match kind {
         OpKind::Copy(CopyStage::Read) => ActionKind::Read,
         OpKind::Copy(CopyStage::Write(kind)) => kind,
-        OpKind::Guest { .. } => ActionKind::GuestWrite,
+        OpKind::Guest(GuestStage::Landing { .. }) => ActionKind::Admit,
+        OpKind::Guest(_) => ActionKind::GuestWrite,
         OpKind::Flush(_) => ActionKind::Flush,
         OpKind::Quiesce => ActionKind::Quiesce,
         OpKind::Unquiesce(_) => ActionKind::Unquiesce,

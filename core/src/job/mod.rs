@@ -135,7 +135,7 @@ pub use action::{Action, ActionKind, IoErrorKind, OpId, OpResult};
 pub use config::{ConfigError, CopyMode, ErrorPolicy, MirrorConfig, RangeState, SyncMode};
 pub use error::JobError;
 pub use event::{ErrorAction, Event, Operation};
-pub use guest::GuestWrite;
+pub use guest::{GuestWrite, GuestWriteStart};
 pub use mirror::{MirrorJob, Nanos};
 pub use ratelimit::SLICE_NS;
 pub use status::{render_phase_diagram, JobStatus, Verb, TRANSITIONS, VERB_TABLE};

@@ -43,13 +43,27 @@ pub(super) enum AfterUnquiesce {
     Abort,
 }
 
+/// Where a guest write tracked as an op stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum GuestStage {
+    /// Waiting in the FIFO for its chunks, owning nothing. `landed`: reported after its
+    /// source write (one step; it writes the target once admitted), or announced before it
+    /// (two steps; it may write the source once admitted).
+    Queued { landed: bool },
+    /// Writing the source (two steps). `owned`: it owns its chunks (it is mirrored once it
+    /// lands); otherwise it owns nothing and its landing only marks its range dirty.
+    Landing { owned: bool },
+    /// Its `guest_write` action (the guest's data to the target) is out or queued.
+    Mirroring,
+}
+
 /// What an op does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum OpKind {
     /// A background copy of a chunk-aligned run (clipped at the disk end).
     Copy(CopyStage),
-    /// A write-blocking guest write; `waiting` until it may own its chunks.
-    Guest { waiting: bool },
+    /// A guest write the job tracks as an op (see `GuestStage`).
+    Guest(GuestStage),
     /// A target flush.
     Flush(FlushPurpose),
     /// Hold guest writes.
@@ -59,6 +73,8 @@ pub(super) enum OpKind {
     /// Switch the guest to the target.
     Pivot,
 }
+
+const UNOWNED_LANDING: OpKind = OpKind::Guest(GuestStage::Landing { owned: false });
 
 impl OpKind {
     /// Job ops are everything but guest writes: pause and the final switch wait for them.
@@ -114,6 +130,8 @@ pub(super) struct OpTable {
     pub(super) reservation: Option<Reservation>,
     next_id: u64,
     job_ops: usize,
+    /// Live guest writes landing without owning their chunks.
+    unowned_landings: usize,
 }
 
 impl OpTable {
@@ -122,6 +140,9 @@ impl OpTable {
         self.next_id += 1;
         if kind.is_job_op() {
             self.job_ops += 1;
+        }
+        if kind == UNOWNED_LANDING {
+            self.unowned_landings += 1;
         }
         self.ops.push((
             id.0,
@@ -156,6 +177,9 @@ impl OpTable {
         if removed.kind.is_job_op() {
             self.job_ops -= 1;
         }
+        if removed.kind == UNOWNED_LANDING {
+            self.unowned_landings -= 1;
+        }
         removed
     }
 
@@ -165,6 +189,12 @@ impl OpTable {
 
     pub(super) fn len(&self) -> usize {
         self.ops.len()
+    }
+
+    /// Live guest writes landing without owning their chunks (an op's kind never becomes
+    /// or stops being that while it lives, so insert and remove keep the count).
+    pub(super) fn unowned_landings(&self) -> usize {
+        self.unowned_landings
     }
 
     /// Live ops other than guest writes.

@@ -2,7 +2,7 @@
 //! bitmap and the ops that own chunks.
 
 use super::mirror::{GuestHold, MirrorJob, Nanos};
-use super::ops::{CopyStage, OpKind};
+use super::ops::{CopyStage, GuestStage, OpKind};
 use super::*;
 use crate::bitmap::HBitmap;
 
@@ -34,6 +34,8 @@ pub enum OpViewKind {
     Reading,
     /// A background copy writing the target.
     Writing,
+    /// A write-blocking guest write writing the source; it owns its chunks.
+    GuestLanding,
     /// A write-blocking guest write writing the target.
     GuestWriting,
     /// A write-blocking guest write waiting for its chunks (owns nothing yet).
@@ -126,8 +128,9 @@ impl MirrorJob {
             let kind = match entry.kind {
                 OpKind::Copy(CopyStage::Read) => OpViewKind::Reading,
                 OpKind::Copy(CopyStage::Write(_)) => OpViewKind::Writing,
-                OpKind::Guest { waiting: false } => OpViewKind::GuestWriting,
-                OpKind::Guest { waiting: true } => OpViewKind::WaitingGuestWrite,
+                OpKind::Guest(GuestStage::Landing { owned: true }) => OpViewKind::GuestLanding,
+                OpKind::Guest(GuestStage::Mirroring) => OpViewKind::GuestWriting,
+                OpKind::Guest(GuestStage::Queued { .. }) => OpViewKind::WaitingGuestWrite,
                 _ => return None,
             };
             Some(OpView {

@@ -71,6 +71,8 @@ impl Simulation {
                 let done = self.target_dev.submit(self.now_ns, bytes, &mut self.timing_rng);
                 self.queue.push(done, Pending::JobIo { op, kind, offset, length, failure });
             }
+            // The simulated guest reports its writes in one step, so nothing is ever admitted.
+            ActionKind::Admit => self.violation(format!("admit for {op}: the simulator announces no guest write")),
             ActionKind::Flush => {
                 self.flush_covers.insert(op, self.target_writes_done);
                 let failure = self.draw_fault(Side::Target);

@@ -2,10 +2,15 @@
 //!
 //! Disks are modelled as one content version per 512-byte block: a guest write stamps a
 //! fresh version on its blocks; version 0 reads as zeroes. A read snapshots the source when
-//! the driver *performs* it; the write applies that snapshot later. Guest writes update the
-//! source first, then call `handle_guest_write`; write-blocking `guest_write` actions apply
-//! the guest's own version. A failed target write leaves garbage. After every step the
-//! invariants are checked; at the end the content is compared.
+//! the driver *performs* it; the write applies that snapshot later. Write-blocking
+//! `guest_write` actions apply the guest's own version. A failed target write leaves
+//! garbage. After every step the invariants are checked; at the end the content is compared.
+//!
+//! Guest writes follow the setup's [`GuestProtocol`]. With the two-step protocol a write is
+//! several steps that other writes, completions and verbs interleave with, as on a real
+//! machine where guest writes run on their own threads: it is announced, may wait for its
+//! `admit` action, lands on the source at a step of its own, and is reported at a later one.
+//! Several such writes can be in progress at once, overlapping each other and the copies.
 
 use blockmirror_core::job::*;
 use std::collections::HashMap;
@@ -14,6 +19,44 @@ mod checks;
 
 const GARBAGE: u32 = u32::MAX;
 const TORN: u32 = u32::MAX - 1;
+
+/// How the model's guest reports its writes to the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestProtocol {
+    /// `handle_guest_write` in the same step as the source write (one write at a time).
+    OneStep,
+    /// `handle_guest_write_start`, then (once admitted) the source write at a step of its
+    /// own, then `handle_guest_write_landed` at a later step.
+    TwoStep,
+    /// Concurrent writes reported with the one-step call after landing at an earlier step:
+    /// what a driver that writes the source before telling the job does. Unsafe with
+    /// overlapping writes in write-blocking mode; kept to show the model catches it.
+    ReportAfterLanding,
+}
+
+/// Where a guest write of the model stands (two-step and report-after-landing protocols).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Landing {
+    /// Announced; its `admit` action has not been performed yet.
+    AwaitingAdmit,
+    /// May write the source now.
+    MayLand,
+    /// On the source; not reported yet.
+    Landed,
+}
+
+/// A guest write in progress (started, not yet reported).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct InProgress {
+    /// The two-step op, if any.
+    pub(super) op: Option<OpId>,
+    offset: u64,
+    length: u64,
+    version: u32,
+    stage: Landing,
+    /// The source write fails (the source then holds some of it).
+    fails: bool,
+}
 
 /// The shape of one model run, drawn by proptest.
 #[derive(Debug, Clone)]
@@ -39,6 +82,7 @@ pub struct Setup {
     pub start_at: usize,
     /// How the finishing phase ends a ready job: complete (true) or soft cancel.
     pub finish_with_complete: bool,
+    pub guest_protocol: GuestProtocol,
     pub seed: u64,
 }
 
@@ -62,6 +106,8 @@ pub struct Model {
     guest_versions: HashMap<OpId, u32>,
     /// Mirrored guest writes not yet acknowledged.
     unacknowledged: usize,
+    /// Guest writes started and not yet reported.
+    pub(super) in_progress: Vec<InProgress>,
     declarations: Vec<(u64, u64, RangeState)>,
     held: bool,
     pivoted: bool,
@@ -155,6 +201,7 @@ impl Model {
             buffers: HashMap::new(),
             guest_versions: HashMap::new(),
             unacknowledged: 0,
+            in_progress: Vec::new(),
             declarations,
             held: false,
             pivoted: false,
@@ -202,6 +249,9 @@ impl Model {
         match step.kind % 100 {
             0..=41 => self.perform_some(step.a as usize, step.b),
             42..=61 => self.guest_write(step.a as u64, step.b as u64),
+            86..=91 => {
+                self.advance_a_guest_write(step.a as usize);
+            }
             62..=65 => {
                 self.now += step.a as u64 % 300_000_000;
                 self.job.handle_timeout(Nanos(self.now));
@@ -280,6 +330,12 @@ impl Model {
                     "write-blocking did not reach ready under writes"
                 );
             }
+            if !self.in_progress.is_empty() && (self.performable().is_empty() || round % 3 == 1) {
+                let pick = self.random() as usize;
+                if self.advance_a_guest_write(pick) {
+                    continue;
+                }
+            }
             if self.performable().is_empty() {
                 match self.job.poll_timeout() {
                     Some(at) => {
@@ -308,8 +364,9 @@ impl Model {
     /// Indices of pending actions the driver may perform now. A quiesce completes only once
     /// mirrored guest writes already started have been acknowledged.
     fn performable(&self) -> Vec<usize> {
+        let guest_idle = self.unacknowledged == 0 && self.in_progress.is_empty();
         (0..self.pending.len())
-            .filter(|&i| self.pending[i].kind != ActionKind::Quiesce || self.unacknowledged == 0)
+            .filter(|&i| self.pending[i].kind != ActionKind::Quiesce || guest_idle)
             .collect()
     }
 
@@ -333,6 +390,22 @@ impl Model {
             IoErrorKind::Other(61),
         ][(fault_roll / 100 % 3) as usize];
         let (a, b) = units_of(self.setup.unit, action.offset, action.length);
+        if action.kind == ActionKind::Admit {
+            // Not completed with handle_completion: the write may now land (a later step).
+            let write = self
+                .in_progress
+                .iter_mut()
+                .find(|w| w.op == Some(action.op))
+                .expect("admit for an announced guest write");
+            assert_eq!(write.stage, Landing::AwaitingAdmit, "admitted once");
+            assert_eq!(
+                (write.offset, write.length),
+                (action.offset, action.length),
+                "admit names the write's range"
+            );
+            write.stage = Landing::MayLand;
+            return;
+        }
         let result = match action.kind {
             ActionKind::Read if fails => OpResult::Failed(error),
             ActionKind::Read => {
@@ -432,7 +505,8 @@ impl Model {
     }
 
     fn guest_write(&mut self, a: u64, b: u64) {
-        if self.held || self.pivoted || self.unacknowledged >= 6 || self.length == 0 {
+        let busy = self.unacknowledged + self.in_progress.len();
+        if self.held || self.pivoted || busy >= 6 || self.length == 0 {
             return;
         }
         let unit = self.setup.unit;
@@ -459,20 +533,117 @@ impl Model {
         let length = (count * unit).min(self.length - offset);
         let version = self.next_version;
         self.next_version += 1;
-        let (x, y) = units_of(self.setup.unit, offset, length);
-        self.source[x..y].fill(version);
-        match self
-            .job
-            .handle_guest_write(offset, length)
-            .expect("in-range guest write")
-        {
-            GuestWrite::Acknowledge => {}
-            GuestWrite::Mirror(op) => {
-                self.guest_versions.insert(op, version);
-                self.unacknowledged += 1;
+        let mut write = InProgress {
+            op: None,
+            offset,
+            length,
+            version,
+            stage: Landing::MayLand,
+            // Only the two-step report can say that a source write failed.
+            fails: self.setup.guest_protocol == GuestProtocol::TwoStep
+                && self.faults_on
+                && (a ^ b) % 100 < u64::from(self.setup.fault_percent),
+        };
+        match self.setup.guest_protocol {
+            GuestProtocol::OneStep => {
+                self.land(&write);
+                self.report_landed(write);
+            }
+            GuestProtocol::ReportAfterLanding => self.in_progress.push(write),
+            GuestProtocol::TwoStep => {
+                match self
+                    .job
+                    .handle_guest_write_start(offset, length)
+                    .expect("in-range guest write")
+                {
+                    GuestWriteStart::Proceed(op) => write.op = Some(op),
+                    GuestWriteStart::Wait(op) => {
+                        write.op = Some(op);
+                        write.stage = Landing::AwaitingAdmit;
+                    }
+                    GuestWriteStart::Untracked => {
+                        assert!(
+                            matches!(self.job.status(), JobStatus::Concluded | JobStatus::Null),
+                            "only an ended job tracks nothing"
+                        );
+                        self.land(&write);
+                        return;
+                    }
+                }
+                self.in_progress.push(write);
+                self.after_input("guest write start");
             }
         }
-        self.after_input("guest write");
+    }
+
+    /// Moves one guest write in progress on by a step: lands it, or reports a landed one.
+    /// Returns whether a write moved (one waiting for its `admit` cannot).
+    fn advance_a_guest_write(&mut self, pick: usize) -> bool {
+        let movable: Vec<usize> = (0..self.in_progress.len())
+            .filter(|&i| self.in_progress[i].stage != Landing::AwaitingAdmit)
+            .collect();
+        if movable.is_empty() {
+            return false;
+        }
+        let index = movable[pick % movable.len()];
+        if self.in_progress[index].stage == Landing::MayLand {
+            let write = self.in_progress[index];
+            self.land(&write);
+            self.in_progress[index].stage = Landing::Landed;
+        } else {
+            let write = self.in_progress.remove(index);
+            self.report_landed(write);
+        }
+        true
+    }
+
+    /// The guest's write reaches the source: its version, or for a failed write a version
+    /// of its own (the source holds something the guest never acknowledged).
+    fn land(&mut self, write: &InProgress) {
+        let (x, y) = units_of(self.setup.unit, write.offset, write.length);
+        let version = if write.fails {
+            let torn = self.next_version;
+            self.next_version += 1;
+            torn
+        } else {
+            write.version
+        };
+        self.source[x..y].fill(version);
+    }
+
+    /// Tells the job a guest write has landed.
+    fn report_landed(&mut self, write: InProgress) {
+        let answer = match write.op {
+            Some(op) => {
+                let result = if write.fails {
+                    OpResult::Failed(IoErrorKind::Io)
+                } else {
+                    OpResult::Ok
+                };
+                let answer = self
+                    .job
+                    .handle_guest_write_landed(op, result)
+                    .expect("a landed guest write");
+                if write.fails {
+                    assert_eq!(
+                        answer,
+                        GuestWrite::Acknowledge,
+                        "a failed source write is not mirrored"
+                    );
+                }
+                answer
+            }
+            // The one-step call knows nothing of a failed source write: the data is there.
+            None => self
+                .job
+                .handle_guest_write(write.offset, write.length)
+                .expect("in-range guest write"),
+        };
+        if let GuestWrite::Mirror(op) = answer {
+            self.guest_versions.insert(op, write.version);
+            self.unacknowledged += 1;
+        }
+        self.after_input("guest write landed");
     }
 
     fn declare_next(&mut self) {
@@ -554,6 +725,12 @@ impl Model {
         };
         let pending = self.pending.iter().find(|p| p.op == op).copied();
         match pending {
+            Some(action) if action.kind == ActionKind::Admit => {
+                assert_eq!(
+                    self.job.handle_completion(op, result),
+                    Err(JobError::LandingExpected(op))
+                );
+            }
             Some(action) if action.kind != ActionKind::Read && result == OpResult::OkZeroes => {
                 assert!(matches!(
                     self.job.handle_completion(op, result),
@@ -561,6 +738,16 @@ impl Model {
                 ));
             }
             _ if polled => return, // a real completion: not bad input
+            _ if self
+                .in_progress
+                .iter()
+                .any(|w| w.op == Some(op) && w.stage != Landing::AwaitingAdmit) =>
+            {
+                assert_eq!(
+                    self.job.handle_completion(op, result),
+                    Err(JobError::LandingExpected(op))
+                );
+            }
             _ => assert_eq!(
                 self.job.handle_completion(op, result),
                 Err(JobError::UnknownOp(op))
