@@ -2,7 +2,7 @@
 
 use crate::convert::{job_error, non_negative, parse_error_kind, parse_name, PyEvent};
 use crate::errors::invalid_argument;
-use blockmirror_core::job::{Action, GuestWrite, MirrorConfig, MirrorJob, Nanos, OpId, OpResult, OpViewKind, RangeState};
+use blockmirror_core::job::{Action, GuestWrite, GuestWriteStart, MirrorConfig, MirrorJob, Nanos, OpId, OpResult, RangeState};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -10,8 +10,8 @@ use pyo3::types::PyDict;
 #[pyclass(frozen, module = "blockmirror", name = "Action", get_all)]
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PyAction {
-    /// `read`, `write`, `write_zeroes`, `discard`, `guest_write`, `flush`, `quiesce`,
-    /// `unquiesce` or `pivot`.
+    /// `read`, `write`, `write_zeroes`, `discard`, `admit`, `guest_write`, `flush`,
+    /// `quiesce`, `unquiesce` or `pivot`.
     pub kind: &'static str,
     /// The operation id to complete.
     pub op: u64,
@@ -197,6 +197,38 @@ impl PyMirrorJob {
         })
     }
 
+    /// Announce a guest write before it touches the source (drivers whose guest writes run
+    /// concurrently). Returns None when the job tracks no writes any more (write, then
+    /// acknowledge), `(op, "proceed")` (write the source now) or `(op, "wait")` (write it
+    /// after the `admit` action for `op`); then report with `handle_guest_write_landed`.
+    fn handle_guest_write_start(&mut self, offset: i64, length: i64) -> PyResult<Option<(u64, &'static str)>> {
+        let start = self
+            .job
+            .handle_guest_write_start(non_negative(offset, "offset")?, non_negative(length, "length")?)
+            .map_err(job_error)?;
+        Ok(match start {
+            GuestWriteStart::Proceed(op) => Some((op.0, "proceed")),
+            GuestWriteStart::Wait(op) => Some((op.0, "wait")),
+            _ => None,
+        })
+    }
+
+    /// The source write of a started guest write finished (`error` as for
+    /// `handle_completion`). Returns the op id of a `guest_write` action to perform before
+    /// acknowledging the guest, or None: acknowledge now.
+    #[pyo3(signature = (op, error=None))]
+    fn handle_guest_write_landed(&mut self, op: i64, error: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
+        let op = OpId(non_negative(op, "op")?);
+        let result = match error {
+            Some(e) if !e.is_none() => OpResult::Failed(parse_error_kind(e)?),
+            _ => OpResult::Ok,
+        };
+        Ok(match self.job.handle_guest_write_landed(op, result).map_err(job_error)? {
+            GuestWrite::Acknowledge => None,
+            GuestWrite::Mirror(op) => Some(op.0),
+        })
+    }
+
     /// Report that operation `op` finished: `error` None, `"nospace"`, `"io"`, `"readonly"`
     /// or an errno; `zero=True` when a read returned only zeroes.
     #[pyo3(signature = (op, error=None, zero=false))]
@@ -292,13 +324,7 @@ pub fn rates_dict<'py>(py: Python<'py>, job: &MirrorJob) -> PyResult<Bound<'py, 
 pub fn ops_list(job: &MirrorJob) -> Vec<(u64, &'static str, u64, u64)> {
     job.ops()
         .map(|v| {
-            let kind = match v.kind {
-                OpViewKind::Reading => "reading",
-                OpViewKind::Writing => "writing",
-                OpViewKind::GuestWriting => "guest_writing",
-                OpViewKind::WaitingGuestWrite => "waiting_guest_write",
-            };
-            (v.op.0, kind, v.offset, v.length)
+            (v.op.0, v.kind.as_str(), v.offset, v.length)
         })
         .collect()
 }

@@ -42,6 +42,19 @@ pub enum OpViewKind {
     WaitingGuestWrite,
 }
 
+impl OpViewKind {
+    /// The shared lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpViewKind::Reading => "reading",
+            OpViewKind::Writing => "writing",
+            OpViewKind::GuestLanding => "guest_landing",
+            OpViewKind::GuestWriting => "guest_writing",
+            OpViewKind::WaitingGuestWrite => "waiting_guest_write",
+        }
+    }
+}
+
 /// A read-only view of one operation that owns or waits for chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpView {

@@ -8,19 +8,20 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use blockmirror_core::job::{
-    CopyMode, GuestWrite, JobError, JobStatus, MirrorConfig, MirrorJob, Nanos, Progress, RangeState, SyncMode,
+    CopyMode, GuestWrite, GuestWriteStart, JobError, JobStatus, MirrorConfig, MirrorJob, Nanos, OpId, OpResult, Progress,
+    RangeState, SyncMode,
 };
 
 use super::extents;
 use super::faults::{FaultInjector, FaultRule};
 use super::files::{open_files, OpenError, OpenOptionsSpec};
 use super::io_ops;
-use super::shared::{EventRecord, Failure, Shared, Stats};
+use super::shared::{EventRecord, Failure, Shared, State, Stats};
 use super::uring;
 use super::workers;
 
@@ -217,6 +218,12 @@ impl FileMirror {
     /// The guest writes `data` at `offset`: to the source (or the target after a pivot),
     /// then the job learns of it; in write-blocking mode this returns once the data is on
     /// the target too. Waits while the guest is quiesced.
+    ///
+    /// The job hears of the write *before* it touches the source (the two-step protocol of
+    /// `MirrorJob::handle_guest_write_start`): while it mirrors actively the write owns its
+    /// chunks from then until its target write is done, waiting first for any copy or other
+    /// guest write there. So overlapping writes from several threads land on the source and
+    /// on the target in the same order, whatever the thread timing.
     pub fn guest_write(&self, offset: u64, data: Vec<u8>) -> Result<(), GuestIoError> {
         if self.is_closed() {
             return Err(GuestIoError::Closed);
@@ -233,6 +240,9 @@ impl FileMirror {
         }
         let to_target = st.gate.pivoted;
         st.gate.active_writes += 1;
+        // A pivot cannot happen while this write is active (quiesce waits for it), so a
+        // write that goes to the source is the job's to track until it has landed.
+        let (st, tracked) = if to_target { (st, None) } else { Self::start_tracking(shared, st, offset, length) };
         drop(st);
 
         let file = if to_target { &shared.files.target.buffered } else { &shared.files.source.buffered };
@@ -242,27 +252,26 @@ impl FileMirror {
         if written.is_ok() {
             st.stats.guest_bytes_written += length;
         }
-        // A pivot cannot happen while this write is active (quiesce waits for it), so a
-        // write that went to the source is still the job's to track.
-        if written.is_ok() && !to_target && !st.ending() {
-            match st.job.handle_guest_write(offset, length) {
+        if let Some(op) = tracked {
+            let result = match &written {
+                Ok(()) => OpResult::Ok,
+                Err(e) => OpResult::Failed(io_ops::error_kind(e)),
+            };
+            match st.job.handle_guest_write_landed(op, result) {
                 Ok(GuestWrite::Acknowledge) => {}
                 Ok(GuestWrite::Mirror(op)) => {
                     st.guest_data.insert(op, Arc::new(data));
                     shared.pump(&mut st);
-                    while !st.guest_done.contains_key(&op) && !st.ending() {
+                    while !st.guest_done.contains_key(&op) && !st.finished() {
                         st = shared.changed.wait(st).expect("mirror state lock poisoned");
                     }
                     // A failed target write is the job's business (its policy acted); the
-                    // guest's own write to the source succeeded. If the job ended first, its
-                    // data may never have been asked for: drop it too.
+                    // guest's own write to the source succeeded.
                     st.guest_done.remove(&op);
                     st.guest_data.remove(&op);
                 }
-                // The job ended between the checks: nothing left to track.
-                Err(JobError::VerbNotAllowed { .. }) => {}
                 Err(e) => {
-                    st.internal_error.get_or_insert(format!("guest write refused: {e}"));
+                    st.internal_error.get_or_insert(format!("guest write landing refused: {e}"));
                 }
             }
         }
@@ -270,6 +279,39 @@ impl FileMirror {
         shared.pump(&mut st);
         drop(st);
         written.map_err(|source| GuestIoError::Os { source })
+    }
+
+    /// Announces a guest write to the job and, if it must wait for its chunks, waits for
+    /// its admission. Returns the lock and the op to report the landing for, or `None` if
+    /// the job no longer tracks writes.
+    fn start_tracking<'a>(
+        shared: &'a Shared,
+        mut st: MutexGuard<'a, State>,
+        offset: u64,
+        length: u64,
+    ) -> (MutexGuard<'a, State>, Option<OpId>) {
+        let (op, admitted) = match st.job.handle_guest_write_start(offset, length) {
+            Ok(GuestWriteStart::Proceed(op)) => (op, true),
+            Ok(GuestWriteStart::Wait(op)) => (op, false),
+            Ok(GuestWriteStart::Untracked) => return (st, None),
+            Err(e) => {
+                st.internal_error.get_or_insert(format!("guest write refused: {e}"));
+                return (st, None);
+            }
+        };
+        shared.pump(&mut st);
+        // A waiting write is let through by its `admit` action (dispatch records it). The job
+        // never concludes while a write waits: the copies it waits for end, even when
+        // cancelled, and then its admission comes.
+        if !admitted {
+            while !st.guest_admitted.remove(&op) {
+                if st.finished() {
+                    return (st, None);
+                }
+                st = shared.changed.wait(st).expect("mirror state lock poisoned");
+            }
+        }
+        (st, Some(op))
     }
 
     /// The guest reads `length` bytes at `offset` (from the target after a pivot).

@@ -7,7 +7,7 @@
 //! `poll_event` (recording events for the Python side), then wakes every waiter. So the job
 //! is never left with undrained outputs, whichever thread touched it last.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -91,6 +91,9 @@ pub struct State {
     /// Buffers of completed reads, waiting for the job's write action for the same op, and
     /// whether the read was only a probe (the write then copies in the kernel).
     read_bufs: HashMap<OpId, (AlignedBuf, bool)>,
+    /// Guest writes that waited for their chunks and were admitted (their `admit` action
+    /// came); the waiting guest call removes its entry and writes the source.
+    pub guest_admitted: HashSet<OpId>,
     /// Guest data of write-blocking writes, waiting for their `guest_write` action.
     pub guest_data: HashMap<OpId, Arc<Vec<u8>>>,
     /// `guest_write` actions that finished (the waiting guest call removes its entry).
@@ -169,6 +172,7 @@ impl Shared {
             state: Mutex::new(State {
                 job,
                 read_bufs: HashMap::new(),
+                guest_admitted: HashSet::new(),
                 guest_data: HashMap::new(),
                 guest_done: HashMap::new(),
                 gate: GuestGate::default(),
@@ -413,6 +417,12 @@ impl State {
                     shared.pool.give_back(buf);
                 }
                 self.send(Task::Zero { op, offset, length, discard: kind == ActionKind::Discard });
+                None
+            }
+            ActionKind::Admit => {
+                // The waiting guest call writes the source, then reports the landing.
+                self.guest_admitted.insert(op);
+                self.notify_waiters = true;
                 None
             }
             ActionKind::GuestWrite => match self.guest_data.remove(&op) {
