@@ -2,6 +2,7 @@
 //! `blockmirror_core::job::MirrorJob` with real I/O on a small thread pool.
 //!
 //! - [`files`]: opening both sides (sizes, block devices, sparse creation, O_DIRECT).
+//! - [`identity`]: which storage an open handle reaches (the same-file check).
 //! - [`extents`]: the source's holes (SEEK_DATA/SEEK_HOLE), declared to the job up front.
 //! - [`buffers`]: 4096-aligned copy buffers that free themselves, and their pool.
 //! - [`io_ops`]: pread/pwrite, zero ranges (punch hole / zero range / plain zeroes), fdatasync,
@@ -18,6 +19,7 @@ pub mod engine;
 pub mod extents;
 pub mod faults;
 pub mod files;
+pub mod identity;
 pub mod io_ops;
 pub mod shared;
 pub mod uring;
