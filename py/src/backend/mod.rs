@@ -8,6 +8,7 @@
 //! - [`io_ops`]: pread/pwrite, zero ranges (punch hole / zero range / plain zeroes), fdatasync,
 //!   and the mapping of OS errors to the job's error kinds.
 //! - [`faults`]: deterministic fault injection for tests.
+//! - [`events`]: the bounded queue of undelivered events (repeated errors counted).
 //! - [`shared`] and [`workers`]: the job behind a lock, and the I/O threads.
 //! - [`uring`]: io_uring submission of O_DIRECT copies (falls back to the workers).
 //! - [`engine`]: [`engine::FileMirror`], the running mirror the Python binding wraps.
@@ -16,6 +17,7 @@
 
 pub mod buffers;
 pub mod engine;
+pub mod events;
 pub mod extents;
 pub mod faults;
 pub mod files;
