@@ -52,6 +52,13 @@ def test_huge_finite_timeouts_mean_no_timeout(paths):
         fm.close()
 
 
+def test_python_mirror_takes_huge_timeouts(paths):
+    with bm.Mirror(*paths) as m:
+        m.wait_ready(timeout=1e30)
+        result = m.complete(timeout=1e19)
+    assert result.pivoted
+
+
 @pytest.mark.parametrize("bad", [-1.0, -1e30, math.nan])
 def test_negative_or_nan_timeouts_are_invalid(paths, bad):
     fm = FileMirror(*paths)
