@@ -4,17 +4,20 @@
 //! (`py.detach`). The friendly `blockmirror.Mirror` / `blockmirror.mirror` are written in
 //! Python on top of this class (`blockmirror/_mirror.py`).
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use blockmirror_core::job::{CopyMode, Event, JobError};
+use blockmirror_core::job::{CopyMode, Event, IoErrorKind, JobError};
 
-use crate::backend::engine::{FileMirror as Engine, GuestIoError, MirrorSetup, StartError, WaitOutcome};
-use crate::backend::faults::{parse_error_kind, FaultOp, FaultRule, FaultSide};
+use crate::backend::engine::{FileMirror as Engine, GuestIoError, MirrorSetup, Snapshot, StartError, VerbError, WaitOutcome};
+use crate::backend::faults::{parse_error_kind, FaultOp, FaultRule, FaultSide, PanicAt};
 use crate::backend::files::OpenError;
+use crate::backend::shared::EventRecord;
 use crate::errors::{invalid_argument, io_error, job_state_error};
 
 fn job_error(e: JobError) -> PyErr {
@@ -22,6 +25,13 @@ fn job_error(e: JobError) -> PyErr {
         JobError::VerbNotAllowed { .. } | JobError::CancelRequested => job_state_error(e),
         JobError::Config(_) | JobError::OutOfRange { .. } | JobError::ZeroLength { .. } => invalid_argument(e),
         other => job_state_error(other),
+    }
+}
+
+fn verb_error(e: VerbError) -> PyErr {
+    match e {
+        VerbError::Job(e) => job_error(e),
+        VerbError::Broken(_) => job_state_error(e),
     }
 }
 
@@ -43,7 +53,7 @@ fn start_error(e: StartError) -> PyErr {
 
 fn guest_error(e: GuestIoError, operation: &str, offset: u64) -> PyErr {
     match e {
-        GuestIoError::OutOfRange { .. } => invalid_argument(e),
+        GuestIoError::OutOfRange { .. } | GuestIoError::TooLong { .. } => invalid_argument(e),
         GuestIoError::Closed => job_state_error("the mirror is closed"),
         GuestIoError::Os { source } => {
             io_error(source.raw_os_error().unwrap_or(libc::EIO), operation, Some(offset), source.to_string())
@@ -51,11 +61,22 @@ fn guest_error(e: GuestIoError, operation: &str, offset: u64) -> PyErr {
     }
 }
 
+/// Seconds beyond which a timeout means "no timeout": no wait lasts a century, and larger
+/// values would overflow `Duration` or `Instant` arithmetic.
+const FOREVER_S: f64 = 100.0 * 365.25 * 86_400.0;
+
+/// A timeout in seconds: `None` or more than [`FOREVER_S`] (infinity included) is no
+/// timeout; negative or NaN is refused.
 fn timeout_arg(timeout: Option<f64>) -> PyResult<Option<Duration>> {
-    match timeout {
+    seconds_arg(timeout, "timeout")
+}
+
+fn seconds_arg(seconds: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
+    match seconds {
         None => Ok(None),
-        Some(t) if t.is_finite() && t >= 0.0 => Ok(Some(Duration::from_secs_f64(t))),
-        Some(t) => Err(invalid_argument(format!("timeout must be a non-negative number of seconds, not {t}"))),
+        Some(t) if t > FOREVER_S => Ok(None),
+        Some(t) if t >= 0.0 => Ok(Some(Duration::from_secs_f64(t))),
+        Some(t) => Err(invalid_argument(format!("{what} must be a non-negative number of seconds, not {t}"))),
     }
 }
 
@@ -84,18 +105,33 @@ fn fault_rules(faults: Option<&Bound<'_, PyList>>) -> PyResult<Vec<FaultRule>> {
         };
         let side: FaultSide = get_str("side", "target")?.parse().map_err(invalid_argument)?;
         let op: FaultOp = get_str("op", "any")?.parse().map_err(invalid_argument)?;
-        let error = parse_error_kind(&get_str("error", "io")?).map_err(invalid_argument)?;
-        let rule = FaultRule::new(side, op, get_u64("nth", 1)?, get_u64("count", 1)?, error).map_err(invalid_argument)?;
+        // "panic" / "panic-locked": the worker panics (tests of surviving a broken thread).
+        let error_name = get_str("error", "io")?;
+        let panic = match error_name.as_str() {
+            "panic" => Some(PanicAt::Io),
+            "panic-locked" => Some(PanicAt::UnderLock),
+            _ => None,
+        };
+        let error = if panic.is_some() { IoErrorKind::Io } else { parse_error_kind(&error_name).map_err(invalid_argument)? };
+        let mut rule = FaultRule::new(side, op, get_u64("nth", 1)?, get_u64("count", 1)?, error).map_err(invalid_argument)?;
+        if let Some(at) = panic {
+            rule = rule.panicking(at);
+        }
         rules.push(rule);
     }
     Ok(rules)
 }
 
-/// Converts an event to a dict: `type`, `time_ns`, and the event's own fields.
-fn event_dict<'py>(py: Python<'py>, time_ns: u64, event: &Event) -> PyResult<Bound<'py, PyDict>> {
+/// Converts an event record to a dict: `type`, `time_ns`, and the event's own fields;
+/// `BLOCK_JOB_ERROR` also has `count`, the identical consecutive errors it stands for.
+fn event_dict<'py>(py: Python<'py>, record: &EventRecord) -> PyResult<Bound<'py, PyDict>> {
+    let (time_ns, event) = (record.time_ns, &record.event);
     let d = PyDict::new(py);
     d.set_item("type", event.type_name())?;
     d.set_item("time_ns", time_ns)?;
+    if matches!(event, Event::Error { .. }) {
+        d.set_item("count", record.count)?;
+    }
     match event {
         Event::StatusChange { status } => d.set_item("status", status.as_str())?,
         Event::Ready { current, total } | Event::Cancelled { current, total } => {
@@ -126,9 +162,45 @@ fn event_dict<'py>(py: Python<'py>, time_ns: u64, event: &Event) -> PyResult<Bou
 }
 
 /// A running mirror of a raw image file or block device onto another (see `blockmirror.Mirror`).
+///
+/// `close` drops the engine, which closes the files at once (not when Python collects this
+/// object): a deleted target's space is freed then. What callers may still ask afterwards
+/// (status, snapshot, the events not yet taken) is kept in `after_close`. Dropping this
+/// object without `close` drops the engine too, which stops its threads first.
 #[pyclass(frozen, module = "blockmirror._native")]
 pub struct FileMirror {
-    engine: Engine,
+    /// The running engine, `None` once closed. Calls clone the `Arc` and run unlocked, so a
+    /// guest call still returning when `close` ends keeps the files only until it returns.
+    live: Mutex<Option<Arc<Engine>>>,
+    /// Serialises `close` (taken with the GIL released).
+    closing: Mutex<()>,
+    /// The final snapshot, set by `close` before `live` is emptied.
+    after_close: OnceLock<Snapshot>,
+    /// Events still untaken at `close`, delivered after the engine's own (filled while this
+    /// lock is held, so a consumer that found the engine empty then finds them here).
+    closed_events: Mutex<VecDeque<EventRecord>>,
+    length: u64,
+}
+
+impl FileMirror {
+    fn live(&self) -> Option<Arc<Engine>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn live_or_closed(&self) -> PyResult<Arc<Engine>> {
+        self.live().ok_or_else(|| job_state_error("the mirror is closed"))
+    }
+
+    fn snapshot_now(&self) -> Snapshot {
+        match self.live() {
+            Some(engine) => engine.snapshot(),
+            None => self.after_close.get().expect("close sets after_close before emptying live").clone(),
+        }
+    }
+
+    fn pop_closed_event(&self) -> Option<EventRecord> {
+        self.closed_events.lock().unwrap_or_else(PoisonError::into_inner).pop_front()
+    }
 }
 
 #[pymethods]
@@ -175,9 +247,10 @@ impl FileMirror {
             max_in_flight as u64,
             max_io,
         )?;
-        config.not_converging_window_ns = timeout_arg(Some(not_converging_window))
-            .map_err(|_| invalid_argument("not_converging_window must be a non-negative number of seconds"))?
-            .map_or(0, |d| d.as_nanos() as u64);
+        // 0 turns the watch off; a window beyond a century (or beyond u64 nanoseconds) never
+        // passes, so it saturates instead of wrapping to a short one.
+        config.not_converging_window_ns = seconds_arg(Some(not_converging_window), "not_converging_window")?
+            .map_or(u64::MAX, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let setup = MirrorSetup {
             config,
             direct,
@@ -190,13 +263,19 @@ impl FileMirror {
             faults: fault_rules(faults)?,
         };
         let engine = py.detach(|| Engine::start(&source, &target, setup)).map_err(start_error)?;
-        Ok(Self { engine })
+        Ok(Self {
+            length: engine.length(),
+            live: Mutex::new(Some(Arc::new(engine))),
+            closing: Mutex::new(()),
+            after_close: OnceLock::new(),
+            closed_events: Mutex::new(VecDeque::new()),
+        })
     }
 
     /// The disk length in bytes.
     #[getter]
     fn length(&self) -> u64 {
-        self.engine.length()
+        self.length
     }
 
     /// The guest writes `data` at `offset` (see `blockmirror.Mirror.write`).
@@ -206,12 +285,14 @@ impl FileMirror {
             // bytearray, memoryview, array...: whatever bytes() accepts.
             Err(_) => py.import("builtins")?.getattr("bytes")?.call1((data,))?.cast::<PyBytes>()?.as_bytes().to_vec(),
         };
-        py.detach(|| self.engine.guest_write(offset, bytes)).map_err(|e| guest_error(e, "write", offset))
+        let engine = self.live_or_closed()?;
+        py.detach(|| engine.guest_write(offset, bytes)).map_err(|e| guest_error(e, "write", offset))
     }
 
     /// The guest reads `length` bytes at `offset`.
     fn read<'py>(&self, py: Python<'py>, offset: u64, length: u64) -> PyResult<Bound<'py, PyBytes>> {
-        let data = py.detach(|| self.engine.guest_read(offset, length)).map_err(|e| guest_error(e, "read", offset))?;
+        let engine = self.live_or_closed()?;
+        let data = py.detach(|| engine.guest_read(offset, length)).map_err(|e| guest_error(e, "read", offset))?;
         Ok(PyBytes::new(py, &data))
     }
 
@@ -219,7 +300,12 @@ impl FileMirror {
     #[pyo3(signature = (timeout=None))]
     fn wait_ready(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<&'static str> {
         let timeout = timeout_arg(timeout)?;
-        Ok(match py.detach(|| self.engine.wait_ready(timeout)) {
+        let outcome = match self.live() {
+            Some(engine) => py.detach(|| engine.wait_ready(timeout)),
+            None if self.snapshot_now().ready => WaitOutcome::Reached,
+            None => WaitOutcome::Ended,
+        };
+        Ok(match outcome {
             WaitOutcome::Reached => "ready",
             WaitOutcome::Ended => "ended",
             WaitOutcome::TimedOut => "timeout",
@@ -230,7 +316,10 @@ impl FileMirror {
     #[pyo3(signature = (timeout=None))]
     fn wait_end(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let timeout = timeout_arg(timeout)?;
-        Ok(py.detach(|| self.engine.wait_end(timeout)) == WaitOutcome::Reached)
+        Ok(match self.live() {
+            Some(engine) => py.detach(|| engine.wait_end(timeout)) == WaitOutcome::Reached,
+            None => true,
+        })
     }
 
     /// The next event as a dict, waiting up to `timeout` seconds; None when none came or
@@ -238,60 +327,70 @@ impl FileMirror {
     #[pyo3(signature = (timeout=None))]
     fn next_event<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyDict>>> {
         let timeout = timeout_arg(timeout)?;
-        match py.detach(|| self.engine.next_event(timeout)) {
-            Some(rec) => Ok(Some(event_dict(py, rec.time_ns, &rec.event)?)),
+        let next = match self.live() {
+            Some(engine) => py.detach(|| engine.next_event(timeout)).or_else(|| self.pop_closed_event()),
+            None => self.pop_closed_event(),
+        };
+        match next {
+            Some(rec) => Ok(Some(event_dict(py, &rec)?)),
             None => Ok(None),
         }
     }
 
     /// Pauses the job.
     fn pause(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.engine.verb(|j| j.pause())).map_err(job_error)
+        let engine = self.live_or_closed()?;
+        py.detach(|| engine.verb(|j| j.pause())).map_err(verb_error)
     }
 
     /// Resumes the job.
     fn resume(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.engine.verb(|j| j.resume())).map_err(job_error)
+        let engine = self.live_or_closed()?;
+        py.detach(|| engine.verb(|j| j.resume())).map_err(verb_error)
     }
 
     /// Asks for completion (pivot); use `wait_end` to wait for it.
     fn complete(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.engine.verb(|j| j.complete())).map_err(job_error)
+        let engine = self.live_or_closed()?;
+        py.detach(|| engine.verb(|j| j.complete())).map_err(verb_error)
     }
 
     /// Asks for a cancel; use `wait_end` to wait for it.
     #[pyo3(signature = (force=false))]
     fn cancel(&self, py: Python<'_>, force: bool) -> PyResult<()> {
-        py.detach(|| self.engine.verb(|j| j.cancel(force))).map_err(job_error)
+        let engine = self.live_or_closed()?;
+        py.detach(|| engine.verb(|j| j.cancel(force))).map_err(verb_error)
     }
 
     /// Changes the speed limit (bytes per second, 0 = unlimited).
     fn set_speed(&self, py: Python<'_>, bytes_per_sec: u64) -> PyResult<()> {
-        py.detach(|| self.engine.verb(|j| j.set_speed(bytes_per_sec))).map_err(job_error)
+        let engine = self.live_or_closed()?;
+        py.detach(|| engine.verb(|j| j.set_speed(bytes_per_sec))).map_err(verb_error)
     }
 
     /// Changes the copy mode ("background" or "write-blocking").
     fn set_copy_mode(&self, py: Python<'_>, mode: &str) -> PyResult<()> {
         let mode = crate::convert::parse_name::<CopyMode>(mode)?;
-        py.detach(|| self.engine.verb(|j| j.set_copy_mode(mode))).map_err(job_error)
+        let engine = self.live_or_closed()?;
+        py.detach(|| engine.verb(|j| j.set_copy_mode(mode))).map_err(verb_error)
     }
 
     /// The job's status name.
     #[getter]
     fn status(&self) -> &'static str {
-        self.engine.snapshot().status.as_str()
+        self.snapshot_now().status.as_str()
     }
 
     /// (current, total) bytes.
     #[getter]
     fn progress(&self) -> (u64, u64) {
-        let p = self.engine.snapshot().progress;
+        let p = self.snapshot_now().progress;
         (p.current, p.total)
     }
 
     /// Status, progress, counters and failure in one consistent dict.
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.engine.snapshot();
+        let s = self.snapshot_now();
         let d = PyDict::new(py);
         d.set_item("status", s.status.as_str())?;
         d.set_item("current", s.progress.current)?;
@@ -316,6 +415,7 @@ impl FileMirror {
         d.set_item("ready_ns", st.ready_ns)?;
         d.set_item("end_ns", st.end_ns)?;
         d.set_item("internal_error", s.internal_error)?;
+        d.set_item("events_dropped", s.events_dropped)?;
         match s.failure {
             Some(f) => {
                 let fd = PyDict::new(py);
@@ -331,14 +431,27 @@ impl FileMirror {
         Ok(d)
     }
 
-    /// Force-cancels a job that has not ended, waits, and stops every thread. Idempotent.
+    /// Force-cancels a job that has not ended, waits, stops every thread and closes the
+    /// files. Idempotent; status, snapshot and the untaken events stay readable.
     fn close(&self, py: Python<'_>) {
-        py.detach(|| self.engine.close());
+        py.detach(|| {
+            let _one_at_a_time = self.closing.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(engine) = self.live() else { return };
+            engine.close();
+            {
+                let mut events = self.closed_events.lock().unwrap_or_else(PoisonError::into_inner);
+                events.extend(engine.take_events());
+            }
+            let _ = self.after_close.set(engine.snapshot());
+            *self.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            // Usually the last reference: the files close here.
+            drop(engine);
+        });
     }
 
     /// Whether `close` ran.
     #[getter]
     fn closed(&self) -> bool {
-        self.engine.is_closed()
+        self.live().is_none()
     }
 }

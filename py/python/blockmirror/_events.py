@@ -29,6 +29,9 @@ class MirrorEvent:
     dirty_bytes: Optional[int] = None
     dirty_bytes_per_sec: Optional[int] = None
     copy_bytes_per_sec: Optional[int] = None
+    #: ``BLOCK_JOB_ERROR``: how many identical consecutive errors (same operation, action
+    #: and error) this event stands for; ``offset``/``length`` are the first one's.
+    count: Optional[int] = None
 
     @classmethod
     def from_native(cls, d: Dict[str, Any]) -> "MirrorEvent":

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -85,12 +85,35 @@ pub enum GuestIoError {
     /// The mirror was closed.
     #[error("the mirror is closed")]
     Closed,
+    /// A read longer than one call may allocate.
+    #[error("a read of {length} bytes is longer than the limit of {limit} bytes per call; read in pieces")]
+    TooLong {
+        /// Bytes asked for.
+        length: u64,
+        /// [`MAX_GUEST_READ_BYTES`].
+        limit: u64,
+    },
     /// The OS refused the read or write.
     #[error("{source}")]
     Os {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+/// The longest `guest_read`: its buffer is allocated whole, so a huge length must be
+/// refused before allocating rather than abort the process.
+pub const MAX_GUEST_READ_BYTES: u64 = 64 << 20;
+
+/// Why a verb was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum VerbError {
+    /// The job refused it.
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// A thread of the mirror panicked; the job is no longer touched (see `State::broken`).
+    #[error("the mirror failed internally and takes no more verbs: {0}")]
+    Broken(String),
 }
 
 /// How a wait ended.
@@ -195,10 +218,11 @@ impl FileMirror {
         let driver_shared = Arc::clone(&shared);
         let driver = std::thread::Builder::new()
             .name("blockmirror-driver".into())
-            .spawn(move || drive(&driver_shared))
+            .spawn(move || super::shared::guarded(&driver_shared, "driver", || drive(&driver_shared)))
             .map_err(|source| StartError::Os { what: "starting the driver thread", source })?;
         let mut threads = workers;
         threads.push(driver);
+        // `drive` runs inside `guarded`: a panic there marks the mirror broken.
         Ok(Self { shared, threads: Mutex::new(threads), closed: AtomicBool::new(false) })
     }
 
@@ -236,7 +260,7 @@ impl FileMirror {
         let shared = &self.shared;
         let mut st = shared.lock();
         while st.gate.held && !st.gate.pivoted && !st.finished() {
-            st = shared.changed.wait(st).expect("mirror state lock poisoned");
+            st = shared.wait_changed(st, Duration::from_secs(1));
         }
         let to_target = st.gate.pivoted;
         st.gate.active_writes += 1;
@@ -252,7 +276,7 @@ impl FileMirror {
         if written.is_ok() {
             st.stats.guest_bytes_written += length;
         }
-        if let Some(op) = tracked {
+        if let Some(op) = tracked.filter(|_| !st.broken) {
             let result = match &written {
                 Ok(()) => OpResult::Ok,
                 Err(e) => OpResult::Failed(io_ops::error_kind(e)),
@@ -263,7 +287,7 @@ impl FileMirror {
                     st.guest_data.insert(op, Arc::new(data));
                     shared.pump(&mut st);
                     while !st.guest_done.contains_key(&op) && !st.finished() {
-                        st = shared.changed.wait(st).expect("mirror state lock poisoned");
+                        st = shared.wait_changed(st, Duration::from_secs(1));
                     }
                     // A failed target write is the job's business (its policy acted); the
                     // guest's own write to the source succeeded.
@@ -290,6 +314,9 @@ impl FileMirror {
         offset: u64,
         length: u64,
     ) -> (MutexGuard<'a, State>, Option<OpId>) {
+        if st.broken {
+            return (st, None); // the job may be half-updated: never touch it again
+        }
         let (op, admitted) = match st.job.handle_guest_write_start(offset, length) {
             Ok(GuestWriteStart::Proceed(op)) => (op, true),
             Ok(GuestWriteStart::Wait(op)) => (op, false),
@@ -308,7 +335,7 @@ impl FileMirror {
                 if st.finished() {
                     return (st, None);
                 }
-                st = shared.changed.wait(st).expect("mirror state lock poisoned");
+                st = shared.wait_changed(st, Duration::from_secs(1));
             }
         }
         (st, Some(op))
@@ -320,6 +347,9 @@ impl FileMirror {
             return Err(GuestIoError::Closed);
         }
         self.check_range(offset, length)?;
+        if length > MAX_GUEST_READ_BYTES {
+            return Err(GuestIoError::TooLong { length, limit: MAX_GUEST_READ_BYTES });
+        }
         let to_target = self.shared.lock().gate.pivoted;
         let files = &self.shared.files;
         let file = if to_target { &files.target.buffered } else { &files.source.buffered };
@@ -329,11 +359,14 @@ impl FileMirror {
     }
 
     /// Runs a verb on the job under the lock, then drains its outputs.
-    pub fn verb<T>(&self, f: impl FnOnce(&mut MirrorJob) -> Result<T, JobError>) -> Result<T, JobError> {
+    pub fn verb<T>(&self, f: impl FnOnce(&mut MirrorJob) -> Result<T, JobError>) -> Result<T, VerbError> {
         let mut st = self.shared.lock();
+        if st.broken {
+            return Err(VerbError::Broken(st.internal_error.clone().unwrap_or_default()));
+        }
         let r = f(&mut st.job);
         self.shared.pump(&mut st);
-        r
+        Ok(r?)
     }
 
     /// Waits until the job is ready (or has ended, or `timeout` passed).
@@ -355,7 +388,7 @@ impl FileMirror {
     }
 
     fn wait_for(&self, timeout: Option<Duration>, done: impl Fn(&super::shared::State) -> Option<WaitOutcome>) -> WaitOutcome {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = deadline_after(timeout);
         let mut st = self.shared.lock();
         loop {
             if let Some(outcome) = done(&st) {
@@ -369,28 +402,40 @@ impl FileMirror {
                 // Wake now and then anyway: a caller's own timeout handling stays simple.
                 None => Duration::from_secs(1),
             };
-            st = self.shared.changed.wait_timeout(st, wait).expect("mirror state lock poisoned").0;
+            st = self.shared.wait_changed(st, wait);
         }
     }
 
     /// The next event, waiting up to `timeout`; `None` when none came, or when the job has
-    /// ended and every event was taken.
+    /// ended and every event was taken. A record may stand for several identical errors
+    /// (`EventRecord::count`; see `events` for when one is held back to gather them).
     pub fn next_event(&self, timeout: Option<Duration>) -> Option<EventRecord> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = deadline_after(timeout);
         let mut st = self.shared.lock();
         loop {
-            if let Some(e) = st.events.pop_front() {
-                return Some(e);
-            }
-            if st.finished() {
+            let finished = st.finished();
+            let held_ns = match st.events.pop(self.shared.now().0, finished) {
+                Ok(record) => return Some(record),
+                Err(held_ns) => held_ns,
+            };
+            if finished && held_ns.is_none() {
                 return None;
             }
-            let wait = match deadline {
+            let mut wait = match deadline {
                 Some(d) => d.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?,
                 None => Duration::from_secs(1),
             };
-            st = self.shared.changed.wait_timeout(st, wait).expect("mirror state lock poisoned").0;
+            if let Some(ns) = held_ns {
+                wait = wait.min(Duration::from_nanos(ns));
+            }
+            st = self.shared.wait_changed(st, wait);
         }
+    }
+
+    /// Takes every event not yet taken (held ones too), for a consumer that outlives the
+    /// mirror (the Python binding keeps them after `close`).
+    pub fn take_events(&self) -> Vec<EventRecord> {
+        self.shared.lock().events.drain()
     }
 
     /// Status, progress, counters, failure and internal error, read together.
@@ -403,6 +448,7 @@ impl FileMirror {
             stats: st.stats,
             failure: st.failure,
             internal_error: st.internal_error.clone(),
+            events_dropped: st.events.dropped(),
             finished: st.finished(),
             ready: st.ready_seen,
             pivoted: st.gate.pivoted,
@@ -412,8 +458,11 @@ impl FileMirror {
 
     /// Force-cancels a job that has not ended, waits for the end, stops every thread.
     /// Idempotent; afterwards guest I/O fails with `Closed`.
+    ///
+    /// The files stay open as long as this value lives (its threads and guest calls use
+    /// them without a lock); drop it to close them, as the Python binding does in `close`.
     pub fn close(&self) {
-        let mut threads = self.threads.lock().expect("thread list lock poisoned");
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
         if self.is_closed() {
             return;
         }
@@ -445,6 +494,12 @@ impl Drop for FileMirror {
     }
 }
 
+/// The instant `timeout` from now; `None` (wait without end) when there is no timeout or it
+/// lies beyond what `Instant` can represent (such a wait never ends in practice either).
+fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
 /// A consistent view of the mirror.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -460,6 +515,8 @@ pub struct Snapshot {
     pub failure: Option<Failure>,
     /// A broken internal invariant, if any.
     pub internal_error: Option<String>,
+    /// Events dropped from a long undelivered queue (see `events`).
+    pub events_dropped: u64,
     /// The job ended and all I/O finished.
     pub finished: bool,
     /// `BLOCK_JOB_READY` was seen.
@@ -490,6 +547,6 @@ fn drive(shared: &Shared) {
             None => Duration::from_millis(if st.auto_converge { 100 } else { 500 }),
         };
         st.driver_sleep_until = Some(Nanos(now.0 + wait.as_nanos() as u64));
-        st = shared.driver_wake.wait_timeout(st, wait).expect("mirror state lock poisoned").0;
+        st = shared.wait_driver(st, wait);
     }
 }

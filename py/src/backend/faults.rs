@@ -3,8 +3,12 @@
 //! A rule matches operations of one kind on one side; the `nth` matching operation (counting
 //! from 1) and the `count - 1` after it fail (`count == 0`: every one from the nth on). The
 //! operation is not performed when it fails, exactly as if the OS had refused it.
+//!
+//! A rule may instead make the worker that runs the operation panic ([`PanicAt`]), outside
+//! the job's lock or while holding it: the tests of the mirror's survival of a broken thread.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use blockmirror_core::job::IoErrorKind;
@@ -71,6 +75,15 @@ pub fn parse_error_kind(s: &str) -> Result<IoErrorKind, String> {
     }
 }
 
+/// Where a panicking rule makes the worker panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanicAt {
+    /// In the I/O itself, with no lock held.
+    Io,
+    /// While the worker feeds the (failed) result to the job, holding the job's lock.
+    UnderLock,
+}
+
 /// One rule.
 #[derive(Debug, Clone)]
 pub struct FaultRule {
@@ -84,6 +97,8 @@ pub struct FaultRule {
     pub count: u64,
     /// The error they fail with.
     pub error: IoErrorKind,
+    /// Panic instead of (or, `UnderLock`, after) failing.
+    pub panic: Option<PanicAt>,
     /// Matching operations seen so far.
     seen: u64,
 }
@@ -94,7 +109,13 @@ impl FaultRule {
         if nth == 0 {
             return Err("fault nth counts from 1".into());
         }
-        Ok(Self { side, op, nth, count, error, seen: 0 })
+        Ok(Self { side, op, nth, count, error, panic: None, seen: 0 })
+    }
+
+    /// The same rule, making the worker panic at `at` when it matches.
+    pub fn panicking(mut self, at: PanicAt) -> Self {
+        self.panic = Some(at);
+        self
     }
 }
 
@@ -103,18 +124,21 @@ impl FaultRule {
 pub struct FaultInjector {
     rules: Mutex<Vec<FaultRule>>,
     injected: Mutex<u64>,
+    /// A `PanicAt::UnderLock` rule matched: the next `panic_if_armed` panics.
+    armed: AtomicBool,
 }
 
 impl FaultInjector {
     /// An injector with these rules.
     pub fn new(rules: Vec<FaultRule>) -> Self {
-        Self { rules: Mutex::new(rules), injected: Mutex::new(0) }
+        Self { rules: Mutex::new(rules), injected: Mutex::new(0), armed: AtomicBool::new(false) }
     }
 
     /// Counts one operation and returns the error it must fail with, if any.
     pub fn check(&self, side: FaultSide, op: FaultOp) -> Option<IoErrorKind> {
         let mut rules = self.rules.lock().expect("fault rules lock poisoned");
         let mut hit = None;
+        let mut panic = None;
         for rule in rules.iter_mut() {
             if rule.side != side || (rule.op != FaultOp::Any && rule.op != op) {
                 continue;
@@ -123,12 +147,28 @@ impl FaultInjector {
             let fails = rule.seen >= rule.nth && (rule.count == 0 || rule.seen < rule.nth + rule.count);
             if fails && hit.is_none() {
                 hit = Some(rule.error);
+                panic = rule.panic;
             }
         }
+        // Released before any panic, so the injector itself stays usable.
+        drop(rules);
         if hit.is_some() {
             *self.injected.lock().expect("fault counter lock poisoned") += 1;
         }
+        match panic {
+            Some(PanicAt::Io) => panic!("injected panic in an I/O worker (fault rule)"),
+            Some(PanicAt::UnderLock) => self.armed.store(true, Ordering::SeqCst),
+            None => {}
+        }
         hit
+    }
+
+    /// Panics if a `PanicAt::UnderLock` rule matched since the last call (called by a
+    /// worker with the job's lock held).
+    pub fn panic_if_armed(&self) {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            panic!("injected panic under the job's lock (fault rule)");
+        }
     }
 
     /// How many operations were failed on purpose.

@@ -10,6 +10,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::buffers::ALIGN_BYTES;
+use super::identity;
 
 /// Why the files could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -181,15 +182,101 @@ fn open_target(path: &Path, length: u64, spec: &OpenOptionsSpec) -> Result<(Side
     Ok((Side { copy, buffered, direct: spec.direct, is_block_device }, created))
 }
 
+/// Refuses two handles that reach the same storage (see `identity`): mirroring a disk onto
+/// itself writes stale copy data over the guest's writes.
+fn refuse_same_storage(source: (&Path, &File), target: (&Path, &File)) -> Result<(), OpenError> {
+    let same = identity::same_storage(source.1, target.1).map_err(|e| OpenError::os(target.0, e))?;
+    if same {
+        return Err(OpenError::Invalid(format!(
+            "source {} and target {} are the same file or device (a link, bind mount, second \
+             device node or loop device of it); mirroring it onto itself would destroy it",
+            source.0.display(),
+            target.0.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Opens both sides. Nothing is written before every check has passed, except the creation
 /// of a new sparse target (which is removed again if a later step fails).
+///
+/// The same-storage check runs on the open descriptors, so a path swapped between a check
+/// and an open cannot slip through; an existing target is opened read-only for it first, so
+/// that the check (not the `reuse` advice) is what a caller hears about a link of the source.
 pub fn open_files(source: &Path, target: &Path, spec: &OpenOptionsSpec) -> Result<OpenedFiles, OpenError> {
-    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(source), std::fs::canonicalize(target)) {
-        if a == b {
-            return Err(OpenError::Invalid(format!("source and target are the same file {}", a.display())));
+    let (source_side, length) = open_source(source, spec)?;
+    if file_type(target, "target")?.is_some() {
+        let probe = open_handle(target, false, false, false)?;
+        refuse_same_storage((source, &source_side.copy), (target, &probe))?;
+    }
+    let (target_side, target_created) = open_target(target, length, spec)?;
+    // The handles the mirror will use, checked again: the path may have changed meanwhile.
+    for handle in [&target_side.buffered, &target_side.copy] {
+        if let Err(e) = refuse_same_storage((source, &source_side.copy), (target, handle)) {
+            if target_created {
+                let _ = std::fs::remove_file(target);
+            }
+            return Err(e);
         }
     }
-    let (source_side, length) = open_source(source, spec)?;
-    let (target_side, target_created) = open_target(target, length, spec)?;
     Ok(OpenedFiles { source: source_side, target: target_side, length, target_created })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(name: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("bm-files-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("src.img");
+        std::fs::write(&src, vec![7u8; 8192]).unwrap();
+        (dir, src)
+    }
+
+    fn spec(reuse: bool) -> OpenOptionsSpec {
+        OpenOptionsSpec { direct: false, reuse, guest_writes: true }
+    }
+
+    fn assert_same_file_refused(r: Result<OpenedFiles, OpenError>) {
+        match r {
+            Err(OpenError::Invalid(msg)) => assert!(msg.contains("same file"), "{msg}"),
+            other => panic!("expected the same-file refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hard_link_of_the_source_is_refused_with_or_without_reuse() {
+        let (dir, src) = setup("link");
+        let link = dir.join("link.img");
+        std::fs::hard_link(&src, &link).unwrap();
+        assert_same_file_refused(open_files(&src, &link, &spec(true)));
+        assert_same_file_refused(open_files(&src, &link, &spec(false)));
+        assert_same_file_refused(open_files(&link, &src, &spec(true)));
+        assert_eq!(std::fs::read(&src).unwrap(), vec![7u8; 8192]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn symlink_of_the_source_is_refused() {
+        let (dir, src) = setup("symlink");
+        let sym = dir.join("sym.img");
+        std::os::unix::fs::symlink(&src, &sym).unwrap();
+        assert_same_file_refused(open_files(&src, &sym, &spec(true)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_copy_of_the_source_is_accepted() {
+        let (dir, src) = setup("copy");
+        let copy = dir.join("copy.img");
+        std::fs::copy(&src, &copy).unwrap();
+        let files = open_files(&src, &copy, &spec(true)).unwrap();
+        assert!(!files.target_created);
+        assert_eq!(files.length, 8192);
+        let created = open_files(&src, &dir.join("new.img"), &spec(false)).unwrap();
+        assert!(created.target_created);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -7,27 +7,21 @@
 //! `poll_event` (recording events for the Python side), then wakes every waiter. So the job
 //! is never left with undrained outputs, whichever thread touched it last.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use blockmirror_core::job::{
     Action, ActionKind, CopyMode, ErrorAction, Event, IoErrorKind, JobStatus, MirrorJob, Nanos, OpId, OpResult, Operation,
 };
 
 use super::buffers::{AlignedBuf, BufferPool};
+use super::events::EventLog;
 use super::faults::FaultInjector;
 use super::files::OpenedFiles;
 use super::workers::{Task, TaskOutcome, TaskSender};
 
-/// One event with the time it was seen, in nanoseconds since the mirror started.
-#[derive(Debug, Clone)]
-pub struct EventRecord {
-    /// Nanoseconds since the mirror was created.
-    pub time_ns: u64,
-    /// The job's event.
-    pub event: Event,
-}
+pub use super::events::EventRecord;
 
 /// Why the job failed: the error of the `report` that ended it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,8 +94,8 @@ pub struct State {
     pub guest_done: HashMap<OpId, Result<(), IoErrorKind>>,
     /// Quiesce and pivot state.
     pub gate: GuestGate,
-    /// Events not yet taken by the Python side.
-    pub events: VecDeque<EventRecord>,
+    /// Events not yet taken by the Python side (bounded; repeated errors are counted).
+    pub events: EventLog,
     /// `BLOCK_JOB_READY` was seen.
     pub ready_seen: bool,
     /// `BLOCK_JOB_COMPLETED` / `BLOCK_JOB_CANCELLED` was seen.
@@ -111,6 +105,9 @@ pub struct State {
     last_report: Option<Failure>,
     /// An internal invariant broke (a job error the driver did not expect).
     pub internal_error: Option<String>,
+    /// A thread of this mirror panicked: the job may be half-updated, so nothing touches it
+    /// again; the mirror counts as finished (waits end, `close` proceeds) and verbs fail.
+    pub broken: bool,
     /// Counters.
     pub stats: Stats,
     /// Tasks sent to workers and not yet finished.
@@ -176,12 +173,13 @@ impl Shared {
                 guest_data: HashMap::new(),
                 guest_done: HashMap::new(),
                 gate: GuestGate::default(),
-                events: VecDeque::new(),
+                events: EventLog::default(),
                 ready_seen: false,
                 end_event_seen: false,
                 failure: None,
                 last_report: None,
                 internal_error: None,
+                broken: false,
                 stats: Stats::default(),
                 tasks_in_flight: 0,
                 driver_sleep_until: None,
@@ -205,9 +203,47 @@ impl Shared {
         }
     }
 
-    /// The lock.
+    /// The lock. A thread that panicked while holding it left the job possibly half-updated:
+    /// the state is marked broken (so the mirror ends with an internal error) and the lock
+    /// is made usable again, so that no later call panics in turn.
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().expect("mirror state lock poisoned")
+        let guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.recover(guard)
+    }
+
+    fn recover<'a>(&'a self, mut guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        if self.state.is_poisoned() {
+            guard.mark_broken("a mirror thread panicked while it held the job's lock");
+            self.state.clear_poison();
+            self.changed.notify_all();
+            self.driver_wake.notify_all();
+        }
+        guard
+    }
+
+    /// Waits on `changed` for at most `timeout`, surviving a poisoned lock like `lock`.
+    pub fn wait_changed<'a>(&'a self, guard: MutexGuard<'a, State>, timeout: Duration) -> MutexGuard<'a, State> {
+        let (guard, _) = self.changed.wait_timeout(guard, timeout).unwrap_or_else(PoisonError::into_inner);
+        self.recover(guard)
+    }
+
+    /// Waits on `driver_wake` for at most `timeout`, surviving a poisoned lock like `lock`.
+    pub fn wait_driver<'a>(&'a self, guard: MutexGuard<'a, State>, timeout: Duration) -> MutexGuard<'a, State> {
+        let (guard, _) = self.driver_wake.wait_timeout(guard, timeout).unwrap_or_else(PoisonError::into_inner);
+        self.recover(guard)
+    }
+
+    /// A thread of this mirror panicked (caught where it runs): marks the mirror broken and
+    /// wakes every waiter, so the job ends at once with an internal error instead of
+    /// waiting forever for the dead thread's I/O.
+    pub fn thread_panicked(&self, what: &str) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.mark_broken(what);
+        let mut st = self.recover(st);
+        st.notify_waiters = false;
+        drop(st);
+        self.changed.notify_all();
+        self.driver_wake.notify_all();
     }
 
     /// Nanoseconds since this mirror was created (the job's clock).
@@ -217,6 +253,12 @@ impl Shared {
 
     /// Drains the job's outputs and wakes everyone (see the module rule).
     pub fn pump(&self, st: &mut State) {
+        if st.broken {
+            // The job may be half-updated (see `State::broken`): never touch it again.
+            self.changed.notify_all();
+            self.driver_wake.notify_all();
+            return;
+        }
         st.pump(self);
         if std::mem::take(&mut st.notify_waiters) || st.finished() {
             self.changed.notify_all();
@@ -246,6 +288,7 @@ impl Shared {
 
     fn finish(&self, outcome: TaskOutcome, keep_one: bool) -> Option<Task> {
         let mut st = self.lock();
+        self.faults.panic_if_armed();
         st.tasks_in_flight -= 1;
         let (op, result) = match outcome {
             TaskOutcome::Read { op, result } => match result {
@@ -311,6 +354,20 @@ impl Shared {
     }
 }
 
+/// Runs the body of one of the mirror's threads. A panic in it marks the mirror broken
+/// (see `State::broken`) instead of leaving every waiter to wait forever for the dead
+/// thread's I/O.
+pub fn guarded(shared: &Shared, name: &str, body: impl FnOnce()) {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        shared.thread_panicked(&format!("the {name} thread panicked: {msg}"));
+    }
+}
+
 fn to_op_result(r: Result<(), IoErrorKind>) -> OpResult {
     match r {
         Ok(()) => OpResult::Ok,
@@ -319,19 +376,31 @@ fn to_op_result(r: Result<(), IoErrorKind>) -> OpResult {
 }
 
 impl State {
-    /// Whether the job has ended and no worker still touches the files.
+    /// Whether the job has ended and no worker still touches the files. A broken mirror
+    /// counts as finished: its job will never end by itself (workers still running stop
+    /// when `close` drops their queue, and `close` joins them before the files go).
     pub fn finished(&self) -> bool {
-        matches!(self.job.status(), JobStatus::Concluded | JobStatus::Null) && self.tasks_in_flight == 0
+        self.broken || matches!(self.job.status(), JobStatus::Concluded | JobStatus::Null) && self.tasks_in_flight == 0
     }
 
     /// Whether the job has ended or is winding down (no more guest-write tracking needed).
     pub fn ending(&self) -> bool {
-        matches!(self.job.status(), JobStatus::Aborting | JobStatus::Concluded | JobStatus::Null)
+        self.broken || matches!(self.job.status(), JobStatus::Aborting | JobStatus::Concluded | JobStatus::Null)
+    }
+
+    /// Marks the mirror broken (see `broken`), keeping the first internal error.
+    pub fn mark_broken(&mut self, why: &str) {
+        self.broken = true;
+        self.internal_error.get_or_insert_with(|| why.to_owned());
+        self.notify_waiters = true;
     }
 
     /// Feeds one completion to the job. A completion for an op the job no longer waits for
     /// (after a forced cancel) is dropped; any other refusal is an internal error.
     pub fn complete(&mut self, op: OpId, result: OpResult) {
+        if self.broken {
+            return;
+        }
         if let Err(e) = self.job.handle_completion(op, result) {
             if self.ending() {
                 return;
@@ -495,7 +564,7 @@ impl State {
             }
             _ => {}
         }
-        self.events.push_back(EventRecord { time_ns, event });
+        self.events.push(time_ns, event);
     }
 
     fn pump(&mut self, shared: &Shared) {

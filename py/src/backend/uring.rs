@@ -106,7 +106,7 @@ fn intake(shared: &Shared, ring: &mut Ring, task: Task) {
 pub fn spawn(shared: &Arc<Shared>, tasks: Receiver<Task>, depth: u32) -> io::Result<JoinHandle<()>> {
     let ring = IoUring::new(depth.next_power_of_two().max(8))?;
     let shared = Arc::clone(shared);
-    std::thread::Builder::new().name("blockmirror-uring".into()).spawn(move || {
+    std::thread::Builder::new().name("blockmirror-uring".into()).spawn(move || super::shared::guarded(&shared, "io_uring", || {
         let mut ring = Ring { ring, in_flight: HashMap::new(), next_id: 0 };
         loop {
             if ring.in_flight.is_empty() {
@@ -157,5 +157,5 @@ pub fn spawn(shared: &Arc<Shared>, tasks: Receiver<Task>, depth: u32) -> io::Res
                 }
             }
         }
-    })
+    }))
 }

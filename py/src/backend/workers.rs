@@ -3,7 +3,7 @@
 //! to the job and dispatches whatever the job asks for next.
 
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use blockmirror_core::job::{IoErrorKind, OpId};
@@ -11,7 +11,7 @@ use blockmirror_core::job::{IoErrorKind, OpId};
 use super::buffers::{is_all_zero, AlignedBuf};
 use super::faults::{FaultOp, FaultSide};
 use super::io_ops;
-use super::shared::Shared;
+use super::shared::{guarded, Shared};
 
 /// One unit of I/O for a worker.
 pub enum Task {
@@ -194,14 +194,17 @@ pub fn spawn(shared: &Arc<Shared>, tasks: Receiver<Task>, count: usize) -> std::
         .map(|i| {
             let shared = Arc::clone(shared);
             let tasks = Arc::clone(&tasks);
-            std::thread::Builder::new().name(format!("blockmirror-io-{i}")).spawn(move || loop {
-                // Only the receive holds the queue lock; the I/O runs unlocked.
-                let next = tasks.lock().expect("task queue lock poisoned").recv();
-                let Ok(mut task) = next else { return };
-                // Run what this task's completion caused next (a read's write) right here.
-                while let Some(follow_up) = shared.finish_task(run(&shared, task)) {
-                    task = follow_up;
-                }
+            std::thread::Builder::new().name(format!("blockmirror-io-{i}")).spawn(move || {
+                guarded(&shared, "I/O worker", || loop {
+                    // Only the receive holds the queue lock; the I/O runs unlocked. A worker
+                    // that panicked cannot have held it (it panics only in I/O or the job).
+                    let next = tasks.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                    let Ok(mut task) = next else { return };
+                    // Run what this task's completion caused next (a read's write) right here.
+                    while let Some(follow_up) = shared.finish_task(run(&shared, task)) {
+                        task = follow_up;
+                    }
+                })
             })
         })
         .collect()
