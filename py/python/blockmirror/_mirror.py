@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 from blockmirror._events import MirrorEvent, MirrorResult
@@ -29,6 +30,52 @@ def _io_error(failure: Dict[str, Any]) -> IoError:
     err.operation = failure.get("operation")
     err.offset = failure.get("offset")
     return err
+
+
+class _EventLog:
+    """The events of one mirror, appended by its event thread, read by anyone."""
+
+    def __init__(self) -> None:
+        self.events: List[MirrorEvent] = []
+        self.done = False  # the job ended and its last event is in `events`
+        self.cond = threading.Condition()
+        self.callback_errors: List[BaseException] = []
+
+    def since(self, index: int) -> List[MirrorEvent]:
+        with self.cond:
+            return self.events[index:]
+
+
+def _pump_events(native: FileMirror, log: _EventLog, on_event: Optional[EventCallback]) -> None:
+    """The event thread: moves native events into ``log`` until the job has ended and
+    every event was taken. Holds no reference to the Mirror (see ``Mirror.__init__``)."""
+    while True:
+        d = native.next_event(_EVENT_POLL_S)
+        if d is None:
+            if native.wait_end(0):
+                break
+            continue
+        event = MirrorEvent.from_native(d)
+        with log.cond:
+            log.events.append(event)
+            log.cond.notify_all()
+        if on_event is not None:
+            try:
+                on_event(event)
+            except BaseException as exc:  # a callback must not kill the event thread
+                log.callback_errors.append(exc)
+    with log.cond:
+        log.done = True
+        log.cond.notify_all()
+
+
+def _close_native(native: FileMirror, pump: threading.Thread) -> None:
+    """Closes the native mirror (force-cancel, join its threads) and joins the event thread,
+    which then ends. Runs once: from close(), or when the Mirror is collected."""
+    native.close()
+    # The finalizer may run on the event thread itself (a collection there): no self-join.
+    if pump is not threading.current_thread():
+        pump.join()
 
 
 class Mirror:
@@ -102,66 +149,57 @@ class Mirror:
             faults=list(faults) if faults is not None else None,
         )
         self._started = time.monotonic()
-        self._events: List[MirrorEvent] = []
-        self._events_done = False
-        self._cond = threading.Condition()
-        self._on_event = on_event
-        self.callback_errors: List[BaseException] = []
-        self._pump = threading.Thread(target=self._pump_events, name="blockmirror-events", daemon=True)
+        self._log = _EventLog()
+        self.callback_errors = self._log.callback_errors
+        # The event thread and the finalizer hold the native mirror and the log, never
+        # `self`: a Mirror dropped without close() is then collectable, and collecting it
+        # closes the native mirror (its threads and files) through the finalizer.
+        self._pump = threading.Thread(target=_pump_events, args=(self._native, self._log, on_event),
+                                      name="blockmirror-events", daemon=True)
         self._pump.start()
+        self._finalizer = weakref.finalize(self, _close_native, self._native, self._pump)
 
     # -- events -------------------------------------------------------------------------
-
-    def _pump_events(self) -> None:
-        while True:
-            d = self._native.next_event(_EVENT_POLL_S)
-            if d is None:
-                if self._native.wait_end(0):
-                    break
-                continue
-            event = MirrorEvent.from_native(d)
-            with self._cond:
-                self._events.append(event)
-                self._cond.notify_all()
-            if self._on_event is not None:
-                try:
-                    self._on_event(event)
-                except BaseException as exc:  # a callback must not kill the event thread
-                    self.callback_errors.append(exc)
-        with self._cond:
-            self._events_done = True
-            self._cond.notify_all()
 
     @property
     def events(self) -> List[MirrorEvent]:
         """The events so far, oldest first (a copy)."""
-        with self._cond:
-            return list(self._events)
+        return self._log.since(0)
+
+    def events_since(self, index: int) -> List[MirrorEvent]:
+        """The events from number ``index`` on (a copy of that tail only: cheap to poll)."""
+        return self._log.since(index)
 
     def iter_events(self, timeout: Optional[float] = None) -> Iterator[MirrorEvent]:
         """Every event from the first, blocking for new ones; ends after the job's last
         event. Raises ``TimeoutError`` when no new event arrives within ``timeout`` seconds."""
+        log = self._log
         index = 0
         while True:
-            with self._cond:
-                if not self._cond.wait_for(
-                    lambda: index < len(self._events) or self._events_done, timeout=timeout
-                ):
+            with log.cond:
+                if not log.cond.wait_for(lambda: index < len(log.events) or log.done, timeout=timeout):
                     raise TimeoutError(f"no mirror event within {timeout} s")
-                if index >= len(self._events):
+                if index >= len(log.events):
                     return
-                event = self._events[index]
+                event = log.events[index]
             index += 1
             yield event
 
-    def _wait_events_drained(self) -> None:
-        with self._cond:
-            self._cond.wait_for(lambda: self._events_done, timeout=10)
+    def _wait_events_drained(self, timeout: float = 10) -> bool:
+        with self._log.cond:
+            return self._log.cond.wait_for(lambda: self._log.done, timeout=timeout)
 
     # -- guest I/O ----------------------------------------------------------------------
 
     def write(self, offset: int, data: Union[bytes, bytearray, memoryview]) -> None:
-        """The guest writes ``data`` at ``offset`` (GIL released during the I/O)."""
+        """The guest writes ``data`` (a bytes-like object) at ``offset`` (GIL released
+        during the I/O). Raises ``TypeError`` for anything else: ``bytes(5)`` would be five
+        zero bytes and ``bytes([1, 2, 3])`` a list's values, never what a guest meant."""
+        try:
+            memoryview(data)
+        except TypeError:
+            raise TypeError(f"data must be a bytes-like object (bytes, bytearray, memoryview), "
+                            f"not {type(data).__name__}") from None
         self._native.write(offset, data)
 
     def read(self, offset: int, length: int) -> bytes:
@@ -275,9 +313,9 @@ class Mirror:
 
     def close(self) -> None:
         """Force-cancels a job that has not ended, waits for it, stops every thread.
-        Idempotent; afterwards every call raises ``JobStateError``."""
-        self._native.close()
-        self._pump.join()
+        Idempotent; afterwards every call raises ``JobStateError``. Dropping the last
+        reference to a Mirror does the same (a finalizer)."""
+        self._finalizer()
 
     def __enter__(self) -> "Mirror":
         return self
