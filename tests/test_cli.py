@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import time
 
 import pytest
 
-from blockmirror._progress import ProgressBar
+from blockmirror import _progress
 from blockmirror.cli import main, parse_size
 from _files_util import MiB, make_image, random_file, sha256, tmpfs
 
@@ -19,6 +20,25 @@ from _files_util import MiB, make_image, random_file, sha256, tmpfs
 def run_cli(*args, timeout=120):
     return subprocess.run([sys.executable, "-m", "blockmirror", *args], capture_output=True,
                           text=True, timeout=timeout)
+
+
+def start_cli(*args):
+    return subprocess.Popen([sys.executable, "-m", "blockmirror", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_json(p, type_):
+    """Reads --json lines until one of ``type_`` (the job is then known to be at that point)."""
+    seen = []
+    for line in p.stdout:
+        seen.append(json.loads(line))
+        if seen[-1]["type"] == type_:
+            return seen
+    raise AssertionError(f"no {type_} event before the end: {seen}")
+
+
+def error_lines(stderr):
+    return [l for l in stderr.splitlines() if l.startswith("error: ")]
 
 
 @pytest.mark.parametrize("text,value", [("4096", 4096), ("64K", 65536), ("16M", 16 << 20),
@@ -97,36 +117,77 @@ def test_timeout_exits_1(tmp_path):
     assert r.returncode == 1 and "timed out" in r.stderr
 
 
-def test_ctrl_c_cancels_cleanly_with_130(tmp_path):
+@pytest.mark.parametrize("sig,code,how", [(signal.SIGINT, 130, "interrupted"),
+                                          (signal.SIGTERM, 143, "terminated")])
+def test_a_signal_cancels_cleanly_and_removes_the_created_target(tmp_path, sig, code, how):
     src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
     random_file(src, 32 * MiB, seed=55)
     before = sha256(src)
-    p = subprocess.Popen([sys.executable, "-m", "blockmirror", "mirror", src, dst, "--speed", "2M", "--json"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # Wait for the job to start (its first event), then interrupt.
-    first = p.stdout.readline()
-    assert json.loads(first)["type"] == "JOB_STATUS_CHANGE"
-    time.sleep(0.3)
-    p.send_signal(signal.SIGINT)
+    p = start_cli("mirror", src, dst, "--speed", "2M", "--json", "--progress-interval", "0")
+    # A progress event means the copy is under way (at 2 MiB/s it has seconds to go).
+    wait_for_json(p, "progress")
+    p.send_signal(sig)
     out, err = p.communicate(timeout=60)
-    assert p.returncode == 130, err
-    assert "cancelled" in err
+    assert p.returncode == code, err
+    assert f"cancelled ({how}" in err and "Traceback" not in err
     assert "BLOCK_JOB_CANCELLED" in out
+    assert "removed the partial target" in err and not os.path.exists(dst)
     assert sha256(src) == before
 
 
+def test_keep_partial_keeps_the_target_and_says_where(tmp_path):
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    random_file(src, 32 * MiB, seed=56)
+    p = start_cli("mirror", src, dst, "--speed", "2M", "--json", "--progress-interval", "0", "--keep-partial")
+    wait_for_json(p, "progress")
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    assert f"partial target is kept at {dst}" in err and os.path.exists(dst)
+
+
+def test_a_reused_target_is_never_removed(tmp_path):
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    random_file(src, 16 * MiB, seed=57)
+    random_file(dst, 16 * MiB, seed=58)
+    r = run_cli("mirror", src, dst, "--reuse", "--speed", "1M", "--timeout", "0.3")
+    assert r.returncode == 1 and "timed out" in r.stderr
+    assert os.path.exists(dst) and "partial" not in r.stderr
+
+
 def test_progress_is_never_full_before_done():
-    with open(os.devnull, "w") as sink:
-        bar = ProgressBar("t", file=sink)
-        bar.update(100, 100)
-        assert bar._bar.n == 99 and bar._bar.total == 100
-        assert "100%" not in str(bar._bar)
-        bar.update(15000, 12000)  # the total grew
-        assert bar._bar.total == 15000 and bar._bar.n == 14850
-        assert "100%" not in str(bar._bar) and "99%" in str(bar._bar)
-        bar.update(150, 150, done=True)
-        assert bar._bar.n == 150
-        bar.close()
+    out = io.StringIO()
+    bar = _progress.ProgressBar("t", file=out, tty=True)
+    assert out.getvalue() == ""  # nothing drawn before the first update (no "0/1" frame)
+    bar.update(100, 100)
+    assert bar.percent() == 99 and "100%" not in bar.text()
+    bar.update(15000, 12000)  # the total grew
+    assert bar.percent() == 99 and "14.6 KiB of 14.6 KiB" in bar.text()
+    bar.update(150, 150, done=True)
+    assert bar.percent() == 100 and "100%" in out.getvalue().split("\r")[-1]
+    bar.close()
+
+
+@pytest.mark.parametrize("n,text", [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"),
+                                    (16 << 20, "16.0 MiB"), (300 << 30, "300 GiB")])
+def test_human_units(n, text):
+    assert _progress.format_bytes(n) == text
+
+
+def test_off_a_terminal_progress_is_plain_lines_and_json_has_progress_events(tmp_path):
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    random_file(src, 4 * MiB, seed=59)
+    # stderr is a pipe here, not a terminal; at 4 MiB/s the copy takes about a second.
+    r = run_cli("mirror", src, dst, "--json", "--speed", "4M", "--progress-interval", "0")
+    assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stderr
+    assert "MB/s" not in r.stderr and "MiB/s" in r.stderr and "0.00/1.00" not in r.stderr
+    assert "copied: 4.0 MiB in" in r.stderr  # the summary in human units
+    types = [json.loads(l)["type"] for l in r.stdout.splitlines()]
+    first_running, ready = types.index("JOB_STATUS_CHANGE"), types.index("BLOCK_JOB_READY")
+    assert "progress" in types[first_running:ready]
+    progress = [json.loads(l) for l in r.stdout.splitlines() if '"progress"' in l]
+    assert all(e["total"] >= e["current"] >= 0 and e["status"] for e in progress)
 
 
 def test_demo_runs_verifies_and_cleans_up(tmp_path):
