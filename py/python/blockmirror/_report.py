@@ -2,9 +2,10 @@
 stderr, JSON events on stdout.
 
 Repeated errors: an error with the same operation, error and policy action as the one
-printed last is counted, not printed (a job ignoring a full disk, or one `stop` seen by
-every write in flight, would otherwise print one line each); the count is printed when a
-different event comes, every ``_REPEAT_REPORT_S`` seconds while it goes on, and at the end.
+printed last is counted, not printed (a job ignoring a full disk would otherwise print one
+line per retry); the count is printed when a different event comes, every
+``_REPEAT_REPORT_S`` seconds while it goes on, and at the end. One `stop` is reported by
+every write that was in flight: it is printed once, without a count.
 JSON output keeps every event: it is for machines, which count.
 """
 
@@ -71,6 +72,8 @@ class Reporter:
         key = (event.operation, event.error, event.action)
         offset = event.offset if event.offset is not None else 0
         if key == self._repeat_key:
+            if event.action == "stop":
+                return  # one stop, seen by every write that was in flight: said once
             lo, hi = self._repeat_span
             self._repeats += 1
             self._repeat_span = (min(lo, offset), max(hi, offset))
