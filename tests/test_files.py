@@ -3,6 +3,7 @@ sync modes, direct I/O, reuse, block devices, options, events and the asyncio fa
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import os
 import time
@@ -186,3 +187,41 @@ def test_asyncio_facade(tmp_path):
     r1, r2, types = asyncio.run(main())
     assert r1.pivoted and r2.pivoted and "BLOCK_JOB_READY" in types
     assert sha256(str(tmp_path / "b.img")) == sha256(src)
+
+
+def test_a_failed_mirror_removes_the_target_it_created(tmp_path):
+    src = str(tmp_path / "src.img")
+    random_file(src, 16 * MiB, seed=14)
+    dst = tmp_path / "timeout.img"
+    with pytest.raises(TimeoutError):  # 16 MiB at 1 MiB/s cannot end within 0.3 s
+        bm.mirror(src, str(dst), speed=MiB, timeout=0.3)
+    assert not dst.exists()
+    dst = tmp_path / "fault.img"
+    with pytest.raises(bm.IoError):
+        bm.mirror(src, str(dst), faults=[{"side": "target", "op": "any", "error": "io"}])
+    assert not dst.exists()
+
+
+def test_keyboard_interrupt_removes_the_created_target(tmp_path):
+    src, dst = str(tmp_path / "src.img"), tmp_path / "dst.img"
+    random_file(src, 16 * MiB, seed=15)
+
+    def interrupt_once_running(event):
+        if event.type == "JOB_STATUS_CHANGE" and event.status == "running":
+            _thread.interrupt_main()  # as Ctrl-C would, while the copy is under way
+
+    with pytest.raises(KeyboardInterrupt):
+        bm.mirror(src, str(dst), speed=MiB, on_event=interrupt_once_running)
+    assert not dst.exists()
+
+
+def test_keep_partial_and_reuse_keep_the_target(tmp_path):
+    src = str(tmp_path / "src.img")
+    random_file(src, 16 * MiB, seed=16)
+    kept = tmp_path / "kept.img"
+    with pytest.raises(TimeoutError):
+        bm.mirror(src, str(kept), speed=MiB, timeout=0.3, keep_partial=True)
+    assert kept.exists()
+    with pytest.raises(TimeoutError):  # a reused target was not this run's to delete
+        bm.mirror(src, str(kept), speed=MiB, timeout=0.3, reuse=True)
+    assert kept.exists()

@@ -25,7 +25,7 @@ import time
 from typing import Optional, Tuple
 
 from blockmirror._events import MirrorEvent
-from blockmirror._mirror import Mirror
+from blockmirror._mirror import Mirror, open_tracking_creation
 from blockmirror._native import InvalidArgument, IoError, JobStateError
 from blockmirror._progress import format_bytes, format_rate
 from blockmirror._report import Reporter
@@ -82,52 +82,36 @@ def _stamp(path: str) -> Optional[Tuple[int, int]]:
     return (st.st_mtime_ns, st.st_size) if os.path.isfile(path) else None
 
 
-class _Created:
-    """The DST this run created, so a failed run can remove it (and only it)."""
-
-    def __init__(self, path: str) -> None:
-        st = os.stat(path)
-        self.path, self.identity = path, (st.st_dev, st.st_ino)
-
-    def remove(self) -> bool:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return False
-        if (st.st_dev, st.st_ino) != self.identity:
-            return False  # someone replaced it: not ours to delete
-        os.unlink(self.path)
-        return True
-
-
 def run_mirror(args: argparse.Namespace) -> int:
     err = sys.stderr
     refusal = _sync_refusal(args)
     if refusal is not None:
         print(f"blockmirror: error: {refusal}", file=err)
         return EXIT_USAGE
-    existed = os.path.lexists(args.target)
     max_io = args.max_io if args.max_io is not None else max(_DEFAULT_MAX_IO, args.granularity)
     try:
         stamp = _stamp(args.source) if os.path.exists(args.source) else None
-        m = Mirror(args.source, args.target, granularity=args.granularity, sync=args.sync,
-                   copy_mode=args.copy_mode, on_source_error=args.on_source_error,
-                   on_target_error=args.on_target_error, speed=args.speed, buf_size=args.buf_size,
-                   max_in_flight=args.max_in_flight, max_io=max_io, direct=args.direct,
-                   reuse=args.reuse, unmap=args.unmap, offload=args.offload, io_uring=args.io_uring,
-                   auto_converge=args.auto_converge, guest_writes=False)
+        m, created = open_tracking_creation(lambda: Mirror(
+            args.source, args.target, granularity=args.granularity, sync=args.sync,
+            copy_mode=args.copy_mode, on_source_error=args.on_source_error,
+            on_target_error=args.on_target_error, speed=args.speed, buf_size=args.buf_size,
+            max_in_flight=args.max_in_flight, max_io=max_io, direct=args.direct,
+            reuse=args.reuse, unmap=args.unmap, offload=args.offload, io_uring=args.io_uring,
+            auto_converge=args.auto_converge, guest_writes=False),
+            args.target, remove_on_interrupt=not args.keep_partial)
     except (InvalidArgument, OverflowError) as exc:
         print(f"blockmirror: error: {cli_message(str(exc))}", file=err)
         return EXIT_USAGE
     except IoError as exc:
         print(f"blockmirror: error: {_io_message(exc)}", file=err)
         return EXIT_USAGE
-    created = None if existed else _Created(args.target)
-    rep = Reporter(sys.stdout if args.json else None, args.quiet, err, args.progress_interval,
-                   started=m._started)
-    feed = _Feed(m, rep)
     code = EXIT_FAILED
+    rep: Optional[Reporter] = None
+    # From here every way out, an interrupt included, passes the `finally` that tidies up.
     try:
+        rep = Reporter(sys.stdout if args.json else None, args.quiet, err, args.progress_interval,
+                       started=m._started)
+        feed = _Feed(m, rep)
         try:
             with m:  # leaving it un-ended force-cancels and waits
                 code = _drive(m, args, feed, stamp)
@@ -138,7 +122,9 @@ def run_mirror(args: argparse.Namespace) -> int:
             how = "interrupted" if code == EXIT_INTERRUPTED else "terminated by SIGTERM"
             print(f"\ncancelled ({how})", file=err, flush=True)
     finally:
-        rep.close()
+        if rep is not None:
+            rep.close()
+        m.close()  # idempotent: for an interrupt that came before `with m`
         if code != EXIT_OK and created is not None:
             if args.keep_partial:
                 print(f"blockmirror: the partial target is kept at {created.path} (not a usable "

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 from blockmirror._events import MirrorEvent, MirrorResult
 from blockmirror._native import FileMirror, IoError, JobStateError
 
-__all__ = ["Mirror", "mirror"]
+__all__ = ["CreatedTarget", "Mirror", "mirror"]
 
 PathArg = Union[str, "os.PathLike[str]"]
 EventCallback = Callable[[MirrorEvent], None]
@@ -76,6 +76,49 @@ def _close_native(native: FileMirror, pump: threading.Thread) -> None:
     # The finalizer may run on the event thread itself (a collection there): no self-join.
     if pump is not threading.current_thread():
         pump.join()
+
+
+class CreatedTarget:
+    """A target file this run created (it did not exist before), so that a run that does
+    not succeed can remove it, and only it: :meth:`remove` deletes the path only while it
+    still names the same file (device and inode)."""
+
+    def __init__(self, path: str) -> None:
+        st = os.stat(path)
+        self.path, self.identity = path, (st.st_dev, st.st_ino)
+
+    def remove(self) -> bool:
+        """Deletes the file; False when it is gone or was replaced by another file."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        if (st.st_dev, st.st_ino) != self.identity:
+            return False
+        os.unlink(self.path)
+        return True
+
+
+def open_tracking_creation(open_mirror: Callable[[], "Mirror"], target: str,
+                           remove_on_interrupt: bool) -> "tuple[Mirror, Optional[CreatedTarget]]":
+    """Runs ``open_mirror`` and says whether it created ``target`` (None: it existed).
+
+    An interrupt (``KeyboardInterrupt``, any ``BaseException`` that is not an ``Exception``)
+    can land after the native mirror created the file but before its creation was noted;
+    then a target that did not exist before is removed here when ``remove_on_interrupt``.
+    An ``Exception`` from ``open_mirror`` means it refused to open (e.g. the target exists),
+    and nothing is removed."""
+    existed = os.path.lexists(target)
+    try:
+        m = open_mirror()
+        created = None if existed else CreatedTarget(target)
+    except Exception:
+        raise
+    except BaseException:
+        if not existed and remove_on_interrupt and os.path.lexists(target):
+            os.unlink(target)
+        raise
+    return m, created
 
 
 class Mirror:
@@ -339,6 +382,7 @@ def mirror(
     offload: bool = True,
     io_uring: bool = True,
     timeout: Optional[float] = None,
+    keep_partial: bool = False,
     faults: Optional[Sequence[Dict[str, Any]]] = None,
     on_event: Optional[EventCallback] = None,
     **job_options: Any,
@@ -351,6 +395,10 @@ def mirror(
     ``errno``, ``operation``, ``offset``) when the job fails, and also when an error policy
     stopped it (``stop``/``enospc``: nobody can resume a blocking call; use ``Mirror``).
     Raises ``TimeoutError`` (after force-cancelling) when ``timeout`` seconds pass.
+
+    A target this call created is removed when it raises (a failure, a timeout, a
+    ``KeyboardInterrupt``), unless ``keep_partial=True``: a partial copy is not an image,
+    and on a full filesystem it keeps the space taken. A reused target is never removed.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     bar = None
@@ -366,9 +414,12 @@ def mirror(
         if on_event is not None:
             on_event(event)
 
-    m = Mirror(source, target, direct=direct, reuse=reuse, unmap=unmap, offload=offload, io_uring=io_uring,
-               faults=faults,
-               on_event=watch, guest_writes=False, **job_options)
+    m, created = open_tracking_creation(
+        lambda: Mirror(source, target, direct=direct, reuse=reuse, unmap=unmap, offload=offload,
+                       io_uring=io_uring, faults=faults, on_event=watch, guest_writes=False,
+                       **job_options),
+        os.fspath(target), remove_on_interrupt=not keep_partial)
+    succeeded = False
     try:
         completing = False
         while True:
@@ -402,11 +453,14 @@ def mirror(
         result = m._wait_end(None)
         if bar is not None:
             bar.update(result.bytes_copied, result.bytes_copied, done=True)
+        succeeded = True
         return result
     finally:
         if bar is not None:
             bar.close()
         m.close()
+        if not succeeded and created is not None and not keep_partial:
+            created.remove()
 
 
 _ERRNO_BY_NAME = {"nospace": 28, "io": 5, "readonly": 30}
