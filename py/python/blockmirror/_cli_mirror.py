@@ -22,7 +22,7 @@ import os
 import re
 import sys
 import time
-from typing import Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 from blockmirror._events import MirrorEvent
 from blockmirror._mirror import Mirror, open_tracking_creation
@@ -40,7 +40,7 @@ _CANCEL_WAIT_S = 30.0
 _DEFAULT_MAX_IO: int = inspect.signature(Mirror).parameters["max_io"].default
 
 # Messages from the library name Python parameters; the command's users know its flags.
-_FLAG_NAMES = [
+_FLAG_NAMES: List[Tuple["re.Pattern[str]", Union[str, Callable[["re.Match[str]"], str]]]] = [
     (re.compile(r"reuse=True(?: \(--reuse\))?"), "--reuse"),
     (re.compile(r"\b(max_io|buf_size|max_in_flight|on_source_error|on_target_error|copy_mode|"
                 r"not_converging_window)\b"), lambda m: "--" + m.group(1).replace("_", "-")),
@@ -51,7 +51,7 @@ _OS_ERROR_SUFFIX = re.compile(r"\s*\(os error \d+\)$")
 def cli_message(text: str) -> str:
     """A library message in the command's words: flag names, the errno said once."""
     for pattern, replacement in _FLAG_NAMES:
-        text = pattern.sub(replacement, text)  # type: ignore[arg-type]
+        text = pattern.sub(replacement, text)
     return _OS_ERROR_SUFFIX.sub("", text)
 
 
