@@ -359,3 +359,16 @@ def test_demo_auto_converge_gets_ready_when_the_guest_outpaces_the_copy(tmp_path
                 "--dir", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "verified: target == source" in r.stderr and "auto-converge" in r.stderr
+
+
+def test_sigterm_ends_the_demo_and_removes_its_files(tmp_path):
+    p = subprocess.Popen([sys.executable, "-m", "blockmirror", "demo", "--size", "64M", "--speed", "4M",
+                          "--dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stderr:  # the guest is writing and the copy (16 s at 4 MiB/s) under way
+        if line.startswith("guest writing"):
+            break
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    assert "cancelled (terminated)" in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []
