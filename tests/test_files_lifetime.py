@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 
 import blockmirror as bm
 from _files_util import MiB, random_file
@@ -44,3 +45,22 @@ def test_a_dropped_mirror_is_closed(tmp_path):
     del m
     gc.collect()
     assert native.closed
+
+
+def test_close_is_prompt_after_a_job_spun_on_errors(tmp_path):
+    src = str(tmp_path / "src.img")
+    random_file(src, 16 * MiB, seed=72)
+    m = bm.Mirror(src, str(tmp_path / "dst.img"), on_target_error="ignore",
+                  faults=[{"side": "target", "op": "write", "count": 0, "error": "nospace"}])
+    # Let failures pile up: far more events than the event thread converts per second
+    # (or, where the job backs off between retries, whatever a few seconds bring).
+    give_up = time.monotonic() + 8
+    while m.stats()["failed_ops"] < 300_000 and time.monotonic() < give_up:
+        time.sleep(0.01)
+    assert m.stats()["failed_ops"] > 0
+    t0 = time.monotonic()
+    m.close()
+    # Closing takes at most its one-second drain plus the native close, not the minutes a
+    # backlog of events would take to convert; the bound leaves room for a loaded machine.
+    assert time.monotonic() - t0 < 5
+    assert m.ended and not m._pump.is_alive()

@@ -151,9 +151,13 @@ class _Feed:
                 self.stop = event
 
     def drain(self) -> None:
-        """The rest, once the job has ended and its log is complete."""
-        self.m._wait_events_drained(timeout=_CANCEL_WAIT_S)
+        """The rest, once the job has ended. Closing the mirror first bounds the wait: a job
+        that spun on errors can leave more events queued than a second can convert, and
+        then the newest are cut off (and said to be)."""
+        self.m.close()
         self.pump()
+        if self.m.events_truncated:
+            self.rep.phase("(the newest events are not shown: too many were queued)")
 
 
 def _force_cancel(m: Mirror) -> None:

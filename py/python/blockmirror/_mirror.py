@@ -23,6 +23,10 @@ EventCallback = Callable[[MirrorEvent], None]
 
 # Poll interval of the event thread when nothing happens (it wakes at once on events).
 _EVENT_POLL_S = 0.5
+# After close(), the event thread takes the events still queued for at most this long: a
+# job that spun on errors can leave a backlog of a million events, and close() must not
+# take minutes to convert them (``Mirror.events_truncated`` then says so).
+_CLOSE_DRAIN_S = 1.0
 
 
 def _io_error(failure: Dict[str, Any]) -> IoError:
@@ -37,7 +41,9 @@ class _EventLog:
 
     def __init__(self) -> None:
         self.events: List[MirrorEvent] = []
-        self.done = False  # the job ended and its last event is in `events`
+        self.done = False  # the job ended and its last event is in `events` (or truncated)
+        self.truncated = False  # close() cut the draining short: the last events are missing
+        self.drain_until: Optional[float] = None  # set by close(): monotonic deadline
         self.cond = threading.Condition()
         self.callback_errors: List[BaseException] = []
 
@@ -50,6 +56,9 @@ def _pump_events(native: FileMirror, log: _EventLog, on_event: Optional[EventCal
     """The event thread: moves native events into ``log`` until the job has ended and
     every event was taken. Holds no reference to the Mirror (see ``Mirror.__init__``)."""
     while True:
+        if log.drain_until is not None and time.monotonic() >= log.drain_until:
+            log.truncated = not native.wait_end(0) or native.next_event(0) is not None
+            break
         d = native.next_event(_EVENT_POLL_S)
         if d is None:
             if native.wait_end(0):
@@ -69,10 +78,12 @@ def _pump_events(native: FileMirror, log: _EventLog, on_event: Optional[EventCal
         log.cond.notify_all()
 
 
-def _close_native(native: FileMirror, pump: threading.Thread) -> None:
+def _close_native(native: FileMirror, log: _EventLog, pump: threading.Thread) -> None:
     """Closes the native mirror (force-cancel, join its threads) and joins the event thread,
-    which then ends. Runs once: from close(), or when the Mirror is collected."""
+    which then ends within ``_CLOSE_DRAIN_S``. Runs once: from close(), or when the Mirror
+    is collected."""
     native.close()
+    log.drain_until = time.monotonic() + _CLOSE_DRAIN_S
     # The finalizer may run on the event thread itself (a collection there): no self-join.
     if pump is not threading.current_thread():
         pump.join()
@@ -200,7 +211,7 @@ class Mirror:
         self._pump = threading.Thread(target=_pump_events, args=(self._native, self._log, on_event),
                                       name="blockmirror-events", daemon=True)
         self._pump.start()
-        self._finalizer = weakref.finalize(self, _close_native, self._native, self._pump)
+        self._finalizer = weakref.finalize(self, _close_native, self._native, self._log, self._pump)
 
     # -- events -------------------------------------------------------------------------
 
@@ -208,6 +219,12 @@ class Mirror:
     def events(self) -> List[MirrorEvent]:
         """The events so far, oldest first (a copy)."""
         return self._log.since(0)
+
+    @property
+    def events_truncated(self) -> bool:
+        """close() stopped taking events before the last one (a backlog it would have
+        taken more than a second to convert); ``events`` then lacks the newest ones."""
+        return self._log.truncated
 
     def events_since(self, index: int) -> List[MirrorEvent]:
         """The events from number ``index`` on (a copy of that tail only: cheap to poll)."""
