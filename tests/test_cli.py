@@ -372,3 +372,27 @@ def test_sigterm_ends_the_demo_and_removes_its_files(tmp_path):
     assert p.returncode == 143, err
     assert "cancelled (terminated)" in err and "Traceback" not in err
     assert os.listdir(tmp_path) == []
+
+
+def test_on_a_terminal_the_bar_is_redrawn_in_place(tmp_path):
+    import pty
+
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    random_file(src, 4 * MiB, seed=73)
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "blockmirror", "mirror", src, dst, "--speed", "4M"],
+                         stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert p.wait(timeout=60) == 0
+    text = b"".join(chunks).decode()
+    assert "\rmirror: " in text and "MiB/s" in text and "100%" in text

@@ -66,7 +66,7 @@ class Reporter:
             # No guest writes through this process: "in sync" is all that can be said.
             self.phase("now in mirroring phase: the target is in sync with the source")
         elif event.type == "BLOCK_JOB_NOT_CONVERGING":
-            self.phase("the job is not converging: the source is dirtied as fast as it is copied")
+            self.phase("the job is not converging: the bytes left to copy are not shrinking")
 
     def _error(self, event: MirrorEvent) -> None:
         key = (event.operation, event.error, event.action)
