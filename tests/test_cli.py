@@ -78,6 +78,9 @@ def test_finish_cancels_at_ready_for_a_consistent_copy(tmp_path):
     ["mirror", "a", "b", "--granularity", "abc"],
     ["mirror", "a", "b", "--sync", "bogus"],
     ["mirror", "a", "b", "--timeout", "-3"],
+    ["mirror", "a", "b", "--timeout", "nan"],
+    ["mirror", "a", "b", "--progress-interval", "-1"],
+    ["mirror", "a", "b", "--max-in-flight", "0"],
     ["frobnicate"],
 ])
 def test_argument_errors_exit_2(args):

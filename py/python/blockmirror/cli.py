@@ -67,9 +67,13 @@ def _seconds(text: str) -> float:
 
 
 def _non_negative_seconds(text: str) -> float:
-    if text.strip() in ("0", "0.0"):
-        return 0.0
-    return _seconds(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+    if not 0 <= value < 1e9:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"seconds must be non-negative and finite, not {text!r}")
+    return value
 
 
 SYNC_HELP = ("what to copy: full = everything SRC holds (default); top = only the ranges "
