@@ -64,3 +64,21 @@ def test_close_is_prompt_after_a_job_spun_on_errors(tmp_path):
     # backlog of events would take to convert; the bound leaves room for a loaded machine.
     assert time.monotonic() - t0 < 5
     assert m.ended and not m._pump.is_alive()
+
+
+def test_a_run_of_alike_errors_is_counted_not_stored(tmp_path):
+    src = str(tmp_path / "src.img")
+    random_file(src, 4 * MiB, seed=73)
+    seen = []
+    m = bm.Mirror(src, str(tmp_path / "dst.img"), on_target_error="ignore", on_event=seen.append,
+                  faults=[{"side": "target", "op": "write", "count": 0, "error": "nospace"}])
+    with m:
+        deadline = time.monotonic() + 60
+        while m.errors_not_stored < 1000:
+            assert time.monotonic() < deadline, "the job did not retry its failing writes"
+            time.sleep(0.01)
+        m.cancel(force=True, timeout=30)
+    stored = [e for e in m.events if e.type == "BLOCK_JOB_ERROR"]
+    assert len(stored) == 100 and all(e.error == "nospace" for e in stored)
+    # The callback saw every one; the log kept the first 100 and counted the rest.
+    assert len([e for e in seen if e.type == "BLOCK_JOB_ERROR"]) == 100 + m.errors_not_stored

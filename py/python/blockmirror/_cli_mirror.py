@@ -140,6 +140,7 @@ class _Feed:
     def __init__(self, m: Mirror, rep: Reporter) -> None:
         self.m, self.rep = m, rep
         self.shown = 0
+        self.not_stored = 0
         self.stop: Optional[MirrorEvent] = None
 
     def pump(self) -> None:
@@ -149,6 +150,11 @@ class _Feed:
             self.rep.event(event)
             if self.stop is None and event.type == "BLOCK_JOB_ERROR" and event.action == "stop":
                 self.stop = event
+        # Errors the mirror counted instead of keeping are repeats of the latest kept one
+        # (give or take the order of a change of kind between two pumps).
+        not_stored = self.m.errors_not_stored
+        self.rep.more_repeats(not_stored - self.not_stored)
+        self.not_stored = not_stored
 
     def drain(self) -> None:
         """The rest, once the job has ended. Closing the mirror first bounds the wait: a job

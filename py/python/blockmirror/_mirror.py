@@ -11,7 +11,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from blockmirror._events import MirrorEvent, MirrorResult
 from blockmirror._native import FileMirror, IoError, JobStateError
@@ -27,6 +27,10 @@ _EVENT_POLL_S = 0.5
 # job that spun on errors can leave a backlog of a million events, and close() must not
 # take minutes to convert them (``Mirror.events_truncated`` then says so).
 _CLOSE_DRAIN_S = 1.0
+# Of a run of BLOCK_JOB_ERROR events alike in operation, error and action (a job retrying a
+# full disk), the log keeps this many and counts the rest: memory stays bounded however
+# long the job spins. An error of another kind starts a new run, so none goes unseen.
+_MAX_ALIKE_ERRORS = 100
 
 
 def _io_error(failure: Dict[str, Any]) -> IoError:
@@ -44,8 +48,24 @@ class _EventLog:
         self.done = False  # the job ended and its last event is in `events` (or truncated)
         self.truncated = False  # close() cut the draining short: the last events are missing
         self.drain_until: Optional[float] = None  # set by close(): monotonic deadline
+        self.errors_not_stored = 0  # BLOCK_JOB_ERRORs counted, not kept (see _MAX_ALIKE_ERRORS)
+        self._run_kind: Optional[Tuple[Any, ...]] = None  # (operation, error, action) of this run
+        self._run_length = 0
         self.cond = threading.Condition()
         self.callback_errors: List[BaseException] = []
+
+    def add(self, event: MirrorEvent) -> None:
+        with self.cond:
+            if event.type == "BLOCK_JOB_ERROR":
+                kind = (event.operation, event.error, event.action)
+                if kind != self._run_kind:
+                    self._run_kind, self._run_length = kind, 0
+                self._run_length += 1
+                if self._run_length > _MAX_ALIKE_ERRORS:
+                    self.errors_not_stored += 1
+                    return
+            self.events.append(event)
+            self.cond.notify_all()
 
     def since(self, index: int) -> List[MirrorEvent]:
         with self.cond:
@@ -65,9 +85,7 @@ def _pump_events(native: FileMirror, log: _EventLog, on_event: Optional[EventCal
                 break
             continue
         event = MirrorEvent.from_native(d)
-        with log.cond:
-            log.events.append(event)
-            log.cond.notify_all()
+        log.add(event)
         if on_event is not None:
             try:
                 on_event(event)
@@ -225,6 +243,13 @@ class Mirror:
         """close() stopped taking events before the last one (a backlog it would have
         taken more than a second to convert); ``events`` then lacks the newest ones."""
         return self._log.truncated
+
+    @property
+    def errors_not_stored(self) -> int:
+        """``BLOCK_JOB_ERROR`` events left out of ``events``: of a run of errors alike in
+        operation, error and action, only the first 100 are kept (``on_event`` still sees
+        every one). A job retrying a full disk would otherwise fill memory."""
+        return self._log.errors_not_stored
 
     def events_since(self, index: int) -> List[MirrorEvent]:
         """The events from number ``index`` on (a copy of that tail only: cheap to poll)."""

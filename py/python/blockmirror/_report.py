@@ -6,7 +6,9 @@ printed last is counted, not printed (a job ignoring a full disk would otherwise
 line per retry); the count is printed when a different event comes, every
 ``_REPEAT_REPORT_S`` seconds while it goes on, and at the end. One `stop` is reported by
 every write that was in flight: it is printed once, without a count.
-JSON output keeps every event: it is for machines, which count.
+JSON output lists every event the mirror kept (it keeps the first 100 of a run of alike
+errors and counts the rest, ``Mirror.errors_not_stored``); the rest of such a run is one
+``{"type": "errors_not_listed", "count": N, ...}`` line per report.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Reporter:
                                                   clock=clock, started=self._started)
         self._repeat_key: Optional[Tuple[object, ...]] = None
         self._repeats = 0  # errors like the last printed one, not printed yet
+        self._unlisted = 0  # of those, errors the mirror did not keep (no JSON line either)
         self._repeat_span: Tuple[int, int] = (0, 0)
         self._repeat_reported = 0.0
 
@@ -75,10 +78,8 @@ class Reporter:
             if event.action == "stop":
                 return  # one stop, seen by every write that was in flight: said once
             lo, hi = self._repeat_span
-            self._repeats += 1
             self._repeat_span = (min(lo, offset), max(hi, offset))
-            if self._clock() - self._repeat_reported >= _REPEAT_REPORT_S:
-                self._flush_repeats(so_far=True)
+            self._add_repeats(1)
             return
         self._flush_repeats()
         self._repeat_key = key
@@ -87,12 +88,31 @@ class Reporter:
         self.phase(f"error: {event.operation} at offset {event.offset}: {event.error} "
                    f"(policy action: {event.action})")
 
+    def more_repeats(self, count: int) -> None:
+        """``count`` more errors like the last one printed, known only by number (the
+        mirror counted them instead of keeping them, so they are in no JSON line either)."""
+        if count <= 0 or self._repeat_key is None or self._repeat_key[2] == "stop":
+            return
+        self._unlisted += count
+        self._add_repeats(count)
+
+    def _add_repeats(self, count: int) -> None:
+        self._repeats += count
+        if self._clock() - self._repeat_reported >= _REPEAT_REPORT_S:
+            self._flush_repeats(so_far=True)
+
     def _flush_repeats(self, so_far: bool = False) -> None:
         if self._repeats:
             lo, hi = self._repeat_span
             self.phase(f"error: the same error {self._repeats} more time{'s' if self._repeats > 1 else ''}"
-                       f"{' so far' if so_far else ''} (offsets {lo} to {hi})")
+                       f"{' so far' if so_far else ''} (offsets {lo} to {hi} among those listed)")
             self._repeats = 0
+        if self._unlisted and self.json_out is not None:
+            operation, error, action = self._repeat_key or (None, None, None)
+            line = {"type": "errors_not_listed", "count": self._unlisted, "operation": operation,
+                    "error": error, "action": action}
+            print(json.dumps(line), file=self.json_out, flush=True)
+        self._unlisted = 0
         self._repeat_reported = self._clock()
         if not so_far:
             self._repeat_key = None
