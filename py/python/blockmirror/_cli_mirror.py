@@ -186,7 +186,10 @@ def _drive(m: Mirror, args: argparse.Namespace, feed: _Feed, stamp: Optional[Tup
             # Returns at once when ready, so the switch starts without polling delay.
             if m._native.wait_ready(_TICK_S) == "ready":
                 try:
-                    m._native.cancel(False) if args.finish else m._native.complete()
+                    if args.finish:
+                        m._native.cancel(False)  # in ready: drain, flush, no pivot
+                    else:
+                        m._native.complete()
                     ending = True
                 except JobStateError:
                     pass  # e.g. standby after a `stop` error: handled below
