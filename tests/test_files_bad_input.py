@@ -103,8 +103,15 @@ def test_guest_io_out_of_range_and_after_the_end(tmp_path, src, src_hash):
             m.read(2 * MiB, 1)
         with pytest.raises(bm.InvalidArgument):
             m.wait_ready(timeout=-1)
-        with pytest.raises(OverflowError):
+        # A negative offset is out of range like any other: InvalidArgument, a ValueError.
+        with pytest.raises(bm.InvalidArgument, match="offset"):
             m.write(-1, b"a")
+        with pytest.raises(bm.InvalidArgument, match="offset"):
+            m.read(-1, 1)
+        with pytest.raises(bm.InvalidArgument, match="length"):
+            m.read(0, -1)
+        with pytest.raises(bm.InvalidArgument, match="offset"):
+            m.write(1 << 64, b"a")
         m.wait_ready(timeout=30)
         m.cancel(timeout=30)
         for verb in (m.complete, m.pause, m.resume, lambda: m.cancel(force=True), lambda: m.set_speed(1)):
@@ -115,6 +122,21 @@ def test_guest_io_out_of_range_and_after_the_end(tmp_path, src, src_hash):
     with pytest.raises(bm.JobStateError):
         m.read(0, 1)
     assert sha256(src) == src_hash
+
+
+@pytest.mark.parametrize("data", [5, [1, 2, 3], "text", None])
+def test_guest_write_takes_only_bytes_like_objects(tmp_path, src, data):
+    dst = str(tmp_path / "dst.img")
+    with bm.Mirror(src, dst) as m:
+        m.wait_ready(timeout=30)
+        before = m.read(0, 8)
+        with pytest.raises(TypeError, match="bytes-like"):
+            m.write(0, data)
+        assert m.read(0, 8) == before
+        m.write(0, bytearray(b"ok"))
+        m.write(2, memoryview(b"ok"))
+        assert m.read(0, 4) == b"okok"
+        m.cancel(force=True, timeout=30)
 
 
 def test_complete_before_ready_is_refused(tmp_path):

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyList};
 
 use blockmirror_core::job::{CopyMode, Event, IoErrorKind, JobError};
 
@@ -59,6 +59,19 @@ fn guest_error(e: GuestIoError, operation: &str, offset: u64) -> PyErr {
             io_error(source.raw_os_error().unwrap_or(libc::EIO), operation, Some(offset), source.to_string())
         }
     }
+}
+
+/// A byte offset or length from Python: an int in `0..2**64`. A negative or too large int
+/// is `InvalidArgument` (a `ValueError`), like every other out-of-range argument; a value
+/// that is not an int keeps PyO3's `TypeError`.
+fn byte_arg(value: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
+    value.extract::<u64>().or_else(|e| {
+        if value.is_instance_of::<PyInt>() {
+            Err(invalid_argument(format!("{what} must be between 0 and 2**64 - 1, got {value}")))
+        } else {
+            Err(e)
+        }
+    })
 }
 
 /// Seconds beyond which a timeout means "no timeout": no wait lasts a century, and larger
@@ -279,7 +292,8 @@ impl FileMirror {
     }
 
     /// The guest writes `data` at `offset` (see `blockmirror.Mirror.write`).
-    fn write(&self, py: Python<'_>, offset: u64, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn write(&self, py: Python<'_>, offset: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let offset = byte_arg(offset, "offset")?;
         let bytes: Vec<u8> = match data.cast::<PyBytes>() {
             Ok(b) => b.as_bytes().to_vec(),
             // bytearray, memoryview, array...: whatever bytes() accepts.
@@ -290,7 +304,13 @@ impl FileMirror {
     }
 
     /// The guest reads `length` bytes at `offset`.
-    fn read<'py>(&self, py: Python<'py>, offset: u64, length: u64) -> PyResult<Bound<'py, PyBytes>> {
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        offset: &Bound<'_, PyAny>,
+        length: &Bound<'_, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let (offset, length) = (byte_arg(offset, "offset")?, byte_arg(length, "length")?);
         let engine = self.live_or_closed()?;
         let data = py.detach(|| engine.guest_read(offset, length)).map_err(|e| guest_error(e, "read", offset))?;
         Ok(PyBytes::new(py, &data))

@@ -19,6 +19,18 @@ from blockmirror._native import (
 from blockmirror._events import MirrorEvent, MirrorResult
 from blockmirror._mirror import Mirror, mirror
 
+# Submodules loaded on first use: `blockmirror.aio` (asyncio facade) and `blockmirror.plots`
+# (matplotlib) must work after a bare `import blockmirror`, without costing every import.
+_LAZY_SUBMODULES = ("aio", "plots")
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"blockmirror.{name}")
+    raise AttributeError(f"module 'blockmirror' has no attribute {name!r}")
+
 __all__ = [
     "CHUNK_STATE_NAMES",
     "Action",

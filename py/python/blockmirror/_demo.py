@@ -36,6 +36,13 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--granularity", type=parse_size, default=64 << 10)
     p.add_argument("--in-sync-seconds", type=float, default=1.0,
                    help="how long the guest writes in the mirroring phase before completing")
+    p.add_argument("--time-limit", type=float, default=300.0, metavar="S",
+                   help="give up when the mirror is not ready after S seconds (default 300; exit 1)")
+    p.add_argument("--auto-converge", action="store_true",
+                   help="switch to write-blocking when the copy cannot keep up with the guest")
+    p.add_argument("--not-converging-window", type=float, default=10.0, metavar="S",
+                   help="seconds without progress before the job reports it is not converging "
+                   "(default 10)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--dir", default=None, help="where to put the temporary files (default: $TMPDIR)")
     p.add_argument("--quiet", action="store_true", help="summary only")
@@ -136,6 +143,10 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.size <= 0 or args.rate < 0 or args.block <= 0:
         print("blockmirror demo: --size and --block must be positive, --rate non-negative", file=sys.stderr)
         return 2
+    if not 0 < args.time_limit < 1e9 or not 0 <= args.not_converging_window < 1e9:
+        print("blockmirror demo: --time-limit must be positive, --not-converging-window "
+              "non-negative (both finite)", file=sys.stderr)
+        return 2
     err = sys.stderr
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=err))
     workdir = tempfile.mkdtemp(prefix="blockmirror-demo-", dir=args.dir)
@@ -150,11 +161,16 @@ def run_demo(args: argparse.Namespace) -> int:
         bar = None if args.quiet else ProgressBar("mirror", file=err)
         phase = (lambda msg: None) if bar is None else bar.phase
         with Mirror(source, target, copy_mode=args.copy_mode, speed=args.speed,
-                    granularity=args.granularity) as m:
+                    granularity=args.granularity, auto_converge=args.auto_converge,
+                    not_converging_window=args.not_converging_window) as m:
             guest = Guest(m, args.size, args.rate, args.block, args.seed + 1, pool)
             guest.start()
             phase(f"guest writing {_mib(args.rate)}/s in {args.block // 1024} KiB blocks "
-                  f"(hot-spot), copy mode {args.copy_mode}")
+                  f"(hot-spot), copy mode {args.copy_mode}"
+                  f"{', auto-converge' if args.auto_converge else ''}")
+            # A guest that dirties faster than the copy keeps a background job from ever
+            # being ready: the time limit ends such a run instead of letting it spin.
+            give_up = time.monotonic() + args.time_limit
             while True:
                 outcome = m._native.wait_ready(0.1)
                 if bar is not None:
@@ -163,6 +179,18 @@ def run_demo(args: argparse.Namespace) -> int:
                     bar.set_status(m.status)
                 if outcome != "timeout":
                     break
+                if time.monotonic() >= give_up:
+                    guest.stop_event.set()
+                    guest.join()
+                    if bar is not None:
+                        bar.close()
+                    current, total = m.progress
+                    print(f"blockmirror demo: not ready after {args.time_limit:g} s ({_mib(total - current)} "
+                          f"still to copy, copy mode {m.stats()['copy_mode']}); a guest that dirties the "
+                          f"disk as fast as it is copied keeps a background mirror from converging: try "
+                          f"--auto-converge, --copy-mode write-blocking, a higher --speed or a lower --rate",
+                          file=err)
+                    return 1
             m.wait_ready()  # raises if the job ended instead
             phase("now in mirroring phase: the target is in sync and kept in sync")
             in_sync_until = time.monotonic() + args.in_sync_seconds

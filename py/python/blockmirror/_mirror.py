@@ -10,18 +10,27 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+import weakref
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from blockmirror._events import MirrorEvent, MirrorResult
 from blockmirror._native import FileMirror, IoError, JobStateError
 
-__all__ = ["Mirror", "mirror"]
+__all__ = ["CreatedTarget", "Mirror", "mirror"]
 
 PathArg = Union[str, "os.PathLike[str]"]
 EventCallback = Callable[[MirrorEvent], None]
 
 # Poll interval of the event thread when nothing happens (it wakes at once on events).
 _EVENT_POLL_S = 0.5
+# After close(), the event thread takes the events still queued for at most this long: a
+# job that spun on errors can leave a backlog of a million events, and close() must not
+# take minutes to convert them (``Mirror.events_truncated`` then says so).
+_CLOSE_DRAIN_S = 1.0
+# Of a run of BLOCK_JOB_ERROR events alike in operation, error and action (a job retrying a
+# full disk), the log keeps this many and counts the rest: memory stays bounded however
+# long the job spins. An error of another kind starts a new run, so none goes unseen.
+_MAX_ALIKE_ERRORS = 100
 
 
 def _io_error(failure: Dict[str, Any]) -> IoError:
@@ -29,6 +38,116 @@ def _io_error(failure: Dict[str, Any]) -> IoError:
     err.operation = failure.get("operation")
     err.offset = failure.get("offset")
     return err
+
+
+class _EventLog:
+    """The events of one mirror, appended by its event thread, read by anyone."""
+
+    def __init__(self) -> None:
+        self.events: List[MirrorEvent] = []
+        self.done = False  # the job ended and its last event is in `events` (or truncated)
+        self.truncated = False  # close() cut the draining short: the last events are missing
+        self.drain_until: Optional[float] = None  # set by close(): monotonic deadline
+        self.errors_not_stored = 0  # BLOCK_JOB_ERRORs counted, not kept (see _MAX_ALIKE_ERRORS)
+        self._run_kind: Optional[Tuple[Any, ...]] = None  # (operation, error, action) of this run
+        self._run_length = 0
+        self.cond = threading.Condition()
+        self.callback_errors: List[BaseException] = []
+
+    def add(self, event: MirrorEvent) -> None:
+        with self.cond:
+            if event.type == "BLOCK_JOB_ERROR":
+                kind = (event.operation, event.error, event.action)
+                if kind != self._run_kind:
+                    self._run_kind, self._run_length = kind, 0
+                self._run_length += 1
+                if self._run_length > _MAX_ALIKE_ERRORS:
+                    self.errors_not_stored += 1
+                    return
+            self.events.append(event)
+            self.cond.notify_all()
+
+    def since(self, index: int) -> List[MirrorEvent]:
+        with self.cond:
+            return self.events[index:]
+
+
+def _pump_events(native: FileMirror, log: _EventLog, on_event: Optional[EventCallback]) -> None:
+    """The event thread: moves native events into ``log`` until the job has ended and
+    every event was taken. Holds no reference to the Mirror (see ``Mirror.__init__``)."""
+    while True:
+        if log.drain_until is not None and time.monotonic() >= log.drain_until:
+            log.truncated = not native.wait_end(0) or native.next_event(0) is not None
+            break
+        d = native.next_event(_EVENT_POLL_S)
+        if d is None:
+            if native.wait_end(0):
+                break
+            continue
+        event = MirrorEvent.from_native(d)
+        log.add(event)
+        if on_event is not None:
+            try:
+                on_event(event)
+            except BaseException as exc:  # a callback must not kill the event thread
+                log.callback_errors.append(exc)
+    with log.cond:
+        log.done = True
+        log.cond.notify_all()
+
+
+def _close_native(native: FileMirror, log: _EventLog, pump: threading.Thread) -> None:
+    """Closes the native mirror (force-cancel, join its threads) and joins the event thread,
+    which then ends within ``_CLOSE_DRAIN_S``. Runs once: from close(), or when the Mirror
+    is collected."""
+    native.close()
+    log.drain_until = time.monotonic() + _CLOSE_DRAIN_S
+    # The finalizer may run on the event thread itself (a collection there): no self-join.
+    if pump is not threading.current_thread():
+        pump.join()
+
+
+class CreatedTarget:
+    """A target file this run created (it did not exist before), so that a run that does
+    not succeed can remove it, and only it: :meth:`remove` deletes the path only while it
+    still names the same file (device and inode)."""
+
+    def __init__(self, path: str) -> None:
+        st = os.stat(path)
+        self.path, self.identity = path, (st.st_dev, st.st_ino)
+
+    def remove(self) -> bool:
+        """Deletes the file; False when it is gone or was replaced by another file."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        if (st.st_dev, st.st_ino) != self.identity:
+            return False
+        os.unlink(self.path)
+        return True
+
+
+def open_tracking_creation(open_mirror: Callable[[], "Mirror"], target: str,
+                           remove_on_interrupt: bool) -> "tuple[Mirror, Optional[CreatedTarget]]":
+    """Runs ``open_mirror`` and says whether it created ``target`` (None: it existed).
+
+    An interrupt (``KeyboardInterrupt``, any ``BaseException`` that is not an ``Exception``)
+    can land after the native mirror created the file but before its creation was noted;
+    then a target that did not exist before is removed here when ``remove_on_interrupt``.
+    An ``Exception`` from ``open_mirror`` means it refused to open (e.g. the target exists),
+    and nothing is removed."""
+    existed = os.path.lexists(target)
+    try:
+        m = open_mirror()
+        created = None if existed else CreatedTarget(target)
+    except Exception:
+        raise
+    except BaseException:
+        if not existed and remove_on_interrupt and os.path.lexists(target):
+            os.unlink(target)
+        raise
+    return m, created
 
 
 class Mirror:
@@ -102,66 +221,70 @@ class Mirror:
             faults=list(faults) if faults is not None else None,
         )
         self._started = time.monotonic()
-        self._events: List[MirrorEvent] = []
-        self._events_done = False
-        self._cond = threading.Condition()
-        self._on_event = on_event
-        self.callback_errors: List[BaseException] = []
-        self._pump = threading.Thread(target=self._pump_events, name="blockmirror-events", daemon=True)
+        self._log = _EventLog()
+        self.callback_errors = self._log.callback_errors
+        # The event thread and the finalizer hold the native mirror and the log, never
+        # `self`: a Mirror dropped without close() is then collectable, and collecting it
+        # closes the native mirror (its threads and files) through the finalizer.
+        self._pump = threading.Thread(target=_pump_events, args=(self._native, self._log, on_event),
+                                      name="blockmirror-events", daemon=True)
         self._pump.start()
+        self._finalizer = weakref.finalize(self, _close_native, self._native, self._log, self._pump)
 
     # -- events -------------------------------------------------------------------------
-
-    def _pump_events(self) -> None:
-        while True:
-            d = self._native.next_event(_EVENT_POLL_S)
-            if d is None:
-                if self._native.wait_end(0):
-                    break
-                continue
-            event = MirrorEvent.from_native(d)
-            with self._cond:
-                self._events.append(event)
-                self._cond.notify_all()
-            if self._on_event is not None:
-                try:
-                    self._on_event(event)
-                except BaseException as exc:  # a callback must not kill the event thread
-                    self.callback_errors.append(exc)
-        with self._cond:
-            self._events_done = True
-            self._cond.notify_all()
 
     @property
     def events(self) -> List[MirrorEvent]:
         """The events so far, oldest first (a copy)."""
-        with self._cond:
-            return list(self._events)
+        return self._log.since(0)
+
+    @property
+    def events_truncated(self) -> bool:
+        """close() stopped taking events before the last one (a backlog it would have
+        taken more than a second to convert); ``events`` then lacks the newest ones."""
+        return self._log.truncated
+
+    @property
+    def errors_not_stored(self) -> int:
+        """``BLOCK_JOB_ERROR`` events left out of ``events``: of a run of errors alike in
+        operation, error and action, only the first 100 are kept (``on_event`` still sees
+        every one). A job retrying a full disk would otherwise fill memory."""
+        return self._log.errors_not_stored
+
+    def events_since(self, index: int) -> List[MirrorEvent]:
+        """The events from number ``index`` on (a copy of that tail only: cheap to poll)."""
+        return self._log.since(index)
 
     def iter_events(self, timeout: Optional[float] = None) -> Iterator[MirrorEvent]:
         """Every event from the first, blocking for new ones; ends after the job's last
         event. Raises ``TimeoutError`` when no new event arrives within ``timeout`` seconds."""
+        log = self._log
         index = 0
         while True:
-            with self._cond:
-                if not self._cond.wait_for(
-                    lambda: index < len(self._events) or self._events_done, timeout=timeout
-                ):
+            with log.cond:
+                if not log.cond.wait_for(lambda: index < len(log.events) or log.done, timeout=timeout):
                     raise TimeoutError(f"no mirror event within {timeout} s")
-                if index >= len(self._events):
+                if index >= len(log.events):
                     return
-                event = self._events[index]
+                event = log.events[index]
             index += 1
             yield event
 
-    def _wait_events_drained(self) -> None:
-        with self._cond:
-            self._cond.wait_for(lambda: self._events_done, timeout=10)
+    def _wait_events_drained(self, timeout: float = 10) -> bool:
+        with self._log.cond:
+            return self._log.cond.wait_for(lambda: self._log.done, timeout=timeout)
 
     # -- guest I/O ----------------------------------------------------------------------
 
     def write(self, offset: int, data: Union[bytes, bytearray, memoryview]) -> None:
-        """The guest writes ``data`` at ``offset`` (GIL released during the I/O)."""
+        """The guest writes ``data`` (a bytes-like object) at ``offset`` (GIL released
+        during the I/O). Raises ``TypeError`` for anything else: ``bytes(5)`` would be five
+        zero bytes and ``bytes([1, 2, 3])`` a list's values, never what a guest meant."""
+        try:
+            memoryview(data)
+        except TypeError:
+            raise TypeError(f"data must be a bytes-like object (bytes, bytearray, memoryview), "
+                            f"not {type(data).__name__}") from None
         self._native.write(offset, data)
 
     def read(self, offset: int, length: int) -> bytes:
@@ -275,9 +398,9 @@ class Mirror:
 
     def close(self) -> None:
         """Force-cancels a job that has not ended, waits for it, stops every thread.
-        Idempotent; afterwards every call raises ``JobStateError``."""
-        self._native.close()
-        self._pump.join()
+        Idempotent; afterwards every call raises ``JobStateError``. Dropping the last
+        reference to a Mirror does the same (a finalizer)."""
+        self._finalizer()
 
     def __enter__(self) -> "Mirror":
         return self
@@ -301,6 +424,7 @@ def mirror(
     offload: bool = True,
     io_uring: bool = True,
     timeout: Optional[float] = None,
+    keep_partial: bool = False,
     faults: Optional[Sequence[Dict[str, Any]]] = None,
     on_event: Optional[EventCallback] = None,
     **job_options: Any,
@@ -313,6 +437,10 @@ def mirror(
     ``errno``, ``operation``, ``offset``) when the job fails, and also when an error policy
     stopped it (``stop``/``enospc``: nobody can resume a blocking call; use ``Mirror``).
     Raises ``TimeoutError`` (after force-cancelling) when ``timeout`` seconds pass.
+
+    A target this call created is removed when it raises (a failure, a timeout, a
+    ``KeyboardInterrupt``), unless ``keep_partial=True``: a partial copy is not an image,
+    and on a full filesystem it keeps the space taken. A reused target is never removed.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     bar = None
@@ -328,9 +456,12 @@ def mirror(
         if on_event is not None:
             on_event(event)
 
-    m = Mirror(source, target, direct=direct, reuse=reuse, unmap=unmap, offload=offload, io_uring=io_uring,
-               faults=faults,
-               on_event=watch, guest_writes=False, **job_options)
+    m, created = open_tracking_creation(
+        lambda: Mirror(source, target, direct=direct, reuse=reuse, unmap=unmap, offload=offload,
+                       io_uring=io_uring, faults=faults, on_event=watch, guest_writes=False,
+                       **job_options),
+        os.fspath(target), remove_on_interrupt=not keep_partial)
+    succeeded = False
     try:
         completing = False
         while True:
@@ -364,11 +495,14 @@ def mirror(
         result = m._wait_end(None)
         if bar is not None:
             bar.update(result.bytes_copied, result.bytes_copied, done=True)
+        succeeded = True
         return result
     finally:
         if bar is not None:
             bar.close()
         m.close()
+        if not succeeded and created is not None and not keep_partial:
+            created.remove()
 
 
 _ERRNO_BY_NAME = {"nospace": 28, "io": 5, "readonly": 30}

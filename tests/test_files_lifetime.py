@@ -1,0 +1,84 @@
+"""A Mirror's lifetime: one dropped without close() frees its threads and files."""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+
+import blockmirror as bm
+from _files_util import MiB, random_file
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _drop_mirrors(tmp_path, src, name, count, end):
+    for i in range(count):
+        m = bm.Mirror(src, str(tmp_path / f"{name}{i}.img"))
+        end(m)
+        del m
+        gc.collect()
+
+
+def test_dropped_mirrors_free_their_threads_and_files(tmp_path):
+    src = str(tmp_path / "src.img")
+    random_file(src, MiB, seed=70)
+    # One mirror first, so that lazily started process-wide threads (if any) are counted.
+    _drop_mirrors(tmp_path, src, "first", 1, lambda m: m.close())
+    threads, fds = _threads(), _fds()
+    _drop_mirrors(tmp_path, src, "ready", 10, lambda m: m.wait_ready(timeout=30))   # ready, never ended
+    _drop_mirrors(tmp_path, src, "new", 10, lambda m: None)                       # dropped at once
+    assert (_threads(), _fds()) == (threads, fds)
+
+
+def test_a_dropped_mirror_is_closed(tmp_path):
+    src = str(tmp_path / "src.img")
+    random_file(src, MiB, seed=71)
+    m = bm.Mirror(src, str(tmp_path / "dst.img"))
+    native = m._native
+    del m
+    gc.collect()
+    assert native.closed
+
+
+def test_close_is_prompt_after_a_job_spun_on_errors(tmp_path):
+    src = str(tmp_path / "src.img")
+    random_file(src, 16 * MiB, seed=72)
+    m = bm.Mirror(src, str(tmp_path / "dst.img"), on_target_error="ignore",
+                  faults=[{"side": "target", "op": "write", "count": 0, "error": "nospace"}])
+    # Let failures pile up: far more events than the event thread converts per second
+    # (or, where the job backs off between retries, whatever a few seconds bring).
+    give_up = time.monotonic() + 8
+    while m.stats()["failed_ops"] < 300_000 and time.monotonic() < give_up:
+        time.sleep(0.01)
+    assert m.stats()["failed_ops"] > 0
+    t0 = time.monotonic()
+    m.close()
+    # Closing takes at most its one-second drain plus the native close, not the minutes a
+    # backlog of events would take to convert; the bound leaves room for a loaded machine.
+    assert time.monotonic() - t0 < 5
+    assert m.ended and not m._pump.is_alive()
+
+
+def test_a_run_of_alike_errors_is_counted_not_stored(tmp_path):
+    src = str(tmp_path / "src.img")
+    random_file(src, 4 * MiB, seed=73)
+    seen = []
+    m = bm.Mirror(src, str(tmp_path / "dst.img"), on_target_error="ignore", on_event=seen.append,
+                  faults=[{"side": "target", "op": "write", "count": 0, "error": "nospace"}])
+    with m:
+        deadline = time.monotonic() + 60
+        while m.errors_not_stored < 1000:
+            assert time.monotonic() < deadline, "the job did not retry its failing writes"
+            time.sleep(0.01)
+        m.cancel(force=True, timeout=30)
+    stored = [e for e in m.events if e.type == "BLOCK_JOB_ERROR"]
+    assert len(stored) == 100 and all(e.error == "nospace" for e in stored)
+    # The callback saw every one; the log kept the first 100 and counted the rest.
+    assert len([e for e in seen if e.type == "BLOCK_JOB_ERROR"]) == 100 + m.errors_not_stored
