@@ -197,8 +197,6 @@ def test_dropping_the_native_mirror_without_close_releases_everything(paths):
     assert os_threads() == threads
 
 
-@pytest.mark.xfail(strict=True, reason="blockmirror.Mirror's event thread holds the Mirror "
-                   "(py/python/blockmirror/_mirror.py): drop-without-close never frees it")
 def test_dropping_a_python_mirror_without_close_releases_everything(paths):
     fds, threads = baseline()
     for i in range(3):

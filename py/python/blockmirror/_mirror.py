@@ -62,7 +62,7 @@ class _EventLog:
                     self._run_kind, self._run_length = kind, 0
                 self._run_length += 1
                 if self._run_length > _MAX_ALIKE_ERRORS:
-                    self.errors_not_stored += 1
+                    self.errors_not_stored += event.count or 1  # one event may fold several
                     return
             self.events.append(event)
             self.cond.notify_all()

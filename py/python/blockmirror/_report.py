@@ -79,7 +79,7 @@ class Reporter:
                 return  # one stop, seen by every write that was in flight: said once
             lo, hi = self._repeat_span
             self._repeat_span = (min(lo, offset), max(hi, offset))
-            self._add_repeats(1)
+            self._add_repeats(event.count or 1)
             return
         self._flush_repeats()
         self._repeat_key = key
@@ -87,6 +87,9 @@ class Reporter:
         self._repeat_reported = self._clock()
         self.phase(f"error: {event.operation} at offset {event.offset}: {event.error} "
                    f"(policy action: {event.action})")
+        # The native side folds identical consecutive errors into one event with a count.
+        if event.action != "stop" and (event.count or 1) > 1:
+            self._add_repeats(event.count - 1)
 
     def more_repeats(self, count: int) -> None:
         """``count`` more errors like the last one printed, known only by number (the
