@@ -1,9 +1,10 @@
 //! Scenario runs: each workload, each copy mode, scripted commands, the run bounds.
 
 mod sim_common;
-use blockmirror_core::job::{CopyMode, JobStatus, SyncMode};
+use blockmirror_core::job::{CopyMode, JobStatus, MirrorConfig, SyncMode};
 use blockmirror_core::sim::{
-    ChunkState, Command, Goal, Pattern, ReadCapture, RunOutcome, ScriptedCommand, SimEventKind, Simulation,
+    ChunkState, Command, Goal, Pattern, ReadCapture, RunOutcome, ScriptedCommand, SimConfig, SimConfigError, SimError,
+    SimEventKind, Simulation, MAX_CHUNKS,
 };
 use sim_common::*;
 
@@ -347,4 +348,27 @@ fn no_guest_write_reaches_the_source_while_quiesced_and_all_go_to_the_target_aft
         assert!(!sim.source_equals_target(), "the source no longer follows the guest");
         assert_clean(&sim);
     }
+}
+
+/// A disk with more chunks than the simulator holds (1 TiB at 512 B: 2^31 chunks, 32 GiB
+/// of version words) is refused with a typed error naming the limit, before anything is
+/// allocated; it used to abort the process ("memory allocation ... failed").
+#[test]
+fn a_disk_too_large_to_simulate_is_a_typed_error() {
+    let mut job = MirrorConfig::new(1 << 40);
+    job.granularity = 512;
+    let config = SimConfig::new(job);
+    let expected = SimConfigError::TooManyChunks { length: 1 << 40, granularity: 512, chunks: 1 << 31 };
+    assert_eq!(config.validate(), Err(expected.clone()));
+    match Simulation::new(config) {
+        Err(SimError::Config(e)) => {
+            assert_eq!(e, expected);
+            assert!(e.to_string().contains(&MAX_CHUNKS.to_string()), "{e}");
+        }
+        other => panic!("{:?}", other.map(|_| "a simulation")),
+    }
+    // The limit itself is accepted by the check.
+    let mut job = MirrorConfig::new(MAX_CHUNKS * 65536);
+    job.granularity = 65536;
+    assert_eq!(SimConfig::new(job).validate(), Ok(()));
 }

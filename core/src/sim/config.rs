@@ -201,6 +201,12 @@ pub enum ReadCapture {
     Either,
 }
 
+/// The most chunks a simulated disk may have. The disks keep two version words per chunk
+/// (source and target), so this caps them at 4 GiB (a 1 TiB disk at 4 KiB chunks, or
+/// 16 TiB at 64 KiB); a larger disk is refused up front rather than failing to allocate
+/// half-way. Below the cap, allocation is still fallible ([`SimError::OutOfMemory`](super::SimError::OutOfMemory)).
+pub const MAX_CHUNKS: u64 = 1 << 28;
+
 /// Bounds that turn a run that never reaches its goal into an outcome instead of a hang.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunLimits {
@@ -283,6 +289,13 @@ impl SimConfig {
 
     /// Check the simulator's own fields (the job checks its own when it is made).
     pub fn validate(&self) -> Result<(), SimConfigError> {
+        let (length, granularity) = (self.job.length, self.job.granularity);
+        if granularity > 0 {
+            let chunks = length.div_ceil(granularity);
+            if chunks > MAX_CHUNKS {
+                return Err(SimConfigError::TooManyChunks { length, granularity, chunks });
+            }
+        }
         let g = &self.guest;
         if g.write_rate_bytes_per_sec > 0 {
             if g.write_size == 0 {
@@ -346,6 +359,19 @@ pub enum SimConfigError {
         what: &'static str,
         /// The name given.
         name: String,
+    },
+    /// The disk has more chunks than the simulator holds ([`MAX_CHUNKS`]).
+    #[error(
+        "a simulated disk of {length} bytes at granularity {granularity} has {chunks} chunks; \
+         the simulator holds at most {MAX_CHUNKS} (use a larger granularity)"
+    )]
+    TooManyChunks {
+        /// The disk length in bytes.
+        length: u64,
+        /// The chunk size in bytes.
+        granularity: u64,
+        /// The chunk count that length and granularity give.
+        chunks: u64,
     },
     /// Some other field is out of range; the message says which.
     #[error("{0}")]

@@ -28,6 +28,12 @@ pub enum SimError {
     /// The job refused its configuration or a declaration.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// Memory for the simulated disks could not be allocated.
+    #[error("out of memory: the simulated disks need {bytes} bytes")]
+    OutOfMemory {
+        /// The size of the allocation that failed.
+        bytes: u64,
+    },
 }
 
 /// Something queued for a future instant.
@@ -166,13 +172,14 @@ impl Simulation {
         let mut job = MirrorJob::new(config.job.clone())?;
         let length = config.job.length;
         let granularity = config.job.granularity;
-        let initial = layout::build(&config, Rng::derive(config.seed, STREAM_LAYOUT));
+        let initial = layout::build(&config, Rng::derive(config.seed, STREAM_LAYOUT))?;
         if config.layout.declare && config.job.sync != SyncMode::None {
             for &(offset, len, state) in &initial.declarations {
                 job.declare(offset, len, state)?;
             }
         }
         let chunks = initial.source.len();
+        let copied_once = layout::try_filled(chunks.div_ceil(64), |_| 0u64)?;
         let disks = Disks::new(length, granularity, initial.source, initial.target, initial.fresh_from);
         let workload = Workload::new(&config.guest, length, Rng::derive(config.seed, STREAM_GUEST));
         let scripted_faults =
@@ -208,7 +215,7 @@ impl Simulation {
             target_writes_done: 0,
             flushed_upto: 0,
             flush_covers: BTreeMap::new(),
-            copied_once: vec![0; chunks.div_ceil(64)],
+            copied_once,
             failed_chunks: BTreeSet::new(),
             timeout_at: None,
             deferred: VecDeque::new(),
