@@ -208,17 +208,28 @@ pub enum ReadCapture {
 pub const MAX_CHUNKS: u64 = 1 << 28;
 
 /// Bounds that turn a run that never reaches its goal into an outcome instead of a hang.
+///
+/// The defaults cost seconds of CPU, not minutes: 10 M steps (a few seconds) and an hour
+/// of virtual time, and a run towards ready or concluded ends at the job's first
+/// `BLOCK_JOB_NOT_CONVERGING` when nothing in the configuration could change that later
+/// (see [`SimConfig::stops_at_not_converging`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunLimits {
     /// Most events one `run_until` call processes.
     pub max_steps: u64,
     /// Most virtual nanoseconds one `run_until` call advances.
     pub max_duration_ns: u64,
+    /// End a run towards [`Goal::Ready`](super::Goal::Ready) or
+    /// [`Goal::Concluded`](super::Goal::Concluded) with
+    /// [`RunOutcome::NotConverging`](super::RunOutcome::NotConverging) once the job has
+    /// reported `BLOCK_JOB_NOT_CONVERGING`, unless the configuration could still change the
+    /// rates (see [`SimConfig::stops_at_not_converging`]).
+    pub stop_at_not_converging: bool,
 }
 
 impl Default for RunLimits {
     fn default() -> Self {
-        Self { max_steps: 50_000_000, max_duration_ns: 3_600_000_000_000 }
+        Self { max_steps: 10_000_000, max_duration_ns: 3_600_000_000_000, stop_at_not_converging: true }
     }
 }
 
@@ -285,6 +296,20 @@ impl SimConfig {
             read_capture: ReadCapture::Either,
             limits: RunLimits::default(),
         }
+    }
+
+    /// Whether a run towards ready or concluded ends at the job's `BLOCK_JOB_NOT_CONVERGING`:
+    /// [`RunLimits::stop_at_not_converging`], and nothing configured could make the job
+    /// converge afterwards: no switch to write-blocking on that event, no scripted
+    /// commands, no guest that stops, no fault window that ends, no automatic resume. (A
+    /// steady workload that has stopped converging for a whole window will not converge.)
+    pub fn stops_at_not_converging(&self) -> bool {
+        self.limits.stop_at_not_converging
+            && !self.write_blocking_when_not_converging
+            && self.commands.is_empty()
+            && self.guest.stop_ns.is_none()
+            && self.faults.window_ns.is_none()
+            && self.resume_after_stop_ns.is_none()
     }
 
     /// Check the simulator's own fields (the job checks its own when it is made).

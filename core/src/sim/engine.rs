@@ -151,6 +151,7 @@ pub(super) struct Stats {
     pub error_events: u64,
     pub ready_at_ns: Option<u64>,
     pub concluded_at_ns: Option<u64>,
+    pub not_converging_at_ns: Option<u64>,
     pub ending: Option<&'static str>,
     pub end_error: Option<IoErrorKind>,
     pub last_switch_equal: Option<bool>,
@@ -248,6 +249,7 @@ impl Simulation {
     /// at most `max_duration_ns` (a `Time` goal is bounded by its own instant instead).
     pub fn run_until_within(&mut self, goal: Goal, max_steps: u64, max_duration_ns: u64) -> RunOutcome {
         let first_step = self.steps;
+        let stop_at_not_converging = self.config.stops_at_not_converging();
         let deadline = match goal {
             Goal::Time(t) => t,
             _ => self.now_ns.saturating_add(max_duration_ns),
@@ -257,7 +259,11 @@ impl Simulation {
                 Goal::Ready if self.stats.ready_at_ns.is_some() => return RunOutcome::Reached,
                 Goal::Concluded if self.job_ended() => return RunOutcome::Reached,
                 Goal::Time(t) if self.now_ns >= t => return RunOutcome::Reached,
-                Goal::Ready if self.job_ended() => return RunOutcome::Unreachable,
+                Goal::NotConverging if self.stats.not_converging_at_ns.is_some() => return RunOutcome::Reached,
+                Goal::Ready | Goal::NotConverging if self.job_ended() => return RunOutcome::Unreachable,
+                Goal::Ready | Goal::Concluded if stop_at_not_converging && self.stats.not_converging_at_ns.is_some() => {
+                    return RunOutcome::NotConverging
+                }
                 _ => {}
             }
             match self.queue.peek_time() {
