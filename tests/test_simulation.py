@@ -61,7 +61,7 @@ def test_write_blocking_when_not_converging() -> None:
     heavy = dict(write_rate=400 * MIB, write_size=64 << 10, copy_rate=200 * MIB,
                  not_converging_window_ns=2 * SEC, time_limit_ns=20 * SEC)
     stuck = sim(**heavy)
-    assert stuck.run_until("ready") == "time_limit"
+    assert stuck.run_until("ready") == "not_converging"
     assert "BLOCK_JOB_NOT_CONVERGING" in [e.type for e in stuck.events]
     helped = sim(write_blocking_when_not_converging=True, **heavy)
     assert helped.run_until("ready") == "reached"
@@ -222,10 +222,11 @@ def test_run_until_and_sweep_release_the_gil() -> None:
     import time
 
     heavy = dict(length=64 * MIB, copy_rate=16 * MIB, write_rate=16 * MIB, until="ready",
-                 time_limit_ns=60 * SEC)
+                 time_limit_ns=60 * SEC, stop_at_not_converging=False)
     for work in (lambda: bm.sweep([heavy, {**heavy, "seed": 1}], threads=1),
                  lambda: bm.Simulation(64 * MIB, copy_rate=16 * MIB, write_rate=16 * MIB,
-                                       time_limit_ns=120 * SEC).run_until("ready")):
+                                       time_limit_ns=120 * SEC,
+                                       stop_at_not_converging=False).run_until("ready")):
         worker = threading.Thread(target=work)
         started = last = time.perf_counter()
         longest_pause = 0.0
@@ -279,3 +280,92 @@ def test_random_simulations_keep_the_invariants(
         assert outcome == "reached" and r["ending"] == "completed" and r["error"] is None
     if r["ending"] == "completed" and r["error"] is None:
         assert r["equal_at_end"] is True
+
+
+def test_too_large_a_disk_is_invalid_argument_not_an_abort() -> None:
+    """1 TiB at 512 B chunks (2**31 chunks) used to abort the interpreter ("memory
+    allocation of 17179869184 bytes failed"), so this runs in a child process, with its
+    address space capped so that the old behaviour fails fast instead of eating the host."""
+    import resource
+    import subprocess
+    import sys
+
+    code = (
+        "import blockmirror as bm\n"
+        "for make in (lambda: bm.Simulation(2**40, granularity=512),\n"
+        "             lambda: bm.sweep([dict(length=2**40, granularity=512)])):\n"
+        "    try:\n"
+        "        make()\n"
+        "    except bm.InvalidArgument as e:\n"
+        "        print('InvalidArgument:', e)\n"
+        "    else:\n"
+        "        print('accepted')\n"
+    )
+
+    def cap_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=120, preexec_fn=cap_memory)
+    assert child.returncode == 0, (child.returncode, child.stderr[-2000:])
+    lines = child.stdout.splitlines()
+    assert len(lines) == 2 and all(line.startswith("InvalidArgument:") for line in lines), lines
+    assert all("2147483648 chunks" in line and "at most 268435456" in line for line in lines), lines
+
+
+# Never converges in background mode: the guest writes twice as fast as the target takes.
+STUCK = dict(length=16 * MIB, granularity=64 << 10, copy_rate=16 * MIB, write_rate=32 * MIB,
+             write_size=64 << 10)
+
+
+def test_sweep_of_points_that_never_converge_ends_at_not_converging() -> None:
+    """Such points used to run to the default bound (50 M steps or 1 h of virtual time,
+    ~30 s of CPU each); now each ends at the job's BLOCK_JOB_NOT_CONVERGING (10 s window)."""
+    grid = [dict(STUCK, seed=seed) for seed in range(4)]
+    rows = bm.sweep(grid)
+    for row in rows:
+        assert row["outcome"] == "not_converging"
+        assert row["time_to_ready_ns"] is None and row["converged"] is False
+        assert row["not_converging_at_ns"] == row["time_ns"] <= 30 * SEC
+        assert row["steps"] < 1_000_000
+    # Asked for, the run goes to the event; told not to stop, it runs to its bound.
+    [to_event, bounded] = bm.sweep([dict(STUCK, until="not_converging"),
+                                    dict(STUCK, stop_at_not_converging=False, time_limit_ns=20 * SEC)])
+    assert to_event["outcome"] == "reached" and to_event["time_ns"] == rows[0]["time_ns"]
+    assert (bounded["outcome"], bounded["time_ns"]) == ("time_limit", 20 * SEC)
+    # Something scripted that helps: the run goes on to ready.
+    [helped] = bm.sweep([dict(STUCK, write_blocking_when_not_converging=True)])
+    assert helped["outcome"] == "reached" and helped["time_to_ready_ns"] > helped["not_converging_at_ns"]
+
+
+def test_sweep_reports_progress_once_per_point() -> None:
+    grid = [dict(length=4 * MIB, seed=seed) for seed in range(5)]
+    calls: list[tuple[int, int]] = []
+    rows = bm.sweep(grid, threads=2, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(done, 5) for done in range(1, 6)]
+    assert rows == bm.sweep(grid, threads=2)
+
+
+def test_sweep_progress_bar_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    bm.sweep([dict(length=4 * MIB, seed=seed) for seed in range(3)], progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "sweep" in captured.err and "3/3" in captured.err
+
+
+def test_an_exception_in_the_progress_callback_stops_the_sweep() -> None:
+    def boom(done: int, total: int) -> None:
+        raise KeyError("stop here")
+
+    with pytest.raises(KeyError, match="stop here"):
+        bm.sweep([dict(length=4 * MIB, seed=seed) for seed in range(3)], threads=1, progress=boom)
+    with pytest.raises(bm.InvalidArgument, match="progress"):
+        bm.sweep([dict(length=MIB)], progress="yes")  # type: ignore[arg-type]
+
+
+def test_absurd_thread_counts_are_refused_naming_the_limit() -> None:
+    with pytest.raises(bm.InvalidArgument, match="between 1 and 1024, got 100000"):
+        bm.sweep([dict(length=MIB)], threads=100000)
+    with pytest.raises(bm.InvalidArgument, match="between 1 and 1024, got 0"):
+        bm.sweep([dict(length=MIB)], threads=0)
+    assert len(bm.sweep([dict(length=MIB)], threads=4)) == 1

@@ -473,3 +473,23 @@ fn config_is_validated() {
         assert!(MirrorJob::new(config).is_ok());
     }
 }
+
+/// A READY flush that keeps failing under `ignore` (a dead target cache): the job waits
+/// before each new flush, doubling the wait up to a cap, rather than re-flushing at once.
+/// So reaching ten seconds of virtual time takes a bounded number of flushes; once the
+/// target heals, the job gets ready.
+#[test]
+fn persistent_flush_failure_under_ignore_backs_off() {
+    const SEC: u64 = 1_000_000_000;
+    let mut h = Harness::new(config_with(ErrorPolicy::Report, ErrorPolicy::Ignore));
+    h.fault = Box::new(|a: &Action| (a.kind == ActionKind::Flush).then_some(IoErrorKind::Io));
+    h.start();
+    assert!(h.run_until(100_000, |h| h.now >= 10 * SEC), "time never reached 10 s: the flush spins");
+    let flushes = h.errors().len() as u64;
+    assert!(flushes > 1, "the flush is retried");
+    // From 10 ms doubling to 1 s: 7 rounds reach 1.27 s, then one per second.
+    assert!(flushes <= 20, "{flushes} flushes in 10 s");
+    assert_eq!(h.job.status(), Running, "never ready while the flush fails");
+    h.fault = Box::new(|_: &Action| None);
+    h.run_to_ready();
+}

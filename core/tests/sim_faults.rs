@@ -123,3 +123,38 @@ fn failed_chunks_show_until_rewritten() {
     let failed = states.iter().filter(|&&b| b == blockmirror_core::sim::ChunkState::Failed as u8).count();
     assert_eq!(failed as u64, sim.job().config().max_io / sim.job().config().granularity);
 }
+
+/// A fault that persists (a full disk) under `ignore`: the job backs off before each retry
+/// instead of re-issuing the failed chunks at once, so ten virtual seconds of a dead side
+/// cost a bounded number of attempts; once the fault is gone the job converges (DESIGN §3.6).
+#[test]
+fn persistent_fault_under_ignore_backs_off_then_converges() {
+    const FAULTY_NS: u64 = 10 * SEC;
+    for side in [Side::Source, Side::Target] {
+        let mut config = with_guest(base(16 * MIB), Pattern::Uniform, 2 * MIB);
+        config = match side {
+            Side::Source => policies(config, ErrorPolicy::Ignore, ErrorPolicy::Report),
+            Side::Target => policies(config, ErrorPolicy::Report, ErrorPolicy::Ignore),
+        };
+        match side {
+            Side::Source => config.faults.source_rate = 1.0,
+            Side::Target => config.faults.target_rate = 1.0,
+        }
+        config.faults.random_error = Some(IoErrorKind::NoSpace);
+        config.faults.window_ns = Some((0, FAULTY_NS));
+        config.complete_on_ready = true;
+        config.guest.stop_ns = Some(FAULTY_NS + 2 * SEC);
+        let mut sim = Simulation::new(config).expect("valid");
+        assert_eq!(sim.run_until(Goal::Time(FAULTY_NS)), RunOutcome::Reached);
+        let failures = errors(&sim).len() as u64;
+        assert!(failures > 0, "{side:?}: the fault was hit");
+        // Retrying at once would fail every ~0.2 ms per op in flight (hundreds of thousands
+        // of attempts); backing off from 10 ms allows at most one round per 10 ms.
+        assert!(failures <= FAULTY_NS / (10 * MS), "{side:?}: {failures} failed attempts in 10 s");
+        assert!(sim.steps() < 100_000, "{side:?}: {} steps in 10 s", sim.steps());
+        assert_eq!(sim.run_until(Goal::Concluded), RunOutcome::Reached, "{side:?}");
+        let s = sim.summary();
+        assert_eq!((s.ending, s.error, s.equal_at_end), (Some("completed"), None, Some(true)), "{side:?}");
+        assert_clean(&sim);
+    }
+}

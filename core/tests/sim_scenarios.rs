@@ -1,9 +1,10 @@
 //! Scenario runs: each workload, each copy mode, scripted commands, the run bounds.
 
 mod sim_common;
-use blockmirror_core::job::{CopyMode, JobStatus, SyncMode};
+use blockmirror_core::job::{CopyMode, JobStatus, MirrorConfig, SyncMode};
 use blockmirror_core::sim::{
-    ChunkState, Command, Goal, Pattern, ReadCapture, RunOutcome, ScriptedCommand, SimEventKind, Simulation,
+    ChunkState, Command, Goal, Pattern, ReadCapture, RunLimits, RunOutcome, ScriptedCommand, SimConfig, SimConfigError, SimError,
+    SimEventKind, Simulation, MAX_CHUNKS,
 };
 use sim_common::*;
 
@@ -108,7 +109,7 @@ fn not_converging_switches_to_write_blocking_when_asked() {
         Simulation::new(config).expect("valid config")
     };
     let mut stuck = heavy(false);
-    assert_eq!(stuck.run_until(Goal::Ready), RunOutcome::TimeLimit);
+    assert_eq!(stuck.run_until(Goal::Ready), RunOutcome::NotConverging);
     assert!(event_types(&stuck).contains(&"BLOCK_JOB_NOT_CONVERGING"));
     let mut helped = heavy(true);
     assert_eq!(helped.run_until(Goal::Ready), RunOutcome::Reached);
@@ -347,4 +348,72 @@ fn no_guest_write_reaches_the_source_while_quiesced_and_all_go_to_the_target_aft
         assert!(!sim.source_equals_target(), "the source no longer follows the guest");
         assert_clean(&sim);
     }
+}
+
+/// A disk with more chunks than the simulator holds (1 TiB at 512 B: 2^31 chunks, 32 GiB
+/// of version words) is refused with a typed error naming the limit, before anything is
+/// allocated; it used to abort the process ("memory allocation ... failed").
+#[test]
+fn a_disk_too_large_to_simulate_is_a_typed_error() {
+    let mut job = MirrorConfig::new(1 << 40);
+    job.granularity = 512;
+    let config = SimConfig::new(job);
+    let expected = SimConfigError::TooManyChunks { length: 1 << 40, granularity: 512, chunks: 1 << 31 };
+    assert_eq!(config.validate(), Err(expected.clone()));
+    match Simulation::new(config) {
+        Err(SimError::Config(e)) => {
+            assert_eq!(e, expected);
+            assert!(e.to_string().contains(&MAX_CHUNKS.to_string()), "{e}");
+        }
+        other => panic!("{:?}", other.map(|_| "a simulation")),
+    }
+    // The limit itself is accepted by the check.
+    let mut job = MirrorConfig::new(MAX_CHUNKS * 65536);
+    job.granularity = 65536;
+    assert_eq!(SimConfig::new(job).validate(), Ok(()));
+}
+
+/// A background mirror that cannot converge (guest 400 MiB/s, target 200 MiB/s) used to run
+/// to the step or time bound (50 M steps, about 30 s of CPU). A run towards ready now ends
+/// at the job's `BLOCK_JOB_NOT_CONVERGING` with its own outcome, soon after the window;
+/// `Goal::NotConverging` runs to that event; and with anything scripted that could still
+/// help (here: a guest that stops), the run goes on to ready.
+#[test]
+fn a_run_towards_ready_ends_at_not_converging() {
+    let heavy = || {
+        let mut config = with_guest(base(64 * MIB), Pattern::Uniform, 400 * MIB);
+        config.guest.write_size = 64 << 10;
+        config.guest.write_align = 64 << 10;
+        config.job.not_converging_window_ns = 2 * SEC;
+        config
+    };
+    let default_limits = RunLimits::default();
+    assert!(default_limits.stop_at_not_converging);
+    assert!(default_limits.max_steps <= 10_000_000, "a bound that costs seconds");
+
+    let mut stuck = Simulation::new(heavy()).expect("valid");
+    assert_eq!(stuck.run_until(Goal::Ready), RunOutcome::NotConverging);
+    let s = stuck.summary();
+    let at = s.not_converging_at_ns.expect("the event was recorded");
+    assert_eq!(s.time_ns, at, "the run ends at the event");
+    assert!(at < 10 * SEC && s.steps < 1_000_000, "{at} ns, {} steps", s.steps);
+    assert_eq!((s.ready_at_ns, s.converged), (None, false));
+    assert_eq!(stuck.run_until(Goal::Ready), RunOutcome::NotConverging, "asked again: same answer");
+
+    let mut to_event = Simulation::new(heavy()).expect("valid");
+    assert_eq!(to_event.run_until(Goal::NotConverging), RunOutcome::Reached);
+    assert_eq!(to_event.now_ns(), at, "the same instant, by determinism");
+
+    let mut config = heavy();
+    config.limits.stop_at_not_converging = false;
+    config.limits.max_duration_ns = 5 * SEC;
+    let mut bounded = Simulation::new(config).expect("valid");
+    assert_eq!(bounded.run_until(Goal::Ready), RunOutcome::TimeLimit);
+
+    let mut config = heavy();
+    config.guest.stop_ns = Some(10 * SEC);
+    assert!(!config.stops_at_not_converging());
+    let mut calms_down = Simulation::new(config).expect("valid");
+    assert_eq!(calms_down.run_until(Goal::Ready), RunOutcome::Reached);
+    assert!(calms_down.summary().not_converging_at_ns.is_some(), "it did not converge for a while");
 }

@@ -7,7 +7,11 @@ use crate::sim_params::{parse, parse_goal, SimParams};
 use blockmirror_core::sim::{Command, SimEventKind, SimSummary, Simulation};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::exceptions::PyOSError;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
 
 /// Names of the `chunk_states()` byte values, by value.
 pub const CHUNK_STATE_NAMES: [&str; 7] =
@@ -27,6 +31,7 @@ fn summary_dict<'py>(py: Python<'py>, s: &SimSummary, outcome: Option<&str>, cou
     d.set_item("time_ns", s.time_ns)?;
     d.set_item("time_to_ready_ns", s.ready_at_ns)?;
     d.set_item("end_time_ns", s.concluded_at_ns)?;
+    d.set_item("not_converging_at_ns", s.not_converging_at_ns)?;
     d.set_item("status", s.status.as_str())?;
     d.set_item("current", s.current)?;
     d.set_item("total", s.total)?;
@@ -86,10 +91,15 @@ impl PySimulation {
         Ok(Self { sim })
     }
 
-    /// Run until `"ready"`, `"concluded"` or an absolute virtual time in ns, within the
-    /// step and time limits (the `max_steps` / `time_limit_ns` options unless given here).
+    /// Run until `"ready"`, `"concluded"`, `"not_converging"` (the job's first
+    /// `BLOCK_JOB_NOT_CONVERGING`) or an absolute virtual time in ns, within the step and
+    /// time limits (the `max_steps` / `time_limit_ns` options unless given here).
     /// Returns the outcome: `"reached"`, `"livelock"` (step budget spent), `"stalled"`
-    /// (nothing pending), `"time_limit"` or `"unreachable"` (the job ended first).
+    /// (nothing pending), `"time_limit"`, `"unreachable"` (the job ended first) or
+    /// `"not_converging"`: a run towards ready or concluded ends at the job's
+    /// `BLOCK_JOB_NOT_CONVERGING` unless `stop_at_not_converging=False` or something
+    /// configured could still change the rates (`write_blocking_when_not_converging`,
+    /// `commands`, `guest_stop_ns`, `fault_window_ns`, `resume_after_stop_ns`).
     /// Releases the GIL while it runs.
     #[pyo3(signature = (goal, max_steps=None, time_limit_ns=None))]
     fn run_until(
@@ -333,14 +343,88 @@ struct SweepRow {
     counts: Vec<(&'static str, u64)>,
 }
 
+/// Most threads a sweep may use. Each runs one simulation at a time, so more threads than
+/// cores only cost memory; a count above this is a mistake, refused before any is started.
+pub const MAX_SWEEP_THREADS: usize = 1024;
+
+/// How a sweep reports each finished point (always from the calling thread, GIL held).
+enum Progress<'py> {
+    Silent,
+    /// `progress(done, total)`.
+    Callback(Bound<'py, PyAny>),
+    /// A `tqdm` bar on stderr.
+    Bar(Bound<'py, PyAny>),
+    /// No tqdm: one `\r`-rewritten line on stderr.
+    Line(Bound<'py, PyAny>),
+}
+
+impl<'py> Progress<'py> {
+    fn new(py: Python<'py>, progress: Option<&Bound<'py, PyAny>>, total: usize) -> PyResult<Self> {
+        let Some(progress) = progress.filter(|p| !p.is_none()) else {
+            return Ok(Progress::Silent);
+        };
+        if let Ok(on) = progress.cast::<pyo3::types::PyBool>() {
+            if !on.is_true() {
+                return Ok(Progress::Silent);
+            }
+            let stderr = py.import("sys")?.getattr("stderr")?;
+            return Ok(match py.import("tqdm") {
+                Ok(tqdm) => {
+                    let kwargs = PyDict::new(py);
+                    kwargs.set_item("total", total)?;
+                    kwargs.set_item("desc", "sweep")?;
+                    kwargs.set_item("unit", "run")?;
+                    kwargs.set_item("file", stderr)?;
+                    Progress::Bar(tqdm.getattr("tqdm")?.call((), Some(&kwargs))?)
+                }
+                Err(_) => Progress::Line(stderr),
+            });
+        }
+        if progress.is_callable() {
+            return Ok(Progress::Callback(progress.clone()));
+        }
+        Err(invalid_argument("progress must be a bool or a callable progress(done, total)"))
+    }
+
+    /// Point number `done` of `total` finished.
+    fn point_done(&self, done: usize, total: usize) -> PyResult<()> {
+        match self {
+            Progress::Silent => Ok(()),
+            Progress::Callback(f) => f.call1((done, total)).map(drop),
+            Progress::Bar(bar) => bar.call_method1("update", (1,)).map(drop),
+            Progress::Line(stderr) => stderr.call_method1("write", (format!("\rsweep: {done}/{total} runs"),)).map(drop),
+        }
+    }
+
+    fn finish(&self, total: usize) -> PyResult<()> {
+        match self {
+            Progress::Bar(bar) => bar.call_method0("close").map(drop),
+            Progress::Line(stderr) if total > 0 => stderr.call_method1("write", ("\n",)).map(drop),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Run many simulations in parallel (rayon, GIL released) and return one plain dict per
 /// parameter dict, in order: the parameters, plus the `Simulation.result()` keys and
 /// `outcome`. Each dict holds `Simulation` options plus `length` and optionally `until`
-/// (`"ready"`, `"concluded"` or a time in ns; default `"ready"`, or `"concluded"` with
-/// `complete_on_ready`). Every dict is checked before any simulation runs.
+/// (`"ready"`, `"concluded"`, `"not_converging"` or a time in ns; default `"ready"`, or
+/// `"concluded"` with `complete_on_ready`). A point that cannot converge ends at the job's
+/// `BLOCK_JOB_NOT_CONVERGING` with outcome `"not_converging"` (see `Simulation.run_until`).
+/// Every dict is checked before any simulation runs.
+///
+/// `threads`: at most `MAX_SWEEP_THREADS` (default: one per core); a failure to start
+/// them is an `OSError`. `progress`: `True` shows a bar on stderr (tqdm), a callable is
+/// called as `progress(done, total)` once per finished point, in the calling thread; an
+/// exception it raises (or Ctrl-C) stops the sweep: no new point starts, and it propagates.
 #[pyfunction]
-#[pyo3(signature = (params, threads=None))]
-pub fn sweep<'py>(py: Python<'py>, params: &Bound<'py, PyAny>, threads: Option<i64>) -> PyResult<Bound<'py, PyList>> {
+#[pyo3(signature = (params, threads=None, progress=None))]
+pub fn sweep<'py>(
+    py: Python<'py>,
+    params: &Bound<'py, PyAny>,
+    threads: Option<i64>,
+    progress: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyList>> {
     let mut dicts = Vec::new();
     let mut parsed = Vec::new();
     for (i, item) in params.try_iter().map_err(|_| invalid_argument("sweep takes a list of dicts"))?.enumerate() {
@@ -355,28 +439,77 @@ pub fn sweep<'py>(py: Python<'py>, params: &Bound<'py, PyAny>, threads: Option<i
         dicts.push(dict.clone());
     }
     let threads = match threads {
-        None => None,
-        Some(n) if n >= 1 => Some(n as usize),
-        Some(n) => return Err(invalid_argument(format!("threads must be at least 1, got {n}"))),
+        None => 0, // rayon's default: one per core
+        Some(n) if (1..=MAX_SWEEP_THREADS as i64).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(invalid_argument(format!("threads must be between 1 and {MAX_SWEEP_THREADS}, got {n}")))
+        }
     };
-    let run_all = move || -> Result<Vec<SweepRow>, String> {
-        let run_one = |p: &SimParams| -> Result<SweepRow, String> {
-            let mut sim = Simulation::new(p.config.clone()).map_err(|e| e.to_string())?;
-            let outcome = sim.run_until(p.until).as_str();
-            Ok(SweepRow { summary: sim.summary(), outcome, counts: event_counts(&sim) })
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.unwrap_or(0))
-            .build()
-            .map_err(|e| e.to_string())?;
-        pool.install(|| parsed.par_iter().map(run_one).collect())
+    let total = parsed.len();
+    let reporter = Progress::new(py, progress, total)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| PyOSError::new_err(format!("could not start the sweep's threads: {e}")))?;
+    let stop = AtomicBool::new(false);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>();
+    let run_one = |p: &SimParams| -> Result<Option<SweepRow>, String> {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut sim = Simulation::new(p.config.clone()).map_err(|e| e.to_string())?;
+        let outcome = sim.run_until(p.until).as_str();
+        let row = SweepRow { summary: sim.summary(), outcome, counts: event_counts(&sim) };
+        // The receiver outlives the workers; a failed send only means nobody listens.
+        let _ = done_tx.send(());
+        Ok(Some(row))
     };
-    let results = py.detach(run_all).map_err(invalid_argument)?;
+    let (rows, interrupted) = std::thread::scope(|scope| -> PyResult<_> {
+        let (pool, parsed, run_one) = (&pool, &parsed, &run_one);
+        let worker = std::thread::Builder::new()
+            .name("blockmirror-sweep".into())
+            .spawn_scoped(scope, move || pool.install(|| parsed.par_iter().map(run_one).collect::<Result<Vec<_>, _>>()))
+            .map_err(|e| PyOSError::new_err(format!("could not start the sweep's thread: {e}")))?;
+        // Report each finished point, waiting without the GIL. Every point that finishes
+        // sends once before the worker ends, so once the worker is seen finished, an empty
+        // channel means every report was made.
+        let mut done = 0;
+        let mut interrupted: Option<PyErr> = None;
+        loop {
+            let finished = worker.is_finished();
+            let wait = if finished { Duration::ZERO } else { Duration::from_millis(100) };
+            let (received, rx) = py.detach(move || (done_rx.recv_timeout(wait), done_rx));
+            done_rx = rx;
+            let reported = match received {
+                Ok(()) => {
+                    done += 1;
+                    match interrupted {
+                        None => reporter.point_done(done, total),
+                        Some(_) => Ok(()),
+                    }
+                }
+                Err(_) if finished => break,
+                Err(_) => py.check_signals(),
+            };
+            if let Err(e) = reported {
+                stop.store(true, Ordering::Relaxed);
+                interrupted.get_or_insert(e);
+            }
+        }
+        let rows = worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Ok((rows, interrupted))
+    })?;
+    if let Some(e) = interrupted {
+        return Err(e);
+    }
+    let rows = rows.map_err(invalid_argument)?;
+    reporter.finish(total)?;
     let out = PyList::empty(py);
-    for (dict, result) in dicts.iter().zip(results) {
-        let row = dict.copy()?;
-        row.update(summary_dict(py, &result.summary, Some(result.outcome), &result.counts)?.as_mapping())?;
-        out.append(row)?;
+    for (dict, row) in dicts.iter().zip(rows) {
+        let row = row.expect("no point is skipped unless the sweep was interrupted");
+        let merged = dict.copy()?;
+        merged.update(summary_dict(py, &row.summary, Some(row.outcome), &row.counts)?.as_mapping())?;
+        out.append(merged)?;
     }
     Ok(out)
 }

@@ -25,6 +25,7 @@ pub const KEYS: &[&str] = &[
     "complete_on_ready", "resume_after_stop_ns", "data_fraction", "extent_chunks", "declare",
     "sample_interval_ns", "max_samples", "recent_write_window_ns", "max_steps", "time_limit_ns",
     "not_converging_window_ns", "read_capture", "write_blocking_when_not_converging",
+    "stop_at_not_converging",
 ];
 
 /// Typed access to a dict of options, remembering which keys were read.
@@ -188,6 +189,7 @@ pub fn parse(length: u64, dict: &Bound<'_, PyDict>, allow_until: bool) -> PyResu
     config.recent_write_window_ns = o.u64("recent_write_window_ns", 200_000_000)?;
     config.limits.max_steps = o.u64("max_steps", config.limits.max_steps)?;
     config.limits.max_duration_ns = o.u64("time_limit_ns", config.limits.max_duration_ns)?;
+    config.limits.stop_at_not_converging = o.boolean("stop_at_not_converging", config.limits.stop_at_not_converging)?;
     config.validate().map_err(invalid_argument)?;
     // The job checks its own configuration when it is made: make one now (it holds only
     // the bitmap) so that a sweep reports bad job options before any simulation runs.
@@ -201,7 +203,7 @@ pub fn parse(length: u64, dict: &Bound<'_, PyDict>, allow_until: bool) -> PyResu
     Ok(SimParams { config, until })
 }
 
-/// `"ready"`, `"concluded"` or an absolute virtual time in ns.
+/// `"ready"`, `"concluded"`, `"not_converging"` or an absolute virtual time in ns.
 pub fn parse_goal(value: &Bound<'_, PyAny>) -> PyResult<Goal> {
     if let Ok(t) = value.extract::<i64>() {
         return Ok(Goal::Time(non_negative(t, "time_ns")?));
@@ -209,7 +211,10 @@ pub fn parse_goal(value: &Bound<'_, PyAny>) -> PyResult<Goal> {
     match value.extract::<String>().ok().as_deref() {
         Some("ready") => Ok(Goal::Ready),
         Some("concluded") => Ok(Goal::Concluded),
-        _ => Err(invalid_argument("the goal must be \"ready\", \"concluded\" or a time in ns")),
+        Some("not_converging") => Ok(Goal::NotConverging),
+        _ => Err(invalid_argument(
+            "the goal must be \"ready\", \"concluded\", \"not_converging\" or a time in ns",
+        )),
     }
 }
 

@@ -304,22 +304,47 @@ fn set(object: &Object, name: &str, value: &JsValue) {
 mod tests {
     use super::*;
 
+    /// The page (`www/grid.js`) keys its colours and legend on these exact strings, and
+    /// reads the core's state bytes: a renamed state, a reordered table or a changed byte
+    /// value in the core must fail here, not turn cells magenta in the browser.
     #[test]
-    fn chunk_state_names_are_indexed_by_the_state_byte() {
-        for (index, state) in CHUNK_STATES.iter().enumerate() {
-            assert_eq!(*state as u8 as usize, index, "{state:?}");
+    fn chunk_state_names_are_the_pages_names_at_the_cores_bytes() {
+        let expected = [
+            (ChunkState::Clean, 0u8, "clean"),
+            (ChunkState::Dirty, 1, "dirty"),
+            (ChunkState::Reading, 2, "reading"),
+            (ChunkState::Writing, 3, "writing"),
+            (ChunkState::Failed, 4, "failed"),
+            (ChunkState::GuestWritten, 5, "guest"),
+            (ChunkState::Waiting, 6, "waiting"),
+        ];
+        assert_eq!(CHUNK_STATES.len(), expected.len());
+        for (index, (&state, (want, byte, name))) in CHUNK_STATES.iter().zip(expected).enumerate() {
+            assert_eq!(state, want, "table order at {index}");
+            assert_eq!((state as u8, index as u8), (byte, byte), "{state:?}: the core's byte is the index");
+            assert_eq!(chunk_state_name(state), name, "{state:?}");
         }
-        let mut names: Vec<&str> = CHUNK_STATES.iter().map(|&s| chunk_state_name(s)).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), CHUNK_STATES.len(), "names are unique");
     }
 
+    /// The status and verb names the page shows and sends are the shared names (DESIGN
+    /// §2, §5), written out here so that a change in the core's `Display` fails this test.
     #[test]
-    fn the_transition_table_names_real_statuses() {
+    fn status_and_verb_names_are_the_shared_names() {
+        let statuses: Vec<String> = JobStatus::ALL.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            statuses,
+            ["created", "running", "paused", "ready", "standby", "waiting", "pending", "aborting", "concluded", "null"]
+        );
+        for status in JobStatus::ALL {
+            assert_eq!(JobStatus::from_name(&status.to_string()), Some(status));
+        }
+        let verbs: Vec<String> = Verb::ALL.iter().map(|v| v.to_string()).collect();
+        assert_eq!(verbs, ["start", "pause", "resume", "set_speed", "complete", "cancel", "dismiss", "change"]);
+        for verb in Verb::ALL {
+            assert_eq!(verb_from_name(&verb.to_string()).ok(), Some(verb), "the page's verb parser");
+        }
         for (from, to, why) in TRANSITIONS {
-            assert!(JobStatus::from_name(from.as_str()).is_some());
-            assert!(JobStatus::from_name(to.as_str()).is_some());
+            assert!(statuses.contains(&from.to_string()) && statuses.contains(&to.to_string()));
             assert!(!why.is_empty());
         }
     }

@@ -26,7 +26,8 @@ impl MirrorJob {
     }
 
     /// Keeps the reservation only while the copy can take it soon: write-blocking mode,
-    /// copying allowed, not held back by the speed limit, the chunk still dirty. Otherwise
+    /// copying allowed, not held back by the speed limit or an error back-off, the chunk
+    /// still dirty. Otherwise
     /// the guest writes it holds back would wait for nothing (a paused job, a slow limit).
     pub(super) fn settle_reservation(&mut self) {
         let Some(reservation) = self.ops.reservation else {
@@ -35,6 +36,7 @@ impl MirrorJob {
         let keep = self.config.copy_mode == CopyMode::WriteBlocking
             && self.copying_allowed()
             && self.limiter.blocked_until(self.now).is_none()
+            && self.backoff.waiting_until(self.now).is_none()
             && self.bitmap.get(reservation.chunk << self.chunk_shift);
         if !keep {
             self.ops.drop_reservation();
@@ -43,7 +45,7 @@ impl MirrorJob {
 
     /// Issues as many reads as the limits allow.
     pub(super) fn issue_copies(&mut self) {
-        if self.bitmap.is_empty() || !self.copying_allowed() {
+        if self.bitmap.is_empty() || !self.copying_allowed() || self.backing_off() {
             return;
         }
         while self.copy_ops < self.config.max_in_flight {
@@ -205,6 +207,7 @@ impl MirrorJob {
         if copied {
             self.current += entry.length;
             self.copy_rate.add(self.now, entry.length);
+            self.backoff.succeeded();
         } else {
             self.mark_dirty(entry.offset, entry.length);
         }

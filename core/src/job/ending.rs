@@ -50,6 +50,10 @@ impl MirrorJob {
             JobStatus::Running
                 if self.ready_flush.is_none() && self.bitmap.is_empty() && self.copy_ops == 0 =>
             {
+                if self.backing_off() {
+                    // The last READY flush failed under `ignore`: flush again after the wait.
+                    return;
+                }
                 if self.config.length == 0 {
                     self.become_ready();
                 } else {
@@ -92,7 +96,7 @@ impl MirrorJob {
                     // The convergence point: a good moment to (re)try the switch.
                     self.quiesce_allowed = true;
                 }
-                if self.quiesce_allowed {
+                if self.quiesce_allowed && !self.backing_off() {
                     self.quiesce_allowed = false;
                     let op = self.issue_simple(OpKind::Quiesce, ActionKind::Quiesce);
                     self.hold = GuestHold::Quiescing(op);

@@ -6,6 +6,7 @@
 //! `sync` (sync modes and declarations), `verbs` (the user's commands), `views` (getters).
 
 use super::ops::{CopyStage, GuestStage, OpKind, OpTable};
+use super::policy::RetryBackoff;
 use super::ratelimit::RateLimiter;
 use super::rates::{ConvergenceWatch, RateWindow};
 use super::*;
@@ -97,6 +98,8 @@ pub struct MirrorJob {
     pub(super) actions: VecDeque<Action>,
     pub(super) events: VecDeque<Event>,
     pub(super) limiter: RateLimiter,
+    /// The wait before retrying after `ignore`d errors.
+    pub(super) backoff: RetryBackoff,
     pub(super) dirty_rate: RateWindow,
     pub(super) copy_rate: RateWindow,
     pub(super) convergence: ConvergenceWatch,
@@ -170,6 +173,7 @@ impl MirrorJob {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             limiter: RateLimiter::new(config.speed_bytes_per_sec),
+            backoff: RetryBackoff::new(),
             dirty_rate: RateWindow::new(),
             copy_rate: RateWindow::new(),
             convergence: ConvergenceWatch::new(),

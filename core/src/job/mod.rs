@@ -137,6 +137,7 @@ pub use error::JobError;
 pub use event::{ErrorAction, Event, Operation};
 pub use guest::{GuestWrite, GuestWriteStart};
 pub use mirror::{MirrorJob, Nanos};
+pub use policy::{RETRY_BACKOFF_FIRST_NS, RETRY_BACKOFF_MAX_NS};
 pub use ratelimit::SLICE_NS;
 pub use status::{render_phase_diagram, JobStatus, Verb, TRANSITIONS, VERB_TABLE};
 pub use views::{OpView, OpViewKind, Progress, Rates};

@@ -6,9 +6,64 @@
 //! error), `ignore` retries later, `stop` pauses like a user pause (`resume` retries),
 //! `enospc` is `stop` for "no space" and `report` otherwise. Once the job is winding down
 //! (aborting), errors are still reported but change nothing more. `ready` is sticky.
+//!
+//! Retrying an `ignore`d error backs off: an error that persists (a full disk, a dead
+//! device) would otherwise be retried the moment it is reported, forever, each attempt
+//! another `BLOCK_JOB_ERROR`. After an ignored error the job issues no new copy, READY
+//! flush or final-switch quiesce until a wait has passed (its end is `poll_timeout()`, so a
+//! driver sleeps); the wait starts at [`RETRY_BACKOFF_FIRST_NS`] and doubles with each
+//! failed round up to [`RETRY_BACKOFF_MAX_NS`], and a successful copy resets it. A round is
+//! what was issued before the wait: its other failures do not lengthen the wait. So a side
+//! that keeps failing costs at most `max_in_flight` errors per wait, and at least one wait
+//! of [`RETRY_BACKOFF_FIRST_NS`] separates two rounds. The chunk stays dirty throughout
+//! (DESIGN §3.6): once the fault is gone, the next round succeeds and the job converges.
 
-use super::mirror::{AbortReason, Ending, GuestHold, MirrorJob};
+use super::mirror::{AbortReason, Ending, GuestHold, MirrorJob, Nanos};
 use super::*;
+
+/// The first wait after an `ignore`d error, in nanoseconds.
+pub const RETRY_BACKOFF_FIRST_NS: u64 = 10_000_000;
+/// The longest wait between retries of `ignore`d errors, in nanoseconds.
+pub const RETRY_BACKOFF_MAX_NS: u64 = 1_000_000_000;
+
+/// The wait before retrying after `ignore`d errors (see the module docs).
+#[derive(Debug, Clone)]
+pub(super) struct RetryBackoff {
+    /// The wait the next failed round starts.
+    next_delay_ns: u64,
+    /// No retry before this instant.
+    until: Nanos,
+}
+
+impl RetryBackoff {
+    pub(super) fn new() -> Self {
+        Self {
+            next_delay_ns: RETRY_BACKOFF_FIRST_NS,
+            until: Nanos(0),
+        }
+    }
+
+    /// An `ignore`d failure at `now`: start a wait, unless one is running (the failure
+    /// then belongs to the round that started it).
+    fn failed(&mut self, now: Nanos) {
+        if now < self.until {
+            return;
+        }
+        self.until = Nanos(now.0.saturating_add(self.next_delay_ns));
+        self.next_delay_ns = (self.next_delay_ns * 2).min(RETRY_BACKOFF_MAX_NS);
+    }
+
+    /// A copy succeeded: the next failure waits the shortest time again (a wait already
+    /// running is kept).
+    pub(super) fn succeeded(&mut self) {
+        self.next_delay_ns = RETRY_BACKOFF_FIRST_NS;
+    }
+
+    /// The end of the running wait, if `now` is inside one.
+    pub(super) fn waiting_until(&self, now: Nanos) -> Option<Nanos> {
+        (now < self.until).then_some(self.until)
+    }
+}
 
 /// Which side of the mirror an operation touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,9 +116,19 @@ impl MirrorJob {
         }
         match action {
             ErrorAction::Report => self.fail(error),
-            ErrorAction::Ignore => {}
+            ErrorAction::Ignore => self.backoff.failed(self.now),
             ErrorAction::Stop => self.user_paused = true,
         }
+    }
+
+    /// Whether retries wait now (after `ignore`d errors); if so, the timer is brought
+    /// forward to the end of the wait, so the driver calls back then.
+    pub(super) fn backing_off(&mut self) -> bool {
+        let Some(until) = self.backoff.waiting_until(self.now) else {
+            return false;
+        };
+        self.timer = Some(self.timer.map_or(until, |t| t.min(until)));
+        true
     }
 
     /// Fails the job with `error` (the first failure wins).

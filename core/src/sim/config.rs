@@ -201,18 +201,35 @@ pub enum ReadCapture {
     Either,
 }
 
+/// The most chunks a simulated disk may have. The disks keep two version words per chunk
+/// (source and target), so this caps them at 4 GiB (a 1 TiB disk at 4 KiB chunks, or
+/// 16 TiB at 64 KiB); a larger disk is refused up front rather than failing to allocate
+/// half-way. Below the cap, allocation is still fallible ([`SimError::OutOfMemory`](super::SimError::OutOfMemory)).
+pub const MAX_CHUNKS: u64 = 1 << 28;
+
 /// Bounds that turn a run that never reaches its goal into an outcome instead of a hang.
+///
+/// The defaults cost seconds of CPU, not minutes: 10 M steps (a few seconds) and an hour
+/// of virtual time, and a run towards ready or concluded ends at the job's first
+/// `BLOCK_JOB_NOT_CONVERGING` when nothing in the configuration could change that later
+/// (see [`SimConfig::stops_at_not_converging`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunLimits {
     /// Most events one `run_until` call processes.
     pub max_steps: u64,
     /// Most virtual nanoseconds one `run_until` call advances.
     pub max_duration_ns: u64,
+    /// End a run towards [`Goal::Ready`](super::Goal::Ready) or
+    /// [`Goal::Concluded`](super::Goal::Concluded) with
+    /// [`RunOutcome::NotConverging`](super::RunOutcome::NotConverging) once the job has
+    /// reported `BLOCK_JOB_NOT_CONVERGING`, unless the configuration could still change the
+    /// rates (see [`SimConfig::stops_at_not_converging`]).
+    pub stop_at_not_converging: bool,
 }
 
 impl Default for RunLimits {
     fn default() -> Self {
-        Self { max_steps: 50_000_000, max_duration_ns: 3_600_000_000_000 }
+        Self { max_steps: 10_000_000, max_duration_ns: 3_600_000_000_000, stop_at_not_converging: true }
     }
 }
 
@@ -281,8 +298,29 @@ impl SimConfig {
         }
     }
 
+    /// Whether a run towards ready or concluded ends at the job's `BLOCK_JOB_NOT_CONVERGING`:
+    /// [`RunLimits::stop_at_not_converging`], and nothing configured could make the job
+    /// converge afterwards: no switch to write-blocking on that event, no scripted
+    /// commands, no guest that stops, no fault window that ends, no automatic resume. (A
+    /// steady workload that has stopped converging for a whole window will not converge.)
+    pub fn stops_at_not_converging(&self) -> bool {
+        self.limits.stop_at_not_converging
+            && !self.write_blocking_when_not_converging
+            && self.commands.is_empty()
+            && self.guest.stop_ns.is_none()
+            && self.faults.window_ns.is_none()
+            && self.resume_after_stop_ns.is_none()
+    }
+
     /// Check the simulator's own fields (the job checks its own when it is made).
     pub fn validate(&self) -> Result<(), SimConfigError> {
+        let (length, granularity) = (self.job.length, self.job.granularity);
+        if granularity > 0 {
+            let chunks = length.div_ceil(granularity);
+            if chunks > MAX_CHUNKS {
+                return Err(SimConfigError::TooManyChunks { length, granularity, chunks });
+            }
+        }
         let g = &self.guest;
         if g.write_rate_bytes_per_sec > 0 {
             if g.write_size == 0 {
@@ -346,6 +384,19 @@ pub enum SimConfigError {
         what: &'static str,
         /// The name given.
         name: String,
+    },
+    /// The disk has more chunks than the simulator holds ([`MAX_CHUNKS`]).
+    #[error(
+        "a simulated disk of {length} bytes at granularity {granularity} has {chunks} chunks; \
+         the simulator holds at most {MAX_CHUNKS} (use a larger granularity)"
+    )]
+    TooManyChunks {
+        /// The disk length in bytes.
+        length: u64,
+        /// The chunk size in bytes.
+        granularity: u64,
+        /// The chunk count that length and granularity give.
+        chunks: u64,
     },
     /// Some other field is out of range; the message says which.
     #[error("{0}")]

@@ -28,6 +28,12 @@ pub enum SimError {
     /// The job refused its configuration or a declaration.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// Memory for the simulated disks could not be allocated.
+    #[error("out of memory: the simulated disks need {bytes} bytes")]
+    OutOfMemory {
+        /// The size of the allocation that failed.
+        bytes: u64,
+    },
 }
 
 /// Something queued for a future instant.
@@ -145,6 +151,7 @@ pub(super) struct Stats {
     pub error_events: u64,
     pub ready_at_ns: Option<u64>,
     pub concluded_at_ns: Option<u64>,
+    pub not_converging_at_ns: Option<u64>,
     pub ending: Option<&'static str>,
     pub end_error: Option<IoErrorKind>,
     pub last_switch_equal: Option<bool>,
@@ -166,13 +173,14 @@ impl Simulation {
         let mut job = MirrorJob::new(config.job.clone())?;
         let length = config.job.length;
         let granularity = config.job.granularity;
-        let initial = layout::build(&config, Rng::derive(config.seed, STREAM_LAYOUT));
+        let initial = layout::build(&config, Rng::derive(config.seed, STREAM_LAYOUT))?;
         if config.layout.declare && config.job.sync != SyncMode::None {
             for &(offset, len, state) in &initial.declarations {
                 job.declare(offset, len, state)?;
             }
         }
         let chunks = initial.source.len();
+        let copied_once = layout::try_filled(chunks.div_ceil(64), |_| 0u64)?;
         let disks = Disks::new(length, granularity, initial.source, initial.target, initial.fresh_from);
         let workload = Workload::new(&config.guest, length, Rng::derive(config.seed, STREAM_GUEST));
         let scripted_faults =
@@ -208,7 +216,7 @@ impl Simulation {
             target_writes_done: 0,
             flushed_upto: 0,
             flush_covers: BTreeMap::new(),
-            copied_once: vec![0; chunks.div_ceil(64)],
+            copied_once,
             failed_chunks: BTreeSet::new(),
             timeout_at: None,
             deferred: VecDeque::new(),
@@ -241,6 +249,7 @@ impl Simulation {
     /// at most `max_duration_ns` (a `Time` goal is bounded by its own instant instead).
     pub fn run_until_within(&mut self, goal: Goal, max_steps: u64, max_duration_ns: u64) -> RunOutcome {
         let first_step = self.steps;
+        let stop_at_not_converging = self.config.stops_at_not_converging();
         let deadline = match goal {
             Goal::Time(t) => t,
             _ => self.now_ns.saturating_add(max_duration_ns),
@@ -250,7 +259,11 @@ impl Simulation {
                 Goal::Ready if self.stats.ready_at_ns.is_some() => return RunOutcome::Reached,
                 Goal::Concluded if self.job_ended() => return RunOutcome::Reached,
                 Goal::Time(t) if self.now_ns >= t => return RunOutcome::Reached,
-                Goal::Ready if self.job_ended() => return RunOutcome::Unreachable,
+                Goal::NotConverging if self.stats.not_converging_at_ns.is_some() => return RunOutcome::Reached,
+                Goal::Ready | Goal::NotConverging if self.job_ended() => return RunOutcome::Unreachable,
+                Goal::Ready | Goal::Concluded if stop_at_not_converging && self.stats.not_converging_at_ns.is_some() => {
+                    return RunOutcome::NotConverging
+                }
                 _ => {}
             }
             match self.queue.peek_time() {

@@ -325,8 +325,11 @@ impl Simulation {
                 }
             }
             Event::Cancelled { .. } => self.stats.ending = Some("cancelled"),
-            Event::NotConverging { .. } if self.config.write_blocking_when_not_converging => {
-                self.deferred.push_back(Command::SetCopyMode(CopyMode::WriteBlocking));
+            Event::NotConverging { .. } => {
+                self.stats.not_converging_at_ns.get_or_insert(self.now_ns);
+                if self.config.write_blocking_when_not_converging {
+                    self.deferred.push_back(Command::SetCopyMode(CopyMode::WriteBlocking));
+                }
             }
             Event::Error { action, .. } => {
                 self.stats.error_events += 1;

@@ -53,7 +53,7 @@ mod views;
 
 pub use config::{
     Command, FaultConfig, GuestConfig, LayoutConfig, Pattern, ReadCapture, RunLimits, ScriptedCommand, ScriptedFault, SimConfig,
-    SimConfigError,
+    SimConfigError, MAX_CHUNKS,
 };
 pub use device::DeviceConfig;
 pub use disk::Side;

@@ -14,6 +14,8 @@ pub enum Goal {
     Concluded,
     /// Virtual time has reached this instant.
     Time(u64),
+    /// The job has emitted `BLOCK_JOB_NOT_CONVERGING`.
+    NotConverging,
 }
 
 /// How `run_until` ended.
@@ -31,6 +33,9 @@ pub enum RunOutcome {
     TimeLimit,
     /// The job concluded without reaching the goal (e.g. cancelled before ready).
     Unreachable,
+    /// The job reported `BLOCK_JOB_NOT_CONVERGING` before reaching ready or concluded, and
+    /// the run was set to stop there ([`SimConfig::stops_at_not_converging`](super::SimConfig::stops_at_not_converging)).
+    NotConverging,
 }
 
 impl RunOutcome {
@@ -42,6 +47,7 @@ impl RunOutcome {
             RunOutcome::Stalled => "stalled",
             RunOutcome::TimeLimit => "time_limit",
             RunOutcome::Unreachable => "unreachable",
+            RunOutcome::NotConverging => "not_converging",
         }
     }
 }
@@ -175,6 +181,8 @@ pub struct SimSummary {
     pub ready_at_ns: Option<u64>,
     /// When the job concluded.
     pub concluded_at_ns: Option<u64>,
+    /// When the job first emitted `BLOCK_JOB_NOT_CONVERGING`.
+    pub not_converging_at_ns: Option<u64>,
     /// The job's status now.
     pub status: JobStatus,
     /// Progress `current` now.

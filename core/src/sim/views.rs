@@ -137,6 +137,7 @@ impl Simulation {
             time_ns: self.now_ns,
             ready_at_ns: s.ready_at_ns,
             concluded_at_ns: s.concluded_at_ns,
+            not_converging_at_ns: s.not_converging_at_ns,
             status: self.job.status(),
             current: progress.current,
             total: progress.total,

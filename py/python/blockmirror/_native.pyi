@@ -1,6 +1,7 @@
 """Type stubs for the native extension."""
 
 import os
+from collections.abc import Callable
 from typing import Any, Literal, final
 
 __version__: str
@@ -288,6 +289,7 @@ class Simulation:
         recent_write_window_ns: int = 200_000_000,
         max_steps: int = ...,
         time_limit_ns: int = ...,
+        stop_at_not_converging: bool = True,
     ) -> Simulation: ...
     def run_until(self, goal: str | int, max_steps: int | None = None, time_limit_ns: int | None = None) -> str: ...
     @property
@@ -313,4 +315,8 @@ class Simulation:
     def set_write_rate(self, bytes_per_sec: int) -> None: ...
     def result(self) -> dict[str, Any]: ...
 
-def sweep(params: list[dict[str, Any]], threads: int | None = None) -> list[dict[str, Any]]: ...
+def sweep(
+    params: list[dict[str, Any]],
+    threads: int | None = None,
+    progress: bool | Callable[[int, int], object] | None = None,
+) -> list[dict[str, Any]]: ...
