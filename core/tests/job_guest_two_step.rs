@@ -202,3 +202,19 @@ fn an_ended_job_tracks_no_write_and_writes_before_start_are_tracked() {
         Err(JobError::ZeroLength { offset: 0 })
     );
 }
+
+/// Found by the model: an aborting job waits for every op, so a guest that kept starting
+/// tracked writes would keep it from ever concluding. It tracks none once it aborts.
+#[test]
+fn an_aborting_job_tracks_no_new_write_so_a_busy_guest_cannot_hold_it() {
+    let mut job = ready_job();
+    let GuestWriteStart::Proceed(landing) = job.handle_guest_write_start(0, 512).unwrap() else {
+        panic!("free chunk")
+    };
+    job.cancel(true).unwrap();
+    assert_eq!(job.handle_guest_write_start(CHUNK, 512).unwrap(), GuestWriteStart::Untracked);
+    assert_ne!(job.status(), JobStatus::Concluded, "the write in progress holds the end back");
+    assert_eq!(job.handle_guest_write_landed(landing, OpResult::Ok).unwrap(), GuestWrite::Acknowledge);
+    drain(&mut job);
+    assert_eq!(job.status(), JobStatus::Concluded);
+}

@@ -313,3 +313,42 @@ fn reporting_after_landing_loses_writes_that_the_two_step_protocol_keeps() {
         Model::new(setup_for(seed, GuestProtocol::TwoStep)).run(&seeded_program(seed, 120));
     }
 }
+
+/// Found by the model: writes started in background mode (owning nothing) were still in
+/// progress when the job switched to write-blocking; see the fix's commit.
+#[test]
+fn regression_unowned_writes_across_a_switch_to_write_blocking() {
+    let setup = Setup {
+        chunks: 1,
+        granularity: 1024,
+        max_io_chunks: 1,
+        buf_chunks: 1,
+        max_in_flight: 1,
+        guest_protocol: GuestProtocol::TwoStep,
+        seed: 0,
+        ..base_setup()
+    };
+    regression(
+        setup,
+        &[
+            (142, 122319288, 200145941),
+            (0, 0, 0),
+            (0, 0, 0),
+            (0, 0, 0),
+            (0, 0, 0),
+            (172, 1718368550, 0),
+            (62, 0, 0),
+            (242, 0, 0),
+            (142, 0, 0),
+            (186, 1036866466, 0),
+            (0, 0, 0),
+            (0, 0, 0),
+            (186, 554184567, 0),
+            (0, 0, 0),
+            (186, 2187832687, 0),
+            (62, 0, 0),
+            (172, 373300655, 0),
+            (0, 0, 0),
+        ],
+    );
+}

@@ -10,8 +10,9 @@
 //!   overlapping writes reach the source and the target in the same order (QEMU's active
 //!   write serialisation). A write that cannot own its chunks yet waits in the FIFO, owning
 //!   nothing, and is let through with an [`ActionKind::Admit`] action. Outside active
-//!   mirroring a started write owns nothing: its landing only marks its range dirty, and an
-//!   actively mirrored write that overlaps it waits until it has landed.
+//!   mirroring a started write owns nothing: its landing only marks its range dirty, an
+//!   actively mirrored write that overlaps it waits until it has landed, and an owned write
+//!   already landing under it (the mode changed in between) is not mirrored but dirtied.
 //! - **One step** ([`handle_guest_write`](MirrorJob::handle_guest_write), for drivers that
 //!   write the source and report in one go, never with two overlapping writes between their
 //!   landing and their report: simulators, single-threaded drivers). The write is reported
@@ -48,7 +49,8 @@ pub enum GuestWriteStart {
     /// Do not touch the source yet: an [`ActionKind::Admit`] action for this op follows once
     /// its chunks are free; then write the source and report it as for `Proceed`.
     Wait(OpId),
-    /// The job has ended and tracks nothing more: write, acknowledge, report nothing.
+    /// The job has ended or is aborting and tracks nothing more: write, acknowledge,
+    /// report nothing.
     Untracked,
 }
 
@@ -63,16 +65,22 @@ impl MirrorJob {
         length: u64,
     ) -> Result<GuestWriteStart, JobError> {
         self.check_range(offset, length)?;
-        if self.tracks_no_guest_writes() {
+        // An aborting job copies nothing more, and waits for every op: tracking new writes
+        // as ops would let a busy guest keep it from ever concluding.
+        if self.tracks_no_guest_writes() || matches!(self.ending, Ending::Abort(_)) {
             return Ok(GuestWriteStart::Untracked);
         }
         if !self.mirrors_actively() {
             let op = self.ops.insert(
-                OpKind::Guest(GuestStage::Landing { owned: false }),
+                OpKind::Guest(GuestStage::Landing {
+                    owned: false,
+                    overlapped: false,
+                }),
                 offset,
                 length,
             );
             self.mark_awaiting(op);
+            self.overlap_owned_landings(offset, length);
             return Ok(GuestWriteStart::Proceed(op));
         }
         let (first_chunk, end_chunk) = self.chunks_of(offset, length);
@@ -121,7 +129,7 @@ impl MirrorJob {
             .filter(|e| e.awaiting_completion)
             .filter(|e| matches!(e.kind, OpKind::Guest(GuestStage::Landing { .. })))
             .ok_or(JobError::UnknownOp(op))?;
-        let OpKind::Guest(GuestStage::Landing { owned }) = entry.kind else {
+        let OpKind::Guest(GuestStage::Landing { owned, overlapped }) = entry.kind else {
             unreachable!("filtered above")
         };
         if result == OpResult::OkZeroes {
@@ -131,7 +139,8 @@ impl MirrorJob {
                 result: "zeroes",
             });
         }
-        let answer = if owned && result == OpResult::Ok && self.mirrors_actively() {
+        let answer = if owned && !overlapped && result == OpResult::Ok && self.mirrors_actively()
+        {
             self.ops.get_mut(op).expect("looked up above").kind =
                 OpKind::Guest(GuestStage::Mirroring);
             self.mirror_landed(op, entry.offset, entry.length);
@@ -241,11 +250,33 @@ impl MirrorJob {
                 .is_some()
             || (self.ops.unowned_landings() > 0
                 && self.ops.iter().any(|(_, e)| {
-                    e.kind == OpKind::Guest(GuestStage::Landing { owned: false }) && {
+                    matches!(e.kind, OpKind::Guest(GuestStage::Landing { owned: false, .. })) && {
                         let (first, end) = self.chunks_of(e.offset, e.length);
                         overlaps(first, end)
                     }
                 }))
+    }
+
+    /// An unowned write starts over chunks an owned write is landing on: the two may land in
+    /// either order, so the owned one must not clean those chunks when it lands.
+    fn overlap_owned_landings(&mut self, offset: u64, length: u64) {
+        let (first, end) = self.chunks_of(offset, length);
+        let granularity = self.config.granularity;
+        for e in self.ops.iter_mut() {
+            if let OpKind::Guest(GuestStage::Landing {
+                owned: true,
+                overlapped,
+            }) = &mut e.kind
+            {
+                let (e_first, e_end) = (
+                    e.offset / granularity,
+                    (e.offset + e.length).div_ceil(granularity),
+                );
+                if e_first < end && first < e_end {
+                    *overlapped = true;
+                }
+            }
+        }
     }
 
     /// Starts every waiting guest write whose chunks are free and that no earlier waiting
@@ -280,7 +311,10 @@ impl MirrorJob {
         entry.kind = if landed {
             OpKind::Guest(GuestStage::Mirroring)
         } else {
-            OpKind::Guest(GuestStage::Landing { owned: true })
+            OpKind::Guest(GuestStage::Landing {
+                owned: true,
+                overlapped: false,
+            })
         };
         self.ops
             .claim(waiter.op, waiter.first_chunk, waiter.end_chunk);

@@ -52,7 +52,9 @@ pub(super) enum GuestStage {
     Queued { landed: bool },
     /// Writing the source (two steps). `owned`: it owns its chunks (it is mirrored once it
     /// lands); otherwise it owns nothing and its landing only marks its range dirty.
-    Landing { owned: bool },
+    /// `overlapped`: an unowned write (started after a switch to background mode) overlaps
+    /// it and may land after it, so its landing must not clean the chunks it covers.
+    Landing { owned: bool, overlapped: bool },
     /// Its `guest_write` action (the guest's data to the target) is out or queued.
     Mirroring,
 }
@@ -74,7 +76,10 @@ pub(super) enum OpKind {
     Pivot,
 }
 
-const UNOWNED_LANDING: OpKind = OpKind::Guest(GuestStage::Landing { owned: false });
+const UNOWNED_LANDING: OpKind = OpKind::Guest(GuestStage::Landing {
+    owned: false,
+    overlapped: false,
+});
 
 impl OpKind {
     /// Job ops are everything but guest writes: pause and the final switch wait for them.
@@ -204,6 +209,10 @@ impl OpTable {
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (OpId, &Op)> + '_ {
         self.ops.iter().map(|(id, op)| (OpId(*id), op))
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Op> + '_ {
+        self.ops.iter_mut().map(|(_, op)| op)
     }
 
     /// Makes `op` the owner of chunks `[first, end)`, which must all be free.

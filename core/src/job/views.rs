@@ -141,7 +141,7 @@ impl MirrorJob {
             let kind = match entry.kind {
                 OpKind::Copy(CopyStage::Read) => OpViewKind::Reading,
                 OpKind::Copy(CopyStage::Write(_)) => OpViewKind::Writing,
-                OpKind::Guest(GuestStage::Landing { owned: true }) => OpViewKind::GuestLanding,
+                OpKind::Guest(GuestStage::Landing { owned: true, .. }) => OpViewKind::GuestLanding,
                 OpKind::Guest(GuestStage::Mirroring) => OpViewKind::GuestWriting,
                 OpKind::Guest(GuestStage::Queued { .. }) => OpViewKind::WaitingGuestWrite,
                 _ => return None,

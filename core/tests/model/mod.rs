@@ -308,6 +308,13 @@ impl Model {
             if self.job.status() == JobStatus::Concluded {
                 return;
             }
+            // Time passes while the guest keeps the driver busy: waits the job set itself
+            // (the retry back-off after ignored errors) run out as they would on a machine.
+            if round % 10 == 9 {
+                self.now += 10_000_000;
+                self.job.handle_timeout(Nanos(self.now));
+                self.after_input("finish clock");
+            }
             if self.job.status() == JobStatus::Ready && !ended {
                 ended = true;
                 if self.setup.finish_with_complete && !self.cancel_requested {
@@ -506,7 +513,10 @@ impl Model {
 
     fn guest_write(&mut self, a: u64, b: u64) {
         let busy = self.unacknowledged + self.in_progress.len();
-        if self.held || self.pivoted || busy >= 6 || self.length == 0 {
+        // A driver holds new guest writes from the moment it is asked to quiesce (writes
+        // already started finish first), as the file engine's gate does.
+        let quiescing = self.pending.iter().any(|a| a.kind == ActionKind::Quiesce);
+        if self.held || quiescing || self.pivoted || busy >= 6 || self.length == 0 {
             return;
         }
         let unit = self.setup.unit;
@@ -563,8 +573,9 @@ impl Model {
                     }
                     GuestWriteStart::Untracked => {
                         assert!(
-                            matches!(self.job.status(), JobStatus::Concluded | JobStatus::Null),
-                            "only an ended job tracks nothing"
+                            self.end.is_some() || self.cancel_requested || !self.report_errors.is_empty()
+                                || !self.switch_failures.is_empty(),
+                            "only an ended or aborting job tracks nothing"
                         );
                         self.land(&write);
                         return;
