@@ -214,17 +214,19 @@ FULL_DISK = [{"side": "target", "op": "any", "count": 0, "error": "nospace"}]
 
 
 def test_repeated_ignored_errors_are_counted_not_stored(paths):
+    # The job backs off between retries (10 ms doubling to 1 s), so a few dozen failures
+    # take about a second; the native queue folds them into a handful of records.
     fm = FileMirror(*paths, granularity=65536, on_target_error="ignore", faults=FULL_DISK)
     try:
         records = total = 0
-        while total < 1000:
+        while total < 24:
             ev = fm.next_event(30)
             assert ev is not None, "the ignored errors stopped coming"
             if ev["type"] == "BLOCK_JOB_ERROR":
                 assert ev["action"] == "ignore" and ev["error"] == "nospace"
                 records += 1
                 total += ev["count"]
-        assert records * 5 <= total, (records, total)
+        assert records * 3 <= total, (records, total)
         assert fm.snapshot()["events_dropped"] == 0
     finally:
         fm.close()
@@ -237,8 +239,8 @@ def test_python_events_carry_the_repeat_count(paths):
             if ev.type == "BLOCK_JOB_ERROR":
                 assert ev.count is not None and ev.count >= 1
                 total += ev.count
-                if total >= 500:
+                if total >= 24:
                     break
         errors = [e for e in m.events if e.type == "BLOCK_JOB_ERROR"]
-        assert len(errors) * 5 <= sum(e.count for e in errors)
+        assert len(errors) * 3 <= sum(e.count for e in errors)
         assert errors[0].to_dict()["count"] >= 1
