@@ -15,7 +15,8 @@ pub fn parse_name<T: FromStr<Err = ConfigError>>(name: &str) -> PyResult<T> {
     name.parse().map_err(invalid_argument)
 }
 
-/// An I/O error from its shared name (`nospace`, `io`, `readonly`) or an errno.
+/// An I/O error from its shared name (`nospace`, `io`, `readonly`: the core's table) or an
+/// errno.
 pub fn parse_error_kind(value: &Bound<'_, PyAny>) -> PyResult<IoErrorKind> {
     if let Ok(errno) = value.extract::<i64>() {
         return match i32::try_from(errno) {
@@ -23,17 +24,10 @@ pub fn parse_error_kind(value: &Bound<'_, PyAny>) -> PyResult<IoErrorKind> {
             _ => Err(invalid_argument(format!("errno must be a positive int, got {errno}"))),
         };
     }
-    let name: String = value
-        .extract()
-        .map_err(|_| invalid_argument("error must be None, \"nospace\", \"io\", \"readonly\" or an errno"))?;
-    match name.as_str() {
-        "nospace" => Ok(IoErrorKind::NoSpace),
-        "io" => Ok(IoErrorKind::Io),
-        "readonly" => Ok(IoErrorKind::ReadOnly),
-        other => Err(invalid_argument(format!(
-            "unknown error {other:?}: use \"nospace\", \"io\", \"readonly\" or an errno"
-        ))),
-    }
+    let names = IoErrorKind::NAMED.map(|k| format!("{:?}", k.name())).join(", ");
+    let name: String =
+        value.extract().map_err(|_| invalid_argument(format!("error must be None, {names} or an errno")))?;
+    name.parse().map_err(|_| invalid_argument(format!("unknown error {name:?}: use {names} or an errno")))
 }
 
 /// A job error as the Python exception the contract names.

@@ -167,16 +167,7 @@ pub fn parse(length: u64, dict: &Bound<'_, PyDict>, allow_until: bool) -> PyResu
         }
     }
 
-    config.read_capture = match o.string("read_capture", "either")?.as_str() {
-        "either" => ReadCapture::Either,
-        "issue" => ReadCapture::Issue,
-        "completion" => ReadCapture::Completion,
-        other => {
-            return Err(invalid_argument(format!(
-                "unknown read_capture {other:?}: use \"either\", \"issue\" or \"completion\""
-            )))
-        }
-    };
+    config.read_capture = parse_name_among(&o.string("read_capture", "either")?, "read_capture", &ReadCapture::NAMES)?;
     config.complete_on_ready = o.boolean("complete_on_ready", false)?;
     config.write_blocking_when_not_converging = o.boolean("write_blocking_when_not_converging", false)?;
     config.resume_after_stop_ns = o.opt_u64("resume_after_stop_ns")?;
@@ -219,11 +210,15 @@ pub fn parse_goal(value: &Bound<'_, PyAny>) -> PyResult<Goal> {
 }
 
 fn parse_side(name: &str) -> PyResult<Side> {
-    match name {
-        "source" => Ok(Side::Source),
-        "target" => Ok(Side::Target),
-        other => Err(invalid_argument(format!("unknown side {other:?}: use \"source\" or \"target\""))),
-    }
+    parse_name_among(name, "side", &Side::NAMES)
+}
+
+/// A simulator name (the core's table), or `InvalidArgument` listing the names it knows.
+fn parse_name_among<T: std::str::FromStr>(name: &str, what: &str, known: &[&str]) -> PyResult<T> {
+    name.parse().map_err(|_| {
+        let known: Vec<String> = known.iter().map(|n| format!("{n:?}")).collect();
+        invalid_argument(format!("unknown {what} {name:?}: use {}", known.join(", ")))
+    })
 }
 
 /// A fault dict: `{side, nth (or op), error}` scripts one fault; `{side, rate, error,

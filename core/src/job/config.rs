@@ -1,7 +1,6 @@
 //! Job configuration: sync mode, copy mode, error policies and the knobs.
 
-use std::fmt;
-use std::str::FromStr;
+use crate::names::names;
 
 /// Which parts of the source the job copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -54,58 +53,10 @@ pub enum RangeState {
     Zero,
 }
 
-macro_rules! names {
-    ($ty:ident, $what:literal, $($variant:ident = $name:literal),+) => {
-        impl $ty {
-            /// The shared lowercase name.
-            pub fn as_str(self) -> &'static str {
-                match self { $($ty::$variant => $name),+ }
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-        impl FromStr for $ty {
-            type Err = ConfigError;
-            fn from_str(s: &str) -> Result<Self, ConfigError> {
-                match s {
-                    $($name => Ok($ty::$variant),)+
-                    _ => Err(ConfigError::UnknownName { what: $what, name: s.to_owned() }),
-                }
-            }
-        }
-    };
-}
-names!(
-    SyncMode,
-    "sync mode",
-    Full = "full",
-    Top = "top",
-    None = "none"
-);
-names!(
-    CopyMode,
-    "copy mode",
-    Background = "background",
-    WriteBlocking = "write-blocking"
-);
-names!(
-    ErrorPolicy,
-    "error policy",
-    Report = "report",
-    Ignore = "ignore",
-    Stop = "stop",
-    Enospc = "enospc"
-);
-names!(
-    RangeState,
-    "range state",
-    Allocated = "allocated",
-    Unallocated = "unallocated",
-    Zero = "zero"
-);
+names!(SyncMode, "sync mode", ConfigError, Full = "full", Top = "top", None = "none");
+names!(CopyMode, "copy mode", ConfigError, Background = "background", WriteBlocking = "write-blocking");
+names!(ErrorPolicy, "error policy", ConfigError, Report = "report", Ignore = "ignore", Stop = "stop", Enospc = "enospc");
+names!(RangeState, "range state", ConfigError, Allocated = "allocated", Unallocated = "unallocated", Zero = "zero");
 
 /// Invalid configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,7 +2,8 @@
 
 use super::action::IoErrorKind;
 use super::status::JobStatus;
-use std::fmt;
+use super::config::ConfigError;
+use crate::names::names;
 
 /// Which side an error happened on: `read` is the source, `write` the target (flushes too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,38 +27,38 @@ pub enum ErrorAction {
     Stop,
 }
 
-impl Operation {
-    /// The shared lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Read => "read",
-            Operation::Write => "write",
-        }
-    }
+names!(Operation, "operation", ConfigError, Read = "read", Write = "write");
+names!(ErrorAction, "error action", ConfigError, Report = "report", Ignore = "ignore", Stop = "stop");
+
+/// The type of an [`Event`], without its fields. Names match QEMU's QMP events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventType {
+    /// [`Event::StatusChange`].
+    StatusChange,
+    /// [`Event::Ready`].
+    Ready,
+    /// [`Event::Completed`].
+    Completed,
+    /// [`Event::Cancelled`].
+    Cancelled,
+    /// [`Event::Error`].
+    Error,
+    /// [`Event::NotConverging`].
+    NotConverging,
 }
 
-impl ErrorAction {
-    /// The shared lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorAction::Report => "report",
-            ErrorAction::Ignore => "ignore",
-            ErrorAction::Stop => "stop",
-        }
-    }
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Display for ErrorAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+names!(
+    EventType,
+    "event type",
+    ConfigError,
+    StatusChange = "JOB_STATUS_CHANGE",
+    Ready = "BLOCK_JOB_READY",
+    Completed = "BLOCK_JOB_COMPLETED",
+    Cancelled = "BLOCK_JOB_CANCELLED",
+    Error = "BLOCK_JOB_ERROR",
+    NotConverging = "BLOCK_JOB_NOT_CONVERGING",
+);
 
 /// Something the user should know. Names match QEMU's QMP events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,15 +120,20 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event's type.
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Event::StatusChange { .. } => EventType::StatusChange,
+            Event::Ready { .. } => EventType::Ready,
+            Event::Completed { .. } => EventType::Completed,
+            Event::Cancelled { .. } => EventType::Cancelled,
+            Event::Error { .. } => EventType::Error,
+            Event::NotConverging { .. } => EventType::NotConverging,
+        }
+    }
+
     /// The shared event type name, e.g. `BLOCK_JOB_READY`.
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Event::StatusChange { .. } => "JOB_STATUS_CHANGE",
-            Event::Ready { .. } => "BLOCK_JOB_READY",
-            Event::Completed { .. } => "BLOCK_JOB_COMPLETED",
-            Event::Cancelled { .. } => "BLOCK_JOB_CANCELLED",
-            Event::Error { .. } => "BLOCK_JOB_ERROR",
-            Event::NotConverging { .. } => "BLOCK_JOB_NOT_CONVERGING",
-        }
+        self.event_type().as_str()
     }
 }

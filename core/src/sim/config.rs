@@ -3,6 +3,7 @@
 use super::device::DeviceConfig;
 use super::disk::Side;
 use crate::job::{CopyMode, IoErrorKind, MirrorConfig};
+use crate::names::names;
 use std::fmt;
 use std::str::FromStr;
 
@@ -402,3 +403,5 @@ pub enum SimConfigError {
     #[error("{0}")]
     Invalid(&'static str),
 }
+
+names!(ReadCapture, "read capture", SimConfigError, Issue = "issue", Completion = "completion", Either = "either");

@@ -14,7 +14,7 @@ import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from blockmirror._events import MirrorEvent, MirrorResult
-from blockmirror._native import FileMirror, IoError, JobStateError
+from blockmirror._native import ERRNO_BY_NAME, FileMirror, IoError, JobStateError
 
 __all__ = ["CreatedTarget", "Mirror", "mirror"]
 
@@ -505,15 +505,13 @@ def mirror(
             created.remove()
 
 
-_ERRNO_BY_NAME = {"nospace": 28, "io": 5, "readonly": 30}
-
-
 def _errno_of(name: Optional[str]) -> int:
+    # Event error names come from the core's table (ERRNO_BY_NAME); other errnos are decimal.
     if name is None:
-        return 5
-    if name in _ERRNO_BY_NAME:
-        return _ERRNO_BY_NAME[name]
+        return ERRNO_BY_NAME["io"]
+    if name in ERRNO_BY_NAME:
+        return ERRNO_BY_NAME[name]
     try:
         return int(name)
     except ValueError:
-        return 5
+        return ERRNO_BY_NAME["io"]

@@ -108,6 +108,7 @@ class FileMirror:
 # -- the sans-io job and the simulator ----------------------------------------------------
 
 CHUNK_STATE_NAMES: tuple[str, ...]
+ERRNO_BY_NAME: dict[str, int]
 
 @final
 class Action:
