@@ -249,6 +249,7 @@ impl WasmDemo {
                         Field::Text(t) => JsValue::from_str(&t),
                         Field::Number(n) => JsValue::from_f64(n),
                         Field::Flag(b) => JsValue::from_bool(b),
+                        Field::Null => JsValue::NULL,
                     };
                     set(&object, name, &value);
                 }

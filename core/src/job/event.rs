@@ -4,6 +4,7 @@ use super::action::IoErrorKind;
 use super::status::JobStatus;
 use super::config::ConfigError;
 use crate::names::names;
+use std::borrow::Cow;
 
 /// Which side an error happened on: `read` is the source, `write` the target (flushes too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,5 +136,73 @@ impl Event {
     /// The shared event type name, e.g. `BLOCK_JOB_READY`.
     pub fn type_name(&self) -> &'static str {
         self.event_type().as_str()
+    }
+
+    /// The event's fields as `(name, value)` pairs, in a fixed order, without `type`: the
+    /// schema every face shows (Python's `Event`, the page's event objects). An event type
+    /// always has the same names; a field with nothing to say (`error` of a completion that
+    /// succeeded) is [`FieldValue::None`]. Names and values are the shared names
+    /// (`error` is `nospace`, never the human message).
+    pub fn fields(&self) -> Vec<(&'static str, FieldValue)> {
+        use FieldValue::{Bool, Str, U64};
+        match *self {
+            Event::StatusChange { status } => vec![("status", Str(status.as_str().into()))],
+            Event::Ready { current, total } | Event::Cancelled { current, total } => {
+                vec![("current", U64(current)), ("total", U64(total))]
+            }
+            Event::Completed { current, total, error, pivoted } => vec![
+                ("current", U64(current)),
+                ("total", U64(total)),
+                ("error", error.map_or(FieldValue::None, |e| Str(e.name().into()))),
+                ("pivoted", Bool(pivoted)),
+            ],
+            Event::Error { operation, action, offset, length, error } => vec![
+                ("operation", Str(operation.as_str().into())),
+                ("action", Str(action.as_str().into())),
+                ("offset", U64(offset)),
+                ("length", U64(length)),
+                ("error", Str(error.name().into())),
+            ],
+            Event::NotConverging { dirty_bytes, dirty_bytes_per_sec, copy_bytes_per_sec } => vec![
+                ("dirty_bytes", U64(dirty_bytes)),
+                ("dirty_bytes_per_sec", U64(dirty_bytes_per_sec)),
+                ("copy_bytes_per_sec", U64(copy_bytes_per_sec)),
+            ],
+        }
+    }
+}
+
+/// The value of one event field (see [`Event::fields`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FieldValue {
+    /// Bytes, rates: an unsigned integer.
+    U64(u64),
+    /// A flag.
+    Bool(bool),
+    /// A shared name (status, operation, action, error kind).
+    Str(Cow<'static, str>),
+    /// Nothing to say (Python `None`, JavaScript `null`).
+    None,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_use_names_not_messages() {
+        let e = Event::Error {
+            operation: Operation::Write,
+            action: ErrorAction::Stop,
+            offset: 65536,
+            length: 4096,
+            error: IoErrorKind::NoSpace,
+        };
+        assert_eq!(e.fields()[4], ("error", FieldValue::Str("nospace".into())));
+        let done = Event::Completed { current: 1, total: 1, error: None, pivoted: true };
+        let names: Vec<_> = done.fields().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["current", "total", "error", "pivoted"], "a fixed schema, error None");
+        assert_eq!(done.fields()[2].1, FieldValue::None);
     }
 }

@@ -134,7 +134,7 @@ mod views;
 pub use action::{Action, ActionKind, IoErrorKind, OpId, OpResult};
 pub use config::{ConfigError, CopyMode, ErrorPolicy, MirrorConfig, RangeState, SyncMode};
 pub use error::JobError;
-pub use event::{ErrorAction, Event, EventType, Operation};
+pub use event::{ErrorAction, Event, EventType, FieldValue, Operation};
 pub use guest::{GuestWrite, GuestWriteStart};
 pub use mirror::{MirrorJob, Nanos};
 pub use policy::{RETRY_BACKOFF_FIRST_NS, RETRY_BACKOFF_MAX_NS};
