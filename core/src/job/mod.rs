@@ -132,7 +132,10 @@ mod verbs;
 mod views;
 
 pub use action::{Action, ActionKind, IoErrorKind, OpId, OpResult};
-pub use config::{ConfigError, CopyMode, ErrorPolicy, MirrorConfig, RangeState, SyncMode};
+pub use config::{
+    ConfigError, CopyMode, ErrorPolicy, MirrorConfig, RangeState, SyncMode, DEFAULT_BUF_SIZE, DEFAULT_GRANULARITY,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IO, DEFAULT_NOT_CONVERGING_WINDOW_NS, MAX_GRANULARITY, MIN_GRANULARITY,
+};
 pub use error::JobError;
 pub use event::{ErrorAction, Event, EventType, FieldValue, Operation};
 pub use guest::{GuestWrite, GuestWriteStart};
