@@ -13,10 +13,6 @@ use super::*;
 use crate::bitmap::HBitmap;
 use std::collections::VecDeque;
 
-/// A point in time in nanoseconds, supplied by the driver (no clock in the core).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Nanos(pub u64);
-
 /// How the job is ending, once an end was requested or forced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Ending {

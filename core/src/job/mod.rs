@@ -128,6 +128,7 @@ mod ratelimit;
 mod rates;
 mod status;
 mod sync;
+mod time;
 mod verbs;
 mod views;
 
@@ -139,7 +140,8 @@ pub use config::{
 pub use error::JobError;
 pub use event::{ErrorAction, Event, EventType, FieldValue, Operation};
 pub use guest::{GuestWrite, GuestWriteStart};
-pub use mirror::{MirrorJob, Nanos};
+pub use mirror::MirrorJob;
+pub use time::Nanos;
 pub use policy::{RETRY_BACKOFF_FIRST_NS, RETRY_BACKOFF_MAX_NS};
 pub use ratelimit::SLICE_NS;
 pub use status::{render_phase_diagram, JobStatus, Verb, TRANSITIONS, VERB_TABLE};

@@ -18,7 +18,8 @@
 //! of [`RETRY_BACKOFF_FIRST_NS`] separates two rounds. The chunk stays dirty throughout
 //! (DESIGN §3.6): once the fault is gone, the next round succeeds and the job converges.
 
-use super::mirror::{AbortReason, Ending, GuestHold, MirrorJob, Nanos};
+use super::mirror::{AbortReason, Ending, GuestHold, MirrorJob};
+use super::time::Nanos;
 use super::*;
 
 /// The first wait after an `ignore`d error, in nanoseconds.

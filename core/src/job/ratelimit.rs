@@ -5,7 +5,7 @@
 //! the overshoot is paid for by stretching the slice to `start + (dispatched / quota) × 100 ms`.
 //! Speed 0 means unlimited.
 
-use super::mirror::Nanos;
+use super::time::Nanos;
 
 /// Length of one rate-limit slice.
 pub const SLICE_NS: u64 = 100_000_000;

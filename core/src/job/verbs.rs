@@ -1,7 +1,8 @@
 //! Commands from the user: the verbs of DESIGN §2, checked against [`VERB_TABLE`](super::VERB_TABLE).
 //! A refused verb returns a typed error and changes nothing.
 
-use super::mirror::{AbortReason, Ending, GuestHold, MirrorJob, Nanos};
+use super::mirror::{AbortReason, Ending, GuestHold, MirrorJob};
+use super::time::Nanos;
 use super::*;
 
 impl MirrorJob {

@@ -1,7 +1,8 @@
 //! Read-only views of a job for drivers and visualisation: status, progress, rates, the
 //! bitmap and the ops that own chunks.
 
-use super::mirror::{GuestHold, MirrorJob, Nanos};
+use super::mirror::{GuestHold, MirrorJob};
+use super::time::Nanos;
 use super::ops::{CopyStage, GuestStage, OpKind};
 use super::*;
 use crate::bitmap::HBitmap;
