@@ -67,8 +67,25 @@ mod tests {
 
     #[test]
     fn every_table_reads_back_what_it_writes() {
-        round_trip!(SyncMode, CopyMode, ErrorPolicy, RangeState, JobStatus, Verb, ActionKind);
-        round_trip!(OpViewKind, Operation, ErrorAction, EventType, ChunkState, RunOutcome, ReadCapture, Side);
+        round_trip!(
+            SyncMode,
+            CopyMode,
+            ErrorPolicy,
+            RangeState,
+            JobStatus,
+            Verb,
+            ActionKind
+        );
+        round_trip!(
+            OpViewKind,
+            Operation,
+            ErrorAction,
+            EventType,
+            ChunkState,
+            RunOutcome,
+            ReadCapture,
+            Side
+        );
     }
 
     #[test]
@@ -93,7 +110,11 @@ mod tests {
             assert_eq!(kind.errno(), errno);
             assert_ne!(kind.message(), name);
         }
-        assert_eq!("28".parse::<IoErrorKind>(), Ok(IoErrorKind::NoSpace), "an errno with a name");
+        assert_eq!(
+            "28".parse::<IoErrorKind>(),
+            Ok(IoErrorKind::NoSpace),
+            "an errno with a name"
+        );
         assert_eq!(IoErrorKind::NoSpace.to_string(), "No space left on device");
         for bad in ["", "0", "-5", "nope", "No space left on device"] {
             assert!(bad.parse::<IoErrorKind>().is_err(), "{bad:?}");

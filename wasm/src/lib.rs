@@ -307,8 +307,8 @@ mod tests {
         }
     }
 
-    /// The status and verb names the page shows and sends are the shared names (DESIGN
-    /// §2, §5), written out here so that a change in the core's `Display` fails this test.
+    /// The status and verb names the page shows and sends are the shared names (the core's
+    /// tables), written out here so that a change in the core's `Display` fails this test.
     #[test]
     fn status_and_verb_names_are_the_shared_names() {
         let statuses: Vec<String> = JobStatus::ALL.iter().map(|s| s.to_string()).collect();

@@ -117,7 +117,8 @@ impl IoErrorKind {
 
     /// The kinds with a name of their own, in table order; any other errno is named by
     /// its decimal number.
-    pub const NAMED: [IoErrorKind; 3] = [IoErrorKind::NoSpace, IoErrorKind::Io, IoErrorKind::ReadOnly];
+    pub const NAMED: [IoErrorKind; 3] =
+        [IoErrorKind::NoSpace, IoErrorKind::Io, IoErrorKind::ReadOnly];
 
     /// The shared name of a named kind (`nospace`, `io`, `readonly`); None for `Other`.
     pub const fn as_str(self) -> Option<&'static str> {
@@ -165,7 +166,10 @@ impl FromStr for IoErrorKind {
         }
         match s.parse::<i32>() {
             Ok(errno) if errno > 0 => Ok(IoErrorKind::from_errno(errno)),
-            _ => Err(ConfigError::UnknownName { what: "error kind", name: s.to_owned() }),
+            _ => Err(ConfigError::UnknownName {
+                what: "error kind",
+                name: s.to_owned(),
+            }),
         }
     }
 }

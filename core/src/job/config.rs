@@ -53,10 +53,38 @@ pub enum RangeState {
     Zero,
 }
 
-names!(SyncMode, "sync mode", ConfigError, Full = "full", Top = "top", None = "none");
-names!(CopyMode, "copy mode", ConfigError, Background = "background", WriteBlocking = "write-blocking");
-names!(ErrorPolicy, "error policy", ConfigError, Report = "report", Ignore = "ignore", Stop = "stop", Enospc = "enospc");
-names!(RangeState, "range state", ConfigError, Allocated = "allocated", Unallocated = "unallocated", Zero = "zero");
+names!(
+    SyncMode,
+    "sync mode",
+    ConfigError,
+    Full = "full",
+    Top = "top",
+    None = "none"
+);
+names!(
+    CopyMode,
+    "copy mode",
+    ConfigError,
+    Background = "background",
+    WriteBlocking = "write-blocking"
+);
+names!(
+    ErrorPolicy,
+    "error policy",
+    ConfigError,
+    Report = "report",
+    Ignore = "ignore",
+    Stop = "stop",
+    Enospc = "enospc"
+);
+names!(
+    RangeState,
+    "range state",
+    ConfigError,
+    Allocated = "allocated",
+    Unallocated = "unallocated",
+    Zero = "zero"
+);
 
 /// Invalid configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -169,13 +197,24 @@ impl MirrorConfig {
     /// refuse a configuration before building anything.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let granularity = self.granularity;
-        if !granularity.is_power_of_two() || !(MIN_GRANULARITY..=MAX_GRANULARITY).contains(&granularity) {
+        if !granularity.is_power_of_two()
+            || !(MIN_GRANULARITY..=MAX_GRANULARITY).contains(&granularity)
+        {
             return Err(ConfigError::Granularity(granularity));
         }
         if self.max_io == 0 || self.max_io % granularity != 0 {
-            return Err(ConfigError::MaxIo { max_io: self.max_io, granularity });
+            return Err(ConfigError::MaxIo {
+                max_io: self.max_io,
+                granularity,
+            });
         }
-        if self.buf_size == 0 || self.buf_size.div_ceil(granularity).checked_mul(granularity).is_none() {
+        if self.buf_size == 0
+            || self
+                .buf_size
+                .div_ceil(granularity)
+                .checked_mul(granularity)
+                .is_none()
+        {
             return Err(ConfigError::BufSize);
         }
         if self.max_in_flight == 0 {
@@ -197,13 +236,32 @@ mod tests {
             f(&mut c);
             c.validate()
         };
-        assert_eq!(with(|c| c.granularity = MIN_GRANULARITY / 2), Err(ConfigError::Granularity(256)));
-        assert_eq!(with(|c| c.granularity = MAX_GRANULARITY * 2), Err(ConfigError::Granularity(128 << 20)));
-        assert!(matches!(with(|c| c.max_io = 4096), Err(ConfigError::MaxIo { .. })));
+        assert_eq!(
+            with(|c| c.granularity = MIN_GRANULARITY / 2),
+            Err(ConfigError::Granularity(256))
+        );
+        assert_eq!(
+            with(|c| c.granularity = MAX_GRANULARITY * 2),
+            Err(ConfigError::Granularity(128 << 20))
+        );
+        assert!(matches!(
+            with(|c| c.max_io = 4096),
+            Err(ConfigError::MaxIo { .. })
+        ));
         assert_eq!(with(|c| c.buf_size = 0), Err(ConfigError::BufSize));
-        assert_eq!(with(|c| c.buf_size = u64::MAX), Err(ConfigError::BufSize), "rounding up overflows");
+        assert_eq!(
+            with(|c| c.buf_size = u64::MAX),
+            Err(ConfigError::BufSize),
+            "rounding up overflows"
+        );
         assert_eq!(with(|c| c.max_in_flight = 0), Err(ConfigError::MaxInFlight));
-        let sim = crate::sim::SimConfig::new(MirrorConfig { granularity: 3, ..MirrorConfig::new(1 << 20) });
-        assert_eq!(sim.validate(), Err(crate::sim::SimConfigError::Job(ConfigError::Granularity(3))));
+        let sim = crate::sim::SimConfig::new(MirrorConfig {
+            granularity: 3,
+            ..MirrorConfig::new(1 << 20)
+        });
+        assert_eq!(
+            sim.validate(),
+            Err(crate::sim::SimConfigError::Job(ConfigError::Granularity(3)))
+        );
     }
 }

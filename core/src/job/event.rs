@@ -1,8 +1,8 @@
 //! Events: what the job tells its user.
 
 use super::action::IoErrorKind;
-use super::status::JobStatus;
 use super::config::ConfigError;
+use super::status::JobStatus;
 use crate::names::names;
 use std::borrow::Cow;
 
@@ -28,8 +28,21 @@ pub enum ErrorAction {
     Stop,
 }
 
-names!(Operation, "operation", ConfigError, Read = "read", Write = "write");
-names!(ErrorAction, "error action", ConfigError, Report = "report", Ignore = "ignore", Stop = "stop");
+names!(
+    Operation,
+    "operation",
+    ConfigError,
+    Read = "read",
+    Write = "write"
+);
+names!(
+    ErrorAction,
+    "error action",
+    ConfigError,
+    Report = "report",
+    Ignore = "ignore",
+    Stop = "stop"
+);
 
 /// The type of an [`Event`], without its fields. Names match QEMU's QMP events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -150,20 +163,38 @@ impl Event {
             Event::Ready { current, total } | Event::Cancelled { current, total } => {
                 vec![("current", U64(current)), ("total", U64(total))]
             }
-            Event::Completed { current, total, error, pivoted } => vec![
+            Event::Completed {
+                current,
+                total,
+                error,
+                pivoted,
+            } => vec![
                 ("current", U64(current)),
                 ("total", U64(total)),
-                ("error", error.map_or(FieldValue::None, |e| Str(e.name().into()))),
+                (
+                    "error",
+                    error.map_or(FieldValue::None, |e| Str(e.name().into())),
+                ),
                 ("pivoted", Bool(pivoted)),
             ],
-            Event::Error { operation, action, offset, length, error } => vec![
+            Event::Error {
+                operation,
+                action,
+                offset,
+                length,
+                error,
+            } => vec![
                 ("operation", Str(operation.as_str().into())),
                 ("action", Str(action.as_str().into())),
                 ("offset", U64(offset)),
                 ("length", U64(length)),
                 ("error", Str(error.name().into())),
             ],
-            Event::NotConverging { dirty_bytes, dirty_bytes_per_sec, copy_bytes_per_sec } => vec![
+            Event::NotConverging {
+                dirty_bytes,
+                dirty_bytes_per_sec,
+                copy_bytes_per_sec,
+            } => vec![
                 ("dirty_bytes", U64(dirty_bytes)),
                 ("dirty_bytes_per_sec", U64(dirty_bytes_per_sec)),
                 ("copy_bytes_per_sec", U64(copy_bytes_per_sec)),
@@ -200,9 +231,18 @@ mod tests {
             error: IoErrorKind::NoSpace,
         };
         assert_eq!(e.fields()[4], ("error", FieldValue::Str("nospace".into())));
-        let done = Event::Completed { current: 1, total: 1, error: None, pivoted: true };
+        let done = Event::Completed {
+            current: 1,
+            total: 1,
+            error: None,
+            pivoted: true,
+        };
         let names: Vec<_> = done.fields().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["current", "total", "error", "pivoted"], "a fixed schema, error None");
+        assert_eq!(
+            names,
+            ["current", "total", "error", "pivoted"],
+            "a fixed schema, error None"
+        );
         assert_eq!(done.fields()[2].1, FieldValue::None);
     }
 }

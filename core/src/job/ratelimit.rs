@@ -1,4 +1,5 @@
-//! The speed limit: QEMU's slice-based rate limiter (QEMU-FACTS §3.14).
+//! The speed limit, modelled on QEMU's slice-based rate limiter (`include/qemu/ratelimit.h`,
+//! which QEMU's block jobs use for their `speed`).
 //!
 //! Time is cut into 100 ms slices with a quota of `max(1, speed / 10)` bytes each. Bytes are
 //! charged when a read is issued; a read may overshoot the quota (a burst of one run), and

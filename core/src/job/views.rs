@@ -2,8 +2,8 @@
 //! bitmap and the ops that own chunks.
 
 use super::mirror::{GuestHold, MirrorJob};
-use super::time::Nanos;
 use super::ops::{CopyStage, GuestStage, OpKind};
+use super::time::Nanos;
 use super::*;
 use crate::bitmap::HBitmap;
 use crate::names::names;

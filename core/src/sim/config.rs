@@ -406,4 +406,11 @@ pub enum SimConfigError {
     Invalid(&'static str),
 }
 
-names!(ReadCapture, "read capture", SimConfigError, Issue = "issue", Completion = "completion", Either = "either");
+names!(
+    ReadCapture,
+    "read capture",
+    SimConfigError,
+    Issue = "issue",
+    Completion = "completion",
+    Either = "either"
+);
