@@ -223,3 +223,33 @@ def test_no_faults_always_completes_equal() -> None:
             if not d.complete_one():
                 d.tick()
         assert d.pivoted and bytes(d.target) == bytes(d.source) == d.switch_snapshot
+
+
+def test_defaults_are_the_cores() -> None:
+    """Every signature and the CLI's help show the core's defaults (blockmirror.DEFAULTS)."""
+    import inspect
+
+    import argparse
+
+    from blockmirror.cli import add_job_options
+
+    d = bm.DEFAULTS
+    assert (d["granularity"], d["buf_size"], d["max_io"], d["max_in_flight"]) == (64 << 10, 16 << 20, 1 << 20, 16)
+    knobs = ("granularity", "sync", "copy_mode", "on_source_error", "on_target_error", "speed", "buf_size",
+             "max_in_flight", "max_io")
+    job = inspect.signature(bm.MirrorJob).parameters
+    mirror = inspect.signature(bm.Mirror).parameters
+    for name in knobs:
+        assert job[name].default == d[name], name
+        assert mirror[name].default == d[name], name
+    assert job["discard_reads_zero"].default == d["discard_reads_zero"]
+    assert mirror["not_converging_window"].default * 1e9 == d["not_converging_window_ns"]
+    # FileMirror's signature (py/src/mirror.rs) writes its own; where it shows a number it agrees.
+    for name, p in inspect.signature(bm.FileMirror).parameters.items():
+        if name in d and p.default is not Ellipsis:
+            assert p.default == d[name], name
+    parser = argparse.ArgumentParser()
+    add_job_options(parser)
+    help_text = " ".join(parser.format_help().split())
+    for shown in ("chunk size (default 64K)", "copy buffers in flight (default 16M)", "(default 16)", "default: 1M"):
+        assert shown in help_text, shown

@@ -369,3 +369,17 @@ def test_absurd_thread_counts_are_refused_naming_the_limit() -> None:
     with pytest.raises(bm.InvalidArgument, match="between 1 and 1024, got 0"):
         bm.sweep([dict(length=MIB)], threads=0)
     assert len(bm.sweep([dict(length=MIB)], threads=4)) == 1
+
+
+def test_events_match_the_shared_fixture() -> None:
+    """Python gives the names and values the page gives for the same run: the fixture is
+    checked (and written) by the wasm host test wasm/tests/event_fixture.rs."""
+    import json
+    from pathlib import Path
+
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "sim_events.json").read_text())
+    s = bm.Simulation(fixture["length"], **fixture["options"])
+    assert s.run_until("concluded") == "reached"
+    assert [e.as_dict() for e in s.events] == fixture["events"]
+    errors = [e for e in s.events if e.type == "BLOCK_JOB_ERROR"]
+    assert {e.error for e in errors} == {"io", "95", "nospace"}, "names, never the human message"

@@ -12,6 +12,7 @@
 
 pub mod bitmap;
 pub mod job;
+mod names;
 pub mod sim;
 
 /// The crate version, shared by the Python and wasm faces.

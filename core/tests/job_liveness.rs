@@ -1,4 +1,4 @@
-//! Liveness of write-blocking mode (DESIGN §3.7) under guest streams that keep dirty chunks
+//! Liveness of write-blocking mode (it reaches ready under any sustained guest write rate) under guest streams that keep dirty chunks
 //! busy: partial writes cycling through a few hot chunks with several writes in flight, and
 //! completions in random order. READY must come while the guest keeps writing, and the
 //! target must equal the source at the end.

@@ -1,7 +1,7 @@
 //! Model checking the mirror job: random interleavings of guest writes (unaligned to
 //! chunks), out-of-order completions, injected failures under every policy on both sides,
 //! pause/resume, set_speed, copy-mode changes, time jumps, declarations, and complete/cancel
-//! at random moments, in both copy modes and all sync modes. Every DESIGN §3 invariant is
+//! at random moments, in both copy modes and all sync modes. Every invariant of `model/checks.rs` is
 //! checked after every step and at the end (see `model/mod.rs`).
 //!
 //! Each case is one interleaving. The default budget is 110,000 cases per run, split over

@@ -126,7 +126,7 @@ fn failed_chunks_show_until_rewritten() {
 
 /// A fault that persists (a full disk) under `ignore`: the job backs off before each retry
 /// instead of re-issuing the failed chunks at once, so ten virtual seconds of a dead side
-/// cost a bounded number of attempts; once the fault is gone the job converges (DESIGN §3.6).
+/// cost a bounded number of attempts; once the fault is gone the job converges (a failed chunk stays dirty, never given up).
 #[test]
 fn persistent_fault_under_ignore_backs_off_then_converges() {
     const FAULTY_NS: u64 = 10 * SEC;

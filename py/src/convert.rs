@@ -1,7 +1,7 @@
 //! Conversions shared by the job and simulator bindings: names, numbers, errors, events.
 
 use crate::errors::{invalid_argument, job_state_error};
-use blockmirror_core::job::{ConfigError, Event, IoErrorKind, JobError};
+use blockmirror_core::job::{ConfigError, Event, FieldValue, IoErrorKind, JobError};
 use pyo3::prelude::*;
 use std::str::FromStr;
 
@@ -15,7 +15,8 @@ pub fn parse_name<T: FromStr<Err = ConfigError>>(name: &str) -> PyResult<T> {
     name.parse().map_err(invalid_argument)
 }
 
-/// An I/O error from its shared name (`nospace`, `io`, `readonly`) or an errno.
+/// An I/O error from its shared name (`nospace`, `io`, `readonly`: the core's table) or an
+/// errno.
 pub fn parse_error_kind(value: &Bound<'_, PyAny>) -> PyResult<IoErrorKind> {
     if let Ok(errno) = value.extract::<i64>() {
         return match i32::try_from(errno) {
@@ -23,17 +24,10 @@ pub fn parse_error_kind(value: &Bound<'_, PyAny>) -> PyResult<IoErrorKind> {
             _ => Err(invalid_argument(format!("errno must be a positive int, got {errno}"))),
         };
     }
-    let name: String = value
-        .extract()
-        .map_err(|_| invalid_argument("error must be None, \"nospace\", \"io\", \"readonly\" or an errno"))?;
-    match name.as_str() {
-        "nospace" => Ok(IoErrorKind::NoSpace),
-        "io" => Ok(IoErrorKind::Io),
-        "readonly" => Ok(IoErrorKind::ReadOnly),
-        other => Err(invalid_argument(format!(
-            "unknown error {other:?}: use \"nospace\", \"io\", \"readonly\" or an errno"
-        ))),
-    }
+    let names = IoErrorKind::NAMED.map(|k| format!("{:?}", k.name())).join(", ");
+    let name: String =
+        value.extract().map_err(|_| invalid_argument(format!("error must be None, {names} or an errno")))?;
+    name.parse().map_err(|_| invalid_argument(format!("unknown error {name:?}: use {names} or an errno")))
 }
 
 /// A job error as the Python exception the contract names.
@@ -44,39 +38,88 @@ pub fn job_error(e: JobError) -> PyErr {
     }
 }
 
-/// A job event as a frozen Python object; `time_ns` is the virtual time when known.
-#[pyclass(frozen, module = "blockmirror", name = "Event", get_all)]
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A job event as a frozen Python object; `time_ns` is the virtual time when known. The
+/// attributes and `as_dict` come from the core's `Event::fields`, so they are the names and
+/// values every face shows.
+#[pyclass(frozen, module = "blockmirror", name = "Event")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PyEvent {
     /// The shared event name, e.g. `BLOCK_JOB_READY`.
-    #[pyo3(name = "type")]
+    #[pyo3(get, name = "type")]
     pub type_: &'static str,
     /// When it happened (simulations), or None (a bare MirrorJob has no clock).
+    #[pyo3(get)]
     pub time_ns: Option<u64>,
     /// JOB_STATUS_CHANGE: the new status.
-    pub status: Option<&'static str>,
+    #[pyo3(get)]
+    pub status: Option<String>,
     /// READY / COMPLETED / CANCELLED: progress current.
+    #[pyo3(get)]
     pub current: Option<u64>,
     /// READY / COMPLETED / CANCELLED: progress total.
+    #[pyo3(get)]
     pub total: Option<u64>,
-    /// COMPLETED: the error that failed the job; ERROR: what failed.
+    /// COMPLETED: the error that failed the job; ERROR: what failed (a shared error name).
+    #[pyo3(get)]
     pub error: Option<String>,
     /// COMPLETED: whether the guest was switched to the target.
+    #[pyo3(get)]
     pub pivoted: Option<bool>,
     /// ERROR: `read` (source) or `write` (target).
-    pub operation: Option<&'static str>,
+    #[pyo3(get)]
+    pub operation: Option<String>,
     /// ERROR: `report`, `ignore` or `stop`.
-    pub action: Option<&'static str>,
+    #[pyo3(get)]
+    pub action: Option<String>,
     /// ERROR: first byte of the failed range.
+    #[pyo3(get)]
     pub offset: Option<u64>,
     /// ERROR: bytes in the failed range.
+    #[pyo3(get)]
     pub length: Option<u64>,
     /// NOT_CONVERGING: dirty bytes.
+    #[pyo3(get)]
     pub dirty_bytes: Option<u64>,
     /// NOT_CONVERGING: estimated dirtying rate.
+    #[pyo3(get)]
     pub dirty_bytes_per_sec: Option<u64>,
     /// NOT_CONVERGING: estimated copy rate.
+    #[pyo3(get)]
     pub copy_bytes_per_sec: Option<u64>,
+    /// The core's fields of this event, in its order (what `as_dict` shows after `type` and
+    /// `time_ns`).
+    fields: Vec<(&'static str, FieldValue)>,
+}
+
+fn field_u64(v: &FieldValue) -> Option<u64> {
+    match v {
+        FieldValue::U64(n) => Some(*n),
+        _ => None,
+    }
+}
+
+fn field_bool(v: &FieldValue) -> Option<bool> {
+    match v {
+        FieldValue::Bool(b) => Some(*b),
+        _ => None,
+    }
+}
+
+fn field_str(v: &FieldValue) -> Option<String> {
+    match v {
+        FieldValue::Str(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// One core field value as a Python object.
+pub fn field_to_py<'py>(py: Python<'py>, value: &FieldValue) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        FieldValue::U64(n) => n.into_pyobject(py)?.into_any(),
+        FieldValue::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+        FieldValue::Str(s) => s.as_ref().into_pyobject(py)?.into_any(),
+        _ => py.None().into_bound(py),
+    })
 }
 
 impl PyEvent {
@@ -97,55 +140,49 @@ impl PyEvent {
             dirty_bytes: None,
             dirty_bytes_per_sec: None,
             copy_bytes_per_sec: None,
+            fields: event.fields(),
         };
-        match event {
-            Event::StatusChange { status } => e.status = Some(status.as_str()),
-            Event::Ready { current, total } | Event::Cancelled { current, total } => {
-                (e.current, e.total) = (Some(*current), Some(*total));
+        for (name, v) in &e.fields {
+            match *name {
+                "status" => e.status = field_str(v),
+                "current" => e.current = field_u64(v),
+                "total" => e.total = field_u64(v),
+                "error" => e.error = field_str(v),
+                "pivoted" => e.pivoted = field_bool(v),
+                "operation" => e.operation = field_str(v),
+                "action" => e.action = field_str(v),
+                "offset" => e.offset = field_u64(v),
+                "length" => e.length = field_u64(v),
+                "dirty_bytes" => e.dirty_bytes = field_u64(v),
+                "dirty_bytes_per_sec" => e.dirty_bytes_per_sec = field_u64(v),
+                "copy_bytes_per_sec" => e.copy_bytes_per_sec = field_u64(v),
+                // A field the core added later still shows in `as_dict`.
+                _ => {}
             }
-            Event::Completed { current, total, error, pivoted } => {
-                (e.current, e.total) = (Some(*current), Some(*total));
-                e.error = error.map(|k| k.name());
-                e.pivoted = Some(*pivoted);
-            }
-            Event::Error { operation, action, offset, length, error } => {
-                e.operation = Some(operation.as_str());
-                e.action = Some(action.as_str());
-                (e.offset, e.length) = (Some(*offset), Some(*length));
-                e.error = Some(error.name());
-            }
-            Event::NotConverging { dirty_bytes, dirty_bytes_per_sec, copy_bytes_per_sec } => {
-                e.dirty_bytes = Some(*dirty_bytes);
-                e.dirty_bytes_per_sec = Some(*dirty_bytes_per_sec);
-                e.copy_bytes_per_sec = Some(*copy_bytes_per_sec);
-            }
-            _ => {}
         }
         e
     }
 
-    /// The fields that are set, as (name, value) pairs in a fixed order.
-    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Vec<(&'static str, Bound<'py, PyAny>)>> {
+    /// `type`, `time_ns` when known, then the core's fields, as (name, value) pairs.
+    fn dict_items<'py>(&self, py: Python<'py>) -> PyResult<Vec<(&'static str, Bound<'py, PyAny>)>> {
         let mut out = vec![("type", self.type_.into_pyobject(py)?.into_any())];
-        macro_rules! put {
-            ($($name:ident),*) => {$(
-                if let Some(v) = &self.$name {
-                    out.push((stringify!($name), v.clone().into_pyobject(py)?.to_owned().into_any()));
-                }
-            )*};
+        if let Some(t) = self.time_ns {
+            out.push(("time_ns", t.into_pyobject(py)?.into_any()));
         }
-        put!(time_ns, status, operation, action, offset, length, error, current, total, pivoted);
-        put!(dirty_bytes, dirty_bytes_per_sec, copy_bytes_per_sec);
+        for (name, value) in &self.fields {
+            out.push((name, field_to_py(py, value)?));
+        }
         Ok(out)
     }
 }
 
 #[pymethods]
 impl PyEvent {
-    /// The fields that are set, as a plain dict (for JSON and data frames).
+    /// `type`, `time_ns` (when known) and every field of this event type (None where it has
+    /// nothing to say), as a plain dict (for JSON and data frames).
     fn as_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
         let d = pyo3::types::PyDict::new(py);
-        for (k, v) in self.fields(py)? {
+        for (k, v) in self.dict_items(py)? {
             d.set_item(k, v)?;
         }
         Ok(d)
@@ -153,7 +190,7 @@ impl PyEvent {
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let parts: PyResult<Vec<String>> =
-            self.fields(py)?.into_iter().map(|(k, v)| Ok(format!("{k}={}", v.repr()?))).collect();
+            self.dict_items(py)?.into_iter().map(|(k, v)| Ok(format!("{k}={}", v.repr()?))).collect();
         Ok(format!("Event({})", parts?.join(", ")))
     }
 
@@ -164,7 +201,7 @@ impl PyEvent {
     fn __hash__(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (self.type_, self.time_ns, self.status, self.current, self.total, &self.error, self.offset).hash(&mut h);
+        self.hash(&mut h);
         h.finish()
     }
 }

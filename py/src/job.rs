@@ -87,9 +87,11 @@ fn to_nanos(now: i64) -> PyResult<Nanos> {
 #[pymethods]
 impl PyMirrorJob {
     #[new]
+    // The defaults are the core's (DEFAULT_*), written out so that Python's signature shows
+    // numbers; tests/test_job_driver.py checks them against `_native.DEFAULTS`.
     #[pyo3(signature = (length, granularity=65536, sync="full", copy_mode="background",
-        on_source_error="report", on_target_error="report", speed=0, buf_size=16<<20,
-        max_in_flight=16, max_io=1<<20, discard_reads_zero=false))]
+        on_source_error="report", on_target_error="report", speed=0, buf_size=16777216,
+        max_in_flight=16, max_io=1048576, discard_reads_zero=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         length: i64,

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod backend;
 mod bitmap;
+mod constants;
 mod convert;
 mod errors;
 mod mirror;
@@ -17,6 +18,7 @@ mod sim_params;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", blockmirror_core::VERSION)?;
     errors::register(m)?;
+    constants::register(m)?;
     bitmap::register(m)?;
     m.add_class::<mirror::FileMirror>()?;
     job::register(m)?;

@@ -4,7 +4,7 @@ use crate::convert::{job_error, non_negative, parse_name, PyEvent};
 use crate::errors::invalid_argument;
 use crate::job::{ops_list, rates_dict};
 use crate::sim_params::{parse, parse_goal, SimParams};
-use blockmirror_core::sim::{Command, SimEventKind, SimSummary, Simulation};
+use blockmirror_core::sim::{ChunkState, Command, SimEventKind, SimSummary, Simulation};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use pyo3::exceptions::PyOSError;
@@ -12,10 +12,6 @@ use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
-
-/// Names of the `chunk_states()` byte values, by value.
-pub const CHUNK_STATE_NAMES: [&str; 7] =
-    ["clean", "dirty", "reading", "writing", "failed", "guest_written", "waiting"];
 
 /// A deterministic simulation of a mirror job: in-memory disks, a guest, faults and
 /// scripted commands on a virtual clock. Same options and seed: same run.
@@ -213,8 +209,8 @@ impl PySimulation {
         self.sim.source_equals_target()
     }
 
-    /// One byte per chunk: an index into `CHUNK_STATE_NAMES` (clean, dirty, reading,
-    /// writing, failed, guest_written, waiting).
+    /// One byte per chunk: an index into `CHUNK_STATE_NAMES` (the core's `ChunkState`
+    /// table: clean, dirty, reading, writing, failed, guest_written, waiting).
     fn chunk_states<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         let mut out = Vec::new();
         self.sim.chunk_states(&mut out);
@@ -519,6 +515,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySimulation>()?;
     m.add_class::<SimulationJob>()?;
     m.add_function(wrap_pyfunction!(sweep, m)?)?;
-    m.add("CHUNK_STATE_NAMES", pyo3::types::PyTuple::new(m.py(), CHUNK_STATE_NAMES)?)?;
+    m.add("CHUNK_STATE_NAMES", pyo3::types::PyTuple::new(m.py(), ChunkState::NAMES)?)?;
     Ok(())
 }

@@ -6,7 +6,7 @@
 use crate::convert::{non_negative, parse_error_kind, parse_name};
 use crate::errors::invalid_argument;
 use crate::job::mirror_config;
-use blockmirror_core::job::{CopyMode, IoErrorKind};
+use blockmirror_core::job::{CopyMode, IoErrorKind, MirrorConfig};
 use blockmirror_core::sim::{
     Command, DeviceConfig, Goal, Pattern, ReadCapture, ScriptedCommand, ScriptedFault, Side, SimConfig,
 };
@@ -100,17 +100,18 @@ pub fn parse(length: u64, dict: &Bound<'_, PyDict>, allow_until: bool) -> PyResu
         }
     }
     let o = Options { dict: dict.clone() };
+    let d = MirrorConfig::new(length);
     let mut job = mirror_config(
         length,
-        o.u64("granularity", 65536)?,
-        &o.string("sync", "full")?,
-        &o.string("copy_mode", "background")?,
-        &o.string("on_source_error", "report")?,
-        &o.string("on_target_error", "report")?,
-        o.u64("speed", 0)?,
-        o.u64("buf_size", 16 << 20)?,
-        o.u64("max_in_flight", 16)?,
-        o.u64("max_io", 1 << 20)?,
+        o.u64("granularity", d.granularity)?,
+        &o.string("sync", d.sync.as_str())?,
+        &o.string("copy_mode", d.copy_mode.as_str())?,
+        &o.string("on_source_error", d.on_source_error.as_str())?,
+        &o.string("on_target_error", d.on_target_error.as_str())?,
+        o.u64("speed", d.speed_bytes_per_sec)?,
+        o.u64("buf_size", d.buf_size)?,
+        o.u64("max_in_flight", d.max_in_flight as u64)?,
+        o.u64("max_io", d.max_io)?,
     )?;
     job.discard_reads_zero = o.boolean("discard_reads_zero", false)?;
     if let Some(w) = o.opt_u64("not_converging_window_ns")? {
@@ -167,16 +168,7 @@ pub fn parse(length: u64, dict: &Bound<'_, PyDict>, allow_until: bool) -> PyResu
         }
     }
 
-    config.read_capture = match o.string("read_capture", "either")?.as_str() {
-        "either" => ReadCapture::Either,
-        "issue" => ReadCapture::Issue,
-        "completion" => ReadCapture::Completion,
-        other => {
-            return Err(invalid_argument(format!(
-                "unknown read_capture {other:?}: use \"either\", \"issue\" or \"completion\""
-            )))
-        }
-    };
+    config.read_capture = parse_name_among(&o.string("read_capture", "either")?, "read_capture", &ReadCapture::NAMES)?;
     config.complete_on_ready = o.boolean("complete_on_ready", false)?;
     config.write_blocking_when_not_converging = o.boolean("write_blocking_when_not_converging", false)?;
     config.resume_after_stop_ns = o.opt_u64("resume_after_stop_ns")?;
@@ -190,10 +182,9 @@ pub fn parse(length: u64, dict: &Bound<'_, PyDict>, allow_until: bool) -> PyResu
     config.limits.max_steps = o.u64("max_steps", config.limits.max_steps)?;
     config.limits.max_duration_ns = o.u64("time_limit_ns", config.limits.max_duration_ns)?;
     config.limits.stop_at_not_converging = o.boolean("stop_at_not_converging", config.limits.stop_at_not_converging)?;
+    // The job's rules too (MirrorConfig::validate), so that a sweep reports bad job
+    // options before any simulation runs.
     config.validate().map_err(invalid_argument)?;
-    // The job checks its own configuration when it is made: make one now (it holds only
-    // the bitmap) so that a sweep reports bad job options before any simulation runs.
-    blockmirror_core::job::MirrorJob::new(config.job.clone()).map_err(crate::convert::job_error)?;
 
     let default_until = if config.complete_on_ready { Goal::Concluded } else { Goal::Ready };
     let until = match o.raw("until")? {
@@ -219,11 +210,15 @@ pub fn parse_goal(value: &Bound<'_, PyAny>) -> PyResult<Goal> {
 }
 
 fn parse_side(name: &str) -> PyResult<Side> {
-    match name {
-        "source" => Ok(Side::Source),
-        "target" => Ok(Side::Target),
-        other => Err(invalid_argument(format!("unknown side {other:?}: use \"source\" or \"target\""))),
-    }
+    parse_name_among(name, "side", &Side::NAMES)
+}
+
+/// A simulator name (the core's table), or `InvalidArgument` listing the names it knows.
+fn parse_name_among<T: std::str::FromStr>(name: &str, what: &str, known: &[&str]) -> PyResult<T> {
+    name.parse().map_err(|_| {
+        let known: Vec<String> = known.iter().map(|n| format!("{n:?}")).collect();
+        invalid_argument(format!("unknown {what} {name:?}: use {}", known.join(", ")))
+    })
 }
 
 /// A fault dict: `{side, nth (or op), error}` scripts one fault; `{side, rate, error,

@@ -1,8 +1,8 @@
 //! Simulation events as flat `(name, value)` fields, the shape the page's event log reads.
-//! Names follow the shared contract (DESIGN.md §5): `type`, `status`, `operation`,
-//! `action`, `offset`, `length`, `error`, ...
+//! Job events take their names and values from the core's `Event::fields` (`type`,
+//! `status`, `operation`, `action`, `offset`, `length`, `error`, ...), as Python does.
 
-use blockmirror_core::job::Event;
+use blockmirror_core::job::{Event, FieldValue};
 use blockmirror_core::sim::{SimEvent, SimEventKind};
 
 /// One field value.
@@ -14,6 +14,8 @@ pub enum Field {
     Number(f64),
     /// A flag.
     Flag(bool),
+    /// Nothing to say (`null`).
+    Null,
 }
 
 fn text(value: impl Into<String>) -> Field {
@@ -41,37 +43,23 @@ pub fn event_fields(event: &SimEvent) -> Vec<(&'static str, Field)> {
     }
 }
 
+/// A job event: `type`, then the core's [`Event::fields`], so the page shows the names and
+/// values Python does (`error` is the shared name, e.g. `nospace`; the page words it with
+/// `error_message`).
 fn job_event_fields(e: &Event) -> Vec<(&'static str, Field)> {
     let mut fields = vec![("type", text(e.type_name()))];
-    match e {
-        Event::StatusChange { status } => fields.push(("status", text(status.as_str()))),
-        Event::Ready { current, total } => {
-            fields.extend([("current", number(*current)), ("total", number(*total))]);
-        }
-        Event::Completed { current, total, error, pivoted } => {
-            fields.extend([("current", number(*current)), ("total", number(*total)), ("pivoted", Field::Flag(*pivoted))]);
-            if let Some(error) = error {
-                fields.push(("error", text(error.to_string())));
-            }
-        }
-        Event::Cancelled { current, total } => {
-            fields.extend([("current", number(*current)), ("total", number(*total))]);
-        }
-        Event::Error { operation, action, offset, length, error } => fields.extend([
-            ("operation", text(operation.as_str())),
-            ("action", text(action.as_str())),
-            ("offset", number(*offset)),
-            ("length", number(*length)),
-            ("error", text(error.to_string())),
-        ]),
-        Event::NotConverging { dirty_bytes, dirty_bytes_per_sec, copy_bytes_per_sec } => fields.extend([
-            ("dirty_bytes", number(*dirty_bytes)),
-            ("dirty_bytes_per_sec", number(*dirty_bytes_per_sec)),
-            ("copy_bytes_per_sec", number(*copy_bytes_per_sec)),
-        ]),
-        other => fields.push(("detail", text(format!("{other:?}")))),
-    }
+    fields.extend(e.fields().into_iter().map(|(name, value)| (name, field(value))));
     fields
+}
+
+/// One core field value as the page's value.
+pub fn field(value: FieldValue) -> Field {
+    match value {
+        FieldValue::U64(n) => number(n),
+        FieldValue::Bool(b) => Field::Flag(b),
+        FieldValue::Str(s) => text(s),
+        _ => Field::Null,
+    }
 }
 
 #[cfg(test)]
@@ -101,7 +89,7 @@ mod tests {
                 ("action", text("stop")),
                 ("offset", Field::Number(65536.0)),
                 ("length", Field::Number(4096.0)),
-                ("error", text("No space left on device")),
+                ("error", text("nospace")),
             ]
         );
     }
@@ -114,7 +102,7 @@ mod tests {
         let fields = event_fields(&c);
         assert_eq!(fields[0], ("type", text("BLOCK_JOB_COMPLETED")));
         assert!(fields.contains(&("pivoted", Field::Flag(true))));
-        assert!(!fields.iter().any(|(name, _)| *name == "error"));
+        assert!(fields.contains(&("error", Field::Null)), "a completion without error says so");
     }
 
     #[test]

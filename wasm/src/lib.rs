@@ -13,7 +13,7 @@ pub mod demo;
 pub mod event_fields;
 pub mod settings;
 
-use blockmirror_core::job::{JobStatus, Verb, TRANSITIONS};
+use blockmirror_core::job::{IoErrorKind, JobStatus, Verb, TRANSITIONS};
 use blockmirror_core::sim::ChunkState;
 use event_fields::{event_fields, Field};
 use js_sys::{Array, Object, Reflect};
@@ -25,34 +25,17 @@ pub fn version() -> String {
     blockmirror_core::VERSION.to_owned()
 }
 
-/// The name of each chunk state, indexed by the state byte (see [`chunk_state_name`]).
+/// The name of each chunk state, indexed by the state byte (the core's `ChunkState` table).
 #[wasm_bindgen]
 pub fn chunk_state_names() -> Array {
-    CHUNK_STATES.iter().map(|&s| JsValue::from_str(chunk_state_name(s))).collect()
+    ChunkState::NAMES.iter().map(|&name| JsValue::from_str(name)).collect()
 }
 
-/// Every chunk state, in byte order.
-pub const CHUNK_STATES: [ChunkState; 7] = [
-    ChunkState::Clean,
-    ChunkState::Dirty,
-    ChunkState::Reading,
-    ChunkState::Writing,
-    ChunkState::Failed,
-    ChunkState::GuestWritten,
-    ChunkState::Waiting,
-];
-
-/// The page's name for a chunk state.
-pub fn chunk_state_name(state: ChunkState) -> &'static str {
-    match state {
-        ChunkState::Clean => "clean",
-        ChunkState::Dirty => "dirty",
-        ChunkState::Reading => "reading",
-        ChunkState::Writing => "writing",
-        ChunkState::Failed => "failed",
-        ChunkState::GuestWritten => "guest",
-        ChunkState::Waiting => "waiting",
-    }
+/// The human message for an I/O error name in an event's `error` field (`nospace` gives
+/// "No space left on device"); the name itself when it is not one the core knows.
+#[wasm_bindgen]
+pub fn error_message(name: &str) -> String {
+    name.parse::<IoErrorKind>().map_or_else(|_| name.to_owned(), IoErrorKind::message)
 }
 
 /// Every job status name, in lifecycle order.
@@ -78,10 +61,7 @@ pub fn job_transitions() -> Array {
 }
 
 fn verb_from_name(name: &str) -> Result<Verb, JsError> {
-    Verb::ALL
-        .into_iter()
-        .find(|v| v.as_str() == name)
-        .ok_or_else(|| JsError::new(&format!("unknown verb {name:?}")))
+    Verb::from_name(name).ok_or_else(|| JsError::new(&format!("unknown verb {name:?}")))
 }
 
 fn ns_from_ms(ms: f64) -> Result<u64, JsError> {
@@ -269,6 +249,7 @@ impl WasmDemo {
                         Field::Text(t) => JsValue::from_str(&t),
                         Field::Number(n) => JsValue::from_f64(n),
                         Field::Flag(b) => JsValue::from_bool(b),
+                        Field::Null => JsValue::NULL,
                     };
                     set(&object, name, &value);
                 }
@@ -315,19 +296,19 @@ mod tests {
             (ChunkState::Reading, 2, "reading"),
             (ChunkState::Writing, 3, "writing"),
             (ChunkState::Failed, 4, "failed"),
-            (ChunkState::GuestWritten, 5, "guest"),
+            (ChunkState::GuestWritten, 5, "guest_written"),
             (ChunkState::Waiting, 6, "waiting"),
         ];
-        assert_eq!(CHUNK_STATES.len(), expected.len());
-        for (index, (&state, (want, byte, name))) in CHUNK_STATES.iter().zip(expected).enumerate() {
+        assert_eq!(ChunkState::ALL.len(), expected.len());
+        for (index, (&state, (want, byte, name))) in ChunkState::ALL.iter().zip(expected).enumerate() {
             assert_eq!(state, want, "table order at {index}");
             assert_eq!((state as u8, index as u8), (byte, byte), "{state:?}: the core's byte is the index");
-            assert_eq!(chunk_state_name(state), name, "{state:?}");
+            assert_eq!(ChunkState::NAMES[index], name, "{state:?}");
         }
     }
 
-    /// The status and verb names the page shows and sends are the shared names (DESIGN
-    /// §2, §5), written out here so that a change in the core's `Display` fails this test.
+    /// The status and verb names the page shows and sends are the shared names (the core's
+    /// tables), written out here so that a change in the core's `Display` fails this test.
     #[test]
     fn status_and_verb_names_are_the_shared_names() {
         let statuses: Vec<String> = JobStatus::ALL.iter().map(|s| s.to_string()).collect();

@@ -160,13 +160,12 @@ impl DemoSettings {
         job.on_source_error = self.on_source_error;
         job.on_target_error = self.on_target_error;
         job.not_converging_window_ns = NOT_CONVERGING_WINDOW_NS;
-        // The job checks this too, but the chunk count must be bounded before the simulator
-        // allocates its disks, and counting chunks needs a valid granularity.
-        if !(self.granularity.is_power_of_two() && (512..=64 << 20).contains(&self.granularity)) {
-            return Err(ConfigError::Granularity(self.granularity).into());
-        }
+        // Large chunks get one-chunk copies; then the core's rules (the chunk count must be
+        // bounded before the simulator allocates its disks, and counting chunks needs a
+        // valid granularity).
         job.max_io = job.max_io.max(self.granularity);
         job.buf_size = job.buf_size.max(self.granularity);
+        job.validate()?;
         let chunks = self.disk_bytes.div_ceil(self.granularity);
         if chunks > MAX_CHUNKS {
             return Err(DemoError::TooManyChunks { chunks, max: MAX_CHUNKS });

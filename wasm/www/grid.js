@@ -9,7 +9,7 @@ const MAX_CELLS = 512 * 512;
 export const STATE_STYLE = {
   clean:   { color: "#e9e9ee", rank: 0, label: "clean: the target has it" },
   dirty:   { color: "#e69f00", rank: 1, label: "dirty: must be copied (again)" },
-  guest:   { color: "#cc79a7", rank: 2, label: "just written by the guest" },
+  guest_written: { color: "#cc79a7", rank: 2, label: "just written by the guest" },
   waiting: { color: "#f0e442", rank: 3, label: "guest write waiting its turn (write-blocking)" },
   reading: { color: "#56b4e9", rank: 4, label: "being read from the source" },
   writing: { color: "#0072b2", rank: 5, label: "being written to the target" },

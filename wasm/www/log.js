@@ -1,6 +1,7 @@
 // The event log: one line per job event, newest at the bottom, in words.
 
 import { formatBytes, formatDuration, formatRate } from "./format.js";
+import { error_message } from "./pkg/blockmirror_wasm.js";
 
 const KEEP = 300;
 
@@ -23,14 +24,14 @@ export function describe(e) {
     case "BLOCK_JOB_READY":
       return `target in sync (${formatBytes(e.current)} copied); Complete or Cancel may now finish`;
     case "BLOCK_JOB_COMPLETED":
-      if (e.error) return `failed: ${e.error} (policy report ended the job)`;
+      if (e.error) return `failed: ${error_message(e.error)} (policy report ended the job)`;
       return e.pivoted
         ? `switched over: the guest now runs on the target (${formatBytes(e.current)} copied)`
         : `target holds a consistent copy, guest stays on the source (${formatBytes(e.current)} copied)`;
     case "BLOCK_JOB_CANCELLED":
       return `stopped at once; the target may be inconsistent (${formatBytes(e.current)} of ${formatBytes(e.total)})`;
     case "BLOCK_JOB_ERROR":
-      return `${e.operation} of ${formatBytes(e.length)} at ${formatBytes(e.offset)} failed: ${e.error}; action ${e.action}`;
+      return `${e.operation} of ${formatBytes(e.length)} at ${formatBytes(e.offset)} failed: ${error_message(e.error)}; action ${e.action}`;
     case "BLOCK_JOB_NOT_CONVERGING":
       return `dirty ${formatBytes(e.dirty_bytes)}: guest dirties ${formatRate(e.dirty_bytes_per_sec)}, copy only ${formatRate(e.copy_bytes_per_sec)}`;
     case "COMMAND":

@@ -1,7 +1,10 @@
 //! Actions: what the job asks its driver to do. Data never enters the core: an action names
 //! an operation id and a byte range, and the driver owns the bytes.
 
+use super::config::ConfigError;
+use crate::names::names;
 use std::fmt;
+use std::str::FromStr;
 
 /// Identifies one operation from the action that starts it to its completion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,29 +50,21 @@ pub enum ActionKind {
     Pivot,
 }
 
-impl ActionKind {
-    /// The shared lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionKind::Read => "read",
-            ActionKind::Write => "write",
-            ActionKind::WriteZeroes => "write_zeroes",
-            ActionKind::Discard => "discard",
-            ActionKind::Admit => "admit",
-            ActionKind::GuestWrite => "guest_write",
-            ActionKind::Flush => "flush",
-            ActionKind::Quiesce => "quiesce",
-            ActionKind::Unquiesce => "unquiesce",
-            ActionKind::Pivot => "pivot",
-        }
-    }
-}
-
-impl fmt::Display for ActionKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+names!(
+    ActionKind,
+    "action kind",
+    ConfigError,
+    Read = "read",
+    Write = "write",
+    WriteZeroes = "write_zeroes",
+    Discard = "discard",
+    Admit = "admit",
+    GuestWrite = "guest_write",
+    Flush = "flush",
+    Quiesce = "quiesce",
+    Unquiesce = "unquiesce",
+    Pivot = "pivot",
+);
 
 /// One thing for the driver to do. Every action must be completed with
 /// `MirrorJob::handle_completion(action.op, ..)`, exactly once.
@@ -120,24 +115,61 @@ impl IoErrorKind {
         }
     }
 
-    /// The shared name: `nospace`, `io`, `readonly`, or the errno in decimal.
-    pub fn name(self) -> String {
+    /// The kinds with a name of their own, in table order; any other errno is named by
+    /// its decimal number.
+    pub const NAMED: [IoErrorKind; 3] =
+        [IoErrorKind::NoSpace, IoErrorKind::Io, IoErrorKind::ReadOnly];
+
+    /// The shared name of a named kind (`nospace`, `io`, `readonly`); None for `Other`.
+    pub const fn as_str(self) -> Option<&'static str> {
         match self {
-            IoErrorKind::NoSpace => "nospace".into(),
-            IoErrorKind::Io => "io".into(),
-            IoErrorKind::ReadOnly => "readonly".into(),
-            IoErrorKind::Other(e) => e.to_string(),
+            IoErrorKind::NoSpace => Some("nospace"),
+            IoErrorKind::Io => Some("io"),
+            IoErrorKind::ReadOnly => Some("readonly"),
+            IoErrorKind::Other(_) => None,
+        }
+    }
+
+    /// The shared name: `nospace`, `io`, `readonly`, or the errno in decimal. This is what
+    /// events carry in their `error` field on every face; [`FromStr`] reads it back.
+    pub fn name(self) -> String {
+        match self.as_str() {
+            Some(name) => name.to_owned(),
+            None => self.errno().to_string(),
+        }
+    }
+
+    /// The human message, as `strerror` words it ("No space left on device"); also the
+    /// `Display` form, for error messages. Never a name: faces show it, never parse it.
+    pub fn message(self) -> String {
+        match self {
+            IoErrorKind::NoSpace => "No space left on device".into(),
+            IoErrorKind::Io => "Input/output error".into(),
+            IoErrorKind::ReadOnly => "Read-only file system".into(),
+            IoErrorKind::Other(e) => format!("errno {e}"),
         }
     }
 }
 
 impl fmt::Display for IoErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IoErrorKind::NoSpace => f.write_str("No space left on device"),
-            IoErrorKind::Io => f.write_str("Input/output error"),
-            IoErrorKind::ReadOnly => f.write_str("Read-only file system"),
-            IoErrorKind::Other(e) => write!(f, "errno {e}"),
+        f.write_str(&self.message())
+    }
+}
+
+impl FromStr for IoErrorKind {
+    type Err = ConfigError;
+    /// A shared name (`nospace`, `io`, `readonly`) or a positive errno in decimal.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        if let Some(kind) = Self::NAMED.into_iter().find(|k| k.as_str() == Some(s)) {
+            return Ok(kind);
+        }
+        match s.parse::<i32>() {
+            Ok(errno) if errno > 0 => Ok(IoErrorKind::from_errno(errno)),
+            _ => Err(ConfigError::UnknownName {
+                what: "error kind",
+                name: s.to_owned(),
+            }),
         }
     }
 }

@@ -1,7 +1,6 @@
 //! Job configuration: sync mode, copy mode, error policies and the knobs.
 
-use std::fmt;
-use std::str::FromStr;
+use crate::names::names;
 
 /// Which parts of the source the job copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -54,33 +53,10 @@ pub enum RangeState {
     Zero,
 }
 
-macro_rules! names {
-    ($ty:ident, $what:literal, $($variant:ident = $name:literal),+) => {
-        impl $ty {
-            /// The shared lowercase name.
-            pub fn as_str(self) -> &'static str {
-                match self { $($ty::$variant => $name),+ }
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-        impl FromStr for $ty {
-            type Err = ConfigError;
-            fn from_str(s: &str) -> Result<Self, ConfigError> {
-                match s {
-                    $($name => Ok($ty::$variant),)+
-                    _ => Err(ConfigError::UnknownName { what: $what, name: s.to_owned() }),
-                }
-            }
-        }
-    };
-}
 names!(
     SyncMode,
     "sync mode",
+    ConfigError,
     Full = "full",
     Top = "top",
     None = "none"
@@ -88,12 +64,14 @@ names!(
 names!(
     CopyMode,
     "copy mode",
+    ConfigError,
     Background = "background",
     WriteBlocking = "write-blocking"
 );
 names!(
     ErrorPolicy,
     "error policy",
+    ConfigError,
     Report = "report",
     Ignore = "ignore",
     Stop = "stop",
@@ -102,6 +80,7 @@ names!(
 names!(
     RangeState,
     "range state",
+    ConfigError,
     Allocated = "allocated",
     Unallocated = "unallocated",
     Zero = "zero"
@@ -146,6 +125,21 @@ pub enum ConfigError {
     },
 }
 
+/// Default bytes per chunk (64 KiB).
+pub const DEFAULT_GRANULARITY: u64 = 64 << 10;
+/// Smallest granularity (512 B).
+pub const MIN_GRANULARITY: u64 = 512;
+/// Largest granularity (64 MiB).
+pub const MAX_GRANULARITY: u64 = 64 << 20;
+/// Default bytes of copy buffers in flight (16 MiB).
+pub const DEFAULT_BUF_SIZE: u64 = 16 << 20;
+/// Default largest single copy (1 MiB).
+pub const DEFAULT_MAX_IO: u64 = 1 << 20;
+/// Default most background copies in flight.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+/// Default window for `BLOCK_JOB_NOT_CONVERGING` (10 s).
+pub const DEFAULT_NOT_CONVERGING_WINDOW_NS: u64 = 10_000_000_000;
+
 /// Everything that shapes a mirror job. Build with [`MirrorConfig::new`] and adjust fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MirrorConfig {
@@ -181,17 +175,93 @@ impl MirrorConfig {
     pub fn new(length: u64) -> Self {
         Self {
             length,
-            granularity: 64 << 10,
-            buf_size: 16 << 20,
-            max_io: 1 << 20,
-            max_in_flight: 16,
+            granularity: DEFAULT_GRANULARITY,
+            buf_size: DEFAULT_BUF_SIZE,
+            max_io: DEFAULT_MAX_IO,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             speed_bytes_per_sec: 0,
             sync: SyncMode::Full,
             copy_mode: CopyMode::Background,
             on_source_error: ErrorPolicy::Report,
             on_target_error: ErrorPolicy::Report,
             discard_reads_zero: false,
-            not_converging_window_ns: 10_000_000_000,
+            not_converging_window_ns: DEFAULT_NOT_CONVERGING_WINDOW_NS,
         }
+    }
+
+    /// Checks the knobs' rules: the granularity is a power of two in
+    /// [[`MIN_GRANULARITY`], [`MAX_GRANULARITY`]]; `max_io` is a non-zero multiple of it;
+    /// `buf_size` is at least 1 (it is rounded up to whole chunks, which must fit a `u64`);
+    /// `max_in_flight` is at least 1. [`MirrorJob::new`](super::MirrorJob::new) checks the
+    /// same (and that the bitmap for `length` can be made); drivers and faces call this to
+    /// refuse a configuration before building anything.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let granularity = self.granularity;
+        if !granularity.is_power_of_two()
+            || !(MIN_GRANULARITY..=MAX_GRANULARITY).contains(&granularity)
+        {
+            return Err(ConfigError::Granularity(granularity));
+        }
+        if self.max_io == 0 || self.max_io % granularity != 0 {
+            return Err(ConfigError::MaxIo {
+                max_io: self.max_io,
+                granularity,
+            });
+        }
+        if self.buf_size == 0
+            || self
+                .buf_size
+                .div_ceil(granularity)
+                .checked_mul(granularity)
+                .is_none()
+        {
+            return Err(ConfigError::BufSize);
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::MaxInFlight);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_holds_the_rules_new_applies() {
+        assert_eq!(MirrorConfig::new(1 << 30).validate(), Ok(()));
+        let with = |f: fn(&mut MirrorConfig)| {
+            let mut c = MirrorConfig::new(1 << 30);
+            f(&mut c);
+            c.validate()
+        };
+        assert_eq!(
+            with(|c| c.granularity = MIN_GRANULARITY / 2),
+            Err(ConfigError::Granularity(256))
+        );
+        assert_eq!(
+            with(|c| c.granularity = MAX_GRANULARITY * 2),
+            Err(ConfigError::Granularity(128 << 20))
+        );
+        assert!(matches!(
+            with(|c| c.max_io = 4096),
+            Err(ConfigError::MaxIo { .. })
+        ));
+        assert_eq!(with(|c| c.buf_size = 0), Err(ConfigError::BufSize));
+        assert_eq!(
+            with(|c| c.buf_size = u64::MAX),
+            Err(ConfigError::BufSize),
+            "rounding up overflows"
+        );
+        assert_eq!(with(|c| c.max_in_flight = 0), Err(ConfigError::MaxInFlight));
+        let sim = crate::sim::SimConfig::new(MirrorConfig {
+            granularity: 3,
+            ..MirrorConfig::new(1 << 20)
+        });
+        assert_eq!(
+            sim.validate(),
+            Err(crate::sim::SimConfigError::Job(ConfigError::Granularity(3)))
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Background copying: picking dirty runs and moving them read → write → done.
 //!
-//! Protocol (DESIGN §3.1, QEMU-FACTS §3.7): runs are picked from a persistent cursor that
+//! Protocol (as QEMU's `mirror_iteration`, which also clears dirty bits before it issues
+//! the copy): runs are picked from a persistent cursor that
 //! wraps to 0 at the end; a run is contiguous dirty chunks that no op owns and no waiting
 //! guest write wants, at most `max_io` bytes and within the free buffer budget. Its dirty
 //! bits are cleared *when the read is issued*, so a guest write that lands after that

@@ -1,8 +1,9 @@
 //! Phases after the bulk copy: READY, pause settling, the final switch, abort, conclusion.
 //!
-//! - READY (DESIGN §7 fine points): when the bitmap is empty and no background copy is in
-//!   flight, flush the target; if the bitmap is still empty when the flush succeeds, the
-//!   job becomes `ready` and emits `BLOCK_JOB_READY` (exactly once; `ready` is sticky).
+//! - READY (see `docs/mirror-job.md`, "READY, pause and the end"): when the bitmap is empty
+//!   and no background copy is in flight, flush the target; if the bitmap is still empty
+//!   when the flush succeeds, the job becomes `ready` and emits `BLOCK_JOB_READY` (exactly
+//!   once; `ready` is sticky).
 //!   Write-blocking guest writes in flight do not hold READY back.
 //! - Pause: no new ops; the status becomes paused/standby once no job op is in flight
 //!   (guest writes keep flowing). A held guest is un-quiesced first.

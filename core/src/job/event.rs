@@ -1,8 +1,10 @@
 //! Events: what the job tells its user.
 
 use super::action::IoErrorKind;
+use super::config::ConfigError;
 use super::status::JobStatus;
-use std::fmt;
+use crate::names::names;
+use std::borrow::Cow;
 
 /// Which side an error happened on: `read` is the source, `write` the target (flushes too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,38 +28,51 @@ pub enum ErrorAction {
     Stop,
 }
 
-impl Operation {
-    /// The shared lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Read => "read",
-            Operation::Write => "write",
-        }
-    }
+names!(
+    Operation,
+    "operation",
+    ConfigError,
+    Read = "read",
+    Write = "write"
+);
+names!(
+    ErrorAction,
+    "error action",
+    ConfigError,
+    Report = "report",
+    Ignore = "ignore",
+    Stop = "stop"
+);
+
+/// The type of an [`Event`], without its fields. Names match QEMU's QMP events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventType {
+    /// [`Event::StatusChange`].
+    StatusChange,
+    /// [`Event::Ready`].
+    Ready,
+    /// [`Event::Completed`].
+    Completed,
+    /// [`Event::Cancelled`].
+    Cancelled,
+    /// [`Event::Error`].
+    Error,
+    /// [`Event::NotConverging`].
+    NotConverging,
 }
 
-impl ErrorAction {
-    /// The shared lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorAction::Report => "report",
-            ErrorAction::Ignore => "ignore",
-            ErrorAction::Stop => "stop",
-        }
-    }
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Display for ErrorAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+names!(
+    EventType,
+    "event type",
+    ConfigError,
+    StatusChange = "JOB_STATUS_CHANGE",
+    Ready = "BLOCK_JOB_READY",
+    Completed = "BLOCK_JOB_COMPLETED",
+    Cancelled = "BLOCK_JOB_CANCELLED",
+    Error = "BLOCK_JOB_ERROR",
+    NotConverging = "BLOCK_JOB_NOT_CONVERGING",
+);
 
 /// Something the user should know. Names match QEMU's QMP events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,15 +134,115 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event's type.
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Event::StatusChange { .. } => EventType::StatusChange,
+            Event::Ready { .. } => EventType::Ready,
+            Event::Completed { .. } => EventType::Completed,
+            Event::Cancelled { .. } => EventType::Cancelled,
+            Event::Error { .. } => EventType::Error,
+            Event::NotConverging { .. } => EventType::NotConverging,
+        }
+    }
+
     /// The shared event type name, e.g. `BLOCK_JOB_READY`.
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Event::StatusChange { .. } => "JOB_STATUS_CHANGE",
-            Event::Ready { .. } => "BLOCK_JOB_READY",
-            Event::Completed { .. } => "BLOCK_JOB_COMPLETED",
-            Event::Cancelled { .. } => "BLOCK_JOB_CANCELLED",
-            Event::Error { .. } => "BLOCK_JOB_ERROR",
-            Event::NotConverging { .. } => "BLOCK_JOB_NOT_CONVERGING",
+        self.event_type().as_str()
+    }
+
+    /// The event's fields as `(name, value)` pairs, in a fixed order, without `type`: the
+    /// schema every face shows (Python's `Event`, the page's event objects). An event type
+    /// always has the same names; a field with nothing to say (`error` of a completion that
+    /// succeeded) is [`FieldValue::None`]. Names and values are the shared names
+    /// (`error` is `nospace`, never the human message).
+    pub fn fields(&self) -> Vec<(&'static str, FieldValue)> {
+        use FieldValue::{Bool, Str, U64};
+        match *self {
+            Event::StatusChange { status } => vec![("status", Str(status.as_str().into()))],
+            Event::Ready { current, total } | Event::Cancelled { current, total } => {
+                vec![("current", U64(current)), ("total", U64(total))]
+            }
+            Event::Completed {
+                current,
+                total,
+                error,
+                pivoted,
+            } => vec![
+                ("current", U64(current)),
+                ("total", U64(total)),
+                (
+                    "error",
+                    error.map_or(FieldValue::None, |e| Str(e.name().into())),
+                ),
+                ("pivoted", Bool(pivoted)),
+            ],
+            Event::Error {
+                operation,
+                action,
+                offset,
+                length,
+                error,
+            } => vec![
+                ("operation", Str(operation.as_str().into())),
+                ("action", Str(action.as_str().into())),
+                ("offset", U64(offset)),
+                ("length", U64(length)),
+                ("error", Str(error.name().into())),
+            ],
+            Event::NotConverging {
+                dirty_bytes,
+                dirty_bytes_per_sec,
+                copy_bytes_per_sec,
+            } => vec![
+                ("dirty_bytes", U64(dirty_bytes)),
+                ("dirty_bytes_per_sec", U64(dirty_bytes_per_sec)),
+                ("copy_bytes_per_sec", U64(copy_bytes_per_sec)),
+            ],
         }
+    }
+}
+
+/// The value of one event field (see [`Event::fields`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FieldValue {
+    /// Bytes, rates: an unsigned integer.
+    U64(u64),
+    /// A flag.
+    Bool(bool),
+    /// A shared name (status, operation, action, error kind).
+    Str(Cow<'static, str>),
+    /// Nothing to say (Python `None`, JavaScript `null`).
+    None,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_use_names_not_messages() {
+        let e = Event::Error {
+            operation: Operation::Write,
+            action: ErrorAction::Stop,
+            offset: 65536,
+            length: 4096,
+            error: IoErrorKind::NoSpace,
+        };
+        assert_eq!(e.fields()[4], ("error", FieldValue::Str("nospace".into())));
+        let done = Event::Completed {
+            current: 1,
+            total: 1,
+            error: None,
+            pivoted: true,
+        };
+        let names: Vec<_> = done.fields().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            ["current", "total", "error", "pivoted"],
+            "a fixed schema, error None"
+        );
+        assert_eq!(done.fields()[2].1, FieldValue::None);
     }
 }

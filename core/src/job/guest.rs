@@ -16,13 +16,15 @@
 //! - **One step** ([`handle_guest_write`](MirrorJob::handle_guest_write), for drivers that
 //!   write the source and report in one go, never with two overlapping writes between their
 //!   landing and their report: simulators, single-threaded drivers). The write is reported
-//!   after it landed (DESIGN §3.1): outside active mirroring its range is marked dirty; in
+//!   after it landed (so a write racing a copy re-dirties its chunk: no write is lost):
+//!   outside active mirroring its range is marked dirty; in
 //!   write-blocking mode it becomes an op that waits, owning nothing, until no op owns any of
 //!   its chunks and no earlier waiting write overlaps it, then owns them and writes the target.
 //!
 //! Either way the dirty bits of the chunks a mirrored write covers fully are cleared when it
 //! has landed (a partially covered dirty chunk stays dirty for the background copy,
-//! QEMU-FACTS §9.7), and its bytes count as in flight from then until its target write ends.
+//! as QEMU's active mirror clears only the chunks a write covers whole), and its bytes
+//! count as in flight from then until its target write ends.
 
 use super::mirror::{Ending, GuestHold, MirrorJob};
 use super::ops::{GuestStage, Op, OpKind, Waiter};

@@ -13,10 +13,6 @@ use super::*;
 use crate::bitmap::HBitmap;
 use std::collections::VecDeque;
 
-/// A point in time in nanoseconds, supplied by the driver (no clock in the core).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Nanos(pub u64);
-
 /// How the job is ending, once an end was requested or forced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Ending {
@@ -125,28 +121,9 @@ impl MirrorJob {
     /// Validates `config` and makes a job in status `created`. `buf_size` is rounded up to
     /// whole chunks; [`config`](Self::config) shows the value in use.
     pub fn new(mut config: MirrorConfig) -> Result<Self, JobError> {
+        config.validate()?;
         let granularity = config.granularity;
-        if !granularity.is_power_of_two() || !(512..=64 << 20).contains(&granularity) {
-            return Err(ConfigError::Granularity(granularity).into());
-        }
-        if config.max_io == 0 || config.max_io % granularity != 0 {
-            return Err(ConfigError::MaxIo {
-                max_io: config.max_io,
-                granularity,
-            }
-            .into());
-        }
-        if config.buf_size == 0 {
-            return Err(ConfigError::BufSize.into());
-        }
-        config.buf_size = config
-            .buf_size
-            .div_ceil(granularity)
-            .checked_mul(granularity)
-            .ok_or(ConfigError::BufSize)?;
-        if config.max_in_flight == 0 {
-            return Err(ConfigError::MaxInFlight.into());
-        }
+        config.buf_size = config.buf_size.div_ceil(granularity) * granularity; // validate: fits
         let chunk_shift = granularity.trailing_zeros();
         let too_large = || ConfigError::TooLarge {
             length: config.length,

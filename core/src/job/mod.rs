@@ -1,5 +1,5 @@
 //! The mirror job: a sans-io state machine that copies a source disk to a target while a
-//! guest keeps writing the source (DESIGN.md §1-§3).
+//! guest keeps writing the source. `docs/mirror-job.md` records the choices it makes.
 //!
 //! [`MirrorJob`] does no I/O, reads no clock and starts no threads. Its driver performs
 //! the I/O it asks for and tells it the time, so the same inputs give the same outputs on
@@ -51,7 +51,7 @@
 //!
 //! The phases, statuses and verbs are drawn in `docs/phase-diagram.md`, generated from
 //! [`TRANSITIONS`] and [`VERB_TABLE`]; `docs/mirror-job.md` records the choices made where
-//! DESIGN.md is silent.
+//! the project's behaviour contract leaves room.
 //!
 //! # Example: mirror an in-memory disk and complete
 //!
@@ -128,15 +128,21 @@ mod ratelimit;
 mod rates;
 mod status;
 mod sync;
+mod time;
 mod verbs;
 mod views;
 
 pub use action::{Action, ActionKind, IoErrorKind, OpId, OpResult};
-pub use config::{ConfigError, CopyMode, ErrorPolicy, MirrorConfig, RangeState, SyncMode};
+pub use config::{
+    ConfigError, CopyMode, ErrorPolicy, MirrorConfig, RangeState, SyncMode, DEFAULT_BUF_SIZE,
+    DEFAULT_GRANULARITY, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IO, DEFAULT_NOT_CONVERGING_WINDOW_NS,
+    MAX_GRANULARITY, MIN_GRANULARITY,
+};
 pub use error::JobError;
-pub use event::{ErrorAction, Event, Operation};
+pub use event::{ErrorAction, Event, EventType, FieldValue, Operation};
 pub use guest::{GuestWrite, GuestWriteStart};
-pub use mirror::{MirrorJob, Nanos};
+pub use mirror::MirrorJob;
+pub use time::Nanos;
 pub use policy::{RETRY_BACKOFF_FIRST_NS, RETRY_BACKOFF_MAX_NS};
 pub use ratelimit::SLICE_NS;
 pub use status::{render_phase_diagram, JobStatus, Verb, TRANSITIONS, VERB_TABLE};

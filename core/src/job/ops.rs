@@ -2,7 +2,8 @@
 //!
 //! Every action the job emits belongs to an op in this table, from the action to its
 //! completion. Ops that touch disk ranges own whole chunks while they are active: at most
-//! one owner per chunk (DESIGN §3.2), recorded as disjoint intervals keyed by their first
+//! one owner per chunk (so that target writes to one chunk land in the order they were
+//! issued), recorded as disjoint intervals keyed by their first
 //! chunk. Guest writes in write-blocking mode wait in a FIFO, owning nothing, until their
 //! whole range is free and no earlier waiting write overlaps them; since waiters own
 //! nothing and owners never wait, waits cannot form a cycle.

@@ -1,4 +1,5 @@
-//! Error policies (DESIGN §1, QEMU-FACTS §3.10), one per side.
+//! Error policies, one per side (`on_source_error`, `on_target_error`): `report`, `ignore`,
+//! `stop` and `enospc`, as QEMU's `BlockdevOnError`.
 //!
 //! Every failed read, write, guest write or flush emits `BLOCK_JOB_ERROR` with the action
 //! its policy chose; the failed range was already re-marked dirty by the caller.
@@ -16,9 +17,11 @@
 //! what was issued before the wait: its other failures do not lengthen the wait. So a side
 //! that keeps failing costs at most `max_in_flight` errors per wait, and at least one wait
 //! of [`RETRY_BACKOFF_FIRST_NS`] separates two rounds. The chunk stays dirty throughout
-//! (DESIGN §3.6): once the fault is gone, the next round succeeds and the job converges.
+//! (a failed chunk under `ignore` is never given up, so the target is never left corrupt):
+//! once the fault is gone, the next round succeeds and the job converges.
 
-use super::mirror::{AbortReason, Ending, GuestHold, MirrorJob, Nanos};
+use super::mirror::{AbortReason, Ending, GuestHold, MirrorJob};
+use super::time::Nanos;
 use super::*;
 
 /// The first wait after an `ignore`d error, in nanoseconds.

@@ -1,11 +1,12 @@
-//! The speed limit: QEMU's slice-based rate limiter (QEMU-FACTS §3.14).
+//! The speed limit, modelled on QEMU's slice-based rate limiter (`include/qemu/ratelimit.h`,
+//! which QEMU's block jobs use for their `speed`).
 //!
 //! Time is cut into 100 ms slices with a quota of `max(1, speed / 10)` bytes each. Bytes are
 //! charged when a read is issued; a read may overshoot the quota (a burst of one run), and
 //! the overshoot is paid for by stretching the slice to `start + (dispatched / quota) × 100 ms`.
 //! Speed 0 means unlimited.
 
-use super::mirror::Nanos;
+use super::time::Nanos;
 
 /// Length of one rate-limit slice.
 pub const SLICE_NS: u64 = 100_000_000;

@@ -1,7 +1,7 @@
 //! Rate estimates (beyond QEMU): guest dirtying rate, copy rate, ETA to ready, and the
 //! not-converging detector. All in virtual time supplied by the driver.
 
-use super::mirror::Nanos;
+use super::time::Nanos;
 
 /// Width of one rate bucket.
 const BUCKET_NS: u64 = 100_000_000;

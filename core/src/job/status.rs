@@ -1,6 +1,7 @@
 //! Job status and the verb table (QEMU's job model).
 
-use std::fmt;
+use super::config::ConfigError;
+use crate::names::names;
 
 /// Where a job is in its life. `Display` gives the shared lowercase names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,48 +29,21 @@ pub enum JobStatus {
     Null,
 }
 
-impl JobStatus {
-    /// Every status, in lifecycle order.
-    pub const ALL: [JobStatus; 10] = [
-        JobStatus::Created,
-        JobStatus::Running,
-        JobStatus::Paused,
-        JobStatus::Ready,
-        JobStatus::Standby,
-        JobStatus::Waiting,
-        JobStatus::Pending,
-        JobStatus::Aborting,
-        JobStatus::Concluded,
-        JobStatus::Null,
-    ];
-
-    /// The shared lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Created => "created",
-            JobStatus::Running => "running",
-            JobStatus::Paused => "paused",
-            JobStatus::Ready => "ready",
-            JobStatus::Standby => "standby",
-            JobStatus::Waiting => "waiting",
-            JobStatus::Pending => "pending",
-            JobStatus::Aborting => "aborting",
-            JobStatus::Concluded => "concluded",
-            JobStatus::Null => "null",
-        }
-    }
-
-    /// Parse a shared lowercase name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-}
-
-impl fmt::Display for JobStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+names!(
+    JobStatus,
+    "job status",
+    ConfigError,
+    Created = "created",
+    Running = "running",
+    Paused = "paused",
+    Ready = "ready",
+    Standby = "standby",
+    Waiting = "waiting",
+    Pending = "pending",
+    Aborting = "aborting",
+    Concluded = "concluded",
+    Null = "null",
+);
 
 /// A command from the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,39 +67,19 @@ pub enum Verb {
     Change,
 }
 
-impl Verb {
-    /// Every verb.
-    pub const ALL: [Verb; 8] = [
-        Verb::Start,
-        Verb::Pause,
-        Verb::Resume,
-        Verb::SetSpeed,
-        Verb::Complete,
-        Verb::Cancel,
-        Verb::Dismiss,
-        Verb::Change,
-    ];
-
-    /// The shared lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verb::Start => "start",
-            Verb::Pause => "pause",
-            Verb::Resume => "resume",
-            Verb::SetSpeed => "set_speed",
-            Verb::Complete => "complete",
-            Verb::Cancel => "cancel",
-            Verb::Dismiss => "dismiss",
-            Verb::Change => "change",
-        }
-    }
-}
-
-impl fmt::Display for Verb {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+names!(
+    Verb,
+    "verb",
+    ConfigError,
+    Start = "start",
+    Pause = "pause",
+    Resume = "resume",
+    SetSpeed = "set_speed",
+    Complete = "complete",
+    Cancel = "cancel",
+    Dismiss = "dismiss",
+    Change = "change",
+);
 
 /// The allowed status changes, as data: `(from, to, what makes the job take it)`. The job asserts every change it makes
 /// is in this table, and `docs/phase-diagram.md` is rendered from it (see

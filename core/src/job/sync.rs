@@ -1,8 +1,10 @@
-//! Sync modes and range declarations (DESIGN §7 "Fine points").
+//! Sync modes and range declarations (the choices are recorded in `docs/mirror-job.md`,
+//! "Sync modes and declarations").
 //!
 //! At `start()`, `full` and `top` mark the whole disk dirty and then apply the declarations
 //! made so far, in order; `none` starts clean. Guest writes are tracked from the job's
-//! creation, so dirty tracking is live before any scan (QEMU-FACTS §3.5, bug #3273).
+//! creation, so dirty tracking is live before any scan: a guest write that lands while the
+//! driver is still probing the source (and declaring ranges) is never missed.
 //!
 //! Declaring never loses a guest write: a declaration only cleans whole chunks inside its
 //! range whose dirt is still the initial selection's: not written by the guest since the

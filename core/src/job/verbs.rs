@@ -1,7 +1,10 @@
-//! Commands from the user: the verbs of DESIGN §2, checked against [`VERB_TABLE`](super::VERB_TABLE).
-//! A refused verb returns a typed error and changes nothing.
+//! Commands from the user: start, pause, resume, set_speed, change (the copy mode),
+//! complete, cancel and dismiss (QEMU's job verbs), each checked against
+//! [`VERB_TABLE`](super::VERB_TABLE). A refused verb returns a typed error naming the status
+//! and the verb, and changes nothing.
 
-use super::mirror::{AbortReason, Ending, GuestHold, MirrorJob, Nanos};
+use super::mirror::{AbortReason, Ending, GuestHold, MirrorJob};
+use super::time::Nanos;
 use super::*;
 
 impl MirrorJob {

@@ -1,10 +1,12 @@
 //! Read-only views of a job for drivers and visualisation: status, progress, rates, the
 //! bitmap and the ops that own chunks.
 
-use super::mirror::{GuestHold, MirrorJob, Nanos};
+use super::mirror::{GuestHold, MirrorJob};
 use super::ops::{CopyStage, GuestStage, OpKind};
+use super::time::Nanos;
 use super::*;
 use crate::bitmap::HBitmap;
+use crate::names::names;
 
 /// Progress in bytes: `total = current + remaining` (dirty bytes plus bytes in flight).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,18 +44,16 @@ pub enum OpViewKind {
     WaitingGuestWrite,
 }
 
-impl OpViewKind {
-    /// The shared lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OpViewKind::Reading => "reading",
-            OpViewKind::Writing => "writing",
-            OpViewKind::GuestLanding => "guest_landing",
-            OpViewKind::GuestWriting => "guest_writing",
-            OpViewKind::WaitingGuestWrite => "waiting_guest_write",
-        }
-    }
-}
+names!(
+    OpViewKind,
+    "op view kind",
+    ConfigError,
+    Reading = "reading",
+    Writing = "writing",
+    GuestLanding = "guest_landing",
+    GuestWriting = "guest_writing",
+    WaitingGuestWrite = "waiting_guest_write",
+);
 
 /// A read-only view of one operation that owns or waits for chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

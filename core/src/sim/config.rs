@@ -2,7 +2,8 @@
 
 use super::device::DeviceConfig;
 use super::disk::Side;
-use crate::job::{CopyMode, IoErrorKind, MirrorConfig};
+use crate::job::{ConfigError, CopyMode, IoErrorKind, MirrorConfig};
+use crate::names::names;
 use std::fmt;
 use std::str::FromStr;
 
@@ -312,14 +313,13 @@ impl SimConfig {
             && self.resume_after_stop_ns.is_none()
     }
 
-    /// Check the simulator's own fields (the job checks its own when it is made).
+    /// Check the job's rules ([`MirrorConfig::validate`]) and the simulator's own fields.
     pub fn validate(&self) -> Result<(), SimConfigError> {
+        self.job.validate()?;
         let (length, granularity) = (self.job.length, self.job.granularity);
-        if granularity > 0 {
-            let chunks = length.div_ceil(granularity);
-            if chunks > MAX_CHUNKS {
-                return Err(SimConfigError::TooManyChunks { length, granularity, chunks });
-            }
+        let chunks = length.div_ceil(granularity);
+        if chunks > MAX_CHUNKS {
+            return Err(SimConfigError::TooManyChunks { length, granularity, chunks });
         }
         let g = &self.guest;
         if g.write_rate_bytes_per_sec > 0 {
@@ -369,6 +369,9 @@ impl SimConfig {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SimConfigError {
+    /// The job's configuration breaks a rule of [`MirrorConfig::validate`].
+    #[error(transparent)]
+    Job(#[from] ConfigError),
     /// A fraction or probability outside [0, 1] (or (0, 1] for `hot_fraction`).
     #[error("{what} must be a fraction between 0 and 1, got {value}")]
     Fraction {
@@ -402,3 +405,12 @@ pub enum SimConfigError {
     #[error("{0}")]
     Invalid(&'static str),
 }
+
+names!(
+    ReadCapture,
+    "read capture",
+    SimConfigError,
+    Issue = "issue",
+    Completion = "completion",
+    Either = "either"
+);

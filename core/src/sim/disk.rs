@@ -14,6 +14,8 @@
 //! write makes it uniform again. A running count of mismatched chunks makes
 //! `source_equals_target` O(1).
 
+use super::config::SimConfigError;
+use crate::names::names;
 use std::collections::BTreeMap;
 
 /// Which disk.
@@ -24,6 +26,8 @@ pub enum Side {
     /// The mirror; the job writes it.
     Target,
 }
+
+names!(Side, "side", SimConfigError, Source = "source", Target = "target");
 
 /// Marks a chunk whose extents live in the side table (versions never reach it).
 const SPLIT: u64 = u64::MAX;

@@ -3,7 +3,8 @@
 
 use super::config::Command;
 use crate::job::{ActionKind, Event, IoErrorKind, JobError, JobStatus, OpId};
-use std::fmt;
+use super::config::SimConfigError;
+use crate::names::names;
 
 /// What `run_until` runs towards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,25 +39,17 @@ pub enum RunOutcome {
     NotConverging,
 }
 
-impl RunOutcome {
-    /// The shared lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunOutcome::Reached => "reached",
-            RunOutcome::Livelock => "livelock",
-            RunOutcome::Stalled => "stalled",
-            RunOutcome::TimeLimit => "time_limit",
-            RunOutcome::Unreachable => "unreachable",
-            RunOutcome::NotConverging => "not_converging",
-        }
-    }
-}
-
-impl fmt::Display for RunOutcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+names!(
+    RunOutcome,
+    "run outcome",
+    SimConfigError,
+    Reached = "reached",
+    Livelock = "livelock",
+    Stalled = "stalled",
+    TimeLimit = "time_limit",
+    Unreachable = "unreachable",
+    NotConverging = "not_converging",
+);
 
 /// Something that happened in the simulation, beyond the job's own events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,4 +236,24 @@ pub enum ChunkState {
     GuestWritten = 5,
     /// A write-blocking guest write waits for another op to release it.
     Waiting = 6,
+}
+
+names!(
+    ChunkState,
+    "chunk state",
+    SimConfigError,
+    Clean = "clean",
+    Dirty = "dirty",
+    Reading = "reading",
+    Writing = "writing",
+    Failed = "failed",
+    GuestWritten = "guest_written",
+    Waiting = "waiting",
+);
+
+impl ChunkState {
+    /// The state a `chunk_states` byte stands for (None for a byte no state has).
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(byte)).copied()
+    }
 }

@@ -1,4 +1,6 @@
-//! The invariant checks of the model (DESIGN §3), run after every input and at the end.
+//! The invariant checks of the model (no lost write, one owner per chunk, READY once and
+//! only when clean, ready sticky, target == source at a clean completion, ...), run after
+//! every input and at the end.
 
 use super::Model;
 use blockmirror_core::job::*;

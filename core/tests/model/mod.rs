@@ -1,4 +1,4 @@
-//! A reference model and randomized driver for the mirror job (DESIGN §3).
+//! A reference model and randomized driver for the mirror job (its invariants are listed in `checks.rs`).
 //!
 //! Disks are modelled as one content version per 512-byte block: a guest write stamps a
 //! fresh version on its blocks; version 0 reads as zeroes. A read snapshots the source when

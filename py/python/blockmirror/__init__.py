@@ -2,6 +2,7 @@
 
 from blockmirror._native import (
     CHUNK_STATE_NAMES,
+    DEFAULTS,
     Action,
     BlockMirrorError,
     Event,
@@ -33,6 +34,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "CHUNK_STATE_NAMES",
+    "DEFAULTS",
     "Action",
     "BlockMirrorError",
     "Event",

@@ -17,7 +17,6 @@ What must stay true:
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import re
 import sys
@@ -26,7 +25,7 @@ from typing import Callable, List, Optional, Tuple, Union
 
 from blockmirror._events import MirrorEvent
 from blockmirror._mirror import Mirror, open_tracking_creation
-from blockmirror._native import InvalidArgument, IoError, JobStateError
+from blockmirror._native import DEFAULTS, InvalidArgument, IoError, JobStateError
 from blockmirror._progress import format_bytes, format_rate
 from blockmirror._report import Reporter
 from blockmirror.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, Terminated
@@ -37,7 +36,7 @@ _TICK_S = 0.1
 # How long a force-cancel may take before the command gives up waiting (it then exits
 # anyway; closing the mirror still waits for I/O already submitted).
 _CANCEL_WAIT_S = 30.0
-_DEFAULT_MAX_IO: int = inspect.signature(Mirror).parameters["max_io"].default
+_DEFAULT_MAX_IO = int(DEFAULTS["max_io"])  # the core's default
 
 # Messages from the library name Python parameters; the command's users know its flags.
 _FLAG_NAMES: List[Tuple["re.Pattern[str]", Union[str, Callable[["re.Match[str]"], str]]]] = [

@@ -25,7 +25,8 @@ _POOL_BYTES = 8 << 20
 
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
-    from blockmirror.cli import parse_size
+    from blockmirror._native import DEFAULTS
+    from blockmirror.cli import parse_size, size_text
 
     p.add_argument("--size", type=parse_size, default=1 << 30, help="image size (default 1G)")
     p.add_argument("--rate", type=parse_size, default=16 << 20,
@@ -33,7 +34,9 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block", type=parse_size, default=64 << 10, help="guest write size (default 64K)")
     p.add_argument("--copy-mode", choices=["background", "write-blocking"], default="background")
     p.add_argument("--speed", type=parse_size, default=0, help="mirror speed limit per second (default unlimited)")
-    p.add_argument("--granularity", type=parse_size, default=64 << 10)
+    granularity = int(DEFAULTS["granularity"])
+    p.add_argument("--granularity", type=parse_size, default=granularity,
+                   help=f"chunk size (default {size_text(granularity)})")
     p.add_argument("--in-sync-seconds", type=float, default=1.0,
                    help="how long the guest writes in the mirroring phase before completing")
     p.add_argument("--time-limit", type=float, default=300.0, metavar="S",

@@ -14,7 +14,19 @@ import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from blockmirror._events import MirrorEvent, MirrorResult
-from blockmirror._native import FileMirror, IoError, JobStateError
+from blockmirror._native import DEFAULTS, ERRNO_BY_NAME, FileMirror, IoError, JobStateError
+
+# The core's job defaults (blockmirror.DEFAULTS), typed for the signatures below.
+_GRANULARITY = int(DEFAULTS["granularity"])
+_BUF_SIZE = int(DEFAULTS["buf_size"])
+_MAX_IN_FLIGHT = int(DEFAULTS["max_in_flight"])
+_MAX_IO = int(DEFAULTS["max_io"])
+_SPEED = int(DEFAULTS["speed"])
+_SYNC = str(DEFAULTS["sync"])
+_COPY_MODE = str(DEFAULTS["copy_mode"])
+_ON_SOURCE_ERROR = str(DEFAULTS["on_source_error"])
+_ON_TARGET_ERROR = str(DEFAULTS["on_target_error"])
+_NOT_CONVERGING_WINDOW = int(DEFAULTS["not_converging_window_ns"]) / 1e9
 
 __all__ = ["CreatedTarget", "Mirror", "mirror"]
 
@@ -190,22 +202,22 @@ class Mirror:
         source: PathArg,
         target: PathArg,
         *,
-        granularity: int = 65536,
-        sync: str = "full",
-        copy_mode: str = "background",
-        on_source_error: str = "report",
-        on_target_error: str = "report",
-        speed: int = 0,
-        buf_size: int = 16 << 20,
-        max_in_flight: int = 16,
-        max_io: int = 1 << 20,
+        granularity: int = _GRANULARITY,
+        sync: str = _SYNC,
+        copy_mode: str = _COPY_MODE,
+        on_source_error: str = _ON_SOURCE_ERROR,
+        on_target_error: str = _ON_TARGET_ERROR,
+        speed: int = _SPEED,
+        buf_size: int = _BUF_SIZE,
+        max_in_flight: int = _MAX_IN_FLIGHT,
+        max_io: int = _MAX_IO,
         direct: bool = False,
         reuse: bool = False,
         unmap: bool = True,
         offload: bool = True,
         io_uring: bool = True,
         auto_converge: bool = False,
-        not_converging_window: float = 10.0,
+        not_converging_window: float = _NOT_CONVERGING_WINDOW,
         faults: Optional[Sequence[Dict[str, Any]]] = None,
         on_event: Optional[EventCallback] = None,
         guest_writes: bool = True,
@@ -505,15 +517,13 @@ def mirror(
             created.remove()
 
 
-_ERRNO_BY_NAME = {"nospace": 28, "io": 5, "readonly": 30}
-
-
 def _errno_of(name: Optional[str]) -> int:
+    # Event error names come from the core's table (ERRNO_BY_NAME); other errnos are decimal.
     if name is None:
-        return 5
-    if name in _ERRNO_BY_NAME:
-        return _ERRNO_BY_NAME[name]
+        return ERRNO_BY_NAME["io"]
+    if name in ERRNO_BY_NAME:
+        return ERRNO_BY_NAME[name]
     try:
         return int(name)
     except ValueError:
-        return 5
+        return ERRNO_BY_NAME["io"]

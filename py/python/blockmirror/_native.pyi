@@ -108,6 +108,10 @@ class FileMirror:
 # -- the sans-io job and the simulator ----------------------------------------------------
 
 CHUNK_STATE_NAMES: tuple[str, ...]
+ERRNO_BY_NAME: dict[str, int]
+#: The core's job defaults by option name (granularity, buf_size, max_io, max_in_flight, ...).
+DEFAULTS: dict[str, int | str | bool]
+#: The core's named I/O error kinds (event ``error`` names) and their errnos.
 
 @final
 class Action:
@@ -173,9 +177,9 @@ class MirrorJob:
         on_source_error: str = "report",
         on_target_error: str = "report",
         speed: int = 0,
-        buf_size: int = ...,
+        buf_size: int = 16777216,
         max_in_flight: int = 16,
-        max_io: int = ...,
+        max_io: int = 1048576,
         discard_reads_zero: bool = False,
     ) -> MirrorJob: ...
     @property
@@ -249,11 +253,11 @@ class Simulation:
         on_source_error: str = "report",
         on_target_error: str = "report",
         speed: int = 0,
-        buf_size: int = ...,
+        buf_size: int = 16777216,
         max_in_flight: int = 16,
-        max_io: int = ...,
+        max_io: int = 1048576,
         discard_reads_zero: bool = False,
-        not_converging_window_ns: int = ...,
+        not_converging_window_ns: int = 10000000000,
         write_rate: int = 0,
         write_size: int = 4096,
         write_align: int = ...,

@@ -46,6 +46,15 @@ def parse_size(text: str) -> int:
     return value
 
 
+def size_text(value: int) -> str:
+    """65536 → ``"64K"``: the largest binary unit that divides ``value`` (what ``parse_size`` reads)."""
+    for suffix in "TGMK":
+        unit = _SIZE_UNITS[suffix.lower()]
+        if value and value % unit == 0:
+            return f"{value // unit}{suffix}"
+    return str(value)
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -91,19 +100,25 @@ POLICY_HELP = ("what a {side} error does: report = the job fails (default); igno
 
 def add_job_options(p: argparse.ArgumentParser) -> None:
     """The job's knobs, shared by ``mirror`` (the demo takes a few of them)."""
+    d = blockmirror.DEFAULTS  # the core's defaults: the help shows what the job uses
     policies = ["report", "ignore", "stop", "enospc"]
-    p.add_argument("--granularity", type=parse_size, default=65536, help="chunk size (default 64K)")
-    p.add_argument("--buf-size", type=parse_size, default=16 << 20, help="copy buffers in flight (default 16M)")
-    p.add_argument("--speed", type=parse_size, default=0, help="speed limit per second (default 0: unlimited)")
-    p.add_argument("--max-in-flight", type=_count, default=16, help="copies in flight (default 16)")
+    granularity, buf_size, max_io = int(d["granularity"]), int(d["buf_size"]), int(d["max_io"])
+    p.add_argument("--granularity", type=parse_size, default=granularity,
+                   help=f"chunk size (default {size_text(granularity)})")
+    p.add_argument("--buf-size", type=parse_size, default=buf_size,
+                   help=f"copy buffers in flight (default {size_text(buf_size)})")
+    p.add_argument("--speed", type=parse_size, default=int(d["speed"]),
+                   help="speed limit per second (default 0: unlimited)")
+    p.add_argument("--max-in-flight", type=_count, default=int(d["max_in_flight"]),
+                   help=f"copies in flight (default {d['max_in_flight']})")
     p.add_argument("--max-io", type=parse_size, default=None,
-                   help="largest single copy (default: 1M, or the granularity when larger)")
-    p.add_argument("--sync", choices=["full", "top", "none"], default="full", help=SYNC_HELP)
-    p.add_argument("--copy-mode", choices=["background", "write-blocking"], default="background",
+                   help=f"largest single copy (default: {size_text(max_io)}, or the granularity when larger)")
+    p.add_argument("--sync", choices=["full", "top", "none"], default=d["sync"], help=SYNC_HELP)
+    p.add_argument("--copy-mode", choices=["background", "write-blocking"], default=d["copy_mode"],
                    help=COPY_MODE_HELP)
-    p.add_argument("--on-source-error", choices=policies, default="report",
+    p.add_argument("--on-source-error", choices=policies, default=d["on_source_error"],
                    help=POLICY_HELP.format(side="read (source)"))
-    p.add_argument("--on-target-error", choices=policies, default="report",
+    p.add_argument("--on-target-error", choices=policies, default=d["on_target_error"],
                    help=POLICY_HELP.format(side="write (target)"))
 
 
