@@ -9,8 +9,8 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::buffers::ALIGN_BYTES;
-use super::identity;
+use crate::buffers::ALIGN_BYTES;
+use crate::identity;
 
 /// Why the files could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! `FileMirror`: a running mirror of one file (or block device) onto another, with its
-//! threads. No Python here: the binding in `crate::mirror` calls these methods with the GIL
-//! released.
+//! threads. No Python here: the Python binding (blockmirror-py) calls these methods with
+//! the GIL released.
 //!
 //! Threads: a driver thread that gives the job its timeouts (the speed limit) and notices
 //! the end; `workers` I/O threads; and the callers' own threads (guest writes, verbs,
@@ -17,13 +17,13 @@ use blockmirror_core::job::{
     RangeState, SyncMode,
 };
 
-use super::extents;
-use super::faults::{FaultInjector, FaultRule};
-use super::files::{open_files, OpenError, OpenOptionsSpec};
-use super::io_ops;
-use super::shared::{EventRecord, Failure, Shared, State, Stats};
-use super::uring;
-use super::workers;
+use crate::extents;
+use crate::faults::{FaultInjector, FaultRule};
+use crate::files::{open_files, OpenError, OpenOptionsSpec};
+use crate::io_ops;
+use crate::shared::{EventRecord, Failure, Shared, State, Stats};
+use crate::uring;
+use crate::workers;
 
 /// Everything needed to start a mirror, besides the two paths.
 #[derive(Debug, Clone)]
@@ -139,7 +139,7 @@ pub struct FileMirror {
 /// scan: `full` skips holes when the target was created here (it reads zero); `top` skips
 /// what the source does not allocate, documented as copying only allocated extents onto a
 /// target that reads zero; `none` ignores declarations.
-fn declare_holes(job: &mut MirrorJob, shared_files: &super::files::OpenedFiles, config: &MirrorConfig) -> Result<(), StartError> {
+fn declare_holes(job: &mut MirrorJob, shared_files: &crate::files::OpenedFiles, config: &MirrorConfig) -> Result<(), StartError> {
     let state = match config.sync {
         SyncMode::Full if shared_files.target_created => RangeState::Zero,
         SyncMode::Top => RangeState::Unallocated,
@@ -169,7 +169,7 @@ impl FileMirror {
         let mut config = setup.config.clone();
         config.length = files.length;
         config.discard_reads_zero = setup.unmap && io_ops::punch_hole_supported(&files.target.buffered, files.target.is_block_device);
-        let remove_created = |files: &super::files::OpenedFiles| {
+        let remove_created = |files: &crate::files::OpenedFiles| {
             if files.target_created {
                 let _ = std::fs::remove_file(target);
             }
@@ -218,7 +218,7 @@ impl FileMirror {
         let driver_shared = Arc::clone(&shared);
         let driver = std::thread::Builder::new()
             .name("blockmirror-driver".into())
-            .spawn(move || super::shared::guarded(&driver_shared, "driver", || drive(&driver_shared)))
+            .spawn(move || crate::shared::guarded(&driver_shared, "driver", || drive(&driver_shared)))
             .map_err(|source| StartError::Os { what: "starting the driver thread", source })?;
         let mut threads = workers;
         threads.push(driver);
@@ -387,7 +387,7 @@ impl FileMirror {
         self.wait_for(timeout, |st| st.finished().then_some(WaitOutcome::Reached))
     }
 
-    fn wait_for(&self, timeout: Option<Duration>, done: impl Fn(&super::shared::State) -> Option<WaitOutcome>) -> WaitOutcome {
+    fn wait_for(&self, timeout: Option<Duration>, done: impl Fn(&crate::shared::State) -> Option<WaitOutcome>) -> WaitOutcome {
         let deadline = deadline_after(timeout);
         let mut st = self.shared.lock();
         loop {

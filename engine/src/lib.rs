@@ -1,5 +1,6 @@
-//! The file backend: mirrors a raw image file or block device onto another, driving a
-//! `blockmirror_core::job::MirrorJob` with real I/O on a small thread pool.
+//! blockmirror-engine: real I/O for blockmirror. Mirrors a raw image file or block device
+//! onto another, driving a `blockmirror_core::job::MirrorJob` with real I/O on a small
+//! thread pool.
 //!
 //! - [`files`]: opening both sides (sizes, block devices, sparse creation, O_DIRECT).
 //! - [`identity`]: which storage an open handle reaches (the same-file check).
@@ -11,7 +12,7 @@
 //! - [`events`]: the bounded queue of undelivered events (repeated errors counted).
 //! - [`shared`] and [`workers`]: the job behind a lock, and the I/O threads.
 //! - [`uring`]: io_uring submission of O_DIRECT copies (falls back to the workers).
-//! - [`engine`]: [`engine::FileMirror`], the running mirror the Python binding wraps.
+//! - [`engine`]: [`engine::FileMirror`], the running mirror (what the Python binding wraps).
 //!
 //! Nothing here knows Python; the binding releases the GIL around every call.
 

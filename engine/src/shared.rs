@@ -15,13 +15,13 @@ use blockmirror_core::job::{
     Action, ActionKind, CopyMode, ErrorAction, Event, IoErrorKind, JobStatus, MirrorJob, Nanos, OpId, OpResult, Operation,
 };
 
-use super::buffers::{AlignedBuf, BufferPool};
-use super::events::EventLog;
-use super::faults::FaultInjector;
-use super::files::OpenedFiles;
-use super::workers::{Task, TaskOutcome, TaskSender};
+use crate::buffers::{AlignedBuf, BufferPool};
+use crate::events::EventLog;
+use crate::faults::FaultInjector;
+use crate::files::OpenedFiles;
+use crate::workers::{Task, TaskOutcome, TaskSender};
 
-pub use super::events::EventRecord;
+pub use crate::events::EventRecord;
 
 /// Why the job failed: the error of the `report` that ended it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,10 +16,10 @@ use std::thread::JoinHandle;
 use blockmirror_core::job::{IoErrorKind, OpId};
 use io_uring::{opcode, types, IoUring};
 
-use super::buffers::{is_all_zero, AlignedBuf};
-use super::faults::{FaultOp, FaultSide};
-use super::shared::Shared;
-use super::workers::{ReadDone, Task, TaskOutcome};
+use crate::buffers::{is_all_zero, AlignedBuf};
+use crate::faults::{FaultOp, FaultSide};
+use crate::shared::Shared;
+use crate::workers::{ReadDone, Task, TaskOutcome};
 
 /// One I/O in the ring.
 struct InFlight {
@@ -106,7 +106,7 @@ fn intake(shared: &Shared, ring: &mut Ring, task: Task) {
 pub fn spawn(shared: &Arc<Shared>, tasks: Receiver<Task>, depth: u32) -> io::Result<JoinHandle<()>> {
     let ring = IoUring::new(depth.next_power_of_two().max(8))?;
     let shared = Arc::clone(shared);
-    std::thread::Builder::new().name("blockmirror-uring".into()).spawn(move || super::shared::guarded(&shared, "io_uring", || {
+    std::thread::Builder::new().name("blockmirror-uring".into()).spawn(move || crate::shared::guarded(&shared, "io_uring", || {
         let mut ring = Ring { ring, in_flight: HashMap::new(), next_id: 0 };
         loop {
             if ring.in_flight.is_empty() {
@@ -131,7 +131,7 @@ pub fn spawn(shared: &Arc<Shared>, tasks: Receiver<Task>, depth: u32) -> io::Res
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) || e.raw_os_error() == Some(libc::EBUSY) => {}
                 Err(e) => {
                     // The ring itself broke: fail everything in it; the job's policies act.
-                    let kind = super::io_ops::error_kind(&e);
+                    let kind = crate::io_ops::error_kind(&e);
                     for (_, io) in ring.in_flight.drain() {
                         finish(&shared, io, Err(kind));
                     }

@@ -8,10 +8,10 @@ use std::thread::JoinHandle;
 
 use blockmirror_core::job::{IoErrorKind, OpId};
 
-use super::buffers::{is_all_zero, AlignedBuf};
-use super::faults::{FaultOp, FaultSide};
-use super::io_ops;
-use super::shared::{guarded, Shared};
+use crate::buffers::{is_all_zero, AlignedBuf};
+use crate::faults::{FaultOp, FaultSide};
+use crate::io_ops;
+use crate::shared::{guarded, Shared};
 
 /// One unit of I/O for a worker.
 pub enum Task {
