@@ -14,6 +14,19 @@ cargo test --workspace --exclude blockmirror-py --exclude blockmirror-engine
 log "cargo test (engine: the file backend, without Python)"
 cargo test -p blockmirror-engine
 
+log "engine example: mirror a generated sparse image, then compare"
+example_dir=$(mktemp -d)
+trap 'rm -rf "$example_dir"' EXIT
+# Data, a hole, more data and an odd-sized tail (not a multiple of 4096 bytes).
+head -c 3000000 /dev/urandom >"$example_dir/src.img"
+truncate -s 8M "$example_dir/src.img"
+head -c 100001 /dev/urandom >>"$example_dir/src.img"
+cargo run -q --example mirror -p blockmirror-engine "$example_dir/src.img" "$example_dir/dst.img"
+cmp "$example_dir/src.img" "$example_dir/dst.img"
+if command -v qemu-img >/dev/null; then
+    qemu-img compare -q -f raw -F raw "$example_dir/src.img" "$example_dir/dst.img"
+fi
+
 log "core builds for wasm32"
 cargo build -p blockmirror-core --target wasm32-unknown-unknown
 

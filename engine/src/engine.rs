@@ -50,6 +50,26 @@ pub struct MirrorSetup {
     pub faults: Vec<FaultRule>,
 }
 
+impl Default for MirrorSetup {
+    /// The job's defaults ([`MirrorConfig::new`]) with buffered I/O into a new sparse target:
+    /// no O_DIRECT (so no io_uring), no reuse of an existing target, holes punched for zero
+    /// ranges, guest writes possible, in-kernel copies where the files allow, no
+    /// auto-converge, no faults. The same choices as the Python `FileMirror`'s defaults.
+    fn default() -> Self {
+        Self {
+            config: MirrorConfig::new(0),
+            direct: false,
+            reuse: false,
+            unmap: true,
+            guest_writes: true,
+            io_uring: true,
+            auto_converge: false,
+            offload: true,
+            faults: Vec::new(),
+        }
+    }
+}
+
 /// Why a mirror could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

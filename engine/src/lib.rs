@@ -1,7 +1,33 @@
-//! blockmirror-engine: real I/O for blockmirror. Mirrors a raw image file or block device
-//! onto another, driving a `blockmirror_core::job::MirrorJob` with real I/O on a small
-//! thread pool.
+//! blockmirror-engine: real I/O for blockmirror. It mirrors a raw image file or block device
+//! onto another while the source stays in use, driving blockmirror-core's sans-io
+//! `MirrorJob` with real reads and writes on a small thread pool (and io_uring for O_DIRECT
+//! copies). It knows nothing of Python; the Python package wraps [`FileMirror`].
 //!
+//! ```
+//! use blockmirror_engine::{FileMirror, MirrorSetup, WaitOutcome};
+//! # let dir = std::env::temp_dir().join(format!("bm-engine-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).unwrap();
+//! # let (source, target) = (dir.join("src.img"), dir.join("dst.img"));
+//! # std::fs::write(&source, vec![7u8; 1 << 20]).unwrap();
+//!
+//! let mirror = FileMirror::start(&source, &target, MirrorSetup::default())?;
+//! // Guest writes may go through `mirror.guest_write` meanwhile; once the target has caught
+//! // up (READY), `complete` ends the job with both sides equal.
+//! if mirror.wait_ready(None) == WaitOutcome::Reached {
+//!     mirror.verb(|job| job.complete())?;
+//! }
+//! mirror.wait_end(None);
+//! assert_eq!(mirror.snapshot().failure, None);
+//! # drop(mirror);
+//! # assert_eq!(std::fs::read(&source).unwrap(), std::fs::read(&target).unwrap());
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! `examples/mirror.rs` is the same as a program; `docs/file-backend.md` describes the
+//! backend's choices (O_DIRECT, holes, offload, faults).
+//!
+//! Modules:
 //! - [`files`]: opening both sides (sizes, block devices, sparse creation, O_DIRECT).
 //! - [`identity`]: which storage an open handle reaches (the same-file check).
 //! - [`extents`]: the source's holes (SEEK_DATA/SEEK_HOLE), declared to the job up front.
@@ -12,9 +38,7 @@
 //! - [`events`]: the bounded queue of undelivered events (repeated errors counted).
 //! - [`shared`] and [`workers`]: the job behind a lock, and the I/O threads.
 //! - [`uring`]: io_uring submission of O_DIRECT copies (falls back to the workers).
-//! - [`engine`]: [`engine::FileMirror`], the running mirror (what the Python binding wraps).
-//!
-//! Nothing here knows Python; the binding releases the GIL around every call.
+//! - [`engine`]: [`FileMirror`], the running mirror.
 
 pub mod buffers;
 pub mod engine;
@@ -27,3 +51,6 @@ pub mod io_ops;
 pub mod shared;
 pub mod uring;
 pub mod workers;
+
+pub use engine::{FileMirror, GuestIoError, MirrorSetup, Snapshot, StartError, VerbError, WaitOutcome};
+pub use events::EventRecord;
