@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,10 @@ use crate::extents;
 use crate::faults::{FaultInjector, FaultRule};
 use crate::files::{open_files, OpenError, OpenOptionsSpec};
 use crate::io_ops;
-use crate::shared::{EventRecord, Failure, Shared, State, Stats};
+use crate::events::EventRecord;
+use crate::shared::{Shared, State};
+use crate::stats::{Failure, Stats};
+use crate::task;
 use crate::uring;
 use crate::workers;
 
@@ -206,13 +209,13 @@ impl FileMirror {
             return Err(e);
         }
         let worker_count = config.max_in_flight.clamp(1, 32);
-        let (task_tx, task_rx) = mpsc::channel();
+        let (task_tx, task_rx) = task::queue();
         let offload = setup.offload && !setup.direct && !files.source.is_block_device && !files.target.is_block_device;
         let shared = Arc::new(Shared::new(job, files, FaultInjector::new(setup.faults), (setup.unmap, offload, setup.auto_converge), task_tx));
         let mut workers = workers::spawn(&shared, task_rx, worker_count)
             .map_err(|source| StartError::Os { what: "starting the I/O threads", source })?;
         if setup.direct && setup.io_uring {
-            let (ring_tx, ring_rx) = mpsc::channel();
+            let (ring_tx, ring_rx) = task::queue();
             // Refused by the kernel (or a sandbox): the workers do all the I/O instead.
             if let Ok(ring) = uring::spawn(&shared, ring_rx, (config.max_in_flight * 2) as u32) {
                 shared.lock().uring_tasks = Some(ring_tx);
@@ -407,7 +410,7 @@ impl FileMirror {
         self.wait_for(timeout, |st| st.finished().then_some(WaitOutcome::Reached))
     }
 
-    fn wait_for(&self, timeout: Option<Duration>, done: impl Fn(&crate::shared::State) -> Option<WaitOutcome>) -> WaitOutcome {
+    fn wait_for(&self, timeout: Option<Duration>, done: impl Fn(&State) -> Option<WaitOutcome>) -> WaitOutcome {
         let deadline = deadline_after(timeout);
         let mut st = self.shared.lock();
         loop {

@@ -36,9 +36,15 @@
 //!   and the mapping of OS errors to the job's error kinds.
 //! - [`faults`]: deterministic fault injection for tests.
 //! - [`events`]: the bounded queue of undelivered events (repeated errors counted).
-//! - [`shared`] and [`workers`]: the job behind a lock, and the I/O threads.
-//! - [`uring`]: io_uring submission of O_DIRECT copies (falls back to the workers).
-//! - [`engine`]: [`FileMirror`], the running mirror.
+//! - [`stats`]: byte and operation counters, and why a mirror failed.
+//! - [`engine`]: [`FileMirror`], the running mirror, and its threads' rule.
+//!
+//! Inside (not public): `shared` (the job behind a lock: state, gate, dispatch), `task`
+//! (the task protocol between the shared state and the I/O threads), `workers` (the I/O
+//! thread pool) and `uring` (io_uring submission of O_DIRECT copies, falling back to the
+//! workers).
+
+#![warn(missing_docs)]
 
 pub mod buffers;
 pub mod engine;
@@ -48,9 +54,11 @@ pub mod faults;
 pub mod files;
 pub mod identity;
 pub mod io_ops;
-pub mod shared;
-pub mod uring;
-pub mod workers;
+mod shared;
+pub mod stats;
+mod task;
+mod uring;
+mod workers;
 
 pub use engine::{FileMirror, GuestIoError, MirrorSetup, Snapshot, StartError, VerbError, WaitOutcome};
 pub use events::EventRecord;

@@ -9,17 +9,17 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use blockmirror_core::job::{IoErrorKind, OpId};
+use crossbeam_channel::TryRecvError;
 use io_uring::{opcode, types, IoUring};
 
 use crate::buffers::{is_all_zero, AlignedBuf};
 use crate::faults::{FaultOp, FaultSide};
 use crate::shared::Shared;
-use crate::workers::{ReadDone, Task, TaskOutcome};
+use crate::task::{ReadDone, Task, TaskOutcome, TaskReceiver};
 
 /// One I/O in the ring.
 struct InFlight {
@@ -103,7 +103,7 @@ fn intake(shared: &Shared, ring: &mut Ring, task: Task) {
 }
 
 /// Starts the ring thread (the ring is made first, so an unsupported kernel is an error here).
-pub fn spawn(shared: &Arc<Shared>, tasks: Receiver<Task>, depth: u32) -> io::Result<JoinHandle<()>> {
+pub fn spawn(shared: &Arc<Shared>, tasks: TaskReceiver, depth: u32) -> io::Result<JoinHandle<()>> {
     let ring = IoUring::new(depth.next_power_of_two().max(8))?;
     let shared = Arc::clone(shared);
     std::thread::Builder::new().name("blockmirror-uring".into()).spawn(move || crate::shared::guarded(&shared, "io_uring", || {
