@@ -6,6 +6,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use blockmirror_core::job::IoErrorKind;
+use rustix::fs::FallocateFlags;
+use rustix::io::Errno;
 
 /// The job's error kind for an OS error (ENOSPC → no space, EROFS/EBADF → read-only,
 /// EIO → io, anything else by errno).
@@ -28,19 +30,14 @@ pub fn write_all(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
     file.write_all_at(buf, offset)
 }
 
-fn fallocate(file: &File, mode: libc::c_int, offset: u64, length: u64) -> io::Result<()> {
-    // SAFETY: fallocate on a valid fd has no memory-safety preconditions.
-    let r = unsafe { libc::fallocate(file.as_raw_fd(), mode, offset as libc::off_t, length as libc::off_t) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
+/// Deallocate, keeping the file size: the range then reads as zeroes.
+const PUNCH_HOLE: FallocateFlags = FallocateFlags::PUNCH_HOLE.union(FallocateFlags::KEEP_SIZE);
+/// Zeroes (allocated or unwritten extents), keeping the file size.
+const ZERO_RANGE: FallocateFlags = FallocateFlags::ZERO_RANGE.union(FallocateFlags::KEEP_SIZE);
 
 /// Whether an fallocate error means "this file or filesystem cannot do that mode".
-fn unsupported(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL))
+fn unsupported(err: Errno) -> bool {
+    matches!(err, Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL)
 }
 
 /// How a zero range was produced (for statistics and tests).
@@ -58,16 +55,16 @@ pub enum ZeroMethod {
 /// deallocate (punch a hole) first; then `ZERO_RANGE`; then writes zeroes.
 pub fn zero_range(file: &File, offset: u64, length: u64, unmap: bool) -> io::Result<ZeroMethod> {
     if unmap {
-        match fallocate(file, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset, length) {
+        match rustix::fs::fallocate(file, PUNCH_HOLE, offset, length) {
             Ok(()) => return Ok(ZeroMethod::PunchHole),
-            Err(e) if unsupported(&e) => {}
-            Err(e) => return Err(e),
+            Err(e) if unsupported(e) => {}
+            Err(e) => return Err(e.into()),
         }
     }
-    match fallocate(file, libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE, offset, length) {
+    match rustix::fs::fallocate(file, ZERO_RANGE, offset, length) {
         Ok(()) => return Ok(ZeroMethod::ZeroRange),
-        Err(e) if unsupported(&e) => {}
-        Err(e) => return Err(e),
+        Err(e) if unsupported(e) => {}
+        Err(e) => return Err(e.into()),
     }
     write_zeroes(file, offset, length)?;
     Ok(ZeroMethod::Written)
@@ -91,36 +88,19 @@ pub fn write_zeroes(file: &File, offset: u64, length: u64) -> io::Result<()> {
 pub fn copy_range(source: &File, target: &File, offset: u64, length: u64) -> io::Result<bool> {
     let mut done = 0u64;
     while done < length {
-        let mut off_in = (offset + done) as libc::loff_t;
+        // Explicit offsets: the files' own positions are neither used nor moved.
+        let mut off_in = offset + done;
         let mut off_out = off_in;
-        // SAFETY: both fds are valid; the offset pointers point to live locals.
-        let r = unsafe {
-            libc::copy_file_range(
-                source.as_raw_fd(),
-                &mut off_in,
-                target.as_raw_fd(),
-                &mut off_out,
-                (length - done) as usize,
-                0,
-            )
-        };
-        if r < 0 {
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EXDEV) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
-                    if done == 0 =>
-                {
-                    return Ok(false)
-                }
-                _ => return Err(err),
-            }
-        }
-        if r == 0 {
+        let rest = usize::try_from(length - done).unwrap_or(usize::MAX);
+        match rustix::fs::copy_file_range(source, Some(&mut off_in), target, Some(&mut off_out), rest) {
             // The source ended early: it shrank under the mirror.
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "source shorter than expected"));
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "source shorter than expected")),
+            Ok(n) => done += n as u64,
+            Err(Errno::INTR) => continue,
+            // Only before the first byte: a later failure is a real error of this copy.
+            Err(Errno::XDEV | Errno::INVAL | Errno::OPNOTSUPP | Errno::NOSYS) if done == 0 => return Ok(false),
+            Err(e) => return Err(e.into()),
         }
-        done += r as u64;
     }
     Ok(true)
 }
@@ -129,7 +109,9 @@ pub fn copy_range(source: &File, target: &File, offset: u64, length: u64) -> io:
 /// disk works while the copy goes on and the flush before READY has little left to do.
 /// Advisory: an error here changes nothing (the flush reports real write errors).
 pub fn start_writeback(file: &File, offset: u64, length: u64) {
-    // SAFETY: sync_file_range on a valid fd has no memory-safety preconditions.
+    // rustix has no wrapper for sync_file_range, so this calls libc directly.
+    // SAFETY: the call takes only integers (no pointers, so no memory it could touch), and
+    // the descriptor stays open for the call's duration because `file` is borrowed.
     unsafe {
         libc::sync_file_range(file.as_raw_fd(), offset as libc::off64_t, length as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE);
     }
@@ -151,5 +133,56 @@ pub fn punch_hole_supported(file: &File, is_block_device: bool) -> bool {
         Ok(m) => m.len(),
         Err(_) => return false,
     };
-    fallocate(file, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, len, 4096).is_ok()
+    rustix::fs::fallocate(file, PUNCH_HOLE, len, 4096).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_file(name: &str, bytes: &[u8]) -> (std::path::PathBuf, File) {
+        let dir = std::env::temp_dir().join(format!("bm-io-ops-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("img");
+        std::fs::write(&path, bytes).unwrap();
+        let file = File::options().read(true).write(true).open(&path).unwrap();
+        (dir, file)
+    }
+
+    #[test]
+    fn zero_range_reads_zero_by_whichever_method() {
+        let (dir, file) = temp_file("zero", &[9u8; 64 << 10]);
+        for unmap in [true, false] {
+            write_all(&file, &[9u8; 64 << 10], 0).unwrap();
+            let method = zero_range(&file, 4096, 16384, unmap).unwrap();
+            assert!(unmap || method != ZeroMethod::PunchHole, "no hole without unmap");
+            let mut back = vec![1u8; 64 << 10];
+            read_exact(&file, &mut back, 0).unwrap();
+            assert!(back[..4096].iter().all(|&b| b == 9));
+            assert!(back[4096..20480].iter().all(|&b| b == 0));
+            assert!(back[20480..].iter().all(|&b| b == 9));
+        }
+        assert_eq!(file.metadata().unwrap().len(), 64 << 10, "the size is kept");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn copy_range_copies_in_the_kernel_or_says_it_cannot() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let (dir_a, source) = temp_file("copy-a", &data);
+        let (dir_b, target) = temp_file("copy-b", &vec![0u8; data.len()]);
+        if copy_range(&source, &target, 1000, 50_000).unwrap() {
+            let mut back = vec![0u8; data.len()];
+            read_exact(&target, &mut back, 0).unwrap();
+            assert!(back[..1000].iter().all(|&b| b == 0));
+            assert_eq!(back[1000..51_000], data[1000..51_000]);
+            assert!(back[51_000..].iter().all(|&b| b == 0));
+        }
+        // Past the source's end: the source "shrank".
+        let err = copy_range(&source, &target, 99_000, 4096);
+        assert!(err.is_err() || !copy_range(&source, &target, 0, 1).unwrap(), "{err:?}");
+        std::fs::remove_dir_all(&dir_a).unwrap();
+        std::fs::remove_dir_all(&dir_b).unwrap();
+    }
 }
