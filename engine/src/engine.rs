@@ -184,6 +184,16 @@ fn declare_holes(job: &mut MirrorJob, shared_files: &crate::files::OpenedFiles, 
 impl FileMirror {
     /// Opens the files, scans the source, starts the job and its threads.
     pub fn start(source: &Path, target: &Path, setup: MirrorSetup) -> Result<Self, StartError> {
+        Self::start_inner(source, target, setup, None)
+    }
+
+    /// `start`, with a failure injected into the io_uring ring's submissions (tests only).
+    pub(crate) fn start_inner(
+        source: &Path,
+        target: &Path,
+        setup: MirrorSetup,
+        ring_failure: Option<uring::InjectedSubmitFailure>,
+    ) -> Result<Self, StartError> {
         // Validate the configuration before touching any file (the length is not known yet;
         // any length the bitmap can hold is checked again below).
         MirrorJob::new(MirrorConfig { length: 0, ..setup.config.clone() })?;
@@ -217,7 +227,9 @@ impl FileMirror {
         if setup.direct && setup.io_uring {
             let (ring_tx, ring_rx) = task::queue();
             // Refused by the kernel (or a sandbox): the workers do all the I/O instead.
-            if let Ok(ring) = uring::spawn(&shared, ring_rx, (config.max_in_flight * 2) as u32) {
+            // Sized for twice the job's copy operations (each has one I/O in the ring at a
+            // time); `spawn` clamps the size and bounds its submissions to it.
+            if let Ok(ring) = uring::spawn(&shared, ring_rx, config.max_in_flight.saturating_mul(2), ring_failure) {
                 shared.lock().uring_tasks = Some(ring_tx);
                 workers.push(ring);
             }

@@ -37,6 +37,9 @@ pub struct Stats {
     pub flushes: u64,
     /// Operations that failed (injected or real).
     pub failed_ops: u64,
+    /// Copy buffers a failed io_uring ring kept from reuse (the kernel might still have
+    /// read or written them); freed only if their completion came later, else leaked.
+    pub buffers_withheld: u64,
     /// Progress total right after the start: the bytes the sync mode selected.
     pub initial_total: u64,
     /// Nanoseconds from the start to `BLOCK_JOB_READY`.

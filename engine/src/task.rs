@@ -70,14 +70,16 @@ pub struct ReadDone {
     pub offloaded: bool,
 }
 
-/// How a task ended, handed back to the shared state. Every buffer a task carried comes
-/// back in its outcome (or with its [`ReadDone`]), so the shared state alone decides when
-/// a buffer returns to the pool.
+/// How a task ended, handed back to the shared state. A buffer a task carried comes back
+/// in its outcome (or with its [`ReadDone`]) once nothing else can touch it, and the shared
+/// state alone returns it to the pool; a buffer the kernel may still use never comes back.
 pub enum TaskOutcome {
     /// A read, or the error.
     Read { op: OpId, result: Result<ReadDone, IoErrorKind> },
     /// A copy write: the buffer goes back to the pool; `offloaded` when the kernel copied.
-    Write { op: OpId, buf: AlignedBuf, offloaded: bool, result: Result<(), IoErrorKind> },
+    /// No buffer only for a failed write whose buffer the kernel may still use (a failed
+    /// io_uring ring withholds it): it must not be reused.
+    Write { op: OpId, buf: Option<AlignedBuf>, offloaded: bool, result: Result<(), IoErrorKind> },
     /// A write-blocking guest write.
     GuestWrite { op: OpId, length: u64, result: Result<(), IoErrorKind> },
     /// A zero write or discard; `punched` when it deallocated the range.

@@ -179,8 +179,10 @@ impl Shared {
                 Err(kind) => (op, OpResult::Failed(kind)),
             },
             TaskOutcome::Write { op, buf, offloaded, result } => {
-                let len = buf.as_slice().len() as u64;
-                self.pool.give_back(buf);
+                let len = buf.as_ref().map_or(0, |b| b.as_slice().len() as u64);
+                if let Some(buf) = buf {
+                    self.pool.give_back(buf);
+                }
                 if result.is_ok() {
                     st.stats.bytes_written += len;
                     if offloaded {
