@@ -1,9 +1,8 @@
-//! The `blockmirror._native` Python extension: bindings over blockmirror-core, and the file
-//! backend that mirrors real images (`backend`, bound in `mirror`).
+//! The `blockmirror._native` Python extension: bindings over blockmirror-core, and over
+//! blockmirror-engine's file backend that mirrors real images (bound in `mirror`).
 
 use pyo3::prelude::*;
 
-mod backend;
 mod bitmap;
 mod constants;
 mod convert;

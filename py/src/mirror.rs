@@ -14,10 +14,10 @@ use pyo3::types::{PyBytes, PyDict, PyInt, PyList};
 
 use blockmirror_core::job::{CopyMode, Event, IoErrorKind, JobError};
 
-use crate::backend::engine::{FileMirror as Engine, GuestIoError, MirrorSetup, Snapshot, StartError, VerbError, WaitOutcome};
-use crate::backend::faults::{parse_error_kind, FaultOp, FaultRule, FaultSide, PanicAt};
-use crate::backend::files::OpenError;
-use crate::backend::shared::EventRecord;
+use blockmirror_engine::engine::{FileMirror as Engine, GuestIoError, MirrorSetup, Snapshot, StartError, VerbError, WaitOutcome};
+use blockmirror_engine::faults::{parse_error_kind, FaultOp, FaultRule, FaultSide, PanicAt};
+use blockmirror_engine::files::OpenError;
+use blockmirror_engine::EventRecord;
 use crate::errors::{invalid_argument, io_error, job_state_error};
 
 fn job_error(e: JobError) -> PyErr {

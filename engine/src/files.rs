@@ -9,8 +9,11 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::buffers::ALIGN_BYTES;
-use super::identity;
+use rustix::fs::OFlags;
+use rustix::io::Errno;
+
+use crate::buffers::ALIGN_BYTES;
+use crate::identity;
 
 /// Why the files could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -98,10 +101,11 @@ fn open_handle(path: &Path, write: bool, create: bool, direct: bool) -> Result<F
         opts.create_new(true);
     }
     if direct {
-        opts.custom_flags(libc::O_DIRECT);
+        // `custom_flags` takes an i32; O_DIRECT lies below bit 31 on every Linux architecture.
+        opts.custom_flags(OFlags::DIRECT.bits() as i32);
     }
     opts.open(path).map_err(|e| {
-        if direct && e.raw_os_error() == Some(libc::EINVAL) {
+        if direct && Errno::from_io_error(&e) == Some(Errno::INVAL) {
             OpenError::Invalid(format!("{} does not support direct I/O (O_DIRECT)", path.display()))
         } else {
             OpenError::os(path, e)
@@ -132,7 +136,7 @@ fn file_type(path: &Path, what: &str) -> Result<Option<std::fs::FileType>, OpenE
 /// Opens the source and checks it; returns its two handles and its length.
 fn open_source(path: &Path, spec: &OpenOptionsSpec) -> Result<(Side, u64), OpenError> {
     let ft = file_type(path, "source")?
-        .ok_or_else(|| OpenError::os(path, io::Error::from_raw_os_error(libc::ENOENT)))?;
+        .ok_or_else(|| OpenError::os(path, io::Error::from(Errno::NOENT)))?;
     // The mirror's copy path never writes the source: its handle is read-only.
     let mut copy = open_handle(path, false, false, spec.direct)?;
     let length = size_of(&mut copy, path)?;

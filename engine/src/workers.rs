@@ -2,93 +2,20 @@
 //! (blocking, no lock held), then reports the result to the shared state, which feeds it
 //! to the job and dispatches whatever the job asks for next.
 
-use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use blockmirror_core::job::{IoErrorKind, OpId};
+use blockmirror_core::job::IoErrorKind;
 
-use super::buffers::{is_all_zero, AlignedBuf};
-use super::faults::{FaultOp, FaultSide};
-use super::io_ops;
-use super::shared::{guarded, Shared};
-
-/// One unit of I/O for a worker.
-pub enum Task {
-    /// Read the source into `buf` (its length is the range's length).
-    Read {
-        /// The operation.
-        op: OpId,
-        /// First byte.
-        offset: u64,
-        /// Destination.
-        buf: AlignedBuf,
-    },
-    /// Write `buf` (what this op's read returned) to the target.
-    Write {
-        /// The operation.
-        op: OpId,
-        /// First byte.
-        offset: u64,
-        /// The data (only its first block when `offloaded`).
-        buf: AlignedBuf,
-        /// The read only probed the first block: copy the range inside the kernel now.
-        offloaded: bool,
-    },
-    /// Write the guest's data to the target (write-blocking mode).
-    GuestWrite {
-        /// The operation.
-        op: OpId,
-        /// First byte.
-        offset: u64,
-        /// The guest's data, shared with the waiting guest call.
-        data: Arc<Vec<u8>>,
-    },
-    /// Make a target range read as zeroes (`discard`: the job asked for a discard).
-    Zero {
-        /// The operation.
-        op: OpId,
-        /// First byte.
-        offset: u64,
-        /// Bytes.
-        length: u64,
-        /// Whether this was a discard action.
-        discard: bool,
-    },
-    /// fdatasync the target.
-    Flush {
-        /// The operation.
-        op: OpId,
-    },
-}
-
-/// A successful read.
-pub struct ReadDone {
-    /// The data (only the first block when `offloaded`).
-    pub buf: AlignedBuf,
-    /// Every byte of the range was zero.
-    pub zero: bool,
-    /// Only the first block was read (it held data): the write copies in the kernel.
-    pub offloaded: bool,
-}
+use crate::buffers::{is_all_zero, AlignedBuf};
+use crate::faults::{FaultOp, FaultSide};
+use crate::io_ops;
+use crate::shared::{guarded, Shared};
+use crate::task::{ReadDone, Task, TaskOutcome, TaskReceiver};
 
 /// Bytes a read probes before deciding to offload the copy: all-zero ranges are still found
 /// exactly (a range whose first block is zero is read in full and checked).
 const OFFLOAD_PROBE_BYTES: usize = 4096;
-
-/// How a task ended, handed back to the shared state.
-pub enum TaskOutcome {
-    /// A read, or the error.
-    Read { op: OpId, result: Result<ReadDone, IoErrorKind> },
-    /// A copy write: the buffer goes back to the pool; `offloaded` when the kernel copied.
-    Write { op: OpId, buf: AlignedBuf, offloaded: bool, result: Result<(), IoErrorKind> },
-    /// A write-blocking guest write.
-    GuestWrite { op: OpId, length: u64, result: Result<(), IoErrorKind> },
-    /// A zero write or discard; `punched` when it deallocated the range.
-    Zero { op: OpId, length: u64, result: Result<bool, IoErrorKind> },
-    /// A flush.
-    Flush { op: OpId, result: Result<(), IoErrorKind> },
-}
 
 fn io_result<T>(r: std::io::Result<T>) -> Result<T, IoErrorKind> {
     r.map_err(|e| io_ops::error_kind(&e))
@@ -113,7 +40,8 @@ fn read_or_probe(shared: &Shared, offset: u64, mut buf: AlignedBuf) -> Result<Re
     Ok(ReadDone { buf, zero, offloaded: false })
 }
 
-fn run(shared: &Shared, task: Task) -> TaskOutcome {
+/// Performs one task with blocking system calls (also the io_uring thread's fallback).
+pub(crate) fn run(shared: &Shared, task: Task) -> TaskOutcome {
     let files = &shared.files;
     match task {
         Task::Read { op, offset, buf } => {
@@ -156,7 +84,7 @@ fn run(shared: &Shared, task: Task) -> TaskOutcome {
                 // little left to write (measured: 1.4x faster to READY on 1 GiB, page cache).
                 io_ops::start_writeback(&files.target.copy, offset, buf.as_slice().len() as u64);
             }
-            TaskOutcome::Write { op, buf, offloaded: copied_in_kernel, result }
+            TaskOutcome::Write { op, buf: Some(buf), offloaded: copied_in_kernel, result }
         }
         Task::GuestWrite { op, offset, data } => {
             let result = match shared.faults.check(FaultSide::Target, FaultOp::Write) {
@@ -188,27 +116,22 @@ fn run(shared: &Shared, task: Task) -> TaskOutcome {
 }
 
 /// Starts `count` workers taking tasks from `tasks`. They exit when every sender is gone.
-pub fn spawn(shared: &Arc<Shared>, tasks: Receiver<Task>, count: usize) -> std::io::Result<Vec<JoinHandle<()>>> {
-    let tasks = Arc::new(Mutex::new(tasks));
+pub fn spawn(shared: &Arc<Shared>, tasks: TaskReceiver, count: usize) -> std::io::Result<Vec<JoinHandle<()>>> {
     (0..count.max(1))
         .map(|i| {
             let shared = Arc::clone(shared);
-            let tasks = Arc::clone(&tasks);
+            let tasks = tasks.clone();
             std::thread::Builder::new().name(format!("blockmirror-io-{i}")).spawn(move || {
-                guarded(&shared, "I/O worker", || loop {
-                    // Only the receive holds the queue lock; the I/O runs unlocked. A worker
-                    // that panicked cannot have held it (it panics only in I/O or the job).
-                    let next = tasks.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                    let Ok(mut task) = next else { return };
-                    // Run what this task's completion caused next (a read's write) right here.
-                    while let Some(follow_up) = shared.finish_task(run(&shared, task)) {
-                        task = follow_up;
+                guarded(&shared, "I/O worker", || {
+                    // The I/O runs with no lock held; the queue itself needs none.
+                    while let Ok(mut task) = tasks.recv() {
+                        // Run what this task's completion caused next (a read's write) right here.
+                        while let Some(follow_up) = shared.finish_task(run(&shared, task)) {
+                            task = follow_up;
+                        }
                     }
                 })
             })
         })
         .collect()
 }
-
-/// The sending half, kept by the shared state.
-pub type TaskSender = Sender<Task>;

@@ -1,6 +1,6 @@
 //! `FileMirror`: a running mirror of one file (or block device) onto another, with its
-//! threads. No Python here: the binding in `crate::mirror` calls these methods with the GIL
-//! released.
+//! threads. No Python here: the Python binding (blockmirror-py) calls these methods with
+//! the GIL released.
 //!
 //! Threads: a driver thread that gives the job its timeouts (the speed limit) and notices
 //! the end; `workers` I/O threads; and the callers' own threads (guest writes, verbs,
@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -17,13 +17,16 @@ use blockmirror_core::job::{
     RangeState, SyncMode,
 };
 
-use super::extents;
-use super::faults::{FaultInjector, FaultRule};
-use super::files::{open_files, OpenError, OpenOptionsSpec};
-use super::io_ops;
-use super::shared::{EventRecord, Failure, Shared, State, Stats};
-use super::uring;
-use super::workers;
+use crate::extents;
+use crate::faults::{FaultInjector, FaultRule};
+use crate::files::{open_files, OpenError, OpenOptionsSpec};
+use crate::io_ops;
+use crate::events::EventRecord;
+use crate::shared::{Shared, State};
+use crate::stats::{Failure, Stats};
+use crate::task;
+use crate::uring;
+use crate::workers;
 
 /// Everything needed to start a mirror, besides the two paths.
 #[derive(Debug, Clone)]
@@ -48,6 +51,26 @@ pub struct MirrorSetup {
     pub offload: bool,
     /// Faults to inject.
     pub faults: Vec<FaultRule>,
+}
+
+impl Default for MirrorSetup {
+    /// The job's defaults ([`MirrorConfig::new`]) with buffered I/O into a new sparse target:
+    /// no O_DIRECT (so no io_uring), no reuse of an existing target, holes punched for zero
+    /// ranges, guest writes possible, in-kernel copies where the files allow, no
+    /// auto-converge, no faults. The same choices as the Python `FileMirror`'s defaults.
+    fn default() -> Self {
+        Self {
+            config: MirrorConfig::new(0),
+            direct: false,
+            reuse: false,
+            unmap: true,
+            guest_writes: true,
+            io_uring: true,
+            auto_converge: false,
+            offload: true,
+            faults: Vec::new(),
+        }
+    }
 }
 
 /// Why a mirror could not be started.
@@ -139,7 +162,7 @@ pub struct FileMirror {
 /// scan: `full` skips holes when the target was created here (it reads zero); `top` skips
 /// what the source does not allocate, documented as copying only allocated extents onto a
 /// target that reads zero; `none` ignores declarations.
-fn declare_holes(job: &mut MirrorJob, shared_files: &super::files::OpenedFiles, config: &MirrorConfig) -> Result<(), StartError> {
+fn declare_holes(job: &mut MirrorJob, shared_files: &crate::files::OpenedFiles, config: &MirrorConfig) -> Result<(), StartError> {
     let state = match config.sync {
         SyncMode::Full if shared_files.target_created => RangeState::Zero,
         SyncMode::Top => RangeState::Unallocated,
@@ -161,6 +184,16 @@ fn declare_holes(job: &mut MirrorJob, shared_files: &super::files::OpenedFiles, 
 impl FileMirror {
     /// Opens the files, scans the source, starts the job and its threads.
     pub fn start(source: &Path, target: &Path, setup: MirrorSetup) -> Result<Self, StartError> {
+        Self::start_inner(source, target, setup, None)
+    }
+
+    /// `start`, with a failure injected into the io_uring ring's submissions (tests only).
+    pub(crate) fn start_inner(
+        source: &Path,
+        target: &Path,
+        setup: MirrorSetup,
+        ring_failure: Option<uring::InjectedSubmitFailure>,
+    ) -> Result<Self, StartError> {
         // Validate the configuration before touching any file (the length is not known yet;
         // any length the bitmap can hold is checked again below).
         MirrorJob::new(MirrorConfig { length: 0, ..setup.config.clone() })?;
@@ -169,7 +202,7 @@ impl FileMirror {
         let mut config = setup.config.clone();
         config.length = files.length;
         config.discard_reads_zero = setup.unmap && io_ops::punch_hole_supported(&files.target.buffered, files.target.is_block_device);
-        let remove_created = |files: &super::files::OpenedFiles| {
+        let remove_created = |files: &crate::files::OpenedFiles| {
             if files.target_created {
                 let _ = std::fs::remove_file(target);
             }
@@ -186,15 +219,17 @@ impl FileMirror {
             return Err(e);
         }
         let worker_count = config.max_in_flight.clamp(1, 32);
-        let (task_tx, task_rx) = mpsc::channel();
+        let (task_tx, task_rx) = task::queue();
         let offload = setup.offload && !setup.direct && !files.source.is_block_device && !files.target.is_block_device;
         let shared = Arc::new(Shared::new(job, files, FaultInjector::new(setup.faults), (setup.unmap, offload, setup.auto_converge), task_tx));
         let mut workers = workers::spawn(&shared, task_rx, worker_count)
             .map_err(|source| StartError::Os { what: "starting the I/O threads", source })?;
         if setup.direct && setup.io_uring {
-            let (ring_tx, ring_rx) = mpsc::channel();
+            let (ring_tx, ring_rx) = task::queue();
             // Refused by the kernel (or a sandbox): the workers do all the I/O instead.
-            if let Ok(ring) = uring::spawn(&shared, ring_rx, (config.max_in_flight * 2) as u32) {
+            // Sized for twice the job's copy operations (each has one I/O in the ring at a
+            // time); `spawn` clamps the size and bounds its submissions to it.
+            if let Ok(ring) = uring::spawn(&shared, ring_rx, config.max_in_flight.saturating_mul(2), ring_failure) {
                 shared.lock().uring_tasks = Some(ring_tx);
                 workers.push(ring);
             }
@@ -218,7 +253,7 @@ impl FileMirror {
         let driver_shared = Arc::clone(&shared);
         let driver = std::thread::Builder::new()
             .name("blockmirror-driver".into())
-            .spawn(move || super::shared::guarded(&driver_shared, "driver", || drive(&driver_shared)))
+            .spawn(move || crate::shared::guarded(&driver_shared, "driver", || drive(&driver_shared)))
             .map_err(|source| StartError::Os { what: "starting the driver thread", source })?;
         let mut threads = workers;
         threads.push(driver);
@@ -387,7 +422,7 @@ impl FileMirror {
         self.wait_for(timeout, |st| st.finished().then_some(WaitOutcome::Reached))
     }
 
-    fn wait_for(&self, timeout: Option<Duration>, done: impl Fn(&super::shared::State) -> Option<WaitOutcome>) -> WaitOutcome {
+    fn wait_for(&self, timeout: Option<Duration>, done: impl Fn(&State) -> Option<WaitOutcome>) -> WaitOutcome {
         let deadline = deadline_after(timeout);
         let mut st = self.shared.lock();
         loop {

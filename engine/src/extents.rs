@@ -7,20 +7,18 @@
 use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::os::fd::AsRawFd;
 
-fn lseek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
-    // SAFETY: lseek on a valid fd has no memory-safety preconditions.
-    let r = unsafe { libc::lseek(file.as_raw_fd(), offset as libc::off_t, whence) };
-    if r >= 0 {
-        return Ok(Some(r as u64));
-    }
-    let err = io::Error::last_os_error();
-    // ENXIO: no data (or hole) at or after `offset`.
-    if err.raw_os_error() == Some(libc::ENXIO) {
-        Ok(None)
-    } else {
-        Err(err)
+use rustix::fs::SeekFrom;
+use rustix::io::Errno;
+
+/// Where the next data (or hole) at or after the position starts; `Ok(None)` when there is
+/// none (ENXIO); `Err(Errno::INVAL)` when the filesystem cannot tell. Moves the file's own
+/// position, which nothing else uses: every other I/O names its offset.
+fn seek(file: &File, to: SeekFrom) -> Result<Option<u64>, Errno> {
+    match rustix::fs::seek(file, to) {
+        Ok(pos) => Ok(Some(pos)),
+        Err(Errno::NXIO) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -30,10 +28,10 @@ pub fn holes(file: &File, length: u64) -> io::Result<Vec<Range<u64>>> {
     let mut holes = Vec::new();
     let mut pos = 0;
     while pos < length {
-        let data = match lseek(file, pos, libc::SEEK_DATA) {
+        let data = match seek(file, SeekFrom::Data(pos)) {
             Ok(d) => d.unwrap_or(length).min(length),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+            Err(Errno::INVAL) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
         };
         if data > pos {
             holes.push(pos..data);
@@ -41,10 +39,10 @@ pub fn holes(file: &File, length: u64) -> io::Result<Vec<Range<u64>>> {
         if data >= length {
             break;
         }
-        let hole = match lseek(file, data, libc::SEEK_HOLE) {
+        let hole = match seek(file, SeekFrom::Hole(data)) {
             Ok(h) => h.unwrap_or(length).min(length),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+            Err(Errno::INVAL) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
         };
         // SEEK_HOLE always moves past `data` (the end of file counts as a hole).
         pos = hole.max(data + 1);
