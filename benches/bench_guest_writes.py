@@ -84,7 +84,9 @@ def main() -> int:
                         if os.path.exists(path):
                             os.remove(path)
                     out = subprocess.run([python, "-c", CHILD, src, dst, mode, threads, str(args.writes),
-                                          str(args.size_mib << 20)], check=True, capture_output=True, text=True)
+                                          str(args.size_mib << 20)], capture_output=True, text=True)
+                    if out.returncode != 0:
+                        sys.exit(out.stderr)
                     results.setdefault(f"{mode} x{threads} {python}", []).append(json.loads(out.stdout))
         print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr)
     print(f"{'run':70} {'p50 us':>8} {'p99 us':>8} {'writes/s':>9}")
