@@ -194,9 +194,9 @@ impl FileMirror {
         setup: MirrorSetup,
         ring_failure: Option<uring::InjectedSubmitFailure>,
     ) -> Result<Self, StartError> {
-        // Validate the configuration before touching any file (the length is not known yet;
-        // any length the bitmap can hold is checked again below).
-        MirrorJob::new(MirrorConfig { length: 0, ..setup.config.clone() })?;
+        // Check the knobs before touching any file (the length is not known yet: that the
+        // bitmap can hold it is checked when the job is built below).
+        setup.config.validate().map_err(JobError::from)?;
         let spec = OpenOptionsSpec { direct: setup.direct, reuse: setup.reuse, guest_writes: setup.guest_writes };
         let files = open_files(source, target, &spec)?;
         let mut config = setup.config.clone();
@@ -583,5 +583,27 @@ fn drive(shared: &Shared) {
         };
         st.driver_sleep_until = Some(Nanos(now.0 + wait.as_nanos() as u64));
         st = shared.wait_driver(st, wait);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use blockmirror_core::job::ConfigError;
+
+    use super::*;
+
+    #[test]
+    fn a_bad_configuration_is_refused_before_any_file_is_opened_or_created() {
+        let dir = std::env::temp_dir().join(format!("bm-engine-validate-{}", std::process::id()));
+        let (source, target) = (dir.join("missing-src.img"), dir.join("dst.img"));
+        let mut setup = MirrorSetup::default();
+        setup.config.granularity = 1000;
+        // The source does not exist: an open error would mean the files came first.
+        match FileMirror::start(&source, &target, setup) {
+            Err(StartError::Job(JobError::Config(ConfigError::Granularity(1000)))) => {}
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a granularity of 1000 was accepted"),
+        }
+        assert!(!target.exists(), "the target was created for a refused configuration");
     }
 }
