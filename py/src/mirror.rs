@@ -264,6 +264,7 @@ impl FileMirror {
         // passes, so it saturates instead of wrapping to a short one.
         config.not_converging_window_ns = seconds_arg(Some(not_converging_window), "not_converging_window")?
             .map_or(u64::MAX, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        config.auto_converge = auto_converge;
         let setup = MirrorSetup {
             config,
             direct,
@@ -272,7 +273,6 @@ impl FileMirror {
             guest_writes,
             offload,
             io_uring,
-            auto_converge,
             faults: fault_rules(faults)?,
         };
         let engine = py.detach(|| Engine::start(&source, &target, setup)).map_err(start_error)?;

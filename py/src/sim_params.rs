@@ -24,8 +24,8 @@ pub const KEYS: &[&str] = &[
     "source_fault_rate", "target_fault_rate", "fault_error", "fault_window_ns", "commands",
     "complete_on_ready", "resume_after_stop_ns", "data_fraction", "extent_chunks", "declare",
     "sample_interval_ns", "max_samples", "recent_write_window_ns", "max_steps", "time_limit_ns",
-    "not_converging_window_ns", "read_capture", "write_blocking_when_not_converging",
-    "stop_at_not_converging",
+    "not_converging_window_ns", "auto_converge", "read_capture",
+    "write_blocking_when_not_converging", "stop_at_not_converging",
 ];
 
 /// Typed access to a dict of options, remembering which keys were read.
@@ -170,7 +170,10 @@ pub fn parse(length: u64, dict: &Bound<'_, PyDict>, allow_until: bool) -> PyResu
 
     config.read_capture = parse_name_among(&o.string("read_capture", "either")?, "read_capture", &ReadCapture::NAMES)?;
     config.complete_on_ready = o.boolean("complete_on_ready", false)?;
-    config.write_blocking_when_not_converging = o.boolean("write_blocking_when_not_converging", false)?;
+    // The job's auto-converge; `write_blocking_when_not_converging` is its older simulator
+    // name (then an operator's reaction to the event, now the job's own switch).
+    config.job.auto_converge =
+        o.boolean("auto_converge", false)? || o.boolean("write_blocking_when_not_converging", false)?;
     config.resume_after_stop_ns = o.opt_u64("resume_after_stop_ns")?;
     config.layout.data_fraction = o.f64("data_fraction", 1.0)?;
     config.layout.extent_chunks = o.u64("extent_chunks", 16)?;

@@ -4,7 +4,7 @@ use super::config::{Command, ReadCapture};
 use super::disk::Side;
 use super::engine::{side_index, Mirrored, Pending, ReadBuffer, Simulation};
 use super::record::{SimEvent, SimEventKind, TraceEntry};
-use crate::job::{Action, ActionKind, CopyMode, ErrorAction, Event, IoErrorKind, JobStatus, OpId, OpResult};
+use crate::job::{Action, ActionKind, ErrorAction, Event, IoErrorKind, JobStatus, OpId, OpResult};
 
 impl Simulation {
     /// The driver rule: after every input, drain actions, events and deferred commands until
@@ -327,9 +327,6 @@ impl Simulation {
             Event::Cancelled { .. } => self.stats.ending = Some("cancelled"),
             Event::NotConverging { .. } => {
                 self.stats.not_converging_at_ns.get_or_insert(self.now_ns);
-                if self.config.write_blocking_when_not_converging {
-                    self.deferred.push_back(Command::SetCopyMode(CopyMode::WriteBlocking));
-                }
             }
             Event::Error { action, .. } => {
                 self.stats.error_events += 1;
