@@ -18,7 +18,7 @@ use blockmirror_core::job::{
 };
 
 use crate::extents;
-use crate::faults::{FaultInjector, FaultRule};
+use crate::faults::{FaultInjector, InjectedFault};
 use crate::files::{open_files, OpenError, OpenOptionsSpec};
 use crate::io_ops;
 use crate::events::EventRecord;
@@ -48,7 +48,7 @@ pub struct MirrorSetup {
     /// sides are regular files and `direct` is off.
     pub offload: bool,
     /// Faults to inject.
-    pub faults: Vec<FaultRule>,
+    pub faults: Vec<InjectedFault>,
 }
 
 impl Default for MirrorSetup {

@@ -8,7 +8,7 @@ use crate::errors::invalid_argument;
 use crate::job::mirror_config;
 use blockmirror_core::job::{CopyMode, IoErrorKind, MirrorConfig};
 use blockmirror_core::sim::{
-    Command, DeviceConfig, Goal, Pattern, ReadCapture, ScriptedCommand, ScriptedFault, Side, SimConfig,
+    Command, DeviceConfig, Goal, Pattern, ReadCapture, ScriptedCommand, Side, SimConfig,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -224,14 +224,20 @@ fn parse_name_among<T: std::str::FromStr>(name: &str, what: &str, known: &[&str]
     })
 }
 
-/// A fault dict: `{side, nth (or op), error}` scripts one fault; `{side, rate, error,
-/// from_ns, until_ns}` sets that side's random fault rate (and the shared window).
+/// A fault dict: a rule (`{side, op, nth, count, error}`, see `crate::faults`) scripts
+/// faults; `{side, rate, error, from_ns, until_ns}` sets that side's random fault rate (and
+/// the shared window).
 fn parse_fault(item: &Bound<'_, PyAny>, config: &mut SimConfig) -> PyResult<()> {
     let dict = item.cast::<PyDict>().map_err(|_| invalid_argument("each fault must be a dict"))?;
+    if !dict.contains("rate")? {
+        let (rule, _) = crate::faults::parse_rule(dict, &[])?;
+        config.faults.scripted.push(rule);
+        return Ok(());
+    }
     for key in dict.keys() {
         let key: String = key.extract()?;
-        if !["side", "nth", "op", "error", "rate", "from_ns", "until_ns"].contains(&key.as_str()) {
-            return Err(invalid_argument(format!("unknown fault key {key:?}")));
+        if !["side", "rate", "error", "from_ns", "until_ns"].contains(&key.as_str()) {
+            return Err(invalid_argument(format!("unknown random fault key {key:?} (use side, rate, error, from_ns, until_ns)")));
         }
     }
     let o = Options { dict: dict.clone() };
@@ -240,29 +246,19 @@ fn parse_fault(item: &Bound<'_, PyAny>, config: &mut SimConfig) -> PyResult<()> 
         Some(e) => parse_error_kind(&e)?,
         None => IoErrorKind::Io,
     };
-    let nth = match o.opt_u64("nth")? {
-        Some(n) => Some(n),
-        None => o.opt_u64("op")?,
-    };
-    match (nth, o.raw("rate")?) {
-        (Some(nth), None) => config.faults.scripted.push(ScriptedFault { side, nth, error }),
-        (None, Some(_)) => {
-            let rate = o.f64("rate", 0.0)?;
-            match side {
-                Side::Source => config.faults.source_rate = rate,
-                Side::Target => config.faults.target_rate = rate,
-            }
-            config.faults.random_error = Some(error);
-            let (from, until) = (o.opt_u64("from_ns")?, o.opt_u64("until_ns")?);
-            if from.is_some() || until.is_some() {
-                let window = (from.unwrap_or(0), until.unwrap_or(u64::MAX));
-                if config.faults.window_ns.is_some_and(|w| w != window) {
-                    return Err(invalid_argument("random faults share one window (from_ns, until_ns)"));
-                }
-                config.faults.window_ns = Some(window);
-            }
+    let rate = o.f64("rate", 0.0)?;
+    match side {
+        Side::Source => config.faults.source_rate = rate,
+        Side::Target => config.faults.target_rate = rate,
+    }
+    config.faults.random_error = Some(error);
+    let (from, until) = (o.opt_u64("from_ns")?, o.opt_u64("until_ns")?);
+    if from.is_some() || until.is_some() {
+        let window = (from.unwrap_or(0), until.unwrap_or(u64::MAX));
+        if config.faults.window_ns.is_some_and(|w| w != window) {
+            return Err(invalid_argument("random faults share one window (from_ns, until_ns)"));
         }
-        _ => return Err(invalid_argument("a fault needs either nth (or op) or rate")),
+        config.faults.window_ns = Some(window);
     }
     Ok(())
 }

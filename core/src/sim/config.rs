@@ -1,7 +1,7 @@
 //! What a simulation runs: the job's configuration plus the world around it.
 
 use super::device::DeviceConfig;
-use super::disk::Side;
+use crate::fault::FaultRule;
 use crate::job::{ConfigError, CopyMode, IoErrorKind, MirrorConfig};
 use crate::names::names;
 use std::fmt;
@@ -91,23 +91,12 @@ impl Default for GuestConfig {
     }
 }
 
-/// One scripted fault: the `nth` job I/O on `side` (counting from 0, in issue order; reads on
-/// the source; writes, zero-writes, discards, guest writes and flushes on the target) fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScriptedFault {
-    /// Which side.
-    pub side: Side,
-    /// Which I/O on that side, counting from 0.
-    pub nth: u64,
-    /// How it fails.
-    pub error: IoErrorKind,
-}
-
 /// Fault injection.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FaultConfig {
-    /// Scripted faults.
-    pub scripted: Vec<ScriptedFault>,
+    /// Scripted faults: the job's I/O on each side, counted in issue order (reads on the
+    /// source; writes, zero-writes, discards, guest writes and flushes on the target).
+    pub scripted: Vec<FaultRule>,
     /// Probability that a job read of the source fails (within the window).
     pub source_rate: f64,
     /// Probability that a job I/O on the target fails (within the window).
