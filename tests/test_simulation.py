@@ -63,9 +63,11 @@ def test_write_blocking_when_not_converging() -> None:
     stuck = sim(**heavy)
     assert stuck.run_until("ready") == "not_converging"
     assert "BLOCK_JOB_NOT_CONVERGING" in [e.type for e in stuck.events]
-    helped = sim(write_blocking_when_not_converging=True, **heavy)
-    assert helped.run_until("ready") == "reached"
-    assert [(c[1], c[2]) for c in helped.commands] == [("set_copy_mode(write-blocking)", True)]
+    # The older name of the job's auto_converge: the job switches itself (an event, no command).
+    for helped in (sim(write_blocking_when_not_converging=True, **heavy), sim(auto_converge=True, **heavy)):
+        assert helped.run_until("ready") == "reached"
+        assert [e.type for e in helped.events].count("BLOCK_JOB_AUTO_CONVERGE") == 1
+        assert helped.commands == []
 
 
 def test_live_job_view_and_verbs() -> None:
@@ -88,7 +90,7 @@ def test_live_job_view_and_verbs() -> None:
 
 
 def test_scripted_commands_and_faults() -> None:
-    s = sim(on_target_error="stop", faults=[dict(side="target", nth=2, error="nospace")],
+    s = sim(on_target_error="stop", faults=[dict(side="target", nth=3, error="nospace")],
             commands=[(50 * MS, "set_speed", 50 * MIB), (2 * SEC, "resume"), (3 * SEC, "complete")])
     assert s.run_until(1 * SEC) == "reached" and s.now_ns == SEC
     assert s.job.status == "paused"
@@ -383,3 +385,20 @@ def test_events_match_the_shared_fixture() -> None:
     assert [e.as_dict() for e in s.events] == fixture["events"]
     errors = [e for e in s.events if e.type == "BLOCK_JOB_ERROR"]
     assert {e.error for e in errors} == {"io", "95", "nospace"}, "names, never the human message"
+
+
+def test_fault_rules_are_the_file_mirrors_dialect() -> None:
+    # One rule form everywhere (docs/faults.md): nth counts from 1 among the matching ops.
+    def errors(**rule: object) -> list[tuple[str, int]]:
+        s = sim(on_target_error="ignore", on_source_error="ignore", faults=[rule])
+        assert s.run_until("ready") == "reached"
+        return [(e.operation, e.offset) for e in s.events if e.type == "BLOCK_JOB_ERROR"]
+    third_write = errors(side="target", op="write", nth=3, error="io")
+    assert len(third_write) == 1 and third_write[0][0] == "write"
+    assert errors(side="target", nth=3) == third_write  # op "any": the first target ops are writes
+    assert errors(side="target", op=2) == third_write  # the older spelling: op counted from 0
+    assert len(errors(side="source", op="read", nth=2, count=3)) == 3
+    assert errors(side="target", op="flush", nth=5) == []  # no fifth flush before ready
+    for bad in (dict(nth=0), dict(op="bogus"), dict(op=1, nth=1), dict(side="target", when=1)):
+        with pytest.raises(bm.InvalidArgument):
+            sim(faults=[bad])

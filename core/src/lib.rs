@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod bitmap;
+pub mod fault;
 pub mod job;
 mod names;
 pub mod sim;

@@ -51,6 +51,7 @@ fn setup(copy_mode: CopyMode, unit: u64) -> impl Strategy<Value = Setup> {
             0usize..12,
             any::<bool>(),
             any::<u64>(),
+            prop_oneof![3 => Just(false), 1 => Just(true)],
         ),
         prop_oneof![
             2 => Just(GuestProtocol::OneStep),
@@ -73,6 +74,7 @@ fn setup(copy_mode: CopyMode, unit: u64) -> impl Strategy<Value = Setup> {
                     start_at,
                     complete,
                     seed,
+                    auto_converge,
                 ) = rest;
                 let (chunks, granularity) = if unit == 1 {
                     (1 + chunks % 4, 512)
@@ -93,6 +95,7 @@ fn setup(copy_mode: CopyMode, unit: u64) -> impl Strategy<Value = Setup> {
                     on_source_error,
                     on_target_error,
                     discard_reads_zero: discard,
+                    auto_converge,
                     fault_percent,
                     start_at,
                     finish_with_complete: complete,
@@ -173,6 +176,7 @@ fn base_setup() -> Setup {
         on_source_error: ErrorPolicy::Report,
         on_target_error: ErrorPolicy::Report,
         discard_reads_zero: false,
+        auto_converge: false,
         fault_percent: 0,
         start_at: 0,
         finish_with_complete: false,
@@ -351,4 +355,28 @@ fn regression_unowned_writes_across_a_switch_to_write_blocking() {
             (0, 0, 0),
         ],
     );
+}
+
+/// Auto-converge inside the model: background jobs that switch themselves to write-blocking
+/// keep every invariant, and the seeded programs do reach the switch.
+#[test]
+fn auto_converge_switches_and_keeps_every_invariant() {
+    let mut switched = 0;
+    for seed in 1..=300u64 {
+        let setup = Setup {
+            chunks: 6,
+            granularity: 1024,
+            max_in_flight: 2,
+            copy_mode: CopyMode::Background,
+            auto_converge: true,
+            guest_protocol: GuestProtocol::TwoStep,
+            seed,
+            ..base_setup()
+        };
+        let mut model = Model::new(setup);
+        model.run(&seeded_program(seed, 150));
+        switched += usize::from(model.auto_converged > 0);
+    }
+    eprintln!("{switched} of 300 programs switched to write-blocking");
+    assert!(switched > 0, "no seeded program made the job auto-converge");
 }

@@ -2,7 +2,8 @@
 
 mod sim_common;
 use blockmirror_core::job::{ErrorAction, ErrorPolicy, Event, IoErrorKind, JobStatus, Operation};
-use blockmirror_core::sim::{Goal, Pattern, RunOutcome, ScriptedFault, Side, SimConfig, SimEventKind, Simulation};
+use blockmirror_core::fault::FaultRule;
+use blockmirror_core::sim::{Goal, Pattern, RunOutcome, Side, SimConfig, SimEventKind, Simulation};
 use sim_common::*;
 
 fn errors(sim: &Simulation) -> Vec<(Operation, ErrorAction, IoErrorKind)> {
@@ -21,7 +22,7 @@ fn one_fault(side: Side, policy: ErrorPolicy, error: IoErrorKind) -> SimConfig {
         Side::Source => policies(config, policy, ErrorPolicy::Report),
         Side::Target => policies(config, ErrorPolicy::Report, policy),
     };
-    config.faults.scripted.push(ScriptedFault { side, nth: 3, error });
+    config.faults.scripted.push(FaultRule::once(side, 4, error).unwrap());
     config.complete_on_ready = true;
     config.guest.stop_ns = Some(2 * SEC);
     config
@@ -115,7 +116,7 @@ fn random_faults_in_a_window_under_ignore_converge_after_the_window() {
 fn failed_chunks_show_until_rewritten() {
     let mut config = base(16 * MIB);
     config = policies(config, ErrorPolicy::Report, ErrorPolicy::Stop);
-    config.faults.scripted.push(ScriptedFault { side: Side::Target, nth: 0, error: IoErrorKind::NoSpace });
+    config.faults.scripted.push(FaultRule::once(Side::Target, 1, IoErrorKind::NoSpace).unwrap());
     let mut sim = Simulation::new(config).expect("valid");
     assert_eq!(sim.run_until(Goal::Concluded), RunOutcome::Stalled);
     let mut states = Vec::new();

@@ -13,8 +13,9 @@
 
 mod sim_common;
 use blockmirror_core::job::{CopyMode, ErrorPolicy, IoErrorKind, MirrorConfig, SyncMode};
+use blockmirror_core::fault::FaultRule;
 use blockmirror_core::sim::{
-    Command, DeviceConfig, Goal, Pattern, ReadCapture, RunOutcome, ScriptedCommand, ScriptedFault, Side, SimConfig,
+    Command, DeviceConfig, Goal, Pattern, ReadCapture, RunOutcome, ScriptedCommand, Side, SimConfig,
     Simulation,
 };
 use proptest::prelude::*;
@@ -138,7 +139,7 @@ proptest! {
         config.job.on_target_error = target_policy;
         config.faults.scripted = faults
             .into_iter()
-            .map(|(target, nth, error)| ScriptedFault { side: if target { Side::Target } else { Side::Source }, nth, error })
+            .map(|(target, nth, error)| FaultRule::once(if target { Side::Target } else { Side::Source }, nth + 1, error).unwrap())
             .collect();
         config.faults.source_rate = random_rate;
         config.faults.target_rate = random_rate;
@@ -168,7 +169,7 @@ proptest! {
         config.resume_after_stop_ns = Some(20 * MS);
         config.faults.scripted = faults
             .into_iter()
-            .map(|(target, nth, error)| ScriptedFault { side: if target { Side::Target } else { Side::Source }, nth, error })
+            .map(|(target, nth, error)| FaultRule::once(if target { Side::Target } else { Side::Source }, nth + 1, error).unwrap())
             .collect();
         config.faults.source_rate = rate;
         config.faults.target_rate = rate;

@@ -1,7 +1,7 @@
 //! Scenario runs: each workload, each copy mode, scripted commands, the run bounds.
 
 mod sim_common;
-use blockmirror_core::job::{CopyMode, JobStatus, MirrorConfig, SyncMode};
+use blockmirror_core::job::{CopyMode, Event, JobStatus, MirrorConfig, SyncMode};
 use blockmirror_core::sim::{
     ChunkState, Command, Goal, Pattern, ReadCapture, RunLimits, RunOutcome, ScriptedCommand, SimConfig, SimConfigError, SimError,
     SimEventKind, Simulation, MAX_CHUNKS,
@@ -97,24 +97,42 @@ fn switching_to_write_blocking_while_running_converges() {
     assert!(sim.summary().ready_at_ns.expect("ready") > SEC);
 }
 
+/// A guest at twice the copy rate: background copying never gets ready; with the job's
+/// `auto_converge` it switches itself to write-blocking (an event, no command) and does.
 #[test]
-fn not_converging_switches_to_write_blocking_when_asked() {
+fn auto_converge_switches_to_write_blocking_when_the_guest_outpaces_the_copy() {
     let heavy = |auto| {
         let mut config = with_guest(base(64 * MIB), Pattern::Uniform, 400 * MIB);
         config.guest.write_size = 64 << 10;
         config.guest.write_align = 64 << 10;
         config.job.not_converging_window_ns = 2 * SEC;
-        config.write_blocking_when_not_converging = auto;
+        config.job.auto_converge = auto;
         config.limits.max_duration_ns = 20 * SEC;
         Simulation::new(config).expect("valid config")
     };
     let mut stuck = heavy(false);
     assert_eq!(stuck.run_until(Goal::Ready), RunOutcome::NotConverging);
     assert!(event_types(&stuck).contains(&"BLOCK_JOB_NOT_CONVERGING"));
+    assert!(!event_types(&stuck).contains(&"BLOCK_JOB_AUTO_CONVERGE"));
     let mut helped = heavy(true);
     assert_eq!(helped.run_until(Goal::Ready), RunOutcome::Reached);
-    let switched = helped.events().iter().any(|e| e.kind == SimEventKind::Command(Command::SetCopyMode(CopyMode::WriteBlocking)));
-    assert!(switched, "the switch is recorded as a command");
+    let switches: Vec<_> = helped
+        .events()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            SimEventKind::Job(ev @ Event::AutoConverge { .. }) => Some((e.time_ns, ev.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(switches.len(), 1, "one switch: {switches:?}");
+    let (at_ns, Event::AutoConverge { dirty_bytes_per_sec, copy_bytes_per_sec, .. }) = switches[0].clone() else {
+        unreachable!()
+    };
+    assert!(at_ns >= 2 * SEC, "not before a whole window: {at_ns}");
+    assert!(dirty_bytes_per_sec * 10 >= copy_bytes_per_sec * 9 || event_types(&helped).contains(&"BLOCK_JOB_NOT_CONVERGING"));
+    assert!(helped.summary().ready_at_ns.expect("ready") > at_ns);
+    assert_eq!(helped.job().config().copy_mode, CopyMode::WriteBlocking);
+    assert!(!helped.events().iter().any(|e| matches!(e.kind, SimEventKind::Command(_))), "the job switched itself");
     assert_clean(&helped);
 }
 

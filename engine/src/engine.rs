@@ -18,7 +18,7 @@ use blockmirror_core::job::{
 };
 
 use crate::extents;
-use crate::faults::{FaultInjector, FaultRule};
+use crate::faults::{FaultInjector, InjectedFault};
 use crate::files::{open_files, OpenError, OpenOptionsSpec};
 use crate::io_ops;
 use crate::events::EventRecord;
@@ -44,20 +44,18 @@ pub struct MirrorSetup {
     /// With `direct`: submit copy reads and writes through io_uring (falls back to the
     /// worker threads where the kernel refuses it).
     pub io_uring: bool,
-    /// Switch to write-blocking when the job reports `BLOCK_JOB_NOT_CONVERGING`.
-    pub auto_converge: bool,
     /// Let ranges that hold data be copied inside the kernel (`copy_file_range`) when both
     /// sides are regular files and `direct` is off.
     pub offload: bool,
     /// Faults to inject.
-    pub faults: Vec<FaultRule>,
+    pub faults: Vec<InjectedFault>,
 }
 
 impl Default for MirrorSetup {
     /// The job's defaults ([`MirrorConfig::new`]) with buffered I/O into a new sparse target:
     /// no O_DIRECT (so no io_uring), no reuse of an existing target, holes punched for zero
     /// ranges, guest writes possible, in-kernel copies where the files allow, no
-    /// auto-converge, no faults. The same choices as the Python `FileMirror`'s defaults.
+    /// faults. The same choices as the Python `FileMirror`'s defaults.
     fn default() -> Self {
         Self {
             config: MirrorConfig::new(0),
@@ -66,7 +64,6 @@ impl Default for MirrorSetup {
             unmap: true,
             guest_writes: true,
             io_uring: true,
-            auto_converge: false,
             offload: true,
             faults: Vec::new(),
         }
@@ -194,9 +191,9 @@ impl FileMirror {
         setup: MirrorSetup,
         ring_failure: Option<uring::InjectedSubmitFailure>,
     ) -> Result<Self, StartError> {
-        // Validate the configuration before touching any file (the length is not known yet;
-        // any length the bitmap can hold is checked again below).
-        MirrorJob::new(MirrorConfig { length: 0, ..setup.config.clone() })?;
+        // Check the knobs before touching any file (the length is not known yet: that the
+        // bitmap can hold it is checked when the job is built below).
+        setup.config.validate().map_err(JobError::from)?;
         let spec = OpenOptionsSpec { direct: setup.direct, reuse: setup.reuse, guest_writes: setup.guest_writes };
         let files = open_files(source, target, &spec)?;
         let mut config = setup.config.clone();
@@ -221,7 +218,7 @@ impl FileMirror {
         let worker_count = config.max_in_flight.clamp(1, 32);
         let (task_tx, task_rx) = task::queue();
         let offload = setup.offload && !setup.direct && !files.source.is_block_device && !files.target.is_block_device;
-        let shared = Arc::new(Shared::new(job, files, FaultInjector::new(setup.faults), (setup.unmap, offload, setup.auto_converge), task_tx));
+        let shared = Arc::new(Shared::new(job, files, FaultInjector::new(setup.faults), (setup.unmap, offload), task_tx));
         let mut workers = workers::spawn(&shared, task_rx, worker_count)
             .map_err(|source| StartError::Os { what: "starting the I/O threads", source })?;
         if setup.direct && setup.io_uring {
@@ -573,15 +570,36 @@ fn drive(shared: &Shared) {
         }
         let now = shared.now();
         st.job.handle_timeout(now);
-        st.watch_convergence(now);
         shared.pump(&mut st);
         let wait = match st.job.poll_timeout() {
             // Never spin: a deadline already due is retried after a short pause.
             Some(deadline) => Duration::from_nanos(deadline.0.saturating_sub(now.0).max(50_000)),
-            // Idle wake-ups also drive auto-converge's rate watch.
-            None => Duration::from_millis(if st.auto_converge { 100 } else { 500 }),
+            // Idle wake-ups also feed the clock to the job's auto-converge rate watch.
+            None => Duration::from_millis(if st.job.config().auto_converge { 100 } else { 500 }),
         };
         st.driver_sleep_until = Some(Nanos(now.0 + wait.as_nanos() as u64));
         st = shared.wait_driver(st, wait);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use blockmirror_core::job::ConfigError;
+
+    use super::*;
+
+    #[test]
+    fn a_bad_configuration_is_refused_before_any_file_is_opened_or_created() {
+        let dir = std::env::temp_dir().join(format!("bm-engine-validate-{}", std::process::id()));
+        let (source, target) = (dir.join("missing-src.img"), dir.join("dst.img"));
+        let mut setup = MirrorSetup::default();
+        setup.config.granularity = 1000;
+        // The source does not exist: an open error would mean the files came first.
+        match FileMirror::start(&source, &target, setup) {
+            Err(StartError::Job(JobError::Config(ConfigError::Granularity(1000)))) => {}
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a granularity of 1000 was accepted"),
+        }
+        assert!(!target.exists(), "the target was created for a refused configuration");
     }
 }

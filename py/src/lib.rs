@@ -7,6 +7,7 @@ mod bitmap;
 mod constants;
 mod convert;
 mod errors;
+mod faults;
 mod mirror;
 mod job;
 mod sim;

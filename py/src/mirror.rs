@@ -12,10 +12,10 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyList};
 
-use blockmirror_core::job::{CopyMode, Event, IoErrorKind, JobError};
+use blockmirror_core::job::{CopyMode, Event, JobError};
 
 use blockmirror_engine::engine::{FileMirror as Engine, GuestIoError, MirrorSetup, Snapshot, StartError, VerbError, WaitOutcome};
-use blockmirror_engine::faults::{parse_error_kind, FaultOp, FaultRule, FaultSide, PanicAt};
+use blockmirror_engine::faults::{InjectedFault, PanicAt};
 use blockmirror_engine::files::OpenError;
 use blockmirror_engine::EventRecord;
 use crate::errors::{invalid_argument, io_error, job_state_error};
@@ -93,44 +93,19 @@ fn seconds_arg(seconds: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
     }
 }
 
-fn fault_rules(faults: Option<&Bound<'_, PyList>>) -> PyResult<Vec<FaultRule>> {
+fn fault_rules(faults: Option<&Bound<'_, PyList>>) -> PyResult<Vec<InjectedFault>> {
     let Some(faults) = faults else { return Ok(Vec::new()) };
     let mut rules = Vec::new();
     for item in faults.iter() {
         let d = item.cast::<PyDict>().map_err(|_| invalid_argument("each fault must be a dict"))?;
-        for key in d.keys() {
-            let key: String = key.extract()?;
-            if !["side", "op", "nth", "count", "error"].contains(&key.as_str()) {
-                return Err(invalid_argument(format!("unknown fault key {key:?}")));
-            }
-        }
-        let get_str = |k: &str, default: &str| -> PyResult<String> {
-            match d.get_item(k)? {
-                Some(v) => Ok(v.str()?.to_string()),
-                None => Ok(default.to_owned()),
-            }
-        };
-        let get_u64 = |k: &str, default: u64| -> PyResult<u64> {
-            match d.get_item(k)? {
-                Some(v) => v.extract::<u64>().map_err(|_| invalid_argument(format!("fault {k} must be a non-negative int"))),
-                None => Ok(default),
-            }
-        };
-        let side: FaultSide = get_str("side", "target")?.parse().map_err(invalid_argument)?;
-        let op: FaultOp = get_str("op", "any")?.parse().map_err(invalid_argument)?;
         // "panic" / "panic-locked": the worker panics (tests of surviving a broken thread).
-        let error_name = get_str("error", "io")?;
-        let panic = match error_name.as_str() {
-            "panic" => Some(PanicAt::Io),
-            "panic-locked" => Some(PanicAt::UnderLock),
-            _ => None,
-        };
-        let error = if panic.is_some() { IoErrorKind::Io } else { parse_error_kind(&error_name).map_err(invalid_argument)? };
-        let mut rule = FaultRule::new(side, op, get_u64("nth", 1)?, get_u64("count", 1)?, error).map_err(invalid_argument)?;
-        if let Some(at) = panic {
-            rule = rule.panicking(at);
-        }
-        rules.push(rule);
+        let (rule, special) = crate::faults::parse_rule(&d, &["panic", "panic-locked"])?;
+        let fault = InjectedFault::from(rule);
+        rules.push(match special {
+            Some("panic") => fault.panicking(PanicAt::Io),
+            Some(_) => fault.panicking(PanicAt::UnderLock),
+            None => fault,
+        });
     }
     Ok(rules)
 }
@@ -264,6 +239,7 @@ impl FileMirror {
         // passes, so it saturates instead of wrapping to a short one.
         config.not_converging_window_ns = seconds_arg(Some(not_converging_window), "not_converging_window")?
             .map_or(u64::MAX, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        config.auto_converge = auto_converge;
         let setup = MirrorSetup {
             config,
             direct,
@@ -272,7 +248,6 @@ impl FileMirror {
             guest_writes,
             offload,
             io_uring,
-            auto_converge,
             faults: fault_rules(faults)?,
         };
         let engine = py.detach(|| Engine::start(&source, &target, setup)).map_err(start_error)?;

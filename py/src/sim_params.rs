@@ -8,7 +8,7 @@ use crate::errors::invalid_argument;
 use crate::job::mirror_config;
 use blockmirror_core::job::{CopyMode, IoErrorKind, MirrorConfig};
 use blockmirror_core::sim::{
-    Command, DeviceConfig, Goal, Pattern, ReadCapture, ScriptedCommand, ScriptedFault, Side, SimConfig,
+    Command, DeviceConfig, Goal, Pattern, ReadCapture, ScriptedCommand, Side, SimConfig,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -24,8 +24,8 @@ pub const KEYS: &[&str] = &[
     "source_fault_rate", "target_fault_rate", "fault_error", "fault_window_ns", "commands",
     "complete_on_ready", "resume_after_stop_ns", "data_fraction", "extent_chunks", "declare",
     "sample_interval_ns", "max_samples", "recent_write_window_ns", "max_steps", "time_limit_ns",
-    "not_converging_window_ns", "read_capture", "write_blocking_when_not_converging",
-    "stop_at_not_converging",
+    "not_converging_window_ns", "auto_converge", "read_capture",
+    "write_blocking_when_not_converging", "stop_at_not_converging",
 ];
 
 /// Typed access to a dict of options, remembering which keys were read.
@@ -170,7 +170,10 @@ pub fn parse(length: u64, dict: &Bound<'_, PyDict>, allow_until: bool) -> PyResu
 
     config.read_capture = parse_name_among(&o.string("read_capture", "either")?, "read_capture", &ReadCapture::NAMES)?;
     config.complete_on_ready = o.boolean("complete_on_ready", false)?;
-    config.write_blocking_when_not_converging = o.boolean("write_blocking_when_not_converging", false)?;
+    // The job's auto-converge; `write_blocking_when_not_converging` is its older simulator
+    // name (then an operator's reaction to the event, now the job's own switch).
+    config.job.auto_converge =
+        o.boolean("auto_converge", false)? || o.boolean("write_blocking_when_not_converging", false)?;
     config.resume_after_stop_ns = o.opt_u64("resume_after_stop_ns")?;
     config.layout.data_fraction = o.f64("data_fraction", 1.0)?;
     config.layout.extent_chunks = o.u64("extent_chunks", 16)?;
@@ -221,14 +224,20 @@ fn parse_name_among<T: std::str::FromStr>(name: &str, what: &str, known: &[&str]
     })
 }
 
-/// A fault dict: `{side, nth (or op), error}` scripts one fault; `{side, rate, error,
-/// from_ns, until_ns}` sets that side's random fault rate (and the shared window).
+/// A fault dict: a rule (`{side, op, nth, count, error}`, see `crate::faults`) scripts
+/// faults; `{side, rate, error, from_ns, until_ns}` sets that side's random fault rate (and
+/// the shared window).
 fn parse_fault(item: &Bound<'_, PyAny>, config: &mut SimConfig) -> PyResult<()> {
     let dict = item.cast::<PyDict>().map_err(|_| invalid_argument("each fault must be a dict"))?;
+    if !dict.contains("rate")? {
+        let (rule, _) = crate::faults::parse_rule(dict, &[])?;
+        config.faults.scripted.push(rule);
+        return Ok(());
+    }
     for key in dict.keys() {
         let key: String = key.extract()?;
-        if !["side", "nth", "op", "error", "rate", "from_ns", "until_ns"].contains(&key.as_str()) {
-            return Err(invalid_argument(format!("unknown fault key {key:?}")));
+        if !["side", "rate", "error", "from_ns", "until_ns"].contains(&key.as_str()) {
+            return Err(invalid_argument(format!("unknown random fault key {key:?} (use side, rate, error, from_ns, until_ns)")));
         }
     }
     let o = Options { dict: dict.clone() };
@@ -237,29 +246,19 @@ fn parse_fault(item: &Bound<'_, PyAny>, config: &mut SimConfig) -> PyResult<()> 
         Some(e) => parse_error_kind(&e)?,
         None => IoErrorKind::Io,
     };
-    let nth = match o.opt_u64("nth")? {
-        Some(n) => Some(n),
-        None => o.opt_u64("op")?,
-    };
-    match (nth, o.raw("rate")?) {
-        (Some(nth), None) => config.faults.scripted.push(ScriptedFault { side, nth, error }),
-        (None, Some(_)) => {
-            let rate = o.f64("rate", 0.0)?;
-            match side {
-                Side::Source => config.faults.source_rate = rate,
-                Side::Target => config.faults.target_rate = rate,
-            }
-            config.faults.random_error = Some(error);
-            let (from, until) = (o.opt_u64("from_ns")?, o.opt_u64("until_ns")?);
-            if from.is_some() || until.is_some() {
-                let window = (from.unwrap_or(0), until.unwrap_or(u64::MAX));
-                if config.faults.window_ns.is_some_and(|w| w != window) {
-                    return Err(invalid_argument("random faults share one window (from_ns, until_ns)"));
-                }
-                config.faults.window_ns = Some(window);
-            }
+    let rate = o.f64("rate", 0.0)?;
+    match side {
+        Side::Source => config.faults.source_rate = rate,
+        Side::Target => config.faults.target_rate = rate,
+    }
+    config.faults.random_error = Some(error);
+    let (from, until) = (o.opt_u64("from_ns")?, o.opt_u64("until_ns")?);
+    if from.is_some() || until.is_some() {
+        let window = (from.unwrap_or(0), until.unwrap_or(u64::MAX));
+        if config.faults.window_ns.is_some_and(|w| w != window) {
+            return Err(invalid_argument("random faults share one window (from_ns, until_ns)"));
         }
-        _ => return Err(invalid_argument("a fault needs either nth (or op) or rate")),
+        config.faults.window_ns = Some(window);
     }
     Ok(())
 }

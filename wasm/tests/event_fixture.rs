@@ -7,7 +7,8 @@
 //! `BLOCKMIRROR_BLESS=1 cargo test -p blockmirror-wasm --test event_fixture`.
 
 use blockmirror_core::job::{CopyMode, ErrorPolicy, IoErrorKind, MirrorConfig};
-use blockmirror_core::sim::{Goal, RunOutcome, ScriptedFault, Side, SimConfig, SimEventKind, Simulation};
+use blockmirror_core::fault::FaultRule;
+use blockmirror_core::sim::{Goal, RunOutcome, Side, SimConfig, SimEventKind, Simulation};
 use blockmirror_wasm::event_fields::{event_fields, field, Field};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/sim_events.json");
@@ -15,7 +16,7 @@ const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/si
 /// The run, as Python's `Simulation(length, **options)` spells it (the JSON the fixture
 /// stores); [`config`] builds the same run in Rust.
 const LENGTH: u64 = 1 << 20;
-const OPTIONS: &str = r#"{"granularity": 65536, "max_io": 131072, "on_source_error": "ignore", "on_target_error": "enospc", "complete_on_ready": true, "resume_after_stop_ns": 1000000, "faults": [{"side": "source", "nth": 1, "error": "io"}, {"side": "target", "nth": 2, "error": "nospace"}, {"side": "source", "nth": 4, "error": 95}]}"#;
+const OPTIONS: &str = r#"{"granularity": 65536, "max_io": 131072, "on_source_error": "ignore", "on_target_error": "enospc", "complete_on_ready": true, "resume_after_stop_ns": 1000000, "faults": [{"side": "source", "nth": 2, "error": "io"}, {"side": "target", "nth": 3, "error": "nospace"}, {"side": "source", "nth": 5, "error": 95}]}"#;
 
 fn config() -> SimConfig {
     let mut job = MirrorConfig::new(LENGTH);
@@ -28,9 +29,9 @@ fn config() -> SimConfig {
     config.complete_on_ready = true;
     config.resume_after_stop_ns = Some(1_000_000);
     config.faults.scripted = vec![
-        ScriptedFault { side: Side::Source, nth: 1, error: IoErrorKind::Io },
-        ScriptedFault { side: Side::Target, nth: 2, error: IoErrorKind::NoSpace },
-        ScriptedFault { side: Side::Source, nth: 4, error: IoErrorKind::Other(95) },
+        FaultRule::once(Side::Source, 2, IoErrorKind::Io).unwrap(),
+        FaultRule::once(Side::Target, 3, IoErrorKind::NoSpace).unwrap(),
+        FaultRule::once(Side::Source, 5, IoErrorKind::Other(95)).unwrap(),
     ];
     config
 }

@@ -115,6 +115,9 @@ pub enum ConfigError {
         /// The granularity.
         granularity: u64,
     },
+    /// `auto_converge` with `not_converging_window_ns` 0: nothing would ever trigger it.
+    #[error("auto_converge needs a non-zero not_converging_window_ns")]
+    AutoConvergeWithoutWindow,
     /// An unknown name for a mode or policy.
     #[error("unknown {what} {name:?}")]
     UnknownName {
@@ -168,6 +171,14 @@ pub struct MirrorConfig {
     /// Window over which dirty bytes must shrink before `BLOCK_JOB_NOT_CONVERGING` fires (ns);
     /// 0 turns the event off. Default 10 s.
     pub not_converging_window_ns: u64,
+    /// Auto-converge: in background mode, the job switches itself to write-blocking when
+    /// background copying loses the race against the guest, and says so with
+    /// [`Event::AutoConverge`](super::Event::AutoConverge). Two triggers, both over
+    /// `not_converging_window_ns` (which must not be 0): its own
+    /// [`Event::NotConverging`](super::Event::NotConverging), or, while `running`, the guest
+    /// dirtying at least 90 % of the copy rate for a whole window (a noisy equilibrium keeps
+    /// postponing the former). Default false.
+    pub auto_converge: bool,
 }
 
 impl MirrorConfig {
@@ -186,13 +197,15 @@ impl MirrorConfig {
             on_target_error: ErrorPolicy::Report,
             discard_reads_zero: false,
             not_converging_window_ns: DEFAULT_NOT_CONVERGING_WINDOW_NS,
+            auto_converge: false,
         }
     }
 
     /// Checks the knobs' rules: the granularity is a power of two in
     /// [[`MIN_GRANULARITY`], [`MAX_GRANULARITY`]]; `max_io` is a non-zero multiple of it;
     /// `buf_size` is at least 1 (it is rounded up to whole chunks, which must fit a `u64`);
-    /// `max_in_flight` is at least 1. [`MirrorJob::new`](super::MirrorJob::new) checks the
+    /// `max_in_flight` is at least 1; `auto_converge` needs a non-zero
+    /// `not_converging_window_ns`. [`MirrorJob::new`](super::MirrorJob::new) checks the
     /// same (and that the bitmap for `length` can be made); drivers and faces call this to
     /// refuse a configuration before building anything.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -219,6 +232,9 @@ impl MirrorConfig {
         }
         if self.max_in_flight == 0 {
             return Err(ConfigError::MaxInFlight);
+        }
+        if self.auto_converge && self.not_converging_window_ns == 0 {
+            return Err(ConfigError::AutoConvergeWithoutWindow);
         }
         Ok(())
     }
@@ -255,6 +271,14 @@ mod tests {
             "rounding up overflows"
         );
         assert_eq!(with(|c| c.max_in_flight = 0), Err(ConfigError::MaxInFlight));
+        assert_eq!(
+            with(|c| {
+                c.auto_converge = true;
+                c.not_converging_window_ns = 0;
+            }),
+            Err(ConfigError::AutoConvergeWithoutWindow)
+        );
+        assert_eq!(with(|c| c.auto_converge = true), Ok(()));
         let sim = crate::sim::SimConfig::new(MirrorConfig {
             granularity: 3,
             ..MirrorConfig::new(1 << 20)

@@ -60,6 +60,8 @@ pub enum EventType {
     Error,
     /// [`Event::NotConverging`].
     NotConverging,
+    /// [`Event::AutoConverge`].
+    AutoConverge,
 }
 
 names!(
@@ -72,6 +74,26 @@ names!(
     Cancelled = "BLOCK_JOB_CANCELLED",
     Error = "BLOCK_JOB_ERROR",
     NotConverging = "BLOCK_JOB_NOT_CONVERGING",
+    AutoConverge = "BLOCK_JOB_AUTO_CONVERGE",
+);
+
+/// Which rule made auto-converge switch to write-blocking (see
+/// [`MirrorConfig::auto_converge`](super::MirrorConfig::auto_converge)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AutoConvergeTrigger {
+    /// The job's own `BLOCK_JOB_NOT_CONVERGING`.
+    NotConverging,
+    /// The guest dirtied at least 90 % of the copy rate for a whole window.
+    DirtyRate,
+}
+
+names!(
+    AutoConvergeTrigger,
+    "auto-converge trigger",
+    ConfigError,
+    NotConverging = "not_converging",
+    DirtyRate = "dirty_rate"
 );
 
 /// Something the user should know. Names match QEMU's QMP events.
@@ -131,6 +153,19 @@ pub enum Event {
         /// Estimated copy rate, bytes/s.
         copy_bytes_per_sec: u64,
     },
+    /// `BLOCK_JOB_AUTO_CONVERGE` (beyond QEMU): with `auto_converge`, background copying
+    /// lost the race and the job switched itself to write-blocking (the copy mode is
+    /// `write-blocking` from this event on). Emitted once per switch.
+    AutoConverge {
+        /// Which rule fired.
+        trigger: AutoConvergeTrigger,
+        /// Dirty bytes now.
+        dirty_bytes: u64,
+        /// Estimated guest dirtying rate, bytes/s.
+        dirty_bytes_per_sec: u64,
+        /// Estimated copy rate, bytes/s.
+        copy_bytes_per_sec: u64,
+    },
 }
 
 impl Event {
@@ -143,6 +178,7 @@ impl Event {
             Event::Cancelled { .. } => EventType::Cancelled,
             Event::Error { .. } => EventType::Error,
             Event::NotConverging { .. } => EventType::NotConverging,
+            Event::AutoConverge { .. } => EventType::AutoConverge,
         }
     }
 
@@ -195,6 +231,17 @@ impl Event {
                 dirty_bytes_per_sec,
                 copy_bytes_per_sec,
             } => vec![
+                ("dirty_bytes", U64(dirty_bytes)),
+                ("dirty_bytes_per_sec", U64(dirty_bytes_per_sec)),
+                ("copy_bytes_per_sec", U64(copy_bytes_per_sec)),
+            ],
+            Event::AutoConverge {
+                trigger,
+                dirty_bytes,
+                dirty_bytes_per_sec,
+                copy_bytes_per_sec,
+            } => vec![
+                ("trigger", Str(trigger.as_str().into())),
                 ("dirty_bytes", U64(dirty_bytes)),
                 ("dirty_bytes_per_sec", U64(dirty_bytes_per_sec)),
                 ("copy_bytes_per_sec", U64(copy_bytes_per_sec)),

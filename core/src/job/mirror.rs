@@ -8,7 +8,7 @@
 use super::ops::{CopyStage, GuestStage, OpKind, OpTable};
 use super::policy::RetryBackoff;
 use super::ratelimit::RateLimiter;
-use super::rates::{ConvergenceWatch, RateWindow};
+use super::rates::{ConvergenceWatch, RaceWatch, RateWindow};
 use super::*;
 use crate::bitmap::HBitmap;
 use std::collections::VecDeque;
@@ -99,6 +99,8 @@ pub struct MirrorJob {
     pub(super) dirty_rate: RateWindow,
     pub(super) copy_rate: RateWindow,
     pub(super) convergence: ConvergenceWatch,
+    /// Auto-converge's rate rule.
+    pub(super) race: RaceWatch,
     /// The next instant the driver must call back (the speed limit), computed by `pump`.
     pub(super) timer: Option<Nanos>,
     /// A pause was requested (by the user or a `stop` policy) and not yet resumed.
@@ -154,6 +156,7 @@ impl MirrorJob {
             dirty_rate: RateWindow::new(),
             copy_rate: RateWindow::new(),
             convergence: ConvergenceWatch::new(),
+            race: RaceWatch::new(),
             timer: None,
             user_paused: false,
             ready_reached: false,
@@ -349,19 +352,49 @@ impl MirrorJob {
             && self.hold == GuestHold::Free
             && !matches!(self.ending, Ending::Abort(_));
         let dirty_bytes = self.dirty_bytes();
-        if self.convergence.observe(
-            self.now,
-            dirty_bytes,
-            watching,
-            self.config.not_converging_window_ns,
-        ) {
-            let rates = self.rates();
+        let window_ns = self.config.not_converging_window_ns;
+        let not_converging = self
+            .convergence
+            .observe(self.now, dirty_bytes, watching, window_ns);
+        let rates = self.rates();
+        if not_converging {
             self.emit(Event::NotConverging {
                 dirty_bytes,
                 dirty_bytes_per_sec: rates.dirty_bytes_per_sec,
                 copy_bytes_per_sec: rates.copy_bytes_per_sec,
             });
         }
+        if !self.config.auto_converge {
+            return;
+        }
+        // The rate rule only while running: once ready, the job copies what the guest
+        // dirties, so the two rates are equal by design.
+        let race_lost = self.race.observe(
+            self.now,
+            rates.dirty_bytes_per_sec,
+            rates.copy_bytes_per_sec,
+            watching && self.status == JobStatus::Running,
+            window_ns,
+        );
+        let trigger = if not_converging {
+            AutoConvergeTrigger::NotConverging
+        } else if race_lost {
+            AutoConvergeTrigger::DirtyRate
+        } else {
+            return;
+        };
+        // Mirror actively (every guest write to a clean chunk also goes to the target),
+        // which converges under any write rate. `watching` held, so the copy mode was
+        // background and the job is not ending by an abort.
+        self.config.copy_mode = CopyMode::WriteBlocking;
+        self.emit(Event::AutoConverge {
+            trigger,
+            dirty_bytes,
+            dirty_bytes_per_sec: rates.dirty_bytes_per_sec,
+            copy_bytes_per_sec: rates.copy_bytes_per_sec,
+        });
+        // As `set_copy_mode` does; the watch stays quiet now (write-blocking).
+        self.pump();
     }
 }
 

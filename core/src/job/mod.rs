@@ -139,7 +139,7 @@ pub use config::{
     MAX_GRANULARITY, MIN_GRANULARITY,
 };
 pub use error::JobError;
-pub use event::{ErrorAction, Event, EventType, FieldValue, Operation};
+pub use event::{AutoConvergeTrigger, ErrorAction, Event, EventType, FieldValue, Operation};
 pub use guest::{GuestWrite, GuestWriteStart};
 pub use mirror::MirrorJob;
 pub use time::Nanos;

@@ -106,6 +106,43 @@ impl ConvergenceWatch {
     }
 }
 
+/// Auto-converge's rate rule: fires once the guest has newly dirtied at least 90 % of what
+/// the job copied, continuously for a whole window. Unlike [`ConvergenceWatch`], a noisy
+/// equilibrium (dirty bytes wobbling to new lows) does not postpone it.
+#[derive(Debug, Clone)]
+pub(super) struct RaceWatch {
+    /// Since when the guest has been dirtying about as fast as the job copies.
+    behind_since_ns: Option<u64>,
+}
+
+impl RaceWatch {
+    pub(super) fn new() -> Self {
+        Self {
+            behind_since_ns: None,
+        }
+    }
+
+    /// Records the rates at `now`; `watching` false restarts the measurement. Returns true
+    /// when the guest has been at least 90 % as fast as the copy for `window_ns`.
+    pub(super) fn observe(
+        &mut self,
+        now: Nanos,
+        dirty_bytes_per_sec: u64,
+        copy_bytes_per_sec: u64,
+        watching: bool,
+        window_ns: u64,
+    ) -> bool {
+        let behind = copy_bytes_per_sec > 0
+            && u128::from(dirty_bytes_per_sec) * 10 >= u128::from(copy_bytes_per_sec) * 9;
+        if !watching || !behind {
+            self.behind_since_ns = None;
+            return false;
+        }
+        let since = *self.behind_since_ns.get_or_insert(now.0);
+        now.0.saturating_sub(since) >= window_ns
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +176,21 @@ mod tests {
         assert!(!watch.observe(Nanos(8_000), 95, false, window));
         assert!(!watch.observe(Nanos(8_500), 95, true, window));
         assert!(!watch.observe(Nanos(9_000), 95, true, window));
+    }
+
+    #[test]
+    fn the_race_is_lost_after_a_whole_window_at_90_percent() {
+        let mut watch = RaceWatch::new();
+        let window = 1_000;
+        assert!(!watch.observe(Nanos(0), 90, 100, true, window));
+        assert!(!watch.observe(Nanos(999), 95, 100, true, window));
+        assert!(watch.observe(Nanos(1_000), 90, 100, true, window));
+        // Falling below 90 % (or not watching, or no copying at all) restarts the window.
+        assert!(!watch.observe(Nanos(1_100), 89, 100, true, window));
+        assert!(!watch.observe(Nanos(1_200), 100, 100, true, window));
+        assert!(!watch.observe(Nanos(2_100), 100, 100, false, window));
+        assert!(!watch.observe(Nanos(2_200), 100, 0, true, window));
+        assert!(!watch.observe(Nanos(3_000), 100, 100, true, window));
+        assert!(watch.observe(Nanos(4_000), 100, 100, true, window));
     }
 }

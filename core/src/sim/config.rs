@@ -1,7 +1,7 @@
 //! What a simulation runs: the job's configuration plus the world around it.
 
 use super::device::DeviceConfig;
-use super::disk::Side;
+use crate::fault::FaultRule;
 use crate::job::{ConfigError, CopyMode, IoErrorKind, MirrorConfig};
 use crate::names::names;
 use std::fmt;
@@ -91,23 +91,12 @@ impl Default for GuestConfig {
     }
 }
 
-/// One scripted fault: the `nth` job I/O on `side` (counting from 0, in issue order; reads on
-/// the source; writes, zero-writes, discards, guest writes and flushes on the target) fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScriptedFault {
-    /// Which side.
-    pub side: Side,
-    /// Which I/O on that side, counting from 0.
-    pub nth: u64,
-    /// How it fails.
-    pub error: IoErrorKind,
-}
-
 /// Fault injection.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FaultConfig {
-    /// Scripted faults.
-    pub scripted: Vec<ScriptedFault>,
+    /// Scripted faults: the job's I/O on each side, counted in issue order (reads on the
+    /// source; writes, zero-writes, discards, guest writes and flushes on the target).
+    pub scripted: Vec<FaultRule>,
     /// Probability that a job read of the source fails (within the window).
     pub source_rate: f64,
     /// Probability that a job I/O on the target fails (within the window).
@@ -255,9 +244,6 @@ pub struct SimConfig {
     pub layout: LayoutConfig,
     /// Call `complete()` as soon as the job is ready.
     pub complete_on_ready: bool,
-    /// Switch the job to write-blocking when it reports `BLOCK_JOB_NOT_CONVERGING` (what an
-    /// operator would do; QEMU's `block-job-change`).
-    pub write_blocking_when_not_converging: bool,
     /// After a `stop` error pauses the job, call `resume()` this much later (None: never).
     pub resume_after_stop_ns: Option<u64>,
     /// Interval of the time-series samples (0: no samples).
@@ -288,7 +274,6 @@ impl SimConfig {
             commands: Vec::new(),
             layout: LayoutConfig::default(),
             complete_on_ready: false,
-            write_blocking_when_not_converging: false,
             resume_after_stop_ns: None,
             sample_interval_ns: 100_000_000,
             max_samples: 100_000,
@@ -301,12 +286,12 @@ impl SimConfig {
 
     /// Whether a run towards ready or concluded ends at the job's `BLOCK_JOB_NOT_CONVERGING`:
     /// [`RunLimits::stop_at_not_converging`], and nothing configured could make the job
-    /// converge afterwards: no switch to write-blocking on that event, no scripted
+    /// converge afterwards: no auto-converge ([`MirrorConfig::auto_converge`]), no scripted
     /// commands, no guest that stops, no fault window that ends, no automatic resume. (A
     /// steady workload that has stopped converging for a whole window will not converge.)
     pub fn stops_at_not_converging(&self) -> bool {
         self.limits.stop_at_not_converging
-            && !self.write_blocking_when_not_converging
+            && !self.job.auto_converge
             && self.commands.is_empty()
             && self.guest.stop_ns.is_none()
             && self.faults.window_ns.is_none()

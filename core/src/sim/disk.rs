@@ -14,20 +14,9 @@
 //! write makes it uniform again. A running count of mismatched chunks makes
 //! `source_equals_target` O(1).
 
-use super::config::SimConfigError;
-use crate::names::names;
 use std::collections::BTreeMap;
 
-/// Which disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Side {
-    /// The disk the guest writes until the pivot; the job reads it.
-    Source,
-    /// The mirror; the job writes it.
-    Target,
-}
-
-names!(Side, "side", SimConfigError, Source = "source", Target = "target");
+pub use crate::fault::Side;
 
 /// Marks a chunk whose extents live in the side table (versions never reach it).
 const SPLIT: u64 = u64::MAX;

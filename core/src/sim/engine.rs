@@ -8,6 +8,7 @@ use super::queue::EventQueue;
 use super::record::{Goal, RunOutcome, Sample, SimEvent, SimEventKind, TraceEntry, Violation};
 use super::rng::Rng;
 use super::layout;
+use crate::fault::FaultPlan;
 use crate::job::{ActionKind, GuestWrite, IoErrorKind, JobError, JobStatus, MirrorJob, Nanos, OpId, SyncMode};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -119,8 +120,7 @@ pub struct Simulation {
     /// The source as each read in flight saw it when issued (unless capture is at completion).
     pub(super) read_snapshots: BTreeMap<OpId, Vec<ChunkContent>>,
     pub(super) target_in_flight: BTreeMap<(u64, OpId), u64>,
-    pub(super) io_issued: [u64; 2],
-    pub(super) scripted_faults: BTreeMap<(u8, u64), IoErrorKind>,
+    pub(super) scripted_faults: FaultPlan,
     pub(super) target_writes_done: u64,
     pub(super) flushed_upto: u64,
     pub(super) flush_covers: BTreeMap<OpId, u64>,
@@ -158,13 +158,6 @@ pub(super) struct Stats {
     pub equal_at_end: Option<bool>,
 }
 
-pub(super) fn side_index(side: Side) -> usize {
-    match side {
-        Side::Source => 0,
-        Side::Target => 1,
-    }
-}
-
 impl Simulation {
     /// Build the disks, declare the layout, start the job at time 0 and queue the guest
     /// and the scripted commands.
@@ -183,8 +176,7 @@ impl Simulation {
         let copied_once = layout::try_filled(chunks.div_ceil(64), |_| 0u64)?;
         let disks = Disks::new(length, granularity, initial.source, initial.target, initial.fresh_from);
         let workload = Workload::new(&config.guest, length, Rng::derive(config.seed, STREAM_GUEST));
-        let scripted_faults =
-            config.faults.scripted.iter().map(|f| ((side_index(f.side) as u8, f.nth), f.error)).collect();
+        let scripted_faults = FaultPlan::new(config.faults.scripted.clone());
         let mut sim = Self {
             source_dev: Device::new(config.source),
             target_dev: Device::new(config.target),
@@ -211,7 +203,6 @@ impl Simulation {
             read_buffers: BTreeMap::new(),
             read_snapshots: BTreeMap::new(),
             target_in_flight: BTreeMap::new(),
-            io_issued: [0, 0],
             scripted_faults,
             target_writes_done: 0,
             flushed_upto: 0,

@@ -2,9 +2,10 @@
 
 use super::config::{Command, ReadCapture};
 use super::disk::Side;
-use super::engine::{side_index, Mirrored, Pending, ReadBuffer, Simulation};
+use super::engine::{Mirrored, Pending, ReadBuffer, Simulation};
 use super::record::{SimEvent, SimEventKind, TraceEntry};
-use crate::job::{Action, ActionKind, CopyMode, ErrorAction, Event, IoErrorKind, JobStatus, OpId, OpResult};
+use crate::fault::FaultOp;
+use crate::job::{Action, ActionKind, ErrorAction, Event, IoErrorKind, JobStatus, OpId, OpResult};
 
 impl Simulation {
     /// The driver rule: after every input, drain actions, events and deferred commands until
@@ -54,7 +55,7 @@ impl Simulation {
                     let snapshot = range.map(|c| self.disks.content(Side::Source, c)).collect();
                     self.read_snapshots.insert(op, snapshot);
                 }
-                let failure = self.draw_fault(Side::Source);
+                let failure = self.draw_fault(Side::Source, kind);
                 let done = self.source_dev.submit(self.now_ns, length, &mut self.timing_rng);
                 self.queue.push(done, Pending::JobIo { op, kind, offset, length, failure });
             }
@@ -66,7 +67,7 @@ impl Simulation {
                     }
                 }
                 self.claim_target(op, offset, length);
-                let failure = self.draw_fault(Side::Target);
+                let failure = self.draw_fault(Side::Target, kind);
                 let bytes = if kind == ActionKind::Write || kind == ActionKind::GuestWrite { length } else { 0 };
                 let done = self.target_dev.submit(self.now_ns, bytes, &mut self.timing_rng);
                 self.queue.push(done, Pending::JobIo { op, kind, offset, length, failure });
@@ -75,7 +76,7 @@ impl Simulation {
             ActionKind::Admit => self.violation(format!("admit for {op}: the simulator announces no guest write")),
             ActionKind::Flush => {
                 self.flush_covers.insert(op, self.target_writes_done);
-                let failure = self.draw_fault(Side::Target);
+                let failure = self.draw_fault(Side::Target, kind);
                 let done = self.target_dev.submit(self.now_ns, 0, &mut self.timing_rng);
                 self.queue.push(done, Pending::JobIo { op, kind, offset, length, failure });
             }
@@ -125,12 +126,10 @@ impl Simulation {
 
     /// Decide at issue time whether this I/O fails: a scripted fault for this ordinal, else
     /// a random one within the window.
-    fn draw_fault(&mut self, side: Side) -> Option<IoErrorKind> {
-        let index = side_index(side);
-        let nth = self.io_issued[index];
-        self.io_issued[index] += 1;
-        if let Some(&error) = self.scripted_faults.get(&(index as u8, nth)) {
-            return Some(error);
+    fn draw_fault(&mut self, side: Side, kind: ActionKind) -> Option<IoErrorKind> {
+        let op = FaultOp::of_action(kind).expect("only I/O actions draw faults");
+        if let Some(rule) = self.scripted_faults.check(side, op) {
+            return Some(self.scripted_faults.rules()[rule].error);
         }
         let faults = &self.config.faults;
         let rate = if side == Side::Source { faults.source_rate } else { faults.target_rate };
@@ -327,9 +326,6 @@ impl Simulation {
             Event::Cancelled { .. } => self.stats.ending = Some("cancelled"),
             Event::NotConverging { .. } => {
                 self.stats.not_converging_at_ns.get_or_insert(self.now_ns);
-                if self.config.write_blocking_when_not_converging {
-                    self.deferred.push_back(Command::SetCopyMode(CopyMode::WriteBlocking));
-                }
             }
             Event::Error { action, .. } => {
                 self.stats.error_events += 1;

@@ -52,7 +52,7 @@ mod rng;
 mod views;
 
 pub use config::{
-    Command, FaultConfig, GuestConfig, LayoutConfig, Pattern, ReadCapture, RunLimits, ScriptedCommand, ScriptedFault, SimConfig,
+    Command, FaultConfig, GuestConfig, LayoutConfig, Pattern, ReadCapture, RunLimits, ScriptedCommand, SimConfig,
     SimConfigError, MAX_CHUNKS,
 };
 pub use device::DeviceConfig;

@@ -92,7 +92,19 @@ impl Model {
                 self.end = Some(event.clone());
             }
             Event::NotConverging { .. } => {
-                assert_eq!(self.job.config().copy_mode, CopyMode::Background);
+                // Auto-converge may have switched right after it (an AutoConverge event follows).
+                if !self.setup.auto_converge {
+                    assert_eq!(self.job.config().copy_mode, CopyMode::Background);
+                }
+            }
+            Event::AutoConverge { .. } => {
+                assert!(
+                    self.setup.auto_converge,
+                    "auto-converge only when asked for"
+                );
+                // Events are drained before the next input, so nothing switched back yet.
+                assert_eq!(self.job.config().copy_mode, CopyMode::WriteBlocking);
+                self.auto_converged += 1;
             }
             other => panic!("unexpected event {other:?}"),
         }

@@ -76,6 +76,8 @@ pub struct Setup {
     pub on_source_error: ErrorPolicy,
     pub on_target_error: ErrorPolicy,
     pub discard_reads_zero: bool,
+    /// The job switches itself to write-blocking when it stops converging.
+    pub auto_converge: bool,
     /// Percent of performed actions that fail while faults are on.
     pub fault_percent: u32,
     /// Step at which the job is started.
@@ -127,6 +129,8 @@ pub struct Model {
     force_cancelled: bool,
     end: Option<Event>,
     pub steps: usize,
+    /// `BLOCK_JOB_AUTO_CONVERGE` events seen.
+    pub auto_converged: usize,
 }
 
 impl Model {
@@ -146,6 +150,7 @@ impl Model {
         config.on_target_error = setup.on_target_error;
         config.discard_reads_zero = setup.discard_reads_zero;
         config.not_converging_window_ns = 50_000_000;
+        config.auto_converge = setup.auto_converge;
         let job = MirrorJob::new(config).expect("the model draws valid configs");
         let mut rng = setup.seed | 1;
         let mut source: Vec<u32> = (0..units as u32).map(|i| 1_000_000 + i).collect();
@@ -220,6 +225,7 @@ impl Model {
             force_cancelled: false,
             end: None,
             steps: 0,
+            auto_converged: 0,
         }
     }
 

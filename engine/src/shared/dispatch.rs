@@ -2,7 +2,7 @@
 //! handled at once (admit, the gate), and each event is recorded for the API's callers.
 //! Runs with the job's lock held (see the rule in the parent module).
 
-use blockmirror_core::job::{Action, ActionKind, CopyMode, ErrorAction, Event, IoErrorKind, OpResult};
+use blockmirror_core::job::{Action, ActionKind, ErrorAction, Event, IoErrorKind, OpResult};
 
 use super::{Shared, State};
 use crate::stats::Failure;
@@ -83,9 +83,6 @@ impl State {
         let time_ns = shared.clock.elapsed().as_nanos() as u64;
         self.notify_waiters = true;
         match &event {
-            Event::NotConverging { .. } if self.auto_converge => {
-                self.switch_to_write_blocking = self.job.config().copy_mode == CopyMode::Background;
-            }
             Event::Ready { .. } => {
                 self.ready_seen = true;
                 self.stats.ready_ns = Some(time_ns);
@@ -122,13 +119,6 @@ impl State {
             }
             while let Some(event) = self.job.poll_event() {
                 self.record(shared, event);
-            }
-            if std::mem::take(&mut self.switch_to_write_blocking) {
-                // Background copying lost the race against the guest: mirror actively (every
-                // guest write also goes to the target), which converges under any write
-                // rate. The job refuses the switch only when it is ending.
-                let _ = self.job.set_copy_mode(CopyMode::WriteBlocking);
-                continue;
             }
             if immediate.is_empty() {
                 break;

@@ -57,12 +57,12 @@ impl Shared {
         job: MirrorJob,
         files: OpenedFiles,
         faults: FaultInjector,
-        (unmap, offload, auto_converge): (bool, bool, bool),
+        (unmap, offload): (bool, bool),
         tasks: TaskSender,
     ) -> Self {
         let buffer_bytes = job.config().max_io as usize;
         Self {
-            state: Mutex::new(State::new(job, auto_converge, tasks)),
+            state: Mutex::new(State::new(job, tasks)),
             driver_wake: Condvar::new(),
             changed: Condvar::new(),
             files,

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use blockmirror_core::job::{CopyMode, IoErrorKind, JobStatus, MirrorJob, Nanos, OpId, OpResult};
+use blockmirror_core::job::{IoErrorKind, JobStatus, MirrorJob, Nanos, OpId, OpResult};
 
 use super::GuestGate;
 use crate::buffers::AlignedBuf;
@@ -50,12 +50,6 @@ pub struct State {
     /// Something API callers may wait for changed (an event, the gate, a guest write's
     /// target write): `pump` wakes them only then, not on every I/O completion.
     pub(super) notify_waiters: bool,
-    /// Switch to write-blocking on `BLOCK_JOB_NOT_CONVERGING` (background mode).
-    pub auto_converge: bool,
-    /// A not-converging event (or the driver's rate watch) asked for that switch.
-    pub(super) switch_to_write_blocking: bool,
-    /// Since when (ns) the guest has been dirtying about as fast as the job copies.
-    behind_since_ns: Option<u64>,
     /// While a worker feeds its completion in: keep the first new task for that worker.
     pub(super) keep_one_task: bool,
     /// The task kept for the worker (counted in `tasks_in_flight` like a queued one).
@@ -71,7 +65,7 @@ pub struct State {
 
 impl State {
     /// The state of a job not started yet, dispatching to the worker queue `tasks`.
-    pub(super) fn new(job: MirrorJob, auto_converge: bool, tasks: TaskSender) -> Self {
+    pub(super) fn new(job: MirrorJob, tasks: TaskSender) -> Self {
         Self {
             job,
             read_bufs: HashMap::new(),
@@ -89,9 +83,6 @@ impl State {
             stats: Stats::default(),
             tasks_in_flight: 0,
             notify_waiters: false,
-            auto_converge,
-            switch_to_write_blocking: false,
-            behind_since_ns: None,
             keep_one_task: false,
             kept_task: None,
             uring_tasks: None,
@@ -130,29 +121,6 @@ impl State {
                 return;
             }
             self.internal_error.get_or_insert(format!("job refused the completion of {op}: {e}"));
-        }
-    }
-
-    /// Auto-converge's rate watch (called by the driver thread): the job's not-converging
-    /// event waits for dirty bytes to stop reaching new lows, which a noisy equilibrium
-    /// keeps postponing; this watch asks only whether the guest newly dirties at least 90 %
-    /// of what the job copies, for a whole window. Then `pump` switches to write-blocking.
-    pub fn watch_convergence(&mut self, now: Nanos) {
-        let window_ns = self.job.config().not_converging_window_ns;
-        let watching = self.auto_converge
-            && window_ns != 0
-            && self.job.config().copy_mode == CopyMode::Background
-            && self.job.status() == JobStatus::Running;
-        let rates = self.job.rates();
-        let behind = rates.copy_bytes_per_sec > 0
-            && u128::from(rates.dirty_bytes_per_sec) * 10 >= u128::from(rates.copy_bytes_per_sec) * 9;
-        if !watching || !behind {
-            self.behind_since_ns = None;
-            return;
-        }
-        let since = *self.behind_since_ns.get_or_insert(now.0);
-        if now.0.saturating_sub(since) >= window_ns {
-            self.switch_to_write_blocking = true;
         }
     }
 
