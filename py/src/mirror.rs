@@ -12,12 +12,13 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyList};
 
-use blockmirror_core::job::{CopyMode, Event, IoErrorKind, JobError};
+use blockmirror_core::job::{CopyMode, IoErrorKind, JobError};
 
 use blockmirror_engine::engine::{FileMirror as Engine, GuestIoError, MirrorSetup, Snapshot, StartError, VerbError, WaitOutcome};
 use blockmirror_engine::faults::{parse_error_kind, FaultOp, FaultRule, FaultSide, PanicAt};
 use blockmirror_engine::files::OpenError;
 use blockmirror_engine::EventRecord;
+use crate::convert::PyEvent;
 use crate::errors::{invalid_argument, io_error, job_state_error};
 
 fn job_error(e: JobError) -> PyErr {
@@ -135,43 +136,11 @@ fn fault_rules(faults: Option<&Bound<'_, PyList>>) -> PyResult<Vec<FaultRule>> {
     Ok(rules)
 }
 
-/// Converts an event record to a dict: `type`, `time_ns`, and the event's own fields;
-/// `BLOCK_JOB_ERROR` also has `count`, the identical consecutive errors it stands for.
-fn event_dict<'py>(py: Python<'py>, record: &EventRecord) -> PyResult<Bound<'py, PyDict>> {
-    let (time_ns, event) = (record.time_ns, &record.event);
-    let d = PyDict::new(py);
-    d.set_item("type", event.type_name())?;
-    d.set_item("time_ns", time_ns)?;
-    if matches!(event, Event::Error { .. }) {
-        d.set_item("count", record.count)?;
-    }
-    match event {
-        Event::StatusChange { status } => d.set_item("status", status.as_str())?,
-        Event::Ready { current, total } | Event::Cancelled { current, total } => {
-            d.set_item("current", current)?;
-            d.set_item("total", total)?;
-        }
-        Event::Completed { current, total, error, pivoted } => {
-            d.set_item("current", current)?;
-            d.set_item("total", total)?;
-            d.set_item("error", error.map(|e| e.name()))?;
-            d.set_item("pivoted", pivoted)?;
-        }
-        Event::Error { operation, action, offset, length, error } => {
-            d.set_item("operation", operation.as_str())?;
-            d.set_item("action", action.as_str())?;
-            d.set_item("offset", offset)?;
-            d.set_item("length", length)?;
-            d.set_item("error", error.name())?;
-        }
-        Event::NotConverging { dirty_bytes, dirty_bytes_per_sec, copy_bytes_per_sec } => {
-            d.set_item("dirty_bytes", dirty_bytes)?;
-            d.set_item("dirty_bytes_per_sec", dirty_bytes_per_sec)?;
-            d.set_item("copy_bytes_per_sec", copy_bytes_per_sec)?;
-        }
-        _ => {}
-    }
-    Ok(d)
+/// Converts an event record to the one event class (`blockmirror.Event`): `type`,
+/// `time_ns` since the mirror started, the core's `Event::fields`, and for
+/// `BLOCK_JOB_ERROR` the `count` of identical consecutive errors it stands for.
+fn event_dict(record: &EventRecord) -> PyEvent {
+    PyEvent::from_record(record)
 }
 
 /// A running mirror of a raw image file or block device onto another (see `blockmirror.Mirror`).
@@ -342,19 +311,16 @@ impl FileMirror {
         })
     }
 
-    /// The next event as a dict, waiting up to `timeout` seconds; None when none came or
-    /// the job ended and every event was taken.
+    /// The next event (a `blockmirror.Event`), waiting up to `timeout` seconds; None when
+    /// none came or the job ended and every event was taken.
     #[pyo3(signature = (timeout=None))]
-    fn next_event<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyDict>>> {
+    fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyEvent>> {
         let timeout = timeout_arg(timeout)?;
         let next = match self.live() {
             Some(engine) => py.detach(|| engine.next_event(timeout)).or_else(|| self.pop_closed_event()),
             None => self.pop_closed_event(),
         };
-        match next {
-            Some(rec) => Ok(Some(event_dict(py, &rec)?)),
-            None => Ok(None),
-        }
+        Ok(next.as_ref().map(event_dict))
     }
 
     /// Pauses the job.

@@ -91,12 +91,11 @@ def _pump_events(native: FileMirror, log: _EventLog, on_event: Optional[EventCal
         if log.drain_until is not None and time.monotonic() >= log.drain_until:
             log.truncated = not native.wait_end(0) or native.next_event(0) is not None
             break
-        d = native.next_event(_EVENT_POLL_S)
-        if d is None:
+        event = native.next_event(_EVENT_POLL_S)
+        if event is None:
             if native.wait_end(0):
                 break
             continue
-        event = MirrorEvent.from_native(d)
         log.add(event)
         if on_event is not None:
             try:
