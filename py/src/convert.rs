@@ -31,6 +31,19 @@ pub fn int_error(value: &Bound<'_, PyAny>, what: &str) -> PyErr {
     }
 }
 
+/// An int in `0..2**64` as a function parameter's type: anything else is `InvalidArgument`,
+/// as [`int_arg`] (PyO3 adds a note naming the parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UInt(pub u64);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for UInt {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        int_arg(&obj, "value").map(UInt)
+    }
+}
+
 /// An optional int argument (None stays None), as [`int_arg`].
 pub fn opt_int_arg(value: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<u64>> {
     value.filter(|v| !v.is_none()).map(|v| int_arg(v, what)).transpose()

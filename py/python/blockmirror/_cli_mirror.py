@@ -98,7 +98,7 @@ def run_mirror(args: argparse.Namespace) -> int:
             reuse=args.reuse, unmap=args.unmap, offload=args.offload, io_uring=args.io_uring,
             auto_converge=args.auto_converge, guest_writes=False),
             args.target, remove_on_interrupt=not args.keep_partial)
-    except (InvalidArgument, OverflowError) as exc:
+    except InvalidArgument as exc:
         print(f"blockmirror: error: {cli_message(str(exc))}", file=err)
         return EXIT_USAGE
     except IoError as exc:

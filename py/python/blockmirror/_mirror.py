@@ -14,7 +14,9 @@ import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from blockmirror._events import MirrorEvent, MirrorResult
-from blockmirror._native import DEFAULTS, ERRNO_BY_NAME, FileMirror, IoError, JobStateError
+from blockmirror._native import (
+    DEFAULTS, ERRNO_BY_NAME, FileMirror, InvalidArgument, IoError, JobStateError, Timeout,
+)
 
 # The core's job defaults (blockmirror.DEFAULTS), typed for the signatures below.
 _GRANULARITY = int(DEFAULTS["granularity"])
@@ -268,13 +270,15 @@ class Mirror:
 
     def iter_events(self, timeout: Optional[float] = None) -> Iterator[MirrorEvent]:
         """Every event from the first, blocking for new ones; ends after the job's last
-        event. Raises ``TimeoutError`` when no new event arrives within ``timeout`` seconds."""
+        event. Raises :class:`Timeout` (a ``TimeoutError``) when no new event arrives within
+        ``timeout`` seconds."""
+        _check_timeout(timeout)
         log = self._log
         index = 0
         while True:
             with log.cond:
                 if not log.cond.wait_for(lambda: index < len(log.events) or log.done, timeout=timeout):
-                    raise TimeoutError(f"no mirror event within {timeout} s")
+                    raise Timeout(f"no mirror event within {timeout} s")
                 if index >= len(log.events):
                     return
                 event = log.events[index]
@@ -341,20 +345,21 @@ class Mirror:
     # -- verbs --------------------------------------------------------------------------
 
     def wait_ready(self, timeout: Optional[float] = None) -> None:
-        """Waits for ``BLOCK_JOB_READY``. Raises ``TimeoutError``, ``IoError`` if the job
+        """Waits for ``BLOCK_JOB_READY``. Raises :class:`Timeout`, ``IoError`` if the job
         failed, or ``JobStateError`` if it ended otherwise before ready."""
+        _check_timeout(timeout)
         outcome = self._native.wait_ready(timeout)
         if outcome == "ready":
             return
         if outcome == "timeout":
-            raise TimeoutError(f"mirror not ready within {timeout} s (status {self.status})")
+            raise Timeout(f"mirror not ready within {timeout} s (status {self.status})")
         self._wait_events_drained()  # the job ended: make `events` complete first
         self._raise_if_failed()
         raise JobStateError(f"the job ended in status {self.status} before it was ready")
 
     def _wait_end(self, timeout: Optional[float]) -> MirrorResult:
         if not self._native.wait_end(timeout):
-            raise TimeoutError(f"mirror did not end within {timeout} s (status {self.status})")
+            raise Timeout(f"mirror did not end within {timeout} s (status {self.status})")
         self._wait_events_drained()
         self._raise_if_failed()
         return self.result()
@@ -362,12 +367,14 @@ class Mirror:
     def complete(self, timeout: Optional[float] = None) -> MirrorResult:
         """Switches over (only when ready): quiesces the guest, copies what is dirty, flushes
         the target and pivots. Returns once the job has ended. Raises ``IoError`` if it failed."""
+        _check_timeout(timeout)
         self._native.complete()
         return self._wait_end(timeout)
 
     def cancel(self, force: bool = False, timeout: Optional[float] = None) -> MirrorResult:
         """Cancels: in ready (not forced) the target ends as a consistent copy; otherwise the
         job stops at once (``BLOCK_JOB_CANCELLED``). Returns once the job has ended."""
+        _check_timeout(timeout)
         self._native.cancel(force)
         return self._wait_end(timeout)
 
@@ -447,12 +454,14 @@ def mirror(
     ``speed``, ``buf_size``, ``max_in_flight``, ``max_io``. Raises ``IoError`` (with
     ``errno``, ``operation``, ``offset``) when the job fails, and also when an error policy
     stopped it (``stop``/``enospc``: nobody can resume a blocking call; use ``Mirror``).
-    Raises ``TimeoutError`` (after force-cancelling) when ``timeout`` seconds pass.
+    Raises :class:`Timeout` (a ``TimeoutError``; after force-cancelling) when ``timeout``
+    seconds pass.
 
     A target this call created is removed when it raises (a failure, a timeout, a
     ``KeyboardInterrupt``), unless ``keep_partial=True``: a partial copy is not an image,
     and on a full filesystem it keeps the space taken. A reused target is never removed.
     """
+    _check_timeout(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
     bar = None
     if progress:
@@ -479,7 +488,7 @@ def mirror(
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 m.cancel(force=True)
-                raise TimeoutError(f"mirror did not finish within {timeout} s")
+                raise Timeout(f"mirror did not finish within {timeout} s")
             step = 0.1 if left is None else min(0.1, left)
             if not completing:
                 outcome = m._native.wait_ready(step)
@@ -514,6 +523,17 @@ def mirror(
         m.close()
         if not succeeded and created is not None and not keep_partial:
             created.remove()
+
+
+def _check_timeout(timeout: Optional[float]) -> None:
+    """``timeout=``: None or a non-negative number of seconds, else ``InvalidArgument``
+    (the native waits check theirs the same way)."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise InvalidArgument(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+    if not timeout >= 0:  # NaN too
+        raise InvalidArgument(f"timeout must be a non-negative number of seconds, not {timeout}")
 
 
 def _errno_of(name: Optional[str]) -> int:
