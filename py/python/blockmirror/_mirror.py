@@ -11,9 +11,10 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 from blockmirror._events import MirrorEvent, MirrorResult
+from blockmirror._types import CopyMode, ErrorPolicy, SyncMode
 from blockmirror._native import (
     DEFAULTS, ERRNO_BY_NAME, FileMirror, InvalidArgument, IoError, JobStateError, Timeout,
 )
@@ -24,10 +25,10 @@ _BUF_SIZE = int(DEFAULTS["buf_size"])
 _MAX_IN_FLIGHT = int(DEFAULTS["max_in_flight"])
 _MAX_IO = int(DEFAULTS["max_io"])
 _SPEED = int(DEFAULTS["speed"])
-_SYNC = str(DEFAULTS["sync"])
-_COPY_MODE = str(DEFAULTS["copy_mode"])
-_ON_SOURCE_ERROR = str(DEFAULTS["on_source_error"])
-_ON_TARGET_ERROR = str(DEFAULTS["on_target_error"])
+_SYNC = cast(SyncMode, DEFAULTS["sync"])
+_COPY_MODE = cast(CopyMode, DEFAULTS["copy_mode"])
+_ON_SOURCE_ERROR = cast(ErrorPolicy, DEFAULTS["on_source_error"])
+_ON_TARGET_ERROR = cast(ErrorPolicy, DEFAULTS["on_target_error"])
 _NOT_CONVERGING_WINDOW = int(DEFAULTS["not_converging_window_ns"]) / 1e9
 
 __all__ = ["CreatedTarget", "Mirror", "mirror"]
@@ -204,10 +205,10 @@ class Mirror:
         target: PathArg,
         *,
         granularity: int = _GRANULARITY,
-        sync: str = _SYNC,
-        copy_mode: str = _COPY_MODE,
-        on_source_error: str = _ON_SOURCE_ERROR,
-        on_target_error: str = _ON_TARGET_ERROR,
+        sync: SyncMode = _SYNC,
+        copy_mode: CopyMode = _COPY_MODE,
+        on_source_error: ErrorPolicy = _ON_SOURCE_ERROR,
+        on_target_error: ErrorPolicy = _ON_TARGET_ERROR,
         speed: int = _SPEED,
         buf_size: int = _BUF_SIZE,
         max_in_flight: int = _MAX_IN_FLIGHT,
@@ -390,7 +391,7 @@ class Mirror:
         """Changes the speed limit (0 = unlimited)."""
         self._native.set_speed(bytes_per_sec)
 
-    def set_copy_mode(self, mode: str) -> None:
+    def set_copy_mode(self, mode: CopyMode) -> None:
         """Switches between ``background`` and ``write-blocking`` while running."""
         self._native.set_copy_mode(mode)
 
@@ -435,23 +436,32 @@ def mirror(
     source: PathArg,
     target: PathArg,
     *,
+    granularity: int = _GRANULARITY,
+    sync: SyncMode = _SYNC,
+    copy_mode: CopyMode = _COPY_MODE,
+    on_source_error: ErrorPolicy = _ON_SOURCE_ERROR,
+    on_target_error: ErrorPolicy = _ON_TARGET_ERROR,
+    speed: int = _SPEED,
+    buf_size: int = _BUF_SIZE,
+    max_in_flight: int = _MAX_IN_FLIGHT,
+    max_io: int = _MAX_IO,
     direct: bool = False,
     progress: bool = False,
     reuse: bool = False,
     unmap: bool = True,
     offload: bool = True,
     io_uring: bool = True,
+    auto_converge: bool = False,
+    not_converging_window: float = _NOT_CONVERGING_WINDOW,
     timeout: Optional[float] = None,
     keep_partial: bool = False,
     faults: Optional[Sequence[Dict[str, Any]]] = None,
     on_event: Optional[EventCallback] = None,
-    **job_options: Any,
 ) -> MirrorResult:
     """Copies ``source`` to ``target`` and completes (the target is then the new image).
 
-    Blocks until done; ``progress=True`` shows a ``tqdm`` bar. ``job_options``:
-    ``granularity``, ``sync``, ``copy_mode``, ``on_source_error``, ``on_target_error``,
-    ``speed``, ``buf_size``, ``max_in_flight``, ``max_io``. Raises ``IoError`` (with
+    Blocks until done; ``progress=True`` shows a ``tqdm`` bar. The job options are
+    :class:`Mirror`'s (the same defaults, the core's). Raises ``IoError`` (with
     ``errno``, ``operation``, ``offset``) when the job fails, and also when an error policy
     stopped it (``stop``/``enospc``: nobody can resume a blocking call; use ``Mirror``).
     Raises :class:`Timeout` (a ``TimeoutError``; after force-cancelling) when ``timeout``
@@ -477,9 +487,13 @@ def mirror(
             on_event(event)
 
     m, created = open_tracking_creation(
-        lambda: Mirror(source, target, direct=direct, reuse=reuse, unmap=unmap, offload=offload,
-                       io_uring=io_uring, faults=faults, on_event=watch, guest_writes=False,
-                       **job_options),
+        lambda: Mirror(source, target, granularity=granularity, sync=sync, copy_mode=copy_mode,
+                       on_source_error=on_source_error, on_target_error=on_target_error,
+                       speed=speed, buf_size=buf_size, max_in_flight=max_in_flight, max_io=max_io,
+                       direct=direct, reuse=reuse, unmap=unmap, offload=offload,
+                       io_uring=io_uring, auto_converge=auto_converge,
+                       not_converging_window=not_converging_window, faults=faults,
+                       on_event=watch, guest_writes=False),
         os.fspath(target), remove_on_interrupt=not keep_partial)
     succeeded = False
     try:

@@ -4,6 +4,10 @@ import os
 from collections.abc import Callable
 from typing import Any, Literal, final
 
+from blockmirror._types import CopyMode as _CopyMode
+from blockmirror._types import ErrorPolicy as _ErrorPolicy
+from blockmirror._types import SyncMode as _SyncMode
+
 __version__: str
 
 class BlockMirrorError(Exception): ...
@@ -66,10 +70,10 @@ class FileMirror:
         target: str | os.PathLike[str],
         *,
         granularity: int = 65536,
-        sync: str = "full",
-        copy_mode: str = "background",
-        on_source_error: str = "report",
-        on_target_error: str = "report",
+        sync: _SyncMode = "full",
+        copy_mode: _CopyMode = "background",
+        on_source_error: _ErrorPolicy = "report",
+        on_target_error: _ErrorPolicy = "report",
         speed: int = 0,
         buf_size: int = ...,
         max_in_flight: int = 16,
@@ -96,7 +100,7 @@ class FileMirror:
     def complete(self) -> None: ...
     def cancel(self, force: bool = False) -> None: ...
     def set_speed(self, bytes_per_sec: int) -> None: ...
-    def set_copy_mode(self, mode: str) -> None: ...
+    def set_copy_mode(self, mode: _CopyMode) -> None: ...
     @property
     def status(self) -> str: ...
     @property
@@ -112,6 +116,8 @@ CHUNK_STATE_NAMES: tuple[str, ...]
 ERRNO_BY_NAME: dict[str, int]
 #: The core's job defaults by option name (granularity, buf_size, max_io, max_in_flight, ...).
 DEFAULTS: dict[str, int | str | bool]
+#: The names each string option accepts (the core's tables; blockmirror._types restates them).
+OPTION_NAMES: dict[str, list[str]]
 #: The core's named I/O error kinds (event ``error`` names) and their errnos.
 
 @final
@@ -184,10 +190,10 @@ class MirrorJob:
         cls,
         length: int,
         granularity: int = 65536,
-        sync: str = "full",
-        copy_mode: str = "background",
-        on_source_error: str = "report",
-        on_target_error: str = "report",
+        sync: _SyncMode = "full",
+        copy_mode: _CopyMode = "background",
+        on_source_error: _ErrorPolicy = "report",
+        on_target_error: _ErrorPolicy = "report",
         speed: int = 0,
         buf_size: int = 16777216,
         max_in_flight: int = 16,
@@ -222,7 +228,7 @@ class MirrorJob:
     def pause(self) -> None: ...
     def resume(self) -> None: ...
     def set_speed(self, bytes_per_sec: int) -> None: ...
-    def set_copy_mode(self, mode: str) -> None: ...
+    def set_copy_mode(self, mode: _CopyMode) -> None: ...
     def complete(self) -> None: ...
     def cancel(self, force: bool = False) -> None: ...
     def dismiss(self) -> None: ...
@@ -245,7 +251,7 @@ class SimulationJob:
     def pause(self) -> None: ...
     def resume(self) -> None: ...
     def set_speed(self, bytes_per_sec: int) -> None: ...
-    def set_copy_mode(self, mode: str) -> None: ...
+    def set_copy_mode(self, mode: _CopyMode) -> None: ...
     def complete(self) -> None: ...
     def cancel(self, force: bool = False) -> None: ...
     def dismiss(self) -> None: ...
@@ -260,10 +266,10 @@ class Simulation:
         *,
         granularity: int = 65536,
         seed: int = 0,
-        sync: str = "full",
-        copy_mode: str = "background",
-        on_source_error: str = "report",
-        on_target_error: str = "report",
+        sync: _SyncMode = "full",
+        copy_mode: _CopyMode = "background",
+        on_source_error: _ErrorPolicy = "report",
+        on_target_error: _ErrorPolicy = "report",
         speed: int = 0,
         buf_size: int = 16777216,
         max_in_flight: int = 16,
