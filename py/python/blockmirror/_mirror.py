@@ -36,6 +36,12 @@ __all__ = ["CreatedTarget", "Mirror", "mirror"]
 PathArg = Union[str, "os.PathLike[str]"]
 EventCallback = Callable[[MirrorEvent], None]
 
+# The longest a run_to_end() waits in the native mirror at a time: between two waits the
+# main thread runs Python, so Ctrl-C, SIGTERM and the deadline act within this.
+_TICK_S = 0.1
+# How long a force-cancel may take before run_to_end() gives up waiting (closing the mirror
+# still waits for I/O already submitted).
+_CANCEL_WAIT_S = 30.0
 # Poll interval of the event thread when nothing happens (it wakes at once on events).
 _EVENT_POLL_S = 0.5
 # After close(), the event thread takes the events still queued for at most this long: a
@@ -66,12 +72,15 @@ class _EventLog:
         self.errors_not_stored = 0  # BLOCK_JOB_ERRORs counted, not kept (see _MAX_ALIKE_ERRORS)
         self._run_kind: Optional[Tuple[Any, ...]] = None  # (operation, error, action) of this run
         self._run_length = 0
+        self.stop: Optional[MirrorEvent] = None  # the first BLOCK_JOB_ERROR with action stop
         self.cond = threading.Condition()
         self.callback_errors: List[BaseException] = []
 
     def add(self, event: MirrorEvent) -> None:
         with self.cond:
             if event.type == "BLOCK_JOB_ERROR":
+                if event.action == "stop" and self.stop is None:
+                    self.stop = event
                 kind = (event.operation, event.error, event.action)
                 if kind != self._run_kind:
                     self._run_kind, self._run_length = kind, 0
@@ -365,6 +374,77 @@ class Mirror:
         self._raise_if_failed()
         return self.result()
 
+    @property
+    def started(self) -> float:
+        """``time.monotonic()`` when the mirror started: event ``time_ns`` counts from here."""
+        return self._started
+
+    def run_to_end(
+        self,
+        *,
+        pivot: bool = True,
+        timeout: Optional[float] = None,
+        on_tick: Optional[Callable[[], None]] = None,
+    ) -> MirrorResult:
+        """Runs the job to its end, the way ``blockmirror.mirror`` and ``blockmirror mirror``
+        do: once ready, :meth:`complete` (``pivot=False``: cancel in ready, which leaves the
+        target a consistent copy without switching over); returns the result when the job
+        has ended.
+
+        Never waits more than a tenth of a second at a time, so signals (Ctrl-C) and
+        ``timeout`` act within that; ``on_tick`` is called after every wait while the job
+        has not ended (to show events or progress). Raises :class:`Timeout` once ``timeout`` seconds pass and
+        ``IoError`` when the job failed; both after force-cancelling and waiting for the
+        end (at most 30 s, in the same short waits). A ``stop`` error policy also ends the
+        run (nobody resumes a blocking call): ``IoError`` whose ``event`` attribute is the
+        ``BLOCK_JOB_ERROR`` that stopped it."""
+        _check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        native = self._native
+        ending = False
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            tick = _TICK_S if left is None else min(_TICK_S, left)
+            if not ending:
+                # Returns at once when ready, so the switch starts without polling delay.
+                if native.wait_ready(tick) == "ready":
+                    try:
+                        if pivot:
+                            native.complete()
+                        else:
+                            native.cancel(False)  # in ready: drain, flush, no pivot
+                        ending = True
+                    except JobStateError:
+                        pass  # e.g. standby after a `stop` error: handled below
+            else:
+                native.wait_end(tick)
+            if native.wait_end(0):
+                break
+            if on_tick is not None:
+                on_tick()
+            stop = self._log.stop
+            if stop is not None:
+                self._force_cancel()
+                err = IoError(_errno_of(stop.error),
+                              f"mirror job stopped on a {stop.operation} error ({stop.error})")
+                err.operation, err.offset = stop.operation, stop.offset
+                setattr(err, "event", stop)  # only this IoError has one: read with getattr
+                raise err
+            if deadline is not None and time.monotonic() >= deadline:
+                self._force_cancel()
+                raise Timeout(f"mirror did not finish within {timeout} s")
+        return self._wait_end(_CANCEL_WAIT_S)
+
+    def _force_cancel(self) -> None:
+        """Force-cancels and waits for the end in short waits (signals act between them)."""
+        try:
+            self._native.cancel(True)
+        except JobStateError:
+            pass  # it ended (or is ending) already
+        deadline = time.monotonic() + _CANCEL_WAIT_S
+        while not self._native.wait_end(_TICK_S) and time.monotonic() < deadline:
+            pass
+
     def complete(self, timeout: Optional[float] = None) -> MirrorResult:
         """Switches over (only when ready): quiesces the guest, copies what is dirty, flushes
         the target and pivots. Returns once the job has ended. Raises ``IoError`` if it failed."""
@@ -472,20 +552,11 @@ def mirror(
     and on a full filesystem it keeps the space taken. A reused target is never removed.
     """
     _check_timeout(timeout)
-    deadline = None if timeout is None else time.monotonic() + timeout
     bar = None
     if progress:
         from blockmirror._progress import ProgressBar
 
         bar = ProgressBar("mirror")
-    stopped: List[MirrorEvent] = []
-
-    def watch(event: MirrorEvent) -> None:
-        if event.type == "BLOCK_JOB_ERROR" and event.action == "stop":
-            stopped.append(event)
-        if on_event is not None:
-            on_event(event)
-
     m, created = open_tracking_creation(
         lambda: Mirror(source, target, granularity=granularity, sync=sync, copy_mode=copy_mode,
                        on_source_error=on_source_error, on_target_error=on_target_error,
@@ -493,40 +564,18 @@ def mirror(
                        direct=direct, reuse=reuse, unmap=unmap, offload=offload,
                        io_uring=io_uring, auto_converge=auto_converge,
                        not_converging_window=not_converging_window, faults=faults,
-                       on_event=watch, guest_writes=False),
+                       on_event=on_event, guest_writes=False),
         os.fspath(target), remove_on_interrupt=not keep_partial)
+
+    def show_progress() -> None:
+        if bar is not None:
+            current, total = m.progress
+            bar.update(current, total)
+            bar.set_status(m.status)
+
     succeeded = False
     try:
-        completing = False
-        while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                m.cancel(force=True)
-                raise Timeout(f"mirror did not finish within {timeout} s")
-            step = 0.1 if left is None else min(0.1, left)
-            if not completing:
-                outcome = m._native.wait_ready(step)
-                if outcome == "ready":
-                    try:
-                        m._native.complete()
-                        completing = True
-                    except JobStateError:
-                        pass  # e.g. standby after a `stop` error: handled below
-            if m._native.wait_end(0 if not completing else step):
-                break
-            if stopped:
-                m.cancel(force=True)
-                ev = stopped[0]
-                err = IoError(
-                    _errno_of(ev.error), f"mirror job stopped on a {ev.operation} error ({ev.error})"
-                )
-                err.operation, err.offset = ev.operation, ev.offset
-                raise err
-            if bar is not None:
-                current, total = m.progress
-                bar.update(current, total)
-                bar.set_status(m.status)
-        result = m._wait_end(None)
+        result = m.run_to_end(timeout=timeout, on_tick=show_progress)
         if bar is not None:
             bar.update(result.bytes_copied, result.bytes_copied, done=True)
         succeeded = True
