@@ -232,3 +232,52 @@ def test_without_auto_converge_background_mode_stays_behind(tmp_path):
         for w in ws:
             w.finish()
         m.cancel(force=True, timeout=30)
+
+
+# -- Mirror.run_to_end: the one "ready -> complete, stop -> cancel, timeout" loop ---------
+
+def test_run_to_end_pivots_or_leaves_a_consistent_copy(tmp_path):
+    src = str(tmp_path / "src.img")
+    random_file(src, 4 * MiB, seed=70)
+    for pivot in (True, False):
+        dst = str(tmp_path / f"dst-{pivot}.img")
+        ticks = []
+        with bm.Mirror(src, dst, guest_writes=False) as m:
+            result = m.run_to_end(pivot=pivot, on_tick=lambda: ticks.append(m.status))
+        assert result.pivoted is pivot and not result.cancelled and result.status == "concluded"
+        assert sha256(src) == sha256(dst)
+        assert "concluded" not in ticks, "on_tick runs only while the job has not ended"
+
+
+def test_run_to_end_timeout_force_cancels_promptly(tmp_path):
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    random_file(src, 16 * MiB, seed=71)
+    with bm.Mirror(src, dst, speed=MiB, guest_writes=False) as m:
+        t0 = time.monotonic()
+        with pytest.raises(bm.Timeout):
+            m.run_to_end(timeout=0.2)
+        # The deadline is acted on within a tick, and the force-cancel is waited for.
+        assert time.monotonic() - t0 < 5
+        assert m.ended and "BLOCK_JOB_CANCELLED" in [e.type for e in m.events]
+
+
+def test_run_to_end_a_stop_policy_ends_the_run_with_the_event(tmp_path):
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    random_file(src, 2 * MiB, seed=72)
+    faults = [{"side": "target", "op": "write", "nth": 1, "error": "nospace"}]
+    with bm.Mirror(src, dst, on_target_error="stop", faults=faults, guest_writes=False) as m:
+        with pytest.raises(bm.IoError) as info:
+            m.run_to_end()
+        stop = info.value.event
+        assert stop.type == "BLOCK_JOB_ERROR" and stop.action == "stop" and stop.error == "nospace"
+        assert info.value.operation == "write" and info.value.offset == stop.offset
+        assert m.ended
+
+
+def test_the_cli_drives_the_mirror_through_its_public_api():
+    import inspect
+
+    from blockmirror import _cli_mirror, _demo
+
+    for module in (_cli_mirror, _demo):
+        assert "._native" not in inspect.getsource(module).replace("blockmirror._native", "")

@@ -25,7 +25,7 @@ def paths(tmp_path):
     return src, dst
 
 
-def drain(fm: FileMirror) -> List[dict]:
+def drain(fm: FileMirror) -> List[bm.Event]:
     events = []
     while True:
         ev = fm.next_event(30)
@@ -45,7 +45,7 @@ def test_huge_finite_timeouts_mean_no_timeout(paths):
         fm.cancel()  # in ready: drains, then BLOCK_JOB_COMPLETED
         for t in HUGE:
             assert fm.wait_end(t) is True
-        types = [e["type"] for e in drain(fm)]
+        types = [e.type for e in drain(fm)]
         assert "BLOCK_JOB_COMPLETED" in types
         assert fm.next_event(1e19) is None
     finally:
@@ -166,8 +166,8 @@ def test_close_releases_the_files_and_threads_at_once(paths):
     # What is left stays readable, and the untaken events are still delivered, in order.
     assert fm.closed and fm.status == "concluded" and fm.wait_end(0) is True
     events = drain(fm)
-    assert "BLOCK_JOB_CANCELLED" in [e["type"] for e in events]
-    assert events[-1] == {**events[-1], "type": "JOB_STATUS_CHANGE", "status": "concluded"}
+    assert "BLOCK_JOB_CANCELLED" in [e.type for e in events]
+    assert (events[-1].type, events[-1].status) == ("JOB_STATUS_CHANGE", "concluded")
     with pytest.raises(bm.JobStateError):
         fm.read(0, 1)
     with pytest.raises(bm.JobStateError):
@@ -222,10 +222,10 @@ def test_repeated_ignored_errors_are_counted_not_stored(paths):
         while total < 24:
             ev = fm.next_event(30)
             assert ev is not None, "the ignored errors stopped coming"
-            if ev["type"] == "BLOCK_JOB_ERROR":
-                assert ev["action"] == "ignore" and ev["error"] == "nospace"
+            if ev.type == "BLOCK_JOB_ERROR":
+                assert ev.action == "ignore" and ev.error == "nospace"
                 records += 1
-                total += ev["count"]
+                total += ev.count
         assert records * 3 <= total, (records, total)
         assert fm.snapshot()["events_dropped"] == 0
     finally:

@@ -227,9 +227,9 @@ def test_not_serializable_granularity() -> None:
         b.serialize(0, 1 << 62)
 
 
-def test_wrong_types_are_type_errors() -> None:
+def test_wrong_types_are_invalid_argument_or_type_errors() -> None:
     b = bm.HBitmap(10)
-    with pytest.raises(TypeError):
+    with pytest.raises(bm.InvalidArgument):  # the one integer convention (test_arguments.py)
         b.set("0", 1)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         b.merge(object())  # type: ignore[arg-type]

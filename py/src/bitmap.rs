@@ -7,28 +7,22 @@
 
 use blockmirror_core::bitmap::{BitmapError, DirtyCursor, HBitmap};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyInt};
+use pyo3::types::PyBytes;
 
 use crate::errors::invalid_argument;
 
 /// Below this many granules an operation is too short for releasing the GIL to pay.
 const DETACH_GRANULES: u64 = 1 << 16;
 
-/// A Python `int` in `0..2**64`; any other int is an `InvalidArgument`.
+/// A Python `int` in `0..2**64`; anything else (another int, a float, a str) is an
+/// `InvalidArgument`, the package's one integer convention.
 struct Index(u64);
 
 impl<'a, 'py> FromPyObject<'a, 'py> for Index {
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        match obj.extract::<u64>() {
-            Ok(value) => Ok(Index(value)),
-            Err(_) if obj.is_instance_of::<PyInt>() => {
-                let shown = obj.repr().map(|text| text.to_string()).unwrap_or_default();
-                Err(invalid_argument(format!("expected an integer between 0 and 2**64 - 1, got {shown}")))
-            }
-            Err(err) => Err(err),
-        }
+        crate::convert::int_arg(&obj, "an index or count").map(Index)
     }
 }
 
@@ -122,9 +116,13 @@ impl PyHBitmap {
         Self::run_mut(&mut slf, granules, HBitmap::reset_all);
     }
 
-    /// Whether the granule holding `item` is dirty (items past the end read clean).
-    fn get(&self, item: Index) -> bool {
-        self.inner.get(item.0)
+    /// Whether the granule holding `item` is dirty; `item >= size` is `InvalidArgument`.
+    fn get(&self, item: Index) -> PyResult<bool> {
+        // Past the end is an error, like every other out-of-range call (not a clean bit).
+        if item.0 >= self.inner.size() {
+            return Err(invalid_argument(format!("item {} is out of range (size {})", item.0, self.inner.size())));
+        }
+        Ok(self.inner.get(item.0))
     }
 
     /// Items covered by dirty granules (dirty granules << granularity).

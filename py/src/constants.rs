@@ -1,11 +1,13 @@
 //! Module-level constants read from the core's tables, so the Python package restates none.
 
-use blockmirror_core::job::{IoErrorKind, MirrorConfig};
+use blockmirror_core::job::{CopyMode, ErrorPolicy, IoErrorKind, MirrorConfig, SyncMode};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 /// Adds `ERRNO_BY_NAME` (the core's named I/O error kinds and their errnos) and `DEFAULTS`
-/// (the core's job defaults, keyed by the Python option names) to the module.
+/// (the core's job defaults, keyed by the Python option names) and `OPTION_NAMES` (the
+/// names each string option accepts, from the core's `names!` tables; the stubs' `Literal`
+/// types in `blockmirror/_types.py` are checked against it) to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let d = MirrorConfig::new(0);
     let defaults = PyDict::new(m.py());
@@ -21,6 +23,12 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     defaults.set_item("discard_reads_zero", d.discard_reads_zero)?;
     defaults.set_item("not_converging_window_ns", d.not_converging_window_ns)?;
     m.add("DEFAULTS", defaults)?;
+
+    let names = PyDict::new(m.py());
+    names.set_item("sync", SyncMode::NAMES.to_vec())?;
+    names.set_item("copy_mode", CopyMode::NAMES.to_vec())?;
+    names.set_item("error_policy", ErrorPolicy::NAMES.to_vec())?;
+    m.add("OPTION_NAMES", names)?;
 
     let errnos = PyDict::new(m.py());
     for kind in IoErrorKind::NAMED {

@@ -3,11 +3,50 @@
 use crate::errors::{invalid_argument, job_state_error};
 use blockmirror_core::job::{ConfigError, Event, FieldValue, IoErrorKind, JobError};
 use pyo3::prelude::*;
+use std::borrow::Cow;
 use std::str::FromStr;
 
 /// A non-negative Python int as `u64`, or `InvalidArgument` naming the parameter.
 pub fn non_negative(value: i64, what: &str) -> PyResult<u64> {
     u64::try_from(value).map_err(|_| invalid_argument(format!("{what} must not be negative, got {value}")))
+}
+
+/// An int argument in `0..2**64` (a Python int, or anything with `__index__`). Anything
+/// else (negative, too large, a float, a str) is `InvalidArgument` naming the parameter:
+/// the one integer convention of the package.
+pub fn int_arg(value: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
+    value.extract::<u64>().map_err(|_| int_error(value, what))
+}
+
+/// The `InvalidArgument` for a value that is not an int in `0..2**64`.
+pub fn int_error(value: &Bound<'_, PyAny>, what: &str) -> PyErr {
+    let shown = value.repr().map(|r| r.to_string()).unwrap_or_default();
+    if !value.hasattr("__index__").unwrap_or(false) {
+        let ty = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        invalid_argument(format!("{what} must be an int, not {ty} ({shown})"))
+    } else if value.lt(0).unwrap_or(false) {
+        invalid_argument(format!("{what} must not be negative, got {shown}"))
+    } else {
+        invalid_argument(format!("{what} must be at most 2**64 - 1, got {shown}"))
+    }
+}
+
+/// An int in `0..2**64` as a function parameter's type: anything else is `InvalidArgument`,
+/// as [`int_arg`] (PyO3 adds a note naming the parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UInt(pub u64);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for UInt {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        int_arg(&obj, "value").map(UInt)
+    }
+}
+
+/// An optional int argument (None stays None), as [`int_arg`].
+pub fn opt_int_arg(value: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<u64>> {
+    value.filter(|v| !v.is_none()).map(|v| int_arg(v, what)).transpose()
 }
 
 /// Parse a shared lowercase name (sync mode, copy mode, policy, range state).
@@ -38,16 +77,17 @@ pub fn job_error(e: JobError) -> PyErr {
     }
 }
 
-/// A job event as a frozen Python object; `time_ns` is the virtual time when known. The
-/// attributes and `as_dict` come from the core's `Event::fields`, so they are the names and
-/// values every face shows.
+/// A job event as a frozen Python object: the one event class of every face (`MirrorJob`,
+/// `Simulation`, `Mirror` and the CLI's `--json`). The attributes and `to_dict` come from the
+/// core's `Event::fields`, so they are the names and values every face shows; the schema is
+/// in docs/events.md.
 #[pyclass(frozen, module = "blockmirror", name = "Event")]
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PyEvent {
     /// The shared event name, e.g. `BLOCK_JOB_READY`.
-    #[pyo3(get, name = "type")]
-    pub type_: &'static str,
-    /// When it happened (simulations), or None (a bare MirrorJob has no clock).
+    type_: Cow<'static, str>,
+    /// Nanoseconds: virtual time (simulations), since the mirror started (`Mirror`), or None
+    /// (a bare MirrorJob has no clock).
     #[pyo3(get)]
     pub time_ns: Option<u64>,
     /// JOB_STATUS_CHANGE: the new status.
@@ -86,10 +126,30 @@ pub struct PyEvent {
     /// NOT_CONVERGING: estimated copy rate.
     #[pyo3(get)]
     pub copy_bytes_per_sec: Option<u64>,
-    /// The core's fields of this event, in its order (what `as_dict` shows after `type` and
+    /// ERROR from the file backend: how many identical consecutive errors this event stands
+    /// for (the engine folds them); None elsewhere (MirrorJob and Simulation never fold).
+    #[pyo3(get)]
+    pub count: Option<u64>,
+    /// The core's fields of this event, in its order (what `to_dict` shows after `type` and
     /// `time_ns`).
     fields: Vec<(&'static str, FieldValue)>,
 }
+
+/// Every field name `Event::fields` gives, for events built from Python.
+const FIELD_NAMES: [&str; 12] = [
+    "status",
+    "current",
+    "total",
+    "error",
+    "pivoted",
+    "operation",
+    "action",
+    "offset",
+    "length",
+    "dirty_bytes",
+    "dirty_bytes_per_sec",
+    "copy_bytes_per_sec",
+];
 
 fn field_u64(v: &FieldValue) -> Option<u64> {
     match v {
@@ -125,8 +185,18 @@ pub fn field_to_py<'py>(py: Python<'py>, value: &FieldValue) -> PyResult<Bound<'
 impl PyEvent {
     /// Convert a core event.
     pub fn from_core(event: &Event, time_ns: Option<u64>) -> Self {
+        Self::from_fields(Cow::Borrowed(event.type_name()), time_ns, event.fields(), None)
+    }
+
+    /// An event from its parts; the typed attributes are filled from `fields`.
+    fn from_fields(
+        type_: Cow<'static, str>,
+        time_ns: Option<u64>,
+        fields: Vec<(&'static str, FieldValue)>,
+        count: Option<u64>,
+    ) -> Self {
         let mut e = PyEvent {
-            type_: event.type_name(),
+            type_,
             time_ns,
             status: None,
             current: None,
@@ -140,7 +210,8 @@ impl PyEvent {
             dirty_bytes: None,
             dirty_bytes_per_sec: None,
             copy_bytes_per_sec: None,
-            fields: event.fields(),
+            count,
+            fields,
         };
         for (name, v) in &e.fields {
             match *name {
@@ -163,14 +234,27 @@ impl PyEvent {
         e
     }
 
-    /// `type`, `time_ns` when known, then the core's fields, as (name, value) pairs.
+    /// A file-backend event: the engine's time since start and, for errors, its count.
+    pub fn from_record(record: &blockmirror_engine::EventRecord) -> Self {
+        let mut e = Self::from_core(&record.event, Some(record.time_ns));
+        if matches!(record.event, Event::Error { .. }) {
+            e.count = Some(record.count);
+        }
+        e
+    }
+
+    /// `type`, `time_ns` when known, the core's fields, then `count` when set, as (name,
+    /// value) pairs.
     fn dict_items<'py>(&self, py: Python<'py>) -> PyResult<Vec<(&'static str, Bound<'py, PyAny>)>> {
-        let mut out = vec![("type", self.type_.into_pyobject(py)?.into_any())];
+        let mut out = vec![("type", self.type_.as_ref().into_pyobject(py)?.into_any())];
         if let Some(t) = self.time_ns {
             out.push(("time_ns", t.into_pyobject(py)?.into_any()));
         }
         for (name, value) in &self.fields {
             out.push((name, field_to_py(py, value)?));
+        }
+        if let Some(n) = self.count {
+            out.push(("count", n.into_pyobject(py)?.into_any()));
         }
         Ok(out)
     }
@@ -178,8 +262,62 @@ impl PyEvent {
 
 #[pymethods]
 impl PyEvent {
-    /// `type`, `time_ns` (when known) and every field of this event type (None where it has
-    /// nothing to say), as a plain dict (for JSON and data frames).
+    /// An event from plain values (tests, replays): `type`, `time_ns`, `count`, and any of
+    /// the core's field names as keywords.
+    #[new]
+    #[pyo3(signature = (r#type, time_ns=None, count=None, **fields))]
+    fn new(
+        r#type: String,
+        time_ns: Option<&Bound<'_, PyAny>>,
+        count: Option<&Bound<'_, PyAny>>,
+        fields: Option<&Bound<'_, pyo3::types::PyDict>>,
+    ) -> PyResult<Self> {
+        let time_ns = opt_int_arg(time_ns, "time_ns")?;
+        let count = opt_int_arg(count, "count")?;
+        let mut out = Vec::new();
+        for (k, v) in fields.into_iter().flat_map(|d| d.iter()) {
+            let key: String = k.extract()?;
+            let Some(name) = FIELD_NAMES.iter().find(|n| **n == key) else {
+                return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                    "Event() got an unexpected keyword argument {key:?}"
+                )));
+            };
+            let value = if v.is_none() {
+                FieldValue::None
+            } else if let Ok(b) = v.cast::<pyo3::types::PyBool>() {
+                FieldValue::Bool(b.is_true())
+            } else if let Ok(s) = v.extract::<String>() {
+                FieldValue::Str(s.into())
+            } else {
+                FieldValue::U64(int_arg(&v, name)?)
+            };
+            out.push((*name, value));
+        }
+        Ok(Self::from_fields(Cow::Owned(r#type), time_ns, out, count))
+    }
+
+    /// The shared event name, e.g. `BLOCK_JOB_READY`.
+    #[getter]
+    #[pyo3(name = "type")]
+    fn type_name(&self) -> &str {
+        &self.type_
+    }
+
+    /// The fields that are set (`type`, `time_ns`, the event's fields that are not None,
+    /// `count`), as a plain dict: what `blockmirror mirror --json` prints per line.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let d = pyo3::types::PyDict::new(py);
+        for (k, v) in self.dict_items(py)? {
+            if !v.is_none() {
+                d.set_item(k, v)?;
+            }
+        }
+        Ok(d)
+    }
+
+    /// `type`, `time_ns` (when known), every field of this event type's schema (None where
+    /// it has nothing to say) and `count` (when set), as a plain dict: the same keys for
+    /// every event of a type (data frames, comparing faces).
     fn as_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
         let d = pyo3::types::PyDict::new(py);
         for (k, v) in self.dict_items(py)? {

@@ -3,10 +3,11 @@
 //! BlockMirrorError
 //! ├── InvalidArgument (also ValueError)
 //! ├── JobStateError
-//! └── IoError (also OSError): .errno, .operation, .offset
+//! ├── IoError (also OSError): .errno, .operation, .offset
+//! └── Timeout (also TimeoutError): a `timeout=` passed
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyOSError, PyValueError};
+use pyo3::exceptions::{PyException, PyOSError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 
 create_exception!(blockmirror, BlockMirrorError, PyException, "Base class of every blockmirror error.");
@@ -30,6 +31,8 @@ pub struct Classes {
     pub invalid_argument: Py<PyAny>,
     /// `IoError(BlockMirrorError, OSError)`.
     pub io_error: Py<PyAny>,
+    /// `Timeout(BlockMirrorError, TimeoutError)`.
+    pub timeout: Py<PyAny>,
 }
 
 static CLASSES: std::sync::OnceLock<Classes> = std::sync::OnceLock::new();
@@ -49,6 +52,13 @@ pub fn classes(py: Python<'_>) -> &'static Classes {
             "IoError",
             py.get_type::<PyOSError>().as_any(),
             "An I/O operation failed; .errno, .operation and .offset say which.",
+        )
+        .expect("type() with two exception bases cannot fail"),
+        timeout: define_two_base(
+            py,
+            "Timeout",
+            py.get_type::<PyTimeoutError>().as_any(),
+            "A wait given `timeout=` seconds did not end in time.",
         )
         .expect("type() with two exception bases cannot fail"),
     })
@@ -88,5 +98,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let c = classes(py);
     m.add("InvalidArgument", c.invalid_argument.bind(py))?;
     m.add("IoError", c.io_error.bind(py))?;
+    m.add("Timeout", c.timeout.bind(py))?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `MirrorJob`, `Action`: the sans-io job for custom drivers and experiments.
 
-use crate::convert::{job_error, non_negative, parse_error_kind, parse_name, PyEvent};
+use crate::convert::{int_arg, job_error, parse_error_kind, parse_name, PyEvent, UInt};
 use crate::errors::invalid_argument;
 use blockmirror_core::job::{Action, GuestWrite, GuestWriteStart, MirrorConfig, MirrorJob, Nanos, OpId, OpResult, RangeState};
 use pyo3::prelude::*;
@@ -80,8 +80,8 @@ pub struct PyMirrorJob {
     job: MirrorJob,
 }
 
-fn to_nanos(now: i64) -> PyResult<Nanos> {
-    Ok(Nanos(non_negative(now, "now")?))
+fn to_nanos(now: &Bound<'_, PyAny>) -> PyResult<Nanos> {
+    Ok(Nanos(int_arg(now, "now")?))
 }
 
 #[pymethods]
@@ -89,34 +89,37 @@ impl PyMirrorJob {
     #[new]
     // The defaults are the core's (DEFAULT_*), written out so that Python's signature shows
     // numbers; tests/test_job_driver.py checks them against `_native.DEFAULTS`.
-    #[pyo3(signature = (length, granularity=65536, sync="full", copy_mode="background",
-        on_source_error="report", on_target_error="report", speed=0, buf_size=16777216,
-        max_in_flight=16, max_io=1048576, discard_reads_zero=false))]
+    #[pyo3(signature = (length, granularity=UInt(65536), sync="full", copy_mode="background",
+        on_source_error="report", on_target_error="report", speed=UInt(0), buf_size=UInt(16777216),
+        max_in_flight=UInt(16), max_io=UInt(1048576), discard_reads_zero=false),
+        text_signature = "(length, granularity=65536, sync='full', copy_mode='background', \
+        on_source_error='report', on_target_error='report', speed=0, buf_size=16777216, \
+        max_in_flight=16, max_io=1048576, discard_reads_zero=False)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        length: i64,
-        granularity: i64,
+        length: UInt,
+        granularity: UInt,
         sync: &str,
         copy_mode: &str,
         on_source_error: &str,
         on_target_error: &str,
-        speed: i64,
-        buf_size: i64,
-        max_in_flight: i64,
-        max_io: i64,
+        speed: UInt,
+        buf_size: UInt,
+        max_in_flight: UInt,
+        max_io: UInt,
         discard_reads_zero: bool,
     ) -> PyResult<Self> {
         let mut config = mirror_config(
-            non_negative(length, "length")?,
-            non_negative(granularity, "granularity")?,
+            length.0,
+            granularity.0,
             sync,
             copy_mode,
             on_source_error,
             on_target_error,
-            non_negative(speed, "speed")?,
-            non_negative(buf_size, "buf_size")?,
-            non_negative(max_in_flight, "max_in_flight")?,
-            non_negative(max_io, "max_io")?,
+            speed.0,
+            buf_size.0,
+            max_in_flight.0,
+            max_io.0,
         )?;
         config.discard_reads_zero = discard_reads_zero;
         Ok(Self { job: MirrorJob::new(config).map_err(job_error)? })
@@ -172,26 +175,26 @@ impl PyMirrorJob {
     }
 
     /// Describe a range of the source: state `"allocated"`, `"unallocated"` or `"zero"`.
-    fn declare(&mut self, offset: i64, length: i64, state: &str) -> PyResult<()> {
+    fn declare(&mut self, offset: &Bound<'_, PyAny>, length: &Bound<'_, PyAny>, state: &str) -> PyResult<()> {
         let state: RangeState = parse_name(state)?;
         self.job
-            .declare(non_negative(offset, "offset")?, non_negative(length, "length")?, state)
+            .declare(int_arg(offset, "offset")?, int_arg(length, "length")?, state)
             .map_err(job_error)
     }
 
     /// Start copying at time `now` (ns).
-    #[pyo3(signature = (now=0))]
-    fn start(&mut self, now: i64) -> PyResult<()> {
-        self.job.start(to_nanos(now)?).map_err(job_error)
+    #[pyo3(signature = (now=UInt(0)), text_signature = "($self, now=0)")]
+    fn start(&mut self, now: UInt) -> PyResult<()> {
+        self.job.start(Nanos(now.0)).map_err(job_error)
     }
 
     /// The guest wrote this range of the source (after the write completed). Returns the op
     /// id of a `guest_write` action to perform before acknowledging the guest
     /// (write-blocking mode), or None: acknowledge now.
-    fn handle_guest_write(&mut self, offset: i64, length: i64) -> PyResult<Option<u64>> {
+    fn handle_guest_write(&mut self, offset: &Bound<'_, PyAny>, length: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
         let result = self
             .job
-            .handle_guest_write(non_negative(offset, "offset")?, non_negative(length, "length")?)
+            .handle_guest_write(int_arg(offset, "offset")?, int_arg(length, "length")?)
             .map_err(job_error)?;
         Ok(match result {
             GuestWrite::Acknowledge => None,
@@ -203,10 +206,10 @@ impl PyMirrorJob {
     /// concurrently). Returns None when the job tracks no writes any more (write, then
     /// acknowledge), `(op, "proceed")` (write the source now) or `(op, "wait")` (write it
     /// after the `admit` action for `op`); then report with `handle_guest_write_landed`.
-    fn handle_guest_write_start(&mut self, offset: i64, length: i64) -> PyResult<Option<(u64, &'static str)>> {
+    fn handle_guest_write_start(&mut self, offset: &Bound<'_, PyAny>, length: &Bound<'_, PyAny>) -> PyResult<Option<(u64, &'static str)>> {
         let start = self
             .job
-            .handle_guest_write_start(non_negative(offset, "offset")?, non_negative(length, "length")?)
+            .handle_guest_write_start(int_arg(offset, "offset")?, int_arg(length, "length")?)
             .map_err(job_error)?;
         Ok(match start {
             GuestWriteStart::Proceed(op) => Some((op.0, "proceed")),
@@ -219,8 +222,8 @@ impl PyMirrorJob {
     /// `handle_completion`). Returns the op id of a `guest_write` action to perform before
     /// acknowledging the guest, or None: acknowledge now.
     #[pyo3(signature = (op, error=None))]
-    fn handle_guest_write_landed(&mut self, op: i64, error: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
-        let op = OpId(non_negative(op, "op")?);
+    fn handle_guest_write_landed(&mut self, op: &Bound<'_, PyAny>, error: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
+        let op = OpId(int_arg(op, "op")?);
         let result = match error {
             Some(e) if !e.is_none() => OpResult::Failed(parse_error_kind(e)?),
             _ => OpResult::Ok,
@@ -234,8 +237,8 @@ impl PyMirrorJob {
     /// Report that operation `op` finished: `error` None, `"nospace"`, `"io"`, `"readonly"`
     /// or an errno; `zero=True` when a read returned only zeroes.
     #[pyo3(signature = (op, error=None, zero=false))]
-    fn handle_completion(&mut self, op: i64, error: Option<&Bound<'_, PyAny>>, zero: bool) -> PyResult<()> {
-        let op = OpId(non_negative(op, "op")?);
+    fn handle_completion(&mut self, op: &Bound<'_, PyAny>, error: Option<&Bound<'_, PyAny>>, zero: bool) -> PyResult<()> {
+        let op = OpId(int_arg(op, "op")?);
         let result = match error {
             Some(e) if !e.is_none() => {
                 if zero {
@@ -250,7 +253,7 @@ impl PyMirrorJob {
     }
 
     /// The time is `now` (ns): let the speed limit and rate windows move on.
-    fn handle_timeout(&mut self, now: i64) -> PyResult<()> {
+    fn handle_timeout(&mut self, now: &Bound<'_, PyAny>) -> PyResult<()> {
         self.job.handle_timeout(to_nanos(now)?);
         Ok(())
     }
@@ -281,8 +284,8 @@ impl PyMirrorJob {
     }
 
     /// Change the speed limit (bytes/s, 0 = unlimited).
-    fn set_speed(&mut self, bytes_per_sec: i64) -> PyResult<()> {
-        self.job.set_speed(non_negative(bytes_per_sec, "speed")?).map_err(job_error)
+    fn set_speed(&mut self, bytes_per_sec: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.job.set_speed(int_arg(bytes_per_sec, "speed")?).map_err(job_error)
     }
 
     /// Change the copy mode while running (`"background"` or `"write-blocking"`).

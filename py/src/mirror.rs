@@ -10,14 +10,15 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyInt, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
-use blockmirror_core::job::{CopyMode, Event, JobError};
+use blockmirror_core::job::{CopyMode, JobError};
 
 use blockmirror_engine::engine::{FileMirror as Engine, GuestIoError, MirrorSetup, Snapshot, StartError, VerbError, WaitOutcome};
 use blockmirror_engine::faults::{InjectedFault, PanicAt};
 use blockmirror_engine::files::OpenError;
 use blockmirror_engine::EventRecord;
+use crate::convert::{PyEvent, UInt};
 use crate::errors::{invalid_argument, io_error, job_state_error};
 
 fn job_error(e: JobError) -> PyErr {
@@ -61,17 +62,10 @@ fn guest_error(e: GuestIoError, operation: &str, offset: u64) -> PyErr {
     }
 }
 
-/// A byte offset or length from Python: an int in `0..2**64`. A negative or too large int
-/// is `InvalidArgument` (a `ValueError`), like every other out-of-range argument; a value
-/// that is not an int keeps PyO3's `TypeError`.
+/// A byte offset or length from Python: an int in `0..2**64`; anything else (negative, too
+/// large, not an int) is `InvalidArgument`, the package's one integer convention.
 fn byte_arg(value: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
-    value.extract::<u64>().or_else(|e| {
-        if value.is_instance_of::<PyInt>() {
-            Err(invalid_argument(format!("{what} must be between 0 and 2**64 - 1, got {value}")))
-        } else {
-            Err(e)
-        }
-    })
+    crate::convert::int_arg(value, what)
 }
 
 /// Seconds beyond which a timeout means "no timeout": no wait lasts a century, and larger
@@ -110,43 +104,11 @@ fn fault_rules(faults: Option<&Bound<'_, PyList>>) -> PyResult<Vec<InjectedFault
     Ok(rules)
 }
 
-/// Converts an event record to a dict: `type`, `time_ns`, and the event's own fields;
-/// `BLOCK_JOB_ERROR` also has `count`, the identical consecutive errors it stands for.
-fn event_dict<'py>(py: Python<'py>, record: &EventRecord) -> PyResult<Bound<'py, PyDict>> {
-    let (time_ns, event) = (record.time_ns, &record.event);
-    let d = PyDict::new(py);
-    d.set_item("type", event.type_name())?;
-    d.set_item("time_ns", time_ns)?;
-    if matches!(event, Event::Error { .. }) {
-        d.set_item("count", record.count)?;
-    }
-    match event {
-        Event::StatusChange { status } => d.set_item("status", status.as_str())?,
-        Event::Ready { current, total } | Event::Cancelled { current, total } => {
-            d.set_item("current", current)?;
-            d.set_item("total", total)?;
-        }
-        Event::Completed { current, total, error, pivoted } => {
-            d.set_item("current", current)?;
-            d.set_item("total", total)?;
-            d.set_item("error", error.map(|e| e.name()))?;
-            d.set_item("pivoted", pivoted)?;
-        }
-        Event::Error { operation, action, offset, length, error } => {
-            d.set_item("operation", operation.as_str())?;
-            d.set_item("action", action.as_str())?;
-            d.set_item("offset", offset)?;
-            d.set_item("length", length)?;
-            d.set_item("error", error.name())?;
-        }
-        Event::NotConverging { dirty_bytes, dirty_bytes_per_sec, copy_bytes_per_sec } => {
-            d.set_item("dirty_bytes", dirty_bytes)?;
-            d.set_item("dirty_bytes_per_sec", dirty_bytes_per_sec)?;
-            d.set_item("copy_bytes_per_sec", copy_bytes_per_sec)?;
-        }
-        _ => {}
-    }
-    Ok(d)
+/// Converts an event record to the one event class (`blockmirror.Event`): `type`,
+/// `time_ns` since the mirror started, the core's `Event::fields`, and for
+/// `BLOCK_JOB_ERROR` the `count` of identical consecutive errors it stands for.
+fn event_dict(record: &EventRecord) -> PyEvent {
+    PyEvent::from_record(record)
 }
 
 /// A running mirror of a raw image file or block device onto another (see `blockmirror.Mirror`).
@@ -194,24 +156,28 @@ impl FileMirror {
 #[pymethods]
 impl FileMirror {
     #[new]
-    #[pyo3(signature = (source, target, *, granularity=65536, sync="full", copy_mode="background",
-        on_source_error="report", on_target_error="report", speed=0, buf_size=16 << 20,
-        max_in_flight=16, max_io=1 << 20, direct=false, reuse=false, unmap=true,
-        guest_writes=true, offload=true, io_uring=true, auto_converge=false, not_converging_window=10.0, faults=None))]
+    #[pyo3(signature = (source, target, *, granularity=UInt(65536), sync="full", copy_mode="background",
+        on_source_error="report", on_target_error="report", speed=UInt(0), buf_size=UInt(16 << 20),
+        max_in_flight=UInt(16), max_io=UInt(1 << 20), direct=false, reuse=false, unmap=true,
+        guest_writes=true, offload=true, io_uring=true, auto_converge=false, not_converging_window=10.0, faults=None),
+        text_signature = "(source, target, *, granularity=65536, sync='full', copy_mode='background', \
+        on_source_error='report', on_target_error='report', speed=0, buf_size=16777216, max_in_flight=16, \
+        max_io=1048576, direct=False, reuse=False, unmap=True, guest_writes=True, offload=True, io_uring=True, \
+        auto_converge=False, not_converging_window=10.0, faults=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         source: PathBuf,
         target: PathBuf,
-        granularity: u64,
+        granularity: UInt,
         sync: &str,
         copy_mode: &str,
         on_source_error: &str,
         on_target_error: &str,
-        speed: u64,
-        buf_size: u64,
-        max_in_flight: usize,
-        max_io: u64,
+        speed: UInt,
+        buf_size: UInt,
+        max_in_flight: UInt,
+        max_io: UInt,
         direct: bool,
         reuse: bool,
         unmap: bool,
@@ -225,15 +191,15 @@ impl FileMirror {
         // The length is set once the source is opened.
         let mut config = crate::job::mirror_config(
             0,
-            granularity,
+            granularity.0,
             sync,
             copy_mode,
             on_source_error,
             on_target_error,
-            speed,
-            buf_size,
-            max_in_flight as u64,
-            max_io,
+            speed.0,
+            buf_size.0,
+            max_in_flight.0,
+            max_io.0,
         )?;
         // 0 turns the watch off; a window beyond a century (or beyond u64 nanoseconds) never
         // passes, so it saturates instead of wrapping to a short one.
@@ -317,19 +283,16 @@ impl FileMirror {
         })
     }
 
-    /// The next event as a dict, waiting up to `timeout` seconds; None when none came or
-    /// the job ended and every event was taken.
+    /// The next event (a `blockmirror.Event`), waiting up to `timeout` seconds; None when
+    /// none came or the job ended and every event was taken.
     #[pyo3(signature = (timeout=None))]
-    fn next_event<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyDict>>> {
+    fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyEvent>> {
         let timeout = timeout_arg(timeout)?;
         let next = match self.live() {
             Some(engine) => py.detach(|| engine.next_event(timeout)).or_else(|| self.pop_closed_event()),
             None => self.pop_closed_event(),
         };
-        match next {
-            Some(rec) => Ok(Some(event_dict(py, &rec)?)),
-            None => Ok(None),
-        }
+        Ok(next.as_ref().map(event_dict))
     }
 
     /// Pauses the job.
@@ -358,9 +321,9 @@ impl FileMirror {
     }
 
     /// Changes the speed limit (bytes per second, 0 = unlimited).
-    fn set_speed(&self, py: Python<'_>, bytes_per_sec: u64) -> PyResult<()> {
+    fn set_speed(&self, py: Python<'_>, bytes_per_sec: UInt) -> PyResult<()> {
         let engine = self.live_or_closed()?;
-        py.detach(|| engine.verb(|j| j.set_speed(bytes_per_sec))).map_err(verb_error)
+        py.detach(|| engine.verb(|j| j.set_speed(bytes_per_sec.0))).map_err(verb_error)
     }
 
     /// Changes the copy mode ("background" or "write-blocking").

@@ -1,6 +1,6 @@
 //! `Simulation` (with its live `.job` view) and `sweep`: the deterministic simulator.
 
-use crate::convert::{job_error, non_negative, parse_name, PyEvent};
+use crate::convert::{int_arg, job_error, opt_int_arg, parse_name, PyEvent};
 use crate::errors::invalid_argument;
 use crate::job::{ops_list, rates_dict};
 use crate::sim_params::{parse, parse_goal, SimParams};
@@ -79,8 +79,8 @@ impl PySimulation {
 impl PySimulation {
     #[new]
     #[pyo3(signature = (length, **options))]
-    fn new(py: Python<'_>, length: i64, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
-        let length = non_negative(length, "length")?;
+    fn new(py: Python<'_>, length: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let length = int_arg(length, "length")?;
         let options = options.cloned().unwrap_or_else(|| PyDict::new(py));
         let SimParams { config, .. } = parse(length, &options, false)?;
         let sim = Simulation::new(config).map_err(invalid_argument)?;
@@ -102,19 +102,13 @@ impl PySimulation {
         &mut self,
         py: Python<'_>,
         goal: &Bound<'_, PyAny>,
-        max_steps: Option<i64>,
-        time_limit_ns: Option<i64>,
+        max_steps: Option<&Bound<'_, PyAny>>,
+        time_limit_ns: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<&'static str> {
         let goal = parse_goal(goal)?;
         let limits = self.sim.config().limits;
-        let max_steps = match max_steps {
-            Some(n) => non_negative(n, "max_steps")?,
-            None => limits.max_steps,
-        };
-        let max_duration_ns = match time_limit_ns {
-            Some(n) => non_negative(n, "time_limit_ns")?,
-            None => limits.max_duration_ns,
-        };
+        let max_steps = opt_int_arg(max_steps, "max_steps")?.unwrap_or(limits.max_steps);
+        let max_duration_ns = opt_int_arg(time_limit_ns, "time_limit_ns")?.unwrap_or(limits.max_duration_ns);
         let sim = &mut self.sim;
         let outcome = py.detach(move || sim.run_until_within(goal, max_steps, max_duration_ns));
         Ok(outcome.as_str())
@@ -218,8 +212,8 @@ impl PySimulation {
     }
 
     /// Change the guest's write rate from now on (bytes/s; 0 stops the guest).
-    fn set_write_rate(&mut self, bytes_per_sec: i64) -> PyResult<()> {
-        self.sim.set_write_rate(non_negative(bytes_per_sec, "write_rate")?);
+    fn set_write_rate(&mut self, bytes_per_sec: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.sim.set_write_rate(int_arg(bytes_per_sec, "write_rate")?);
         Ok(())
     }
 
@@ -300,8 +294,8 @@ impl SimulationJob {
     }
 
     /// `set_speed(bytes_per_sec)` now.
-    fn set_speed(&self, py: Python<'_>, bytes_per_sec: i64) -> PyResult<()> {
-        self.verb(py, Command::SetSpeed(non_negative(bytes_per_sec, "speed")?))
+    fn set_speed(&self, py: Python<'_>, bytes_per_sec: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.verb(py, Command::SetSpeed(int_arg(bytes_per_sec, "speed")?))
     }
 
     /// `set_copy_mode(mode)` now.
@@ -418,7 +412,7 @@ impl<'py> Progress<'py> {
 pub fn sweep<'py>(
     py: Python<'py>,
     params: &Bound<'py, PyAny>,
-    threads: Option<i64>,
+    threads: Option<&Bound<'py, PyAny>>,
     progress: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let mut dicts = Vec::new();
@@ -427,16 +421,16 @@ pub fn sweep<'py>(
         let item = item?;
         let dict = item.cast::<PyDict>().map_err(|_| invalid_argument(format!("sweep item {i} is not a dict")))?;
         let length = match dict.get_item("length")? {
-            Some(v) => non_negative(v.extract().map_err(|_| invalid_argument(format!("sweep item {i}: length must be an int")))?, "length")?,
+            Some(v) => int_arg(&v, "length").map_err(|e| invalid_argument(format!("sweep item {i}: {}", e.value(py))))?,
             None => return Err(invalid_argument(format!("sweep item {i} has no length"))),
         };
         let p = parse(length, dict, true).map_err(|e| invalid_argument(format!("sweep item {i}: {}", e.value(py))))?;
         parsed.push(p);
         dicts.push(dict.clone());
     }
-    let threads = match threads {
+    let threads = match opt_int_arg(threads, "threads")? {
         None => 0, // rayon's default: one per core
-        Some(n) if (1..=MAX_SWEEP_THREADS as i64).contains(&n) => n as usize,
+        Some(n) if (1..=MAX_SWEEP_THREADS as u64).contains(&n) => n as usize,
         Some(n) => {
             return Err(invalid_argument(format!("threads must be between 1 and {MAX_SWEEP_THREADS}, got {n}")))
         }

@@ -14,6 +14,7 @@ from blockmirror._native import (
     MirrorJob,
     Simulation,
     SimulationJob,
+    Timeout,
     __version__,
     sweep,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "MirrorResult",
     "Simulation",
     "SimulationJob",
+    "Timeout",
     "__version__",
     "mirror",
     "sweep",

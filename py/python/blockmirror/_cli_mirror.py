@@ -2,9 +2,10 @@
 
 What must stay true:
 
-- Responsive: the main thread only ever waits in the native mirror for ``_TICK_S`` at a
-  time, so ``--timeout``, Ctrl-C (``KeyboardInterrupt``) and SIGTERM (``Terminated``) are
-  acted on within a tick, even while the job is busy failing and retrying.
+- Responsive: the main thread only waits in ``Mirror.run_to_end``, which waits in the
+  native mirror a tenth of a second at a time, so ``--timeout``, Ctrl-C
+  (``KeyboardInterrupt``) and SIGTERM (``Terminated``) are acted on within a tick, even
+  while the job is busy failing and retrying.
 - Honest: "pivoted" is printed only after a successful switch-over; a source whose
   modification time changed during the job (written by another program, which this
   process cannot see) makes the run fail; ``--sync none`` and ``--sync top --reuse``, which
@@ -20,22 +21,16 @@ import argparse
 import os
 import re
 import sys
-import time
 from typing import Callable, List, Optional, Tuple, Union
 
-from blockmirror._events import MirrorEvent
 from blockmirror._mirror import Mirror, open_tracking_creation
-from blockmirror._native import DEFAULTS, InvalidArgument, IoError, JobStateError
+from blockmirror._native import DEFAULTS, InvalidArgument, IoError, Timeout
 from blockmirror._progress import format_bytes, format_rate
 from blockmirror._report import Reporter
 from blockmirror.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, Terminated
 
 __all__ = ["run_mirror"]
 
-_TICK_S = 0.1
-# How long a force-cancel may take before the command gives up waiting (it then exits
-# anyway; closing the mirror still waits for I/O already submitted).
-_CANCEL_WAIT_S = 30.0
 _DEFAULT_MAX_IO = int(DEFAULTS["max_io"])  # the core's default
 
 # Messages from the library name Python parameters; the command's users know its flags.
@@ -98,7 +93,7 @@ def run_mirror(args: argparse.Namespace) -> int:
             reuse=args.reuse, unmap=args.unmap, offload=args.offload, io_uring=args.io_uring,
             auto_converge=args.auto_converge, guest_writes=False),
             args.target, remove_on_interrupt=not args.keep_partial)
-    except (InvalidArgument, OverflowError) as exc:
+    except InvalidArgument as exc:
         print(f"blockmirror: error: {cli_message(str(exc))}", file=err)
         return EXIT_USAGE
     except IoError as exc:
@@ -109,7 +104,7 @@ def run_mirror(args: argparse.Namespace) -> int:
     # From here every way out, an interrupt included, passes the `finally` that tidies up.
     try:
         rep = Reporter(sys.stdout if args.json else None, args.quiet, err, args.progress_interval,
-                       started=m._started)
+                       started=m.started)
         feed = _Feed(m, rep)
         try:
             with m:  # leaving it un-ended force-cancels and waits
@@ -134,21 +129,18 @@ def run_mirror(args: argparse.Namespace) -> int:
 
 
 class _Feed:
-    """Moves the mirror's new events to the reporter, and notes a `stop`."""
+    """Moves the mirror's new events to the reporter."""
 
     def __init__(self, m: Mirror, rep: Reporter) -> None:
         self.m, self.rep = m, rep
         self.shown = 0
         self.not_stored = 0
-        self.stop: Optional[MirrorEvent] = None
 
     def pump(self) -> None:
         events = self.m.events_since(self.shown)
         self.shown += len(events)
         for event in events:
             self.rep.event(event)
-            if self.stop is None and event.type == "BLOCK_JOB_ERROR" and event.action == "stop":
-                self.stop = event
         # Errors the mirror counted instead of keeping are repeats of the latest kept one
         # (give or take the order of a change of kind between two pumps).
         not_stored = self.m.errors_not_stored
@@ -165,59 +157,31 @@ class _Feed:
             self.rep.phase("(the newest events are not shown: too many were queued)")
 
 
-def _force_cancel(m: Mirror) -> None:
-    """Force-cancels and waits for the end in ticks (signals still act between them)."""
-    try:
-        m._native.cancel(True)
-    except JobStateError:
-        pass  # it ended (or is ending) already
-    deadline = time.monotonic() + _CANCEL_WAIT_S
-    while not m._native.wait_end(_TICK_S) and time.monotonic() < deadline:
-        pass
-
-
 def _drive(m: Mirror, args: argparse.Namespace, feed: _Feed, stamp: Optional[Tuple[int, int]]) -> int:
     rep = feed.rep
-    deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    ending = False
-    while True:
-        if not ending:
-            # Returns at once when ready, so the switch starts without polling delay.
-            if m._native.wait_ready(_TICK_S) == "ready":
-                try:
-                    if args.finish:
-                        m._native.cancel(False)  # in ready: drain, flush, no pivot
-                    else:
-                        m._native.complete()
-                    ending = True
-                except JobStateError:
-                    pass  # e.g. standby after a `stop` error: handled below
-        else:
-            m._native.wait_end(_TICK_S)
+
+    def tick() -> None:
         feed.pump()
-        if m._native.wait_end(0):
-            break
-        stop = feed.stop
-        if stop is not None:
-            _force_cancel(m)
-            feed.drain()
-            rep.error(f"the job stopped on a {stop.operation} error ({stop.error}) at offset "
-                      f"{stop.offset}; nothing can resume it from the command line")
-            return EXIT_FAILED
-        if deadline is not None and time.monotonic() >= deadline:
-            _force_cancel(m)
-            feed.drain()
-            rep.error(f"timed out after {args.timeout:g} s; cancelled")
-            return EXIT_FAILED
         current, total = m.progress
         rep.progress(current, total, m.status)
-    feed.drain()
+
     try:
-        result = m._wait_end(_CANCEL_WAIT_S)
-    except IoError as exc:
-        where = f" at offset {exc.offset}" if exc.offset is not None else ""
-        rep.error(f"job failed: {exc.operation or 'I/O'} error{where}: {_io_message(exc)}")
+        result = m.run_to_end(pivot=not args.finish, timeout=args.timeout, on_tick=tick)
+    except Timeout:
+        feed.drain()
+        rep.error(f"timed out after {args.timeout:g} s; cancelled")
         return EXIT_FAILED
+    except IoError as exc:
+        feed.drain()
+        stop = getattr(exc, "event", None)
+        if stop is not None:
+            rep.error(f"the job stopped on a {stop.operation} error ({stop.error}) at offset "
+                      f"{stop.offset}; nothing can resume it from the command line")
+        else:
+            where = f" at offset {exc.offset}" if exc.offset is not None else ""
+            rep.error(f"job failed: {exc.operation or 'I/O'} error{where}: {_io_message(exc)}")
+        return EXIT_FAILED
+    feed.drain()
     rep.progress(result.bytes_copied, result.bytes_copied, result.status, done=True)
     rep.close()
     if stamp is not None and _stamp(args.source) != stamp:

@@ -141,6 +141,7 @@ def _mib(n: float) -> str:
 
 def run_demo(args: argparse.Namespace) -> int:
     from blockmirror._mirror import Mirror
+    from blockmirror._native import Timeout
     from blockmirror._progress import ProgressBar
 
     if args.size <= 0 or args.rate < 0 or args.block <= 0:
@@ -175,12 +176,16 @@ def run_demo(args: argparse.Namespace) -> int:
             # being ready: the time limit ends such a run instead of letting it spin.
             give_up = time.monotonic() + args.time_limit
             while True:
-                outcome = m._native.wait_ready(0.1)
+                try:
+                    m.wait_ready(0.1)  # raises at once if the job ended instead
+                    ready = True
+                except Timeout:
+                    ready = False
                 if bar is not None:
                     current, total = m.progress
                     bar.update(current, total)
                     bar.set_status(m.status)
-                if outcome != "timeout":
+                if ready:
                     break
                 if time.monotonic() >= give_up:
                     guest.stop_event.set()
@@ -194,7 +199,6 @@ def run_demo(args: argparse.Namespace) -> int:
                           f"--auto-converge, --copy-mode write-blocking, a higher --speed or a lower --rate",
                           file=err)
                     return 1
-            m.wait_ready()  # raises if the job ended instead
             phase("now in mirroring phase: the target is in sync and kept in sync")
             in_sync_until = time.monotonic() + args.in_sync_seconds
             while time.monotonic() < in_sync_until:

@@ -1,47 +1,19 @@
-"""Event and result objects of the file backend (immutable, plain fields)."""
+"""Result objects of the file backend (immutable, plain fields); its events are
+``blockmirror.Event``, like every face's."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Optional, Tuple
+
+from blockmirror._native import Event
 
 __all__ = ["MirrorEvent", "MirrorResult"]
 
 
-@dataclass(frozen=True)
-class MirrorEvent:
-    """One job event. ``type`` is the shared QMP-style name (``BLOCK_JOB_READY``, ...);
-    ``time_ns`` counts nanoseconds since the mirror started; the other fields are set for
-    the event types that carry them and ``None`` otherwise."""
-
-    type: str
-    time_ns: int
-    status: Optional[str] = None
-    current: Optional[int] = None
-    total: Optional[int] = None
-    error: Optional[str] = None
-    pivoted: Optional[bool] = None
-    operation: Optional[str] = None
-    action: Optional[str] = None
-    offset: Optional[int] = None
-    length: Optional[int] = None
-    dirty_bytes: Optional[int] = None
-    dirty_bytes_per_sec: Optional[int] = None
-    copy_bytes_per_sec: Optional[int] = None
-    #: ``BLOCK_JOB_ERROR``: how many identical consecutive errors (same operation, action
-    #: and error) this event stands for; ``offset``/``length`` are the first one's.
-    count: Optional[int] = None
-
-    @classmethod
-    def from_native(cls, d: Dict[str, Any]) -> "MirrorEvent":
-        """Builds an event from the native dict, ignoring fields this version does not know."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    def to_dict(self) -> Dict[str, Any]:
-        """The fields that are set, for JSON output."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+#: The file backend's events are the one event class of every face (``blockmirror.Event``,
+#: schema in docs/events.md); this older name stays importable.
+MirrorEvent = Event
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,13 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 from blockmirror._events import MirrorEvent, MirrorResult
-from blockmirror._native import DEFAULTS, ERRNO_BY_NAME, FileMirror, IoError, JobStateError
+from blockmirror._types import CopyMode, ErrorPolicy, SyncMode
+from blockmirror._native import (
+    DEFAULTS, ERRNO_BY_NAME, FileMirror, InvalidArgument, IoError, JobStateError, Timeout,
+)
 
 # The core's job defaults (blockmirror.DEFAULTS), typed for the signatures below.
 _GRANULARITY = int(DEFAULTS["granularity"])
@@ -22,10 +25,10 @@ _BUF_SIZE = int(DEFAULTS["buf_size"])
 _MAX_IN_FLIGHT = int(DEFAULTS["max_in_flight"])
 _MAX_IO = int(DEFAULTS["max_io"])
 _SPEED = int(DEFAULTS["speed"])
-_SYNC = str(DEFAULTS["sync"])
-_COPY_MODE = str(DEFAULTS["copy_mode"])
-_ON_SOURCE_ERROR = str(DEFAULTS["on_source_error"])
-_ON_TARGET_ERROR = str(DEFAULTS["on_target_error"])
+_SYNC = cast(SyncMode, DEFAULTS["sync"])
+_COPY_MODE = cast(CopyMode, DEFAULTS["copy_mode"])
+_ON_SOURCE_ERROR = cast(ErrorPolicy, DEFAULTS["on_source_error"])
+_ON_TARGET_ERROR = cast(ErrorPolicy, DEFAULTS["on_target_error"])
 _NOT_CONVERGING_WINDOW = int(DEFAULTS["not_converging_window_ns"]) / 1e9
 
 __all__ = ["CreatedTarget", "Mirror", "mirror"]
@@ -33,6 +36,12 @@ __all__ = ["CreatedTarget", "Mirror", "mirror"]
 PathArg = Union[str, "os.PathLike[str]"]
 EventCallback = Callable[[MirrorEvent], None]
 
+# The longest a run_to_end() waits in the native mirror at a time: between two waits the
+# main thread runs Python, so Ctrl-C, SIGTERM and the deadline act within this.
+_TICK_S = 0.1
+# How long a force-cancel may take before run_to_end() gives up waiting (closing the mirror
+# still waits for I/O already submitted).
+_CANCEL_WAIT_S = 30.0
 # Poll interval of the event thread when nothing happens (it wakes at once on events).
 _EVENT_POLL_S = 0.5
 # After close(), the event thread takes the events still queued for at most this long: a
@@ -63,12 +72,15 @@ class _EventLog:
         self.errors_not_stored = 0  # BLOCK_JOB_ERRORs counted, not kept (see _MAX_ALIKE_ERRORS)
         self._run_kind: Optional[Tuple[Any, ...]] = None  # (operation, error, action) of this run
         self._run_length = 0
+        self.stop: Optional[MirrorEvent] = None  # the first BLOCK_JOB_ERROR with action stop
         self.cond = threading.Condition()
         self.callback_errors: List[BaseException] = []
 
     def add(self, event: MirrorEvent) -> None:
         with self.cond:
             if event.type == "BLOCK_JOB_ERROR":
+                if event.action == "stop" and self.stop is None:
+                    self.stop = event
                 kind = (event.operation, event.error, event.action)
                 if kind != self._run_kind:
                     self._run_kind, self._run_length = kind, 0
@@ -91,12 +103,11 @@ def _pump_events(native: FileMirror, log: _EventLog, on_event: Optional[EventCal
         if log.drain_until is not None and time.monotonic() >= log.drain_until:
             log.truncated = not native.wait_end(0) or native.next_event(0) is not None
             break
-        d = native.next_event(_EVENT_POLL_S)
-        if d is None:
+        event = native.next_event(_EVENT_POLL_S)
+        if event is None:
             if native.wait_end(0):
                 break
             continue
-        event = MirrorEvent.from_native(d)
         log.add(event)
         if on_event is not None:
             try:
@@ -203,10 +214,10 @@ class Mirror:
         target: PathArg,
         *,
         granularity: int = _GRANULARITY,
-        sync: str = _SYNC,
-        copy_mode: str = _COPY_MODE,
-        on_source_error: str = _ON_SOURCE_ERROR,
-        on_target_error: str = _ON_TARGET_ERROR,
+        sync: SyncMode = _SYNC,
+        copy_mode: CopyMode = _COPY_MODE,
+        on_source_error: ErrorPolicy = _ON_SOURCE_ERROR,
+        on_target_error: ErrorPolicy = _ON_TARGET_ERROR,
         speed: int = _SPEED,
         buf_size: int = _BUF_SIZE,
         max_in_flight: int = _MAX_IN_FLIGHT,
@@ -269,13 +280,15 @@ class Mirror:
 
     def iter_events(self, timeout: Optional[float] = None) -> Iterator[MirrorEvent]:
         """Every event from the first, blocking for new ones; ends after the job's last
-        event. Raises ``TimeoutError`` when no new event arrives within ``timeout`` seconds."""
+        event. Raises :class:`Timeout` (a ``TimeoutError``) when no new event arrives within
+        ``timeout`` seconds."""
+        _check_timeout(timeout)
         log = self._log
         index = 0
         while True:
             with log.cond:
                 if not log.cond.wait_for(lambda: index < len(log.events) or log.done, timeout=timeout):
-                    raise TimeoutError(f"no mirror event within {timeout} s")
+                    raise Timeout(f"no mirror event within {timeout} s")
                 if index >= len(log.events):
                     return
                 event = log.events[index]
@@ -342,33 +355,107 @@ class Mirror:
     # -- verbs --------------------------------------------------------------------------
 
     def wait_ready(self, timeout: Optional[float] = None) -> None:
-        """Waits for ``BLOCK_JOB_READY``. Raises ``TimeoutError``, ``IoError`` if the job
+        """Waits for ``BLOCK_JOB_READY``. Raises :class:`Timeout`, ``IoError`` if the job
         failed, or ``JobStateError`` if it ended otherwise before ready."""
+        _check_timeout(timeout)
         outcome = self._native.wait_ready(timeout)
         if outcome == "ready":
             return
         if outcome == "timeout":
-            raise TimeoutError(f"mirror not ready within {timeout} s (status {self.status})")
+            raise Timeout(f"mirror not ready within {timeout} s (status {self.status})")
         self._wait_events_drained()  # the job ended: make `events` complete first
         self._raise_if_failed()
         raise JobStateError(f"the job ended in status {self.status} before it was ready")
 
     def _wait_end(self, timeout: Optional[float]) -> MirrorResult:
         if not self._native.wait_end(timeout):
-            raise TimeoutError(f"mirror did not end within {timeout} s (status {self.status})")
+            raise Timeout(f"mirror did not end within {timeout} s (status {self.status})")
         self._wait_events_drained()
         self._raise_if_failed()
         return self.result()
 
+    @property
+    def started(self) -> float:
+        """``time.monotonic()`` when the mirror started: event ``time_ns`` counts from here."""
+        return self._started
+
+    def run_to_end(
+        self,
+        *,
+        pivot: bool = True,
+        timeout: Optional[float] = None,
+        on_tick: Optional[Callable[[], None]] = None,
+    ) -> MirrorResult:
+        """Runs the job to its end, the way ``blockmirror.mirror`` and ``blockmirror mirror``
+        do: once ready, :meth:`complete` (``pivot=False``: cancel in ready, which leaves the
+        target a consistent copy without switching over); returns the result when the job
+        has ended.
+
+        Never waits more than a tenth of a second at a time, so signals (Ctrl-C) and
+        ``timeout`` act within that; ``on_tick`` is called after every wait while the job
+        has not ended (to show events or progress). Raises :class:`Timeout` once ``timeout`` seconds pass and
+        ``IoError`` when the job failed; both after force-cancelling and waiting for the
+        end (at most 30 s, in the same short waits). A ``stop`` error policy also ends the
+        run (nobody resumes a blocking call): ``IoError`` whose ``event`` attribute is the
+        ``BLOCK_JOB_ERROR`` that stopped it."""
+        _check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        native = self._native
+        ending = False
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            tick = _TICK_S if left is None else min(_TICK_S, left)
+            if not ending:
+                # Returns at once when ready, so the switch starts without polling delay.
+                if native.wait_ready(tick) == "ready":
+                    try:
+                        if pivot:
+                            native.complete()
+                        else:
+                            native.cancel(False)  # in ready: drain, flush, no pivot
+                        ending = True
+                    except JobStateError:
+                        pass  # e.g. standby after a `stop` error: handled below
+            else:
+                native.wait_end(tick)
+            if native.wait_end(0):
+                break
+            if on_tick is not None:
+                on_tick()
+            stop = self._log.stop
+            if stop is not None:
+                self._force_cancel()
+                err = IoError(_errno_of(stop.error),
+                              f"mirror job stopped on a {stop.operation} error ({stop.error})")
+                err.operation, err.offset = stop.operation, stop.offset
+                setattr(err, "event", stop)  # only this IoError has one: read with getattr
+                raise err
+            if deadline is not None and time.monotonic() >= deadline:
+                self._force_cancel()
+                raise Timeout(f"mirror did not finish within {timeout} s")
+        return self._wait_end(_CANCEL_WAIT_S)
+
+    def _force_cancel(self) -> None:
+        """Force-cancels and waits for the end in short waits (signals act between them)."""
+        try:
+            self._native.cancel(True)
+        except JobStateError:
+            pass  # it ended (or is ending) already
+        deadline = time.monotonic() + _CANCEL_WAIT_S
+        while not self._native.wait_end(_TICK_S) and time.monotonic() < deadline:
+            pass
+
     def complete(self, timeout: Optional[float] = None) -> MirrorResult:
         """Switches over (only when ready): quiesces the guest, copies what is dirty, flushes
         the target and pivots. Returns once the job has ended. Raises ``IoError`` if it failed."""
+        _check_timeout(timeout)
         self._native.complete()
         return self._wait_end(timeout)
 
     def cancel(self, force: bool = False, timeout: Optional[float] = None) -> MirrorResult:
         """Cancels: in ready (not forced) the target ends as a consistent copy; otherwise the
         job stops at once (``BLOCK_JOB_CANCELLED``). Returns once the job has ended."""
+        _check_timeout(timeout)
         self._native.cancel(force)
         return self._wait_end(timeout)
 
@@ -384,7 +471,7 @@ class Mirror:
         """Changes the speed limit (0 = unlimited)."""
         self._native.set_speed(bytes_per_sec)
 
-    def set_copy_mode(self, mode: str) -> None:
+    def set_copy_mode(self, mode: CopyMode) -> None:
         """Switches between ``background`` and ``write-blocking`` while running."""
         self._native.set_copy_mode(mode)
 
@@ -429,82 +516,66 @@ def mirror(
     source: PathArg,
     target: PathArg,
     *,
+    granularity: int = _GRANULARITY,
+    sync: SyncMode = _SYNC,
+    copy_mode: CopyMode = _COPY_MODE,
+    on_source_error: ErrorPolicy = _ON_SOURCE_ERROR,
+    on_target_error: ErrorPolicy = _ON_TARGET_ERROR,
+    speed: int = _SPEED,
+    buf_size: int = _BUF_SIZE,
+    max_in_flight: int = _MAX_IN_FLIGHT,
+    max_io: int = _MAX_IO,
     direct: bool = False,
     progress: bool = False,
     reuse: bool = False,
     unmap: bool = True,
     offload: bool = True,
     io_uring: bool = True,
+    auto_converge: bool = False,
+    not_converging_window: float = _NOT_CONVERGING_WINDOW,
     timeout: Optional[float] = None,
     keep_partial: bool = False,
     faults: Optional[Sequence[Dict[str, Any]]] = None,
     on_event: Optional[EventCallback] = None,
-    **job_options: Any,
 ) -> MirrorResult:
     """Copies ``source`` to ``target`` and completes (the target is then the new image).
 
-    Blocks until done; ``progress=True`` shows a ``tqdm`` bar. ``job_options``:
-    ``granularity``, ``sync``, ``copy_mode``, ``on_source_error``, ``on_target_error``,
-    ``speed``, ``buf_size``, ``max_in_flight``, ``max_io``. Raises ``IoError`` (with
+    Blocks until done; ``progress=True`` shows a ``tqdm`` bar. The job options are
+    :class:`Mirror`'s (the same defaults, the core's). Raises ``IoError`` (with
     ``errno``, ``operation``, ``offset``) when the job fails, and also when an error policy
     stopped it (``stop``/``enospc``: nobody can resume a blocking call; use ``Mirror``).
-    Raises ``TimeoutError`` (after force-cancelling) when ``timeout`` seconds pass.
+    Raises :class:`Timeout` (a ``TimeoutError``; after force-cancelling) when ``timeout``
+    seconds pass.
 
     A target this call created is removed when it raises (a failure, a timeout, a
     ``KeyboardInterrupt``), unless ``keep_partial=True``: a partial copy is not an image,
     and on a full filesystem it keeps the space taken. A reused target is never removed.
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
+    _check_timeout(timeout)
     bar = None
     if progress:
         from blockmirror._progress import ProgressBar
 
         bar = ProgressBar("mirror")
-    stopped: List[MirrorEvent] = []
-
-    def watch(event: MirrorEvent) -> None:
-        if event.type == "BLOCK_JOB_ERROR" and event.action == "stop":
-            stopped.append(event)
-        if on_event is not None:
-            on_event(event)
-
     m, created = open_tracking_creation(
-        lambda: Mirror(source, target, direct=direct, reuse=reuse, unmap=unmap, offload=offload,
-                       io_uring=io_uring, faults=faults, on_event=watch, guest_writes=False,
-                       **job_options),
+        lambda: Mirror(source, target, granularity=granularity, sync=sync, copy_mode=copy_mode,
+                       on_source_error=on_source_error, on_target_error=on_target_error,
+                       speed=speed, buf_size=buf_size, max_in_flight=max_in_flight, max_io=max_io,
+                       direct=direct, reuse=reuse, unmap=unmap, offload=offload,
+                       io_uring=io_uring, auto_converge=auto_converge,
+                       not_converging_window=not_converging_window, faults=faults,
+                       on_event=on_event, guest_writes=False),
         os.fspath(target), remove_on_interrupt=not keep_partial)
+
+    def show_progress() -> None:
+        if bar is not None:
+            current, total = m.progress
+            bar.update(current, total)
+            bar.set_status(m.status)
+
     succeeded = False
     try:
-        completing = False
-        while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                m.cancel(force=True)
-                raise TimeoutError(f"mirror did not finish within {timeout} s")
-            step = 0.1 if left is None else min(0.1, left)
-            if not completing:
-                outcome = m._native.wait_ready(step)
-                if outcome == "ready":
-                    try:
-                        m._native.complete()
-                        completing = True
-                    except JobStateError:
-                        pass  # e.g. standby after a `stop` error: handled below
-            if m._native.wait_end(0 if not completing else step):
-                break
-            if stopped:
-                m.cancel(force=True)
-                ev = stopped[0]
-                err = IoError(
-                    _errno_of(ev.error), f"mirror job stopped on a {ev.operation} error ({ev.error})"
-                )
-                err.operation, err.offset = ev.operation, ev.offset
-                raise err
-            if bar is not None:
-                current, total = m.progress
-                bar.update(current, total)
-                bar.set_status(m.status)
-        result = m._wait_end(None)
+        result = m.run_to_end(timeout=timeout, on_tick=show_progress)
         if bar is not None:
             bar.update(result.bytes_copied, result.bytes_copied, done=True)
         succeeded = True
@@ -515,6 +586,17 @@ def mirror(
         m.close()
         if not succeeded and created is not None and not keep_partial:
             created.remove()
+
+
+def _check_timeout(timeout: Optional[float]) -> None:
+    """``timeout=``: None or a non-negative number of seconds, else ``InvalidArgument``
+    (the native waits check theirs the same way)."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise InvalidArgument(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+    if not timeout >= 0:  # NaN too
+        raise InvalidArgument(f"timeout must be a non-negative number of seconds, not {timeout}")
 
 
 def _errno_of(name: Optional[str]) -> int:

@@ -88,8 +88,9 @@ class Reporter:
         self.phase(f"error: {event.operation} at offset {event.offset}: {event.error} "
                    f"(policy action: {event.action})")
         # The native side folds identical consecutive errors into one event with a count.
-        if event.action != "stop" and (event.count or 1) > 1:
-            self._add_repeats(event.count - 1)
+        count = event.count or 1
+        if event.action != "stop" and count > 1:
+            self._add_repeats(count - 1)
 
     def more_repeats(self, count: int) -> None:
         """``count`` more errors like the last one printed, known only by number (the
