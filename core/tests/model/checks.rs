@@ -2,6 +2,7 @@
 //! only when clean, ready sticky, target == source at a clean completion, ...), run after
 //! every input and at the end.
 
+use super::guest::Landing;
 use super::Model;
 use blockmirror_core::job::*;
 
@@ -263,5 +264,59 @@ impl Model {
                 "converged to a clean end: {end:?}"
             );
         }
+    }
+
+    /// A completion for no polled action (or the wrong result) is refused and changes nothing.
+    pub(super) fn bad_completion(&mut self, a: u32, b: u32) {
+        let before = (
+            self.job.status(),
+            self.job.progress(),
+            self.job.ops_in_flight(),
+        );
+        let op = OpId(a as u64 % 4 + 10_000_000 * (b as u64 % 2));
+        let polled = self.pending.iter().any(|p| p.op == op);
+        let result = if b % 3 == 0 {
+            OpResult::OkZeroes
+        } else {
+            OpResult::Ok
+        };
+        let pending = self.pending.iter().find(|p| p.op == op).copied();
+        match pending {
+            Some(action) if action.kind == ActionKind::Admit => {
+                assert_eq!(
+                    self.job.handle_completion(op, result),
+                    Err(JobError::LandingExpected(op))
+                );
+            }
+            Some(action) if action.kind != ActionKind::Read && result == OpResult::OkZeroes => {
+                assert!(matches!(
+                    self.job.handle_completion(op, result),
+                    Err(JobError::BadResult { .. })
+                ));
+            }
+            _ if polled => return, // a real completion: not bad input
+            _ if self
+                .in_progress
+                .iter()
+                .any(|w| w.op == Some(op) && w.stage != Landing::AwaitingAdmit) =>
+            {
+                assert_eq!(
+                    self.job.handle_completion(op, result),
+                    Err(JobError::LandingExpected(op))
+                );
+            }
+            _ => assert_eq!(
+                self.job.handle_completion(op, result),
+                Err(JobError::UnknownOp(op))
+            ),
+        }
+        assert_eq!(
+            before,
+            (
+                self.job.status(),
+                self.job.progress(),
+                self.job.ops_in_flight()
+            )
+        );
     }
 }

@@ -11,7 +11,7 @@ import re
 import signal
 import sys
 import threading
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import blockmirror
 
@@ -65,24 +65,25 @@ def _count(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
-    if not 0 < value < 1e9:  # also refuses nan and inf
-        raise argparse.ArgumentTypeError(f"seconds must be positive and finite, not {text!r}")
-    return value
+def _seconds_parser(allow_zero: bool) -> Callable[[str], float]:
+    """An argparse type for a finite number of seconds, positive or (``allow_zero``)
+    non-negative; nan and inf are refused."""
+    kind = "non-negative" if allow_zero else "positive"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+        if not (0 <= value if allow_zero else 0 < value) or not value < 1e9:
+            raise argparse.ArgumentTypeError(f"seconds must be {kind} and finite, not {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
-    if not 0 <= value < 1e9:  # also refuses nan and inf
-        raise argparse.ArgumentTypeError(f"seconds must be non-negative and finite, not {text!r}")
-    return value
+_seconds = _seconds_parser(allow_zero=False)
+_non_negative_seconds = _seconds_parser(allow_zero=True)
 
 
 SYNC_HELP = ("what to copy: full = everything SRC holds (default); top = only the ranges "
