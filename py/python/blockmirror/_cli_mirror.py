@@ -27,7 +27,7 @@ from blockmirror._mirror import Mirror, open_tracking_creation
 from blockmirror._native import DEFAULTS, InvalidArgument, IoError, Timeout
 from blockmirror._progress import format_bytes, format_rate
 from blockmirror._report import Reporter
-from blockmirror.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, Terminated
+from blockmirror._cli_args import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, Terminated
 
 __all__ = ["run_mirror"]
 

@@ -26,7 +26,7 @@ _POOL_BYTES = 8 << 20
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     from blockmirror._native import DEFAULTS
-    from blockmirror.cli import parse_size, size_text
+    from blockmirror._cli_args import parse_size, size_text
 
     p.add_argument("--size", type=parse_size, default=1 << 30, help="image size (default 1G)")
     p.add_argument("--rate", type=parse_size, default=16 << 20,
