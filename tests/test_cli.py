@@ -399,3 +399,17 @@ def test_on_a_terminal_the_bar_is_redrawn_in_place(tmp_path):
     assert p.wait(timeout=60) == 0
     text = b"".join(chunks).decode()
     assert "\rmirror: " in text and "MiB/s" in text and "100%" in text
+
+
+def test_the_report_names_an_auto_converge_switch():
+    import io
+
+    import blockmirror as bm
+    from blockmirror._report import Reporter
+
+    err = io.StringIO()
+    report = Reporter(json_out=None, quiet=True, err=err)
+    report.quiet = False  # phase lines on, no progress bar
+    report.event(bm.Event("BLOCK_JOB_AUTO_CONVERGE", time_ns=1, trigger="dirty_rate", dirty_bytes=1,
+                          dirty_bytes_per_sec=2, copy_bytes_per_sec=2))
+    assert "switched to write-blocking" in err.getvalue()

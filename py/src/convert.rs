@@ -126,6 +126,9 @@ pub struct PyEvent {
     /// NOT_CONVERGING: estimated copy rate.
     #[pyo3(get)]
     pub copy_bytes_per_sec: Option<u64>,
+    /// AUTO_CONVERGE: what set off the switch (`not_converging` or `dirty_rate`).
+    #[pyo3(get)]
+    pub trigger: Option<String>,
     /// ERROR from the file backend: how many identical consecutive errors this event stands
     /// for (the engine folds them); None elsewhere (MirrorJob and Simulation never fold).
     #[pyo3(get)]
@@ -136,7 +139,7 @@ pub struct PyEvent {
 }
 
 /// Every field name `Event::fields` gives, for events built from Python.
-const FIELD_NAMES: [&str; 12] = [
+const FIELD_NAMES: [&str; 13] = [
     "status",
     "current",
     "total",
@@ -149,6 +152,7 @@ const FIELD_NAMES: [&str; 12] = [
     "dirty_bytes",
     "dirty_bytes_per_sec",
     "copy_bytes_per_sec",
+    "trigger",
 ];
 
 fn field_u64(v: &FieldValue) -> Option<u64> {
@@ -210,6 +214,7 @@ impl PyEvent {
             dirty_bytes: None,
             dirty_bytes_per_sec: None,
             copy_bytes_per_sec: None,
+            trigger: None,
             count,
             fields,
         };
@@ -227,6 +232,7 @@ impl PyEvent {
                 "dirty_bytes" => e.dirty_bytes = field_u64(v),
                 "dirty_bytes_per_sec" => e.dirty_bytes_per_sec = field_u64(v),
                 "copy_bytes_per_sec" => e.copy_bytes_per_sec = field_u64(v),
+                "trigger" => e.trigger = field_str(v),
                 // A field the core added later still shows in `as_dict`.
                 _ => {}
             }

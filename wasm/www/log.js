@@ -12,6 +12,7 @@ const CLASS_OF = {
   BLOCK_JOB_CANCELLED: "cancelled",
   BLOCK_JOB_ERROR: "error",
   BLOCK_JOB_NOT_CONVERGING: "not-converging",
+  BLOCK_JOB_AUTO_CONVERGE: "not-converging",
   COMMAND: "command",
   COMMAND_REFUSED: "refused",
 };
@@ -34,6 +35,8 @@ export function describe(e) {
       return `${e.operation} of ${formatBytes(e.length)} at ${formatBytes(e.offset)} failed: ${error_message(e.error)}; action ${e.action}`;
     case "BLOCK_JOB_NOT_CONVERGING":
       return `dirty ${formatBytes(e.dirty_bytes)}: guest dirties ${formatRate(e.dirty_bytes_per_sec)}, copy only ${formatRate(e.copy_bytes_per_sec)}`;
+    case "BLOCK_JOB_AUTO_CONVERGE":
+      return `switched to write-blocking (${e.trigger === "dirty_rate" ? "the guest dirties about as fast as the job copies" : "not converging"}): guest writes now reach the target before they complete`;
     case "COMMAND":
       return `you: ${e.command}`;
     case "COMMAND_REFUSED":

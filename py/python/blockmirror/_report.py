@@ -70,6 +70,8 @@ class Reporter:
             self.phase("now in mirroring phase: the target is in sync with the source")
         elif event.type == "BLOCK_JOB_NOT_CONVERGING":
             self.phase("the job is not converging: the bytes left to copy are not shrinking")
+        elif event.type == "BLOCK_JOB_AUTO_CONVERGE":
+            self.phase("auto-converge: switched to write-blocking copies (the copy was losing the race)")
 
     def _error(self, event: MirrorEvent) -> None:
         key = (event.operation, event.error, event.action)
