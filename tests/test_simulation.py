@@ -402,3 +402,28 @@ def test_fault_rules_are_the_file_mirrors_dialect() -> None:
     for bad in (dict(nth=0), dict(op="bogus"), dict(op=1, nth=1), dict(side="target", when=1)):
         with pytest.raises(bm.InvalidArgument):
             sim(faults=[bad])
+
+
+def test_sweeps_reuse_one_thread_pool():
+    """Back-to-back sweeps with the same thread count run on the same threads (a notebook
+    sweeps many times); another count replaces the pool instead of adding one."""
+    import os
+
+    def sweep_threads():
+        tids = set()
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/comm") as f:
+                    if f.read().startswith("blockmirror-swe"):
+                        tids.add(tid)
+            except FileNotFoundError:
+                pass  # a thread that just ended
+        return tids
+
+    grid = [dict(length=1 << 20, granularity=65536, write_rate=0, until="ready")] * 4
+    bm.sweep(grid, threads=2)
+    first = sweep_threads()
+    bm.sweep(grid, threads=2)
+    assert sweep_threads() == first and len(first) >= 2
+    bm.sweep(grid, threads=3)
+    assert len(sweep_threads() - first) >= 3

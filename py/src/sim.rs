@@ -10,7 +10,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use pyo3::exceptions::PyOSError;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// A deterministic simulation of a mirror job: in-memory disks, a guest, faults and
@@ -437,10 +437,7 @@ pub fn sweep<'py>(
     };
     let total = parsed.len();
     let reporter = Progress::new(py, progress, total)?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| PyOSError::new_err(format!("could not start the sweep's threads: {e}")))?;
+    let pool = sweep_pool(threads)?;
     let stop = AtomicBool::new(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>();
     let run_one = |p: &SimParams| -> Result<Option<SweepRow>, String> {
@@ -455,7 +452,7 @@ pub fn sweep<'py>(
         Ok(Some(row))
     };
     let (rows, interrupted) = std::thread::scope(|scope| -> PyResult<_> {
-        let (pool, parsed, run_one) = (&pool, &parsed, &run_one);
+        let (pool, parsed, run_one) = (&*pool, &parsed, &run_one);
         let worker = std::thread::Builder::new()
             .name("blockmirror-sweep".into())
             .spawn_scoped(scope, move || pool.install(|| parsed.par_iter().map(run_one).collect::<Result<Vec<_>, _>>()))
@@ -511,4 +508,26 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sweep, m)?)?;
     m.add("CHUNK_STATE_NAMES", pyo3::types::PyTuple::new(m.py(), ChunkState::NAMES)?)?;
     Ok(())
+}
+
+/// The sweep's thread pool for `threads` (0: one per core). The last one built is kept and
+/// reused while calls ask for the same count (a notebook sweeps many times; starting the
+/// threads each time cost more than a small sweep); another count replaces it, so at most
+/// one idle pool stays alive.
+fn sweep_pool(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
+    static LAST: Mutex<Option<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((count, pool)) = last.as_ref() {
+        if *count == threads {
+            return Ok(Arc::clone(pool));
+        }
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("blockmirror-sweep-{i}"))
+        .build()
+        .map(Arc::new)
+        .map_err(|e| PyOSError::new_err(format!("could not start the sweep's threads: {e}")))?;
+    *last = Some((threads, Arc::clone(&pool)));
+    Ok(pool)
 }
