@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use blockmirror_core::job::{
-    CopyMode, GuestWrite, GuestWriteStart, JobError, JobStatus, MirrorConfig, MirrorJob, Nanos, OpId, OpResult, Progress,
+    CopyMode, GuestWrite, GuestWriteStart, JobError, JobStatus, MirrorConfig, MirrorJob, OpId, OpResult, Progress,
     RangeState, SyncMode,
 };
 
@@ -250,7 +250,7 @@ impl FileMirror {
         let driver_shared = Arc::clone(&shared);
         let driver = std::thread::Builder::new()
             .name("blockmirror-driver".into())
-            .spawn(move || crate::shared::guarded(&driver_shared, "driver", || drive(&driver_shared)))
+            .spawn(move || crate::shared::guarded(&driver_shared, "driver", || crate::driver::drive(&driver_shared)))
             .map_err(|source| StartError::Os { what: "starting the driver thread", source })?;
         let mut threads = workers;
         threads.push(driver);
@@ -557,29 +557,6 @@ pub struct Snapshot {
     pub pivoted: bool,
     /// Operations failed on purpose by the fault injector.
     pub injected_faults: u64,
-}
-
-/// The driver thread: calls `handle_timeout` when the job asked for it and sleeps until the
-/// next deadline or a wake-up; exits once the job has ended and all I/O has finished.
-fn drive(shared: &Shared) {
-    let mut st = shared.lock();
-    loop {
-        if st.finished() {
-            shared.changed.notify_all();
-            return;
-        }
-        let now = shared.now();
-        st.job.handle_timeout(now);
-        shared.pump(&mut st);
-        let wait = match st.job.poll_timeout() {
-            // Never spin: a deadline already due is retried after a short pause.
-            Some(deadline) => Duration::from_nanos(deadline.0.saturating_sub(now.0).max(50_000)),
-            // Idle wake-ups also feed the clock to the job's auto-converge rate watch.
-            None => Duration::from_millis(if st.job.config().auto_converge { 100 } else { 500 }),
-        };
-        st.driver_sleep_until = Some(Nanos(now.0 + wait.as_nanos() as u64));
-        st = shared.wait_driver(st, wait);
-    }
 }
 
 #[cfg(test)]

@@ -41,12 +41,13 @@
 //!
 //! Inside (not public): `shared` (the job behind a lock: state, gate, dispatch), `task`
 //! (the task protocol between the shared state and the I/O threads), `workers` (the I/O
-//! thread pool) and `uring` (io_uring submission of O_DIRECT copies, falling back to the
-//! workers).
+//! thread pool), `uring` (io_uring submission of O_DIRECT copies, falling back to the
+//! workers) and `driver` (the thread that gives the job its clock).
 
 #![warn(missing_docs)]
 
 pub mod buffers;
+mod driver;
 pub mod engine;
 pub mod events;
 pub mod extents;
