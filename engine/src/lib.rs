@@ -38,6 +38,7 @@
 //! - [`events`]: the bounded queue of undelivered events (repeated errors counted).
 //! - [`stats`]: byte and operation counters, and why a mirror failed.
 //! - [`engine`]: [`FileMirror`], the running mirror, and its threads' rule.
+//! - [`qmp`]: QEMU's monitor protocol (QMP) in sans-io form, for QEMU's management tools.
 //!
 //! Inside (not public): `shared` (the job behind a lock: state, gate, dispatch), `task`
 //! (the task protocol between the shared state and the I/O threads), `workers` (the I/O
@@ -55,6 +56,7 @@ pub mod faults;
 pub mod files;
 pub mod identity;
 pub mod io_ops;
+pub mod qmp;
 mod shared;
 pub mod stats;
 mod task;
