@@ -144,7 +144,9 @@ impl QmpSession {
             if self.quit {
                 return;
             }
-            if self.framer.buffered() >= MAX_BACKLOG_BYTES {
+            // Unblocked, the framer bounds one unfinished request itself; blocked, the
+            // buffer is a backlog of requests waiting for their turn.
+            if self.is_blocked() && self.framer.buffered() >= MAX_BACKLOG_BYTES {
                 if !self.input_dropped {
                     self.input_dropped = true;
                     self.framer.skip_to_next_line();
@@ -221,10 +223,15 @@ impl QmpSession {
         self.events_dropped
     }
 
+    /// Requests must wait: a command is outstanding or the output is full.
+    fn is_blocked(&self) -> bool {
+        self.outstanding.is_some() || self.output.len() >= MAX_QUEUED_OUTPUT
+    }
+
     /// Answers buffered requests in order until one needs the driver, output is full, or
     /// no complete request is left.
     fn pump(&mut self) {
-        while self.outstanding.is_none() && !self.quit && self.output.len() < MAX_QUEUED_OUTPUT {
+        while !self.is_blocked() && !self.quit {
             match self.framer.next_value() {
                 Some(Ok(request)) => self.handle_request(request),
                 Some(Err(error)) => self.reply(None, Err(QmpError::generic(error.to_string()))),
