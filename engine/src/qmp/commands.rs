@@ -50,7 +50,10 @@ impl NewImageMode {
 impl FromStr for NewImageMode {
     type Err = ();
     fn from_str(word: &str) -> Result<Self, ()> {
-        Self::ALL.into_iter().find(|mode| mode.as_str() == word).ok_or(())
+        Self::ALL
+            .into_iter()
+            .find(|mode| mode.as_str() == word)
+            .ok_or(())
     }
 }
 
@@ -189,25 +192,70 @@ pub(crate) enum SessionCommand {
 /// Every command name blockmirror knows, with its handler (`query-commands` lists them in
 /// this order).
 pub(crate) const COMMANDS: &[(&str, Handler)] = &[
-    ("qmp_capabilities", Handler::Session(SessionCommand::Capabilities)),
-    ("query-version", Handler::Session(SessionCommand::QueryVersion)),
-    ("query-commands", Handler::Session(SessionCommand::QueryCommands)),
+    (
+        "qmp_capabilities",
+        Handler::Session(SessionCommand::Capabilities),
+    ),
+    (
+        "query-version",
+        Handler::Session(SessionCommand::QueryVersion),
+    ),
+    (
+        "query-commands",
+        Handler::Session(SessionCommand::QueryCommands),
+    ),
     ("drive-mirror", Handler::Driver(drive_mirror)),
-    ("query-block-jobs", Handler::Driver(|r| r.finish().map(|()| Command::QueryBlockJobs))),
-    ("query-jobs", Handler::Driver(|r| r.finish().map(|()| Command::QueryJobs))),
-    ("block-job-complete", Handler::Driver(|r| device_command(r, |device| Command::BlockJobComplete { device }))),
+    (
+        "query-block-jobs",
+        Handler::Driver(|r| r.finish().map(|()| Command::QueryBlockJobs)),
+    ),
+    (
+        "query-jobs",
+        Handler::Driver(|r| r.finish().map(|()| Command::QueryJobs)),
+    ),
+    (
+        "block-job-complete",
+        Handler::Driver(|r| device_command(r, |device| Command::BlockJobComplete { device })),
+    ),
     ("block-job-cancel", Handler::Driver(block_job_cancel)),
-    ("block-job-pause", Handler::Driver(|r| device_command(r, |device| Command::BlockJobPause { device }))),
-    ("block-job-resume", Handler::Driver(|r| device_command(r, |device| Command::BlockJobResume { device }))),
+    (
+        "block-job-pause",
+        Handler::Driver(|r| device_command(r, |device| Command::BlockJobPause { device })),
+    ),
+    (
+        "block-job-resume",
+        Handler::Driver(|r| device_command(r, |device| Command::BlockJobResume { device })),
+    ),
     ("block-job-set-speed", Handler::Driver(block_job_set_speed)),
     ("block-job-change", Handler::Driver(block_job_change)),
-    ("block-job-dismiss", Handler::Driver(|r| id_command(r, |id| Command::JobDismiss { id }))),
-    ("job-dismiss", Handler::Driver(|r| id_command(r, |id| Command::JobDismiss { id }))),
-    ("job-pause", Handler::Driver(|r| id_command(r, |id| Command::JobPause { id }))),
-    ("job-resume", Handler::Driver(|r| id_command(r, |id| Command::JobResume { id }))),
-    ("job-cancel", Handler::Driver(|r| id_command(r, |id| Command::JobCancel { id }))),
-    ("job-complete", Handler::Driver(|r| id_command(r, |id| Command::JobComplete { id }))),
-    ("quit", Handler::Driver(|r| r.finish().map(|()| Command::Quit))),
+    (
+        "block-job-dismiss",
+        Handler::Driver(|r| id_command(r, |id| Command::JobDismiss { id })),
+    ),
+    (
+        "job-dismiss",
+        Handler::Driver(|r| id_command(r, |id| Command::JobDismiss { id })),
+    ),
+    (
+        "job-pause",
+        Handler::Driver(|r| id_command(r, |id| Command::JobPause { id })),
+    ),
+    (
+        "job-resume",
+        Handler::Driver(|r| id_command(r, |id| Command::JobResume { id })),
+    ),
+    (
+        "job-cancel",
+        Handler::Driver(|r| id_command(r, |id| Command::JobCancel { id })),
+    ),
+    (
+        "job-complete",
+        Handler::Driver(|r| id_command(r, |id| Command::JobComplete { id })),
+    ),
+    (
+        "quit",
+        Handler::Driver(|r| r.finish().map(|()| Command::Quit)),
+    ),
 ];
 
 /// Every command name, in [`COMMANDS`] order.
@@ -217,7 +265,10 @@ pub fn command_names() -> impl Iterator<Item = &'static str> {
 
 /// Parses a driver command `name` with its `arguments` (an absent object is empty).
 /// `Ok(None)`: the name is not a driver command (unknown, or answered by the session).
-pub fn parse_command(name: &str, arguments: &Map<String, Value>) -> Result<Option<Command>, QmpError> {
+pub fn parse_command(
+    name: &str,
+    arguments: &Map<String, Value>,
+) -> Result<Option<Command>, QmpError> {
     match COMMANDS.iter().find(|(known, _)| *known == name) {
         Some((_, Handler::Driver(read))) => read(&mut ArgReader::new(arguments)).map(Some),
         _ => Ok(None),
@@ -225,7 +276,10 @@ pub fn parse_command(name: &str, arguments: &Map<String, Value>) -> Result<Optio
 }
 
 pub(crate) fn handler(name: &str) -> Option<Handler> {
-    COMMANDS.iter().find(|(known, _)| *known == name).map(|(_, handler)| *handler)
+    COMMANDS
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, handler)| *handler)
 }
 
 /// Sync words QEMU has that a mirror refuses after parsing ("Sync mode 'x' not supported").
@@ -233,15 +287,28 @@ const QEMU_ONLY_SYNC: &[&str] = &["incremental", "bitmap"];
 /// Error-policy words QEMU has that the job does not implement.
 const QEMU_ONLY_POLICY: &[&str] = &["auto"];
 /// QEMU's job types other than mirror (`block-job-change` names one in `type`).
-const OTHER_JOB_TYPES: &[&str] =
-    &["commit", "stream", "backup", "create", "amend", "snapshot-load", "snapshot-save", "snapshot-delete"];
+const OTHER_JOB_TYPES: &[&str] = &[
+    "commit",
+    "stream",
+    "backup",
+    "create",
+    "amend",
+    "snapshot-load",
+    "snapshot-save",
+    "snapshot-delete",
+];
 
 fn drive_mirror(r: &mut ArgReader<'_>) -> Result<Command, QmpError> {
     let job_id = r.string("job-id")?;
     let device = required("device", r.string("device")?)?;
     let target = required("target", r.string("target")?)?;
     let format = r.string("format")?;
-    let sync = required("sync", r.word("sync", |w| SyncMode::from_name(w).is_some() || QEMU_ONLY_SYNC.contains(&w))?)?;
+    let sync = required(
+        "sync",
+        r.word("sync", |w| {
+            SyncMode::from_name(w).is_some() || QEMU_ONLY_SYNC.contains(&w)
+        })?,
+    )?;
     let mode = r.word("mode", |w| w.parse::<NewImageMode>().is_ok())?;
     let speed = r.int64("speed")?;
     let granularity = r.uint32("granularity")?;
@@ -254,7 +321,8 @@ fn drive_mirror(r: &mut ArgReader<'_>) -> Result<Command, QmpError> {
     let auto_dismiss = r.boolean("auto-dismiss")?;
     r.finish()?;
 
-    let sync = SyncMode::from_name(&sync).ok_or_else(|| QmpError::generic(format!("Sync mode '{sync}' not supported")))?;
+    let sync = SyncMode::from_name(&sync)
+        .ok_or_else(|| QmpError::generic(format!("Sync mode '{sync}' not supported")))?;
     let buf_size = match buf_size {
         Some(bytes) if bytes < 0 => return Err(QmpError::generic("Invalid parameter 'buf-size'")),
         bytes => bytes.filter(|&b| b > 0).map(|b| b as u64),
@@ -265,13 +333,17 @@ fn drive_mirror(r: &mut ArgReader<'_>) -> Result<Command, QmpError> {
         target,
         format,
         sync,
-        mode: mode.map_or(NewImageMode::default(), |w| w.parse().expect("the reader accepted only modes")),
+        mode: mode.map_or(NewImageMode::default(), |w| {
+            w.parse().expect("the reader accepted only modes")
+        }),
         speed: non_negative_speed(speed)?,
         granularity: granularity.filter(|&g| g > 0),
         buf_size,
         on_source_error: policy("on-source-error", on_source_error)?,
         on_target_error: policy("on-target-error", on_target_error)?,
-        copy_mode: copy_mode.map_or(CopyMode::default(), |w| w.parse().expect("the reader accepted only copy modes")),
+        copy_mode: copy_mode.map_or(CopyMode::default(), |w| {
+            w.parse().expect("the reader accepted only copy modes")
+        }),
         unmap: unmap.unwrap_or(true),
         auto_finalize: auto_finalize.unwrap_or(true),
         auto_dismiss: auto_dismiss.unwrap_or(true),
@@ -285,14 +357,18 @@ fn policy_word(word: &str) -> bool {
 fn policy(name: &str, word: Option<String>) -> Result<ErrorPolicy, QmpError> {
     match word {
         None => Ok(ErrorPolicy::default()),
-        Some(word) => ErrorPolicy::from_name(&word)
-            .ok_or_else(|| QmpError::generic(format!("Parameter '{name}' value '{word}' is not supported by blockmirror"))),
+        Some(word) => ErrorPolicy::from_name(&word).ok_or_else(|| {
+            QmpError::generic(format!(
+                "Parameter '{name}' value '{word}' is not supported by blockmirror"
+            ))
+        }),
     }
 }
 
 fn non_negative_speed(speed: Option<i64>) -> Result<u64, QmpError> {
     let speed = speed.unwrap_or(0);
-    u64::try_from(speed).map_err(|_| QmpError::generic("Parameter 'speed' expects a non-negative value"))
+    u64::try_from(speed)
+        .map_err(|_| QmpError::generic("Parameter 'speed' expects a non-negative value"))
 }
 
 fn device_command(r: &mut ArgReader<'_>, make: fn(String) -> Command) -> Result<Command, QmpError> {
@@ -318,20 +394,31 @@ fn block_job_set_speed(r: &mut ArgReader<'_>) -> Result<Command, QmpError> {
     let device = required("device", r.string("device")?)?;
     let speed = required("speed", r.int64("speed")?)?;
     r.finish()?;
-    Ok(Command::BlockJobSetSpeed { device, speed: non_negative_speed(Some(speed))? })
+    Ok(Command::BlockJobSetSpeed {
+        device,
+        speed: non_negative_speed(Some(speed))?,
+    })
 }
 
 fn block_job_change(r: &mut ArgReader<'_>) -> Result<Command, QmpError> {
     let id = required("id", r.string("id")?)?;
-    let job_type = required("type", r.word("type", |w| w == "mirror" || OTHER_JOB_TYPES.contains(&w))?)?;
+    let job_type = required(
+        "type",
+        r.word("type", |w| w == "mirror" || OTHER_JOB_TYPES.contains(&w))?,
+    )?;
     if job_type != "mirror" {
         // Other job types have no changeable options: any further member is unexpected.
         r.finish()?;
         return Err(QmpError::generic("Job type does not match specified type"));
     }
-    let copy_mode = required("copy-mode", r.word("copy-mode", |w| CopyMode::from_name(w).is_some())?)?;
+    let copy_mode = required(
+        "copy-mode",
+        r.word("copy-mode", |w| CopyMode::from_name(w).is_some())?,
+    )?;
     r.finish()?;
-    let copy_mode = copy_mode.parse().expect("the reader accepted only copy modes");
+    let copy_mode = copy_mode
+        .parse()
+        .expect("the reader accepted only copy modes");
     Ok(Command::BlockJobChange { id, copy_mode })
 }
 
@@ -350,7 +437,10 @@ pub struct ArgReader<'a> {
 impl<'a> ArgReader<'a> {
     /// A reader over `arguments`.
     pub fn new(arguments: &'a Map<String, Value>) -> Self {
-        Self { arguments, visited: Vec::new() }
+        Self {
+            arguments,
+            visited: Vec::new(),
+        }
     }
 
     fn get(&mut self, name: &'static str) -> Option<&'a Value> {
@@ -373,11 +463,15 @@ impl<'a> ArgReader<'a> {
     }
 
     /// An enum parameter: a string that `accepts` (else "does not accept value").
-    pub fn word(&mut self, name: &'static str, accepts: impl Fn(&str) -> bool) -> Result<Option<String>, QmpError> {
+    pub fn word(
+        &mut self,
+        name: &'static str,
+        accepts: impl Fn(&str) -> bool,
+    ) -> Result<Option<String>, QmpError> {
         match self.string(name)? {
-            Some(word) if !accepts(&word) => {
-                Err(QmpError::generic(format!("Parameter '{name}' does not accept value '{word}'")))
-            }
+            Some(word) if !accepts(&word) => Err(QmpError::generic(format!(
+                "Parameter '{name}' does not accept value '{word}'"
+            ))),
             word => Ok(word),
         }
     }
@@ -386,7 +480,10 @@ impl<'a> ArgReader<'a> {
     pub fn int64(&mut self, name: &'static str) -> Result<Option<i64>, QmpError> {
         match self.get(name) {
             None => Ok(None),
-            Some(value) => value.as_i64().map(Some).ok_or_else(|| wrong_type(name, "integer")),
+            Some(value) => value
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| wrong_type(name, "integer")),
         }
     }
 
@@ -394,10 +491,14 @@ impl<'a> ArgReader<'a> {
     pub fn uint32(&mut self, name: &'static str) -> Result<Option<u64>, QmpError> {
         match self.get(name) {
             None => Ok(None),
-            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => match n.as_u64().filter(|&v| v <= u64::from(u32::MAX)) {
-                Some(v) => Ok(Some(v)),
-                None => Err(QmpError::generic(format!("Parameter '{name}' expects uint32_t"))),
-            },
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
+                match n.as_u64().filter(|&v| v <= u64::from(u32::MAX)) {
+                    Some(v) => Ok(Some(v)),
+                    None => Err(QmpError::generic(format!(
+                        "Parameter '{name}' expects uint32_t"
+                    ))),
+                }
+            }
             Some(_) => Err(wrong_type(name, "integer")),
         }
     }
@@ -413,15 +514,23 @@ impl<'a> ArgReader<'a> {
 
     /// Refuses the first member (in key order) that no getter visited.
     pub fn finish(&self) -> Result<(), QmpError> {
-        match self.arguments.keys().find(|key| !self.visited.contains(&key.as_str())) {
-            Some(key) => Err(QmpError::generic(format!("Parameter '{key}' is unexpected"))),
+        match self
+            .arguments
+            .keys()
+            .find(|key| !self.visited.contains(&key.as_str()))
+        {
+            Some(key) => Err(QmpError::generic(format!(
+                "Parameter '{key}' is unexpected"
+            ))),
             None => Ok(()),
         }
     }
 }
 
 fn wrong_type(name: &str, expected: &str) -> QmpError {
-    QmpError::generic(format!("Invalid parameter type for '{name}', expected: {expected}"))
+    QmpError::generic(format!(
+        "Invalid parameter type for '{name}', expected: {expected}"
+    ))
 }
 
 #[cfg(test)]
@@ -430,7 +539,9 @@ mod tests {
     use serde_json::json;
 
     fn parse(name: &str, arguments: Value) -> Result<Command, String> {
-        let Value::Object(map) = arguments else { panic!("arguments must be an object") };
+        let Value::Object(map) = arguments else {
+            panic!("arguments must be an object")
+        };
         match parse_command(name, &map) {
             Ok(Some(command)) => Ok(command),
             Ok(None) => panic!("{name} is not a driver command"),
@@ -485,56 +596,134 @@ mod tests {
         .unwrap();
         assert_eq!(args.job_id.as_deref(), Some("j"));
         assert_eq!(args.format.as_deref(), Some("raw"));
-        assert_eq!((args.sync, args.mode, args.speed), (SyncMode::Top, NewImageMode::Existing, 1000));
+        assert_eq!(
+            (args.sync, args.mode, args.speed),
+            (SyncMode::Top, NewImageMode::Existing, 1000)
+        );
         assert_eq!((args.granularity, args.buf_size), (Some(4096), Some(65536)));
-        assert_eq!((args.on_source_error, args.on_target_error), (ErrorPolicy::Stop, ErrorPolicy::Enospc));
+        assert_eq!(
+            (args.on_source_error, args.on_target_error),
+            (ErrorPolicy::Stop, ErrorPolicy::Enospc)
+        );
         assert_eq!(args.copy_mode, CopyMode::WriteBlocking);
         assert!(!args.unmap && !args.auto_finalize && !args.auto_dismiss);
-        assert_eq!(mirror(json!({"granularity": 0, "buf-size": 0})).map(|a| (a.granularity, a.buf_size)), Ok((None, None)));
-        assert_eq!(mirror(json!({"granularity": 1000})).map(|a| a.granularity), Ok(Some(1000)), "the job's rule");
+        assert_eq!(
+            mirror(json!({"granularity": 0, "buf-size": 0})).map(|a| (a.granularity, a.buf_size)),
+            Ok((None, None))
+        );
+        assert_eq!(
+            mirror(json!({"granularity": 1000})).map(|a| a.granularity),
+            Ok(Some(1000)),
+            "the job's rule"
+        );
     }
 
     #[test]
     fn drive_mirror_refusals_use_qemus_words() {
         let cases = [
-            (json!({"sync": "bogus"}), "Parameter 'sync' does not accept value 'bogus'"),
-            (json!({"sync": 3}), "Invalid parameter type for 'sync', expected: string"),
-            (json!({"speed": "fast"}), "Invalid parameter type for 'speed', expected: integer"),
-            (json!({"speed": 1.5}), "Invalid parameter type for 'speed', expected: integer"),
-            (json!({"speed": null}), "Invalid parameter type for 'speed', expected: integer"),
-            (json!({"speed": 9223372036854775808u64}), "Invalid parameter type for 'speed', expected: integer"),
-            (json!({"speed": -1}), "Parameter 'speed' expects a non-negative value"),
-            (json!({"granularity": -1}), "Parameter 'granularity' expects uint32_t"),
-            (json!({"granularity": 4294967296u64}), "Parameter 'granularity' expects uint32_t"),
-            (json!({"granularity": "x"}), "Invalid parameter type for 'granularity', expected: integer"),
+            (
+                json!({"sync": "bogus"}),
+                "Parameter 'sync' does not accept value 'bogus'",
+            ),
+            (
+                json!({"sync": 3}),
+                "Invalid parameter type for 'sync', expected: string",
+            ),
+            (
+                json!({"speed": "fast"}),
+                "Invalid parameter type for 'speed', expected: integer",
+            ),
+            (
+                json!({"speed": 1.5}),
+                "Invalid parameter type for 'speed', expected: integer",
+            ),
+            (
+                json!({"speed": null}),
+                "Invalid parameter type for 'speed', expected: integer",
+            ),
+            (
+                json!({"speed": 9223372036854775808u64}),
+                "Invalid parameter type for 'speed', expected: integer",
+            ),
+            (
+                json!({"speed": -1}),
+                "Parameter 'speed' expects a non-negative value",
+            ),
+            (
+                json!({"granularity": -1}),
+                "Parameter 'granularity' expects uint32_t",
+            ),
+            (
+                json!({"granularity": 4294967296u64}),
+                "Parameter 'granularity' expects uint32_t",
+            ),
+            (
+                json!({"granularity": "x"}),
+                "Invalid parameter type for 'granularity', expected: integer",
+            ),
             (json!({"buf-size": -1}), "Invalid parameter 'buf-size'"),
-            (json!({"unmap": "yes"}), "Invalid parameter type for 'unmap', expected: boolean"),
-            (json!({"device": 5}), "Invalid parameter type for 'device', expected: string"),
-            (json!({"mode": "bogus"}), "Parameter 'mode' does not accept value 'bogus'"),
-            (json!({"on-target-error": "bogus"}), "Parameter 'on-target-error' does not accept value 'bogus'"),
-            (json!({"copy-mode": "bogus"}), "Parameter 'copy-mode' does not accept value 'bogus'"),
+            (
+                json!({"unmap": "yes"}),
+                "Invalid parameter type for 'unmap', expected: boolean",
+            ),
+            (
+                json!({"device": 5}),
+                "Invalid parameter type for 'device', expected: string",
+            ),
+            (
+                json!({"mode": "bogus"}),
+                "Parameter 'mode' does not accept value 'bogus'",
+            ),
+            (
+                json!({"on-target-error": "bogus"}),
+                "Parameter 'on-target-error' does not accept value 'bogus'",
+            ),
+            (
+                json!({"copy-mode": "bogus"}),
+                "Parameter 'copy-mode' does not accept value 'bogus'",
+            ),
             (json!({"wat": 1}), "Parameter 'wat' is unexpected"),
-            (json!({"sync": "incremental"}), "Sync mode 'incremental' not supported"),
-            (json!({"sync": "bitmap"}), "Sync mode 'bitmap' not supported"),
+            (
+                json!({"sync": "incremental"}),
+                "Sync mode 'incremental' not supported",
+            ),
+            (
+                json!({"sync": "bitmap"}),
+                "Sync mode 'bitmap' not supported",
+            ),
         ];
         for (extra, desc) in cases {
             assert_eq!(mirror(extra.clone()).unwrap_err(), desc, "{extra}");
         }
-        assert!(mirror(json!({"on-source-error": "auto"})).unwrap_err().contains("not supported"));
+        assert!(mirror(json!({"on-source-error": "auto"}))
+            .unwrap_err()
+            .contains("not supported"));
     }
 
     #[test]
     fn problems_are_reported_in_schema_order_then_unexpected() {
         let e = |a: Value| parse("drive-mirror", a).unwrap_err();
-        assert_eq!(e(json!({"device": "f", "target": "t"})), "Parameter 'sync' is missing");
-        assert_eq!(e(json!({"device": "f", "sync": "full"})), "Parameter 'target' is missing");
-        assert_eq!(e(json!({"target": "t", "sync": "full", "wat": 1})), "Parameter 'device' is missing");
+        assert_eq!(
+            e(json!({"device": "f", "target": "t"})),
+            "Parameter 'sync' is missing"
+        );
+        assert_eq!(
+            e(json!({"device": "f", "sync": "full"})),
+            "Parameter 'target' is missing"
+        );
+        assert_eq!(
+            e(json!({"target": "t", "sync": "full", "wat": 1})),
+            "Parameter 'device' is missing"
+        );
         // sync comes before speed in the schema; an unknown member only after all fields.
         assert_eq!(
             e(json!({"speed": "x", "sync": "bogus", "device": "f", "target": "t"})),
             "Parameter 'sync' does not accept value 'bogus'"
         );
-        assert_eq!(e(json!({"speed": "x", "wat": 1, "device": "f", "target": "t"})), "Parameter 'sync' is missing");
+        assert_eq!(
+            e(json!({"speed": "x", "wat": 1, "device": "f", "target": "t"})),
+            "Parameter 'sync' is missing"
+        );
         // Value rules come after the unknown-member check.
         assert_eq!(
             e(json!({"speed": -1, "wat": 1, "device": "f", "target": "t", "sync": "full"})),
@@ -549,23 +738,83 @@ mod tests {
             ("query-block-jobs", json!({}), Command::QueryBlockJobs),
             ("query-jobs", json!({}), Command::QueryJobs),
             ("quit", json!({}), Command::Quit),
-            ("block-job-complete", json!({"device": "j"}), Command::BlockJobComplete { device: d() }),
-            ("block-job-cancel", json!({"device": "j"}), Command::BlockJobCancel { device: d(), force: false }),
-            ("block-job-cancel", json!({"device": "j", "force": true}), Command::BlockJobCancel { device: d(), force: true }),
-            ("block-job-pause", json!({"device": "j"}), Command::BlockJobPause { device: d() }),
-            ("block-job-resume", json!({"device": "j"}), Command::BlockJobResume { device: d() }),
-            ("block-job-set-speed", json!({"device": "j", "speed": 5}), Command::BlockJobSetSpeed { device: d(), speed: 5 }),
+            (
+                "block-job-complete",
+                json!({"device": "j"}),
+                Command::BlockJobComplete { device: d() },
+            ),
+            (
+                "block-job-cancel",
+                json!({"device": "j"}),
+                Command::BlockJobCancel {
+                    device: d(),
+                    force: false,
+                },
+            ),
+            (
+                "block-job-cancel",
+                json!({"device": "j", "force": true}),
+                Command::BlockJobCancel {
+                    device: d(),
+                    force: true,
+                },
+            ),
+            (
+                "block-job-pause",
+                json!({"device": "j"}),
+                Command::BlockJobPause { device: d() },
+            ),
+            (
+                "block-job-resume",
+                json!({"device": "j"}),
+                Command::BlockJobResume { device: d() },
+            ),
+            (
+                "block-job-set-speed",
+                json!({"device": "j", "speed": 5}),
+                Command::BlockJobSetSpeed {
+                    device: d(),
+                    speed: 5,
+                },
+            ),
             (
                 "block-job-change",
                 json!({"id": "j", "type": "mirror", "copy-mode": "write-blocking"}),
-                Command::BlockJobChange { id: d(), copy_mode: CopyMode::WriteBlocking },
+                Command::BlockJobChange {
+                    id: d(),
+                    copy_mode: CopyMode::WriteBlocking,
+                },
             ),
-            ("job-dismiss", json!({"id": "j"}), Command::JobDismiss { id: d() }),
-            ("block-job-dismiss", json!({"id": "j"}), Command::JobDismiss { id: d() }),
-            ("job-pause", json!({"id": "j"}), Command::JobPause { id: d() }),
-            ("job-resume", json!({"id": "j"}), Command::JobResume { id: d() }),
-            ("job-cancel", json!({"id": "j"}), Command::JobCancel { id: d() }),
-            ("job-complete", json!({"id": "j"}), Command::JobComplete { id: d() }),
+            (
+                "job-dismiss",
+                json!({"id": "j"}),
+                Command::JobDismiss { id: d() },
+            ),
+            (
+                "block-job-dismiss",
+                json!({"id": "j"}),
+                Command::JobDismiss { id: d() },
+            ),
+            (
+                "job-pause",
+                json!({"id": "j"}),
+                Command::JobPause { id: d() },
+            ),
+            (
+                "job-resume",
+                json!({"id": "j"}),
+                Command::JobResume { id: d() },
+            ),
+            (
+                "job-cancel",
+                json!({"id": "j"}),
+                Command::JobCancel { id: d() },
+            ),
+            (
+                "job-complete",
+                json!({"id": "j"}),
+                Command::JobComplete { id: d() },
+            ),
         ];
         for (name, arguments, expected) in cases {
             assert_eq!(parse(name, arguments), Ok(expected), "{name}");
@@ -575,30 +824,87 @@ mod tests {
     #[test]
     fn job_command_refusals() {
         let cases = [
-            ("block-job-complete", json!({}), "Parameter 'device' is missing"),
-            ("block-job-complete", json!({"device": 1}), "Invalid parameter type for 'device', expected: string"),
-            ("block-job-cancel", json!({"device": "j", "force": 1}), "Invalid parameter type for 'force', expected: boolean"),
-            ("block-job-set-speed", json!({"device": "j"}), "Parameter 'speed' is missing"),
-            ("block-job-set-speed", json!({"device": "j", "speed": -5}), "Parameter 'speed' expects a non-negative value"),
-            ("block-job-change", json!({"id": "j"}), "Parameter 'type' is missing"),
-            ("block-job-change", json!({"id": "j", "type": "mirror"}), "Parameter 'copy-mode' is missing"),
-            ("block-job-change", json!({"id": "j", "type": "bogus"}), "Parameter 'type' does not accept value 'bogus'"),
-            ("block-job-change", json!({"id": "j", "type": "commit", "copy-mode": "background"}), "Parameter 'copy-mode' is unexpected"),
-            ("block-job-change", json!({"id": "j", "type": "commit"}), "Job type does not match specified type"),
+            (
+                "block-job-complete",
+                json!({}),
+                "Parameter 'device' is missing",
+            ),
+            (
+                "block-job-complete",
+                json!({"device": 1}),
+                "Invalid parameter type for 'device', expected: string",
+            ),
+            (
+                "block-job-cancel",
+                json!({"device": "j", "force": 1}),
+                "Invalid parameter type for 'force', expected: boolean",
+            ),
+            (
+                "block-job-set-speed",
+                json!({"device": "j"}),
+                "Parameter 'speed' is missing",
+            ),
+            (
+                "block-job-set-speed",
+                json!({"device": "j", "speed": -5}),
+                "Parameter 'speed' expects a non-negative value",
+            ),
+            (
+                "block-job-change",
+                json!({"id": "j"}),
+                "Parameter 'type' is missing",
+            ),
+            (
+                "block-job-change",
+                json!({"id": "j", "type": "mirror"}),
+                "Parameter 'copy-mode' is missing",
+            ),
+            (
+                "block-job-change",
+                json!({"id": "j", "type": "bogus"}),
+                "Parameter 'type' does not accept value 'bogus'",
+            ),
+            (
+                "block-job-change",
+                json!({"id": "j", "type": "commit", "copy-mode": "background"}),
+                "Parameter 'copy-mode' is unexpected",
+            ),
+            (
+                "block-job-change",
+                json!({"id": "j", "type": "commit"}),
+                "Job type does not match specified type",
+            ),
             ("job-pause", json!({}), "Parameter 'id' is missing"),
-            ("job-dismiss", json!({"id": "j", "force": true}), "Parameter 'force' is unexpected"),
+            (
+                "job-dismiss",
+                json!({"id": "j", "force": true}),
+                "Parameter 'force' is unexpected",
+            ),
             ("query-jobs", json!({"a": 1}), "Parameter 'a' is unexpected"),
-            ("quit", json!({"now": true}), "Parameter 'now' is unexpected"),
+            (
+                "quit",
+                json!({"now": true}),
+                "Parameter 'now' is unexpected",
+            ),
         ];
         for (name, arguments, desc) in cases {
-            assert_eq!(parse(name, arguments.clone()).unwrap_err(), desc, "{name} {arguments}");
+            assert_eq!(
+                parse(name, arguments.clone()).unwrap_err(),
+                desc,
+                "{name} {arguments}"
+            );
         }
     }
 
     #[test]
     fn session_commands_and_unknown_names_are_not_driver_commands() {
         let empty = Map::new();
-        for name in ["qmp_capabilities", "query-version", "query-commands", "no-such-command"] {
+        for name in [
+            "qmp_capabilities",
+            "query-version",
+            "query-commands",
+            "no-such-command",
+        ] {
             assert_eq!(parse_command(name, &empty), Ok(None), "{name}");
         }
         let names: Vec<_> = command_names().collect();

@@ -70,7 +70,10 @@ pub struct QmpError {
 impl QmpError {
     /// An error of `class` with `desc`.
     pub fn new(class: ErrorClass, desc: impl Into<String>) -> Self {
-        Self { class, desc: desc.into() }
+        Self {
+            class,
+            desc: desc.into(),
+        }
     }
 
     /// A `GenericError`.
@@ -104,6 +107,9 @@ mod tests {
     #[test]
     fn error_object_has_class_and_desc() {
         let error = QmpError::generic("Parameter 'x' is unexpected");
-        assert_eq!(error.to_json(), json!({"class": "GenericError", "desc": "Parameter 'x' is unexpected"}));
+        assert_eq!(
+            error.to_json(),
+            json!({"class": "GenericError", "desc": "Parameter 'x' is unexpected"})
+        );
     }
 }

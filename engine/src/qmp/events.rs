@@ -28,7 +28,11 @@ pub struct QmpEvent {
 impl QmpEvent {
     /// An event named `name` with `data`, happening at `wall_time`.
     pub fn new(name: impl Into<String>, data: Value, wall_time: SystemTime) -> Self {
-        Self { name: name.into(), data, time: timestamp(wall_time) }
+        Self {
+            name: name.into(),
+            data,
+            time: timestamp(wall_time),
+        }
     }
 
     /// The message: `{"timestamp": {"seconds", "microseconds"}, "event", "data"}`.
@@ -54,15 +58,24 @@ pub fn job_events(job_id: &str, event: &Event, speed: u64, wall_time: SystemTime
     let name = event.type_name();
     let data = match *event {
         Event::StatusChange { status } => json!({"id": job_id, "status": status.as_str()}),
-        Event::Ready { current, total } | Event::Cancelled { current, total } => progress_data(job_id, current, total, speed),
-        Event::Completed { current, total, error, .. } => {
+        Event::Ready { current, total } | Event::Cancelled { current, total } => {
+            progress_data(job_id, current, total, speed)
+        }
+        Event::Completed {
+            current,
+            total,
+            error,
+            ..
+        } => {
             let mut data = progress_data(job_id, current, total, speed);
             if let Some(error) = error {
                 data["error"] = Value::String(error.message());
             }
             data
         }
-        Event::Error { operation, action, .. } => {
+        Event::Error {
+            operation, action, ..
+        } => {
             json!({"device": job_id, "operation": operation.as_str(), "action": action.as_str()})
         }
         _ => {
@@ -177,21 +190,51 @@ mod tests {
 
     #[test]
     fn lifecycle_events_carry_qemus_fields() {
-        let e = one(Event::StatusChange { status: JobStatus::Ready });
-        assert_eq!((e.name.as_str(), e.data.clone()), ("JOB_STATUS_CHANGE", json!({"id": "j", "status": "ready"})));
-        let e = one(Event::Ready { current: 5, total: 5 });
+        let e = one(Event::StatusChange {
+            status: JobStatus::Ready,
+        });
+        assert_eq!(
+            (e.name.as_str(), e.data.clone()),
+            ("JOB_STATUS_CHANGE", json!({"id": "j", "status": "ready"}))
+        );
+        let e = one(Event::Ready {
+            current: 5,
+            total: 5,
+        });
         assert_eq!(e.name, "BLOCK_JOB_READY");
-        assert_eq!(e.data, json!({"type": "mirror", "device": "j", "len": 5, "offset": 5, "speed": 100}));
-        let e = one(Event::Cancelled { current: 1, total: 5 });
+        assert_eq!(
+            e.data,
+            json!({"type": "mirror", "device": "j", "len": 5, "offset": 5, "speed": 100})
+        );
+        let e = one(Event::Cancelled {
+            current: 1,
+            total: 5,
+        });
         assert_eq!(e.name, "BLOCK_JOB_CANCELLED");
-        assert_eq!(e.data, json!({"type": "mirror", "device": "j", "len": 5, "offset": 1, "speed": 100}));
+        assert_eq!(
+            e.data,
+            json!({"type": "mirror", "device": "j", "len": 5, "offset": 1, "speed": 100})
+        );
     }
 
     #[test]
     fn completed_has_error_only_on_failure() {
-        let ok = one(Event::Completed { current: 5, total: 5, error: None, pivoted: true });
-        assert_eq!(ok.data, json!({"type": "mirror", "device": "j", "len": 5, "offset": 5, "speed": 100}));
-        let failed = one(Event::Completed { current: 2, total: 5, error: Some(IoErrorKind::NoSpace), pivoted: false });
+        let ok = one(Event::Completed {
+            current: 5,
+            total: 5,
+            error: None,
+            pivoted: true,
+        });
+        assert_eq!(
+            ok.data,
+            json!({"type": "mirror", "device": "j", "len": 5, "offset": 5, "speed": 100})
+        );
+        let failed = one(Event::Completed {
+            current: 2,
+            total: 5,
+            error: Some(IoErrorKind::NoSpace),
+            pivoted: false,
+        });
         assert_eq!(failed.data["error"], "No space left on device");
     }
 
@@ -205,7 +248,10 @@ mod tests {
             error: IoErrorKind::NoSpace,
         });
         assert_eq!(e.name, "BLOCK_JOB_ERROR");
-        assert_eq!(e.data, json!({"device": "j", "operation": "write", "action": "stop"}));
+        assert_eq!(
+            e.data,
+            json!({"device": "j", "operation": "write", "action": "stop"})
+        );
     }
 
     #[test]
@@ -221,14 +267,23 @@ mod tests {
             e.data,
             json!({"device": "j", "trigger": "dirty_rate", "dirty_bytes": 1, "dirty_bytes_per_sec": 2, "copy_bytes_per_sec": 3})
         );
-        let e = one(Event::NotConverging { dirty_bytes: 1, dirty_bytes_per_sec: 2, copy_bytes_per_sec: 3 });
+        let e = one(Event::NotConverging {
+            dirty_bytes: 1,
+            dirty_bytes_per_sec: 2,
+            copy_bytes_per_sec: 3,
+        });
         assert_eq!(e.name, "BLOCK_JOB_NOT_CONVERGING");
     }
 
     #[test]
     fn event_message_has_timestamp_in_microseconds() {
-        let e = one(Event::StatusChange { status: JobStatus::Running });
-        assert_eq!(e.to_json()["timestamp"], json!({"seconds": 1_796_164_349u64, "microseconds": 227_130}));
+        let e = one(Event::StatusChange {
+            status: JobStatus::Running,
+        });
+        assert_eq!(
+            e.to_json()["timestamp"],
+            json!({"seconds": 1_796_164_349u64, "microseconds": 227_130})
+        );
         assert_eq!(timestamp(UNIX_EPOCH - Duration::from_secs(1)), (0, 0));
     }
 
@@ -236,7 +291,10 @@ mod tests {
         JobView {
             id: "j".into(),
             status: JobStatus::Ready,
-            progress: Progress { current: 10, total: 20 },
+            progress: Progress {
+                current: 10,
+                total: 20,
+            },
             speed: 0,
             paused: false,
             busy: false,
@@ -256,13 +314,31 @@ mod tests {
         keys.sort();
         // The members QEMU 10.0 shows for a mirror job.
         let mut qemu = [
-            "auto-finalize", "io-status", "device", "auto-dismiss", "busy", "len", "offset", "status", "paused", "speed",
-            "ready", "type", "actively-synced",
+            "auto-finalize",
+            "io-status",
+            "device",
+            "auto-dismiss",
+            "busy",
+            "len",
+            "offset",
+            "status",
+            "paused",
+            "speed",
+            "ready",
+            "type",
+            "actively-synced",
         ];
         qemu.sort();
         assert_eq!(keys, qemu);
-        assert_eq!((info["len"].clone(), info["offset"].clone()), (json!(20), json!(10)));
-        let failed = JobView { io_status_failed: true, error: Some("Input/output error".into()), ..view() };
+        assert_eq!(
+            (info["len"].clone(), info["offset"].clone()),
+            (json!(20), json!(10))
+        );
+        let failed = JobView {
+            io_status_failed: true,
+            error: Some("Input/output error".into()),
+            ..view()
+        };
         assert_eq!(block_job_info(&failed)["io-status"], "failed");
         assert_eq!(block_job_info(&failed)["error"], "Input/output error");
     }
@@ -273,7 +349,10 @@ mod tests {
             job_info(&view()),
             json!({"id": "j", "type": "mirror", "status": "ready", "current-progress": 10, "total-progress": 20})
         );
-        let failed = JobView { error: Some("x".into()), ..view() };
+        let failed = JobView {
+            error: Some("x".into()),
+            ..view()
+        };
         assert_eq!(job_info(&failed)["error"], "x");
     }
 }

@@ -68,7 +68,8 @@ impl JsonFramer {
         // Keep at most one limit's worth past what is already buffered: a buffer beyond
         // the limit is refused by `next_value` anyway, so the excess never matters.
         let room = (2 * MAX_MESSAGE_BYTES).saturating_sub(self.buffer.len());
-        self.buffer.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.buffer
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
     /// Drops input from now up to the next newline that arrives (input was lost: whatever
@@ -176,7 +177,10 @@ mod tests {
             assert!(drain(&mut framer).is_empty());
             framer.push(&[*byte]);
         }
-        assert_eq!(drain(&mut framer), vec![Ok(json!({"execute": "query-jobs", "id": 7}))]);
+        assert_eq!(
+            drain(&mut framer),
+            vec![Ok(json!({"execute": "query-jobs", "id": 7}))]
+        );
         assert_eq!(framer.buffered(), 0);
     }
 
@@ -184,7 +188,14 @@ mod tests {
     fn several_objects_in_one_write() {
         let mut framer = JsonFramer::new();
         framer.push(b"{\"a\":1}{\"b\":2}\r\n  \n\t{\"c\":3}\n");
-        assert_eq!(drain(&mut framer), vec![Ok(json!({"a": 1})), Ok(json!({"b": 2})), Ok(json!({"c": 3}))]);
+        assert_eq!(
+            drain(&mut framer),
+            vec![
+                Ok(json!({"a": 1})),
+                Ok(json!({"b": 2})),
+                Ok(json!({"c": 3}))
+            ]
+        );
         assert_eq!(framer.buffered(), 0);
     }
 
@@ -194,7 +205,10 @@ mod tests {
         framer.push(b"{\"execute\": nope}\n{\"execute\": \"ok\"}\n");
         let out = drain(&mut framer);
         assert_eq!(out.len(), 2, "{out:?}");
-        assert!(matches!(&out[0], Err(FrameError::Syntax(m)) if !m.contains("line")), "{out:?}");
+        assert!(
+            matches!(&out[0], Err(FrameError::Syntax(m)) if !m.contains("line")),
+            "{out:?}"
+        );
         assert_eq!(out[1], Ok(json!({"execute": "ok"})));
     }
 

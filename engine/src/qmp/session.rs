@@ -75,10 +75,17 @@ pub struct Greeting {
 impl Greeting {
     /// blockmirror's own version, with `package` naming blockmirror.
     pub fn blockmirror() -> Self {
-        let mut numbers = blockmirror_core::VERSION.split('.').map(|n| n.parse().unwrap_or(0));
+        let mut numbers = blockmirror_core::VERSION
+            .split('.')
+            .map(|n| n.parse().unwrap_or(0));
         let mut next = || numbers.next().unwrap_or(0);
         let (major, minor, micro) = (next(), next(), next());
-        Self { major, minor, micro, package: format!("blockmirror {}", blockmirror_core::VERSION) }
+        Self {
+            major,
+            minor,
+            micro,
+            package: format!("blockmirror {}", blockmirror_core::VERSION),
+        }
     }
 
     /// The `VersionInfo` object: `{"qemu": {"major", "minor", "micro"}, "package"}`.
@@ -133,7 +140,8 @@ impl QmpSession {
             quit: false,
             events_dropped: 0,
         };
-        let hello = json!({"QMP": {"version": session.greeting.version_info(), "capabilities": []}});
+        let hello =
+            json!({"QMP": {"version": session.greeting.version_info(), "capabilities": []}});
         session.queue(&hello);
         session
     }
@@ -186,7 +194,9 @@ impl QmpSession {
     /// command waits for an answer. An `Ok` answer to `quit` ends the session.
     pub fn handle_result(&mut self, id: Option<Value>, result: Result<Value, QmpError>) {
         let _ = id;
-        let Some(outstanding) = self.outstanding.take_if(|o| o.polled) else { return };
+        let Some(outstanding) = self.outstanding.take_if(|o| o.polled) else {
+            return;
+        };
         let quitting = outstanding.pending.command == Command::Quit && result.is_ok();
         self.reply(outstanding.pending.id, result);
         if quitting {
@@ -238,7 +248,9 @@ impl QmpSession {
                 None => {
                     if self.input_dropped {
                         self.input_dropped = false;
-                        let error = QmpError::generic("Input dropped: too many requests were waiting for answers");
+                        let error = QmpError::generic(
+                            "Input dropped: too many requests were waiting for answers",
+                        );
                         self.reply(None, Err(error));
                     }
                     return;
@@ -249,7 +261,10 @@ impl QmpSession {
 
     fn handle_request(&mut self, request: Value) {
         let Value::Object(request) = request else {
-            return self.reply(None, Err(QmpError::generic("QMP input must be a JSON object")));
+            return self.reply(
+                None,
+                Err(QmpError::generic("QMP input must be a JSON object")),
+            );
         };
         let id = request.get("id").cloned();
         match self.dispatch(&request, id.clone()) {
@@ -260,36 +275,51 @@ impl QmpSession {
     }
 
     /// The reply value, `None` when the command went to the driver, or the error.
-    fn dispatch(&mut self, request: &Map<String, Value>, id: Option<Value>) -> Result<Option<Value>, QmpError> {
+    fn dispatch(
+        &mut self,
+        request: &Map<String, Value>,
+        id: Option<Value>,
+    ) -> Result<Option<Value>, QmpError> {
         let (name, arguments) = check_request(request)?;
         let empty = Map::new();
         let arguments = arguments.unwrap_or(&empty);
         if !self.negotiated {
             if name != "qmp_capabilities" {
-                return Err(QmpError::command_not_found("Expecting capabilities negotiation with 'qmp_capabilities'"));
+                return Err(QmpError::command_not_found(
+                    "Expecting capabilities negotiation with 'qmp_capabilities'",
+                ));
             }
             negotiate(arguments)?;
             self.negotiated = true;
             return Ok(Some(json!({})));
         }
         let Some(handler) = commands::handler(name) else {
-            return Err(QmpError::command_not_found(format!("The command {name} has not been found")));
+            return Err(QmpError::command_not_found(format!(
+                "The command {name} has not been found"
+            )));
         };
         match handler {
-            Handler::Session(SessionCommand::Capabilities) => {
-                Err(QmpError::command_not_found("Capabilities negotiation is already complete, command ignored"))
-            }
+            Handler::Session(SessionCommand::Capabilities) => Err(QmpError::command_not_found(
+                "Capabilities negotiation is already complete, command ignored",
+            )),
             Handler::Session(SessionCommand::QueryVersion) => {
                 ArgReader::new(arguments).finish()?;
                 Ok(Some(self.greeting.version_info()))
             }
             Handler::Session(SessionCommand::QueryCommands) => {
                 ArgReader::new(arguments).finish()?;
-                Ok(Some(Value::Array(commands::command_names().map(|name| json!({"name": name})).collect())))
+                Ok(Some(Value::Array(
+                    commands::command_names()
+                        .map(|name| json!({"name": name}))
+                        .collect(),
+                )))
             }
             Handler::Driver(read) => {
                 let command = read(&mut ArgReader::new(arguments))?;
-                self.outstanding = Some(Outstanding { pending: PendingCommand { id, command }, polled: false });
+                self.outstanding = Some(Outstanding {
+                    pending: PendingCommand { id, command },
+                    polled: false,
+                });
                 Ok(None)
             }
         }
@@ -313,18 +343,33 @@ impl QmpSession {
     }
 }
 
+/// A request's command name and its `arguments` object, if any.
+type Request<'a> = (&'a str, Option<&'a Map<String, Value>>);
+
 /// The command name and arguments of a request object, checked as QEMU checks them.
-fn check_request(request: &Map<String, Value>) -> Result<(&str, Option<&Map<String, Value>>), QmpError> {
+fn check_request(request: &Map<String, Value>) -> Result<Request<'_>, QmpError> {
     let mut name = None;
     let mut arguments = None;
     for (member, value) in request {
         match (member.as_str(), value) {
             ("execute", Value::String(command)) => name = Some(command.as_str()),
-            ("execute", _) => return Err(QmpError::generic("QMP input member 'execute' must be a string")),
+            ("execute", _) => {
+                return Err(QmpError::generic(
+                    "QMP input member 'execute' must be a string",
+                ))
+            }
             ("arguments", Value::Object(object)) => arguments = Some(object),
-            ("arguments", _) => return Err(QmpError::generic("QMP input member 'arguments' must be an object")),
+            ("arguments", _) => {
+                return Err(QmpError::generic(
+                    "QMP input member 'arguments' must be an object",
+                ))
+            }
             ("id", _) => {}
-            (other, _) => return Err(QmpError::generic(format!("QMP input member '{other}' is unexpected"))),
+            (other, _) => {
+                return Err(QmpError::generic(format!(
+                    "QMP input member '{other}' is unexpected"
+                )))
+            }
         }
     }
     let name = name.ok_or_else(|| QmpError::generic("QMP input lacks member 'execute'"))?;
@@ -338,23 +383,24 @@ fn negotiate(arguments: &Map<String, Value>) -> Result<(), QmpError> {
     match reader.value("enable") {
         None => {}
         Some(Value::Array(words)) => {
-            for (index, word) in words.iter().enumerate() {
-                match word.as_str() {
-                    Some("oob") => return Err(QmpError::generic("Capability 'oob' not available")),
-                    Some(other) => {
-                        return Err(QmpError::generic(format!(
-                            "Parameter 'enable[{index}]' does not accept value '{other}'"
-                        )))
-                    }
-                    None => {
-                        return Err(QmpError::generic(format!(
-                            "Invalid parameter type for 'enable[{index}]', expected: string"
-                        )))
-                    }
-                }
+            // Every word is refused, so the first one decides the answer.
+            if let Some(word) = words.first() {
+                return Err(match word.as_str() {
+                    Some("oob") => QmpError::generic("Capability 'oob' not available"),
+                    Some(other) => QmpError::generic(format!(
+                        "Parameter 'enable[0]' does not accept value '{other}'"
+                    )),
+                    None => QmpError::generic(
+                        "Invalid parameter type for 'enable[0]', expected: string",
+                    ),
+                });
             }
         }
-        Some(_) => return Err(QmpError::generic("Invalid parameter type for 'enable', expected: array")),
+        Some(_) => {
+            return Err(QmpError::generic(
+                "Invalid parameter type for 'enable', expected: array",
+            ))
+        }
     }
     reader.finish()
 }
