@@ -11,8 +11,9 @@
 //! - Values nested deeper than the parser's recursion limit (128) are refused ("JSON
 //!   nesting depth limit exceeded").
 //! - Invalid JSON yields one error ("JSON parse error, …"), then the framer skips to the
-//!   end of the line the error is on and parses on from there (clients send one request
-//!   per line, so the next line is the next request).
+//!   end of the line on which the bad value began and parses on from there (clients send
+//!   one request per line, so the next line is the next request; a bad value spread over
+//!   several lines may give one error per line).
 
 use serde_json::Value;
 
@@ -115,6 +116,7 @@ impl JsonFramer {
             }
             Some(Err(error)) => {
                 let too_deep = error.to_string().starts_with("recursion limit exceeded");
+                // The offset of the bad value's first byte (nothing was consumed).
                 let at = stream.byte_offset().min(self.buffer.len());
                 self.skip_line_from(at);
                 Some(Err(if too_deep {
