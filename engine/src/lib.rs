@@ -55,6 +55,8 @@ pub mod faults;
 pub mod files;
 pub mod identity;
 pub mod io_ops;
+pub mod nbd;
+pub mod net;
 mod shared;
 pub mod stats;
 mod task;
