@@ -255,6 +255,9 @@ impl ServerSession {
         }
         if self.phase == Phase::Disconnecting && self.in_flight.is_empty() {
             self.close(CloseReason::ClientDisconnected);
+        } else if self.phase == Phase::Transmission && !self.input.is_empty() {
+            // Requests held back by the limits may be parsed now that one finished.
+            self.process();
         }
     }
 
@@ -303,7 +306,7 @@ impl ServerSession {
     fn process(&mut self) {
         let mut pos = 0;
         loop {
-            let available = self.input.len() - pos;
+            let available = self.input.len().saturating_sub(pos); // `close` empties `input`
             match self.phase {
                 Phase::ClientFlags => {
                     if available < 4 {
