@@ -56,6 +56,8 @@ pub mod faults;
 pub mod files;
 pub mod identity;
 pub mod io_ops;
+pub mod nbd;
+pub mod net;
 pub mod qmp;
 mod shared;
 pub mod stats;
