@@ -191,22 +191,40 @@ impl ImageLock {
     /// other description conflicts (see the module docs). On a filesystem without OFD locks
     /// nothing is locked and [`unsupported`](Self::unsupported) tells why.
     pub fn acquire(file: &File, path: &Path, held: Perms, unshared: Perms) -> Result<ImageLock, LockError> {
-        let bytes: Vec<u64> = held.iter().map(Perm::held_byte).chain(unshared.iter().map(Perm::unshared_byte)).collect();
-        let os = |source: io::Error| LockError::Os { path: path.to_owned(), source };
+        let bytes: Vec<u64> = held
+            .iter()
+            .map(Perm::held_byte)
+            .chain(unshared.iter().map(Perm::unshared_byte))
+            .collect();
+        let os = |source: io::Error| LockError::Os {
+            path: path.to_owned(),
+            source,
+        };
         for (taken, &byte) in bytes.iter().enumerate() {
             if let Err(e) = set_lock(file, byte, libc::F_RDLCK as libc::c_short) {
                 unlock(file, &bytes[..taken]);
                 if lacks_ofd_locks(&e) {
-                    return Ok(ImageLock { path: path.to_owned(), held: Perms::NONE, unshared: Perms::NONE, unsupported: Some(e) });
+                    return Ok(ImageLock {
+                        path: path.to_owned(),
+                        held: Perms::NONE,
+                        unshared: Perms::NONE,
+                        unsupported: Some(e),
+                    });
                 }
                 // A read lock only fails on someone's write lock: QEMU never takes one, but
                 // whoever did keeps the byte from us.
                 if is_conflict(&e) {
                     let perm = Perm::ALL[(byte % 100) as usize];
                     return Err(if byte >= UNSHARED_BASE {
-                        LockError::HeldElsewhere { path: path.to_owned(), perm }
+                        LockError::HeldElsewhere {
+                            path: path.to_owned(),
+                            perm,
+                        }
                     } else {
-                        LockError::NotShared { path: path.to_owned(), perm }
+                        LockError::NotShared {
+                            path: path.to_owned(),
+                            perm,
+                        }
                     });
                 }
                 return Err(os(e));
@@ -216,7 +234,12 @@ impl ImageLock {
             unlock(file, &bytes);
             return Err(e);
         }
-        Ok(ImageLock { path: path.to_owned(), held, unshared, unsupported: None })
+        Ok(ImageLock {
+            path: path.to_owned(),
+            held,
+            unshared,
+            unsupported: None,
+        })
     }
 
     /// The permissions held (none when locks are unsupported).
@@ -248,15 +271,24 @@ impl ImageLock {
 
 /// The conflict checks, in QEMU's order: the permissions to take, then those to refuse.
 fn check(file: &File, path: &Path, held: Perms, unshared: Perms) -> Result<(), LockError> {
-    let os = |source: io::Error| LockError::Os { path: path.to_owned(), source };
+    let os = |source: io::Error| LockError::Os {
+        path: path.to_owned(),
+        source,
+    };
     for perm in held.iter() {
         if locked_elsewhere(file, perm.unshared_byte()).map_err(os)? {
-            return Err(LockError::NotShared { path: path.to_owned(), perm });
+            return Err(LockError::NotShared {
+                path: path.to_owned(),
+                perm,
+            });
         }
     }
     for perm in unshared.iter() {
         if locked_elsewhere(file, perm.held_byte()).map_err(os)? {
-            return Err(LockError::HeldElsewhere { path: path.to_owned(), perm });
+            return Err(LockError::HeldElsewhere {
+                path: path.to_owned(),
+                perm,
+            });
         }
     }
     Ok(())
@@ -318,7 +350,14 @@ fn locked_elsewhere(file: &File, byte: u64) -> io::Result<bool> {
 /// `perm` (`unshared`: the "refuses to share" byte, else the "holds" byte): for tests and
 /// diagnostics.
 pub fn probe(file: &File, perm: Perm, unshared: bool) -> io::Result<bool> {
-    locked_elsewhere(file, if unshared { perm.unshared_byte() } else { perm.held_byte() })
+    locked_elsewhere(
+        file,
+        if unshared {
+            perm.unshared_byte()
+        } else {
+            perm.held_byte()
+        },
+    )
 }
 
 #[cfg(test)]
@@ -386,7 +425,10 @@ mod tests {
         let mine = open(&path);
         let (held, unshared) = mirror_perms(true);
         let err = ImageLock::acquire(&mine, &path, held, unshared).unwrap_err();
-        assert!(matches!(err, LockError::HeldElsewhere { perm: Perm::Write, .. }), "{err:?}");
+        assert!(
+            matches!(err, LockError::HeldElsewhere { perm: Perm::Write, .. }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("it holds the \"write\" permission"), "{err}");
         // A reader that shares everything is no conflict.
         let reader = File::open(&path).unwrap();
