@@ -24,12 +24,13 @@
 //! blockmirror's choice ([`mirror_perms`]): a side the mirror writes (the target, and the
 //! source when guest writes go through the mirror) holds consistent-read and write and
 //! refuses to share write and resize (bytes 100, 101, 201, 203). So a QEMU, `qemu-nbd` or
-//! `qemu-io` opening the image read-write is refused, and so is `qemu-img info` without
-//! `-U` (it refuses to share write); blockmirror in turn refuses an image such a program
-//! writes. A read-only source (no guest writes through the mirror) holds consistent-read
+//! `qemu-io` opening the image read-write is refused, and so is `qemu-img convert` reading
+//! it without `-U` (it refuses to share write); blockmirror in turn refuses an image such
+//! a program writes. A read-only source (no guest writes through the mirror) holds consistent-read
 //! only and refuses to share write and resize (100, 201, 203): an outside writer would
 //! change the source behind the mirror's back, and the target would silently differ.
-//! Readers that share writes (`qemu-img ... -U`, `qemu-img info -U`) work either way.
+//! Readers that share writes (`qemu-img info`, `qemu-img compare`, anything with `-U`)
+//! work either way.
 //!
 //! A filesystem without OFD locks (the kernel answers EINVAL, ENOTSUP or ENOLCK, as some
 //! network filesystems do) is used without locks, as QEMU does (with a warning):
