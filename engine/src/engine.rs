@@ -21,10 +21,11 @@ use crate::extents;
 use crate::faults::{FaultInjector, InjectedFault};
 use crate::files::{open_files, OpenError, OpenOptionsSpec};
 use crate::io_ops;
+use crate::locks::LockError;
 use crate::events::EventRecord;
 use crate::shared::{Shared, State};
 use crate::stats::{Failure, Stats};
-use crate::task;
+use crate::task::{self, GuestPayload};
 use crate::uring;
 use crate::workers;
 
@@ -49,13 +50,23 @@ pub struct MirrorSetup {
     pub offload: bool,
     /// Faults to inject.
     pub faults: Vec<InjectedFault>,
+    /// Take QEMU-compatible image locks on the source (see [`locks`](crate::locks)), so
+    /// that a QEMU, `qemu-nbd` or `qemu-io` writing it refuses to start, and the mirror
+    /// refuses a source such a program writes. Turn it off when this process already holds
+    /// the source's lock on a descriptor of its own (a server that serves the source and
+    /// mirrors it): locks of two open file descriptions conflict even within one process,
+    /// so the mirror's own lock would be refused.
+    pub lock_source: bool,
+    /// Take QEMU-compatible image locks on the target (see `lock_source` for why a caller
+    /// would turn it off).
+    pub lock_target: bool,
 }
 
 impl Default for MirrorSetup {
     /// The job's defaults ([`MirrorConfig::new`]) with buffered I/O into a new sparse target:
     /// no O_DIRECT (so no io_uring), no reuse of an existing target, holes punched for zero
     /// ranges, guest writes possible, in-kernel copies where the files allow, no
-    /// faults. The same choices as the Python `FileMirror`'s defaults.
+    /// faults, both images locked. The same choices as the Python `FileMirror`'s defaults.
     fn default() -> Self {
         Self {
             config: MirrorConfig::new(0),
@@ -66,6 +77,8 @@ impl Default for MirrorSetup {
             io_uring: true,
             offload: true,
             faults: Vec::new(),
+            lock_source: true,
+            lock_target: true,
         }
     }
 }
@@ -75,7 +88,11 @@ impl Default for MirrorSetup {
 pub enum StartError {
     /// Opening or checking the files failed.
     #[error(transparent)]
-    Open(#[from] OpenError),
+    Open(OpenError),
+    /// Another program uses one of the images in a way the mirror's lock refuses (or the
+    /// mirror's use would break what that program's lock protects).
+    #[error(transparent)]
+    Locked(LockError),
     /// The job rejected its configuration.
     #[error(transparent)]
     Job(#[from] JobError),
@@ -87,6 +104,15 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+impl From<OpenError> for StartError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Locked(e) => StartError::Locked(e),
+            other => StartError::Open(other),
+        }
+    }
 }
 
 /// Why a guest I/O call failed.
@@ -124,6 +150,10 @@ pub enum GuestIoError {
 /// The longest `guest_read`: its buffer is allocated whole, so a huge length must be
 /// refused before allocating rather than abort the process.
 pub const MAX_GUEST_READ_BYTES: u64 = 64 << 20;
+
+/// The longest piece of a `guest_write_zeroes` that is one guest write for the job (pieces
+/// start at multiples of it, so they cover whole chunks of any granularity up to it).
+pub const MAX_GUEST_ZEROES_PIECE_BYTES: u64 = 64 << 20;
 
 /// Why a verb was refused.
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +224,13 @@ impl FileMirror {
         // Check the knobs before touching any file (the length is not known yet: that the
         // bitmap can hold it is checked when the job is built below).
         setup.config.validate().map_err(JobError::from)?;
-        let spec = OpenOptionsSpec { direct: setup.direct, reuse: setup.reuse, guest_writes: setup.guest_writes };
+        let spec = OpenOptionsSpec {
+            direct: setup.direct,
+            reuse: setup.reuse,
+            guest_writes: setup.guest_writes,
+            lock_source: setup.lock_source,
+            lock_target: setup.lock_target,
+        };
         let files = open_files(source, target, &spec)?;
         let mut config = setup.config.clone();
         config.length = files.length;
@@ -280,15 +316,119 @@ impl FileMirror {
     /// chunks from then until its target write is done, waiting first for any copy or other
     /// guest write there. So overlapping writes from several threads land on the source and
     /// on the target in the same order, whatever the thread timing.
+    ///
+    /// Returning means written, not durable: a server gives a write with FUA (force unit
+    /// access) as this call followed by [`guest_flush`](Self::guest_flush).
     pub fn guest_write(&self, offset: u64, data: Vec<u8>) -> Result<(), GuestIoError> {
-        if self.is_closed() {
-            return Err(GuestIoError::Closed);
-        }
         let length = data.len() as u64;
-        self.check_range(offset, length)?;
+        self.check_guest_io(offset, length)?;
         if length == 0 {
             return Ok(());
         }
+        self.guest_modify(offset, length, GuestPayload::Data(Arc::new(data)))
+    }
+
+    /// The guest makes `[offset, offset+length)` read as zeroes, as [`guest_write`] of
+    /// zeroes would, but with no buffer: the source range is zeroed by the zero range calls
+    /// (punching a hole when `may_unmap`, else `FALLOC_FL_ZERO_RANGE`, else plain writes of
+    /// a bounded zero buffer), and in write-blocking mode the mirrored target range likewise
+    /// (deallocated only if the guest allows it *and* the setup's `unmap` does). After a
+    /// pivot the target range is zeroed the same way.
+    ///
+    /// A long range (an NBD request may ask for up to 4 GiB - 1) is done in pieces of at
+    /// most [`MAX_GUEST_ZEROES_PIECE_BYTES`], one after the other, each a guest write of its
+    /// own for the job: one piece owns its chunks (in write-blocking mode) only while it is
+    /// written, so copies and other guest writes elsewhere do not wait for the whole range.
+    /// An error stops at the failing piece (earlier pieces stay zeroed, as a failed write
+    /// may leave part of its data).
+    ///
+    /// [`guest_write`]: Self::guest_write
+    pub fn guest_write_zeroes(&self, offset: u64, length: u64, may_unmap: bool) -> Result<(), GuestIoError> {
+        self.check_guest_io(offset, length)?;
+        let end = offset + length;
+        let mut at = offset;
+        while at < end {
+            let piece_end = (at / MAX_GUEST_ZEROES_PIECE_BYTES + 1).saturating_mul(MAX_GUEST_ZEROES_PIECE_BYTES).min(end);
+            self.guest_modify(at, piece_end - at, GuestPayload::Zeroes { unmap: may_unmap })?;
+            at = piece_end;
+        }
+        Ok(())
+    }
+
+    /// The guest discards `[offset, offset+length)` (an NBD trim): the range reads zero
+    /// afterwards on the disk the guest uses, so this is [`guest_write_zeroes`] with
+    /// deallocation allowed, and the mirrored target reads zero there too.
+    ///
+    /// [`guest_write_zeroes`]: Self::guest_write_zeroes
+    pub fn guest_trim(&self, offset: u64, length: u64) -> Result<(), GuestIoError> {
+        self.guest_write_zeroes(offset, length, true)
+    }
+
+    /// Makes every guest write acknowledged so far durable where the guest's data lives:
+    /// the source is synced (fdatasync) while the guest lives on it; the target as well
+    /// while the job mirrors actively (write-blocking: acknowledged writes are on both);
+    /// after the switch-over, the target only. Outside write-blocking mode the target's
+    /// copy is not the guest's data yet (the job syncs it itself before READY and at the
+    /// switch-over).
+    pub fn guest_flush(&self) -> Result<(), GuestIoError> {
+        if self.is_closed() {
+            return Err(GuestIoError::Closed);
+        }
+        let files = &self.shared.files;
+        let os = |source| GuestIoError::Os { source };
+        let (pivoted, mirrored) = {
+            let st = self.shared.lock();
+            (st.gate.pivoted, st.job.config().copy_mode == CopyMode::WriteBlocking)
+        };
+        if !pivoted {
+            io_ops::datasync(&files.source.buffered).map_err(os)?;
+        }
+        // A switch-over during the source's sync moved the guest to the target: sync it too.
+        if pivoted || mirrored || self.pivoted() {
+            io_ops::datasync(&files.target.buffered).map_err(os)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the guest was switched over: its reads and writes now go to the target.
+    pub fn pivoted(&self) -> bool {
+        self.shared.lock().gate.pivoted
+    }
+
+    /// A new descriptor of the target's buffered (no O_DIRECT) handle: the same open file
+    /// description, so it keeps the target's image lock after the mirror is dropped (the
+    /// lock goes only when every descriptor of the description is closed). A server keeps
+    /// serving the target through it after the switch-over.
+    pub fn target_handle(&self) -> std::io::Result<std::fs::File> {
+        self.shared.files.target.buffered.try_clone()
+    }
+
+    /// A new descriptor of the source's buffered handle (writable when guest writes are on),
+    /// sharing its open file description and image lock like [`target_handle`](Self::target_handle).
+    pub fn source_handle(&self) -> std::io::Result<std::fs::File> {
+        self.shared.files.source.buffered.try_clone()
+    }
+
+    /// Warnings about image locks: one for each side whose filesystem does not support the
+    /// locks (the mirror then runs without them, as QEMU does). Empty when both sides are
+    /// locked or their locks were turned off.
+    pub fn lock_warnings(&self) -> Vec<String> {
+        let files = &self.shared.files;
+        [&files.source.lock, &files.target.lock].into_iter().flatten().filter_map(|l| l.warning()).collect()
+    }
+
+    /// Refuses guest I/O on a closed mirror or outside the disk.
+    fn check_guest_io(&self, offset: u64, length: u64) -> Result<(), GuestIoError> {
+        if self.is_closed() {
+            return Err(GuestIoError::Closed);
+        }
+        self.check_range(offset, length)
+    }
+
+    /// One guest write of `payload` over a non-empty range inside the disk: the two-step
+    /// protocol with the job around the source write, then the mirrored target write when
+    /// the job asks for one (see [`guest_write`](Self::guest_write)).
+    fn guest_modify(&self, offset: u64, length: u64, payload: GuestPayload) -> Result<(), GuestIoError> {
         let shared = &self.shared;
         let mut st = shared.lock();
         while st.gate.held && !st.gate.pivoted && !st.finished() {
@@ -301,8 +441,16 @@ impl FileMirror {
         let (st, tracked) = if to_target { (st, None) } else { Self::start_tracking(shared, st, offset, length) };
         drop(st);
 
-        let file = if to_target { &shared.files.target.buffered } else { &shared.files.source.buffered };
-        let written = io_ops::write_all(file, &data, offset);
+        let written = if to_target {
+            workers::write_guest_payload(shared, &shared.files.target.buffered, offset, length, &payload)
+        } else {
+            match &payload {
+                GuestPayload::Data(data) => io_ops::write_all(&shared.files.source.buffered, data, offset),
+                GuestPayload::Zeroes { unmap } => {
+                    io_ops::zero_range(&shared.files.source.buffered, offset, length, *unmap).map(drop)
+                }
+            }
+        };
 
         let mut st = shared.lock();
         if written.is_ok() {
@@ -316,7 +464,7 @@ impl FileMirror {
             match st.job.handle_guest_write_landed(op, result) {
                 Ok(GuestWrite::Acknowledge) => {}
                 Ok(GuestWrite::Mirror(op)) => {
-                    st.guest_data.insert(op, Arc::new(data));
+                    st.guest_data.insert(op, payload);
                     shared.pump(&mut st);
                     while !st.guest_done.contains_key(&op) && !st.finished() {
                         st = shared.wait_changed(st, Duration::from_secs(1));

@@ -3,6 +3,11 @@
 //! Each side gets two handles: `copy` (used by the mirror's copy path; O_DIRECT when asked,
 //! the source's one read-only) and `buffered` (no O_DIRECT: guest I/O, and copy I/O whose
 //! offset or length is not 4096-aligned, such as the tail of an odd-sized image).
+//!
+//! Image locks (see `locks`) are taken on the `buffered` handle of each side that asks for
+//! them: the source's right after it is opened (before the target is created), the
+//! target's right after it is opened or created (a created one is removed again if its
+//! lock is refused). They last as long as that open file description.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
@@ -14,6 +19,7 @@ use rustix::io::Errno;
 
 use crate::buffers::ALIGN_BYTES;
 use crate::identity;
+use crate::locks::{mirror_perms, ImageLock, LockError};
 
 /// Why the files could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +35,9 @@ pub enum OpenError {
         /// The OS error.
         source: io::Error,
     },
+    /// Another program uses the image in a way that conflicts with the mirror's lock.
+    #[error(transparent)]
+    Locked(#[from] LockError),
 }
 
 impl OpenError {
@@ -48,6 +57,8 @@ pub struct Side {
     pub direct: bool,
     /// Whether this is a block device (no SEEK_DATA scan, no resize).
     pub is_block_device: bool,
+    /// The image lock on `buffered`'s open file description, when one was asked for.
+    pub lock: Option<ImageLock>,
 }
 
 impl Side {
@@ -85,6 +96,10 @@ pub struct OpenOptionsSpec {
     pub reuse: bool,
     /// Open the source writable for guest writes.
     pub guest_writes: bool,
+    /// Lock the source (see `locks`).
+    pub lock_source: bool,
+    /// Lock the target.
+    pub lock_target: bool,
 }
 
 fn size_of(file: &mut File, path: &Path) -> Result<u64, OpenError> {
@@ -141,7 +156,13 @@ fn open_source(path: &Path, spec: &OpenOptionsSpec) -> Result<(Side, u64), OpenE
     let mut copy = open_handle(path, false, false, spec.direct)?;
     let length = size_of(&mut copy, path)?;
     let buffered = open_handle(path, spec.guest_writes, false, false)?;
-    Ok((Side { copy, buffered, direct: spec.direct, is_block_device: ft.is_block_device() }, length))
+    let lock = if spec.lock_source {
+        let (held, unshared) = mirror_perms(spec.guest_writes);
+        Some(ImageLock::acquire(&buffered, path, held, unshared)?)
+    } else {
+        None
+    };
+    Ok((Side { copy, buffered, direct: spec.direct, is_block_device: ft.is_block_device(), lock }, length))
 }
 
 /// Opens (or creates, sparse, with the source's length) the target.
@@ -183,7 +204,7 @@ fn open_target(path: &Path, length: u64, spec: &OpenOptionsSpec) -> Result<(Side
             return Err(e);
         }
     };
-    Ok((Side { copy, buffered, direct: spec.direct, is_block_device }, created))
+    Ok((Side { copy, buffered, direct: spec.direct, is_block_device, lock: None }, created))
 }
 
 /// Refuses two handles that reach the same storage (see `identity`): mirroring a disk onto
@@ -213,7 +234,19 @@ pub fn open_files(source: &Path, target: &Path, spec: &OpenOptionsSpec) -> Resul
         let probe = open_handle(target, false, false, false)?;
         refuse_same_storage((source, &source_side.copy), (target, &probe))?;
     }
-    let (target_side, target_created) = open_target(target, length, spec)?;
+    let (mut target_side, target_created) = open_target(target, length, spec)?;
+    if spec.lock_target {
+        let (held, unshared) = mirror_perms(true);
+        match ImageLock::acquire(&target_side.buffered, target, held, unshared) {
+            Ok(lock) => target_side.lock = Some(lock),
+            Err(e) => {
+                if target_created {
+                    let _ = std::fs::remove_file(target);
+                }
+                return Err(e.into());
+            }
+        }
+    }
     // The handles the mirror will use, checked again: the path may have changed meanwhile.
     for handle in [&target_side.buffered, &target_side.copy] {
         if let Err(e) = refuse_same_storage((source, &source_side.copy), (target, handle)) {
@@ -240,7 +273,7 @@ mod tests {
     }
 
     fn spec(reuse: bool) -> OpenOptionsSpec {
-        OpenOptionsSpec { direct: false, reuse, guest_writes: true }
+        OpenOptionsSpec { direct: false, reuse, guest_writes: true, lock_source: true, lock_target: true }
     }
 
     fn assert_same_file_refused(r: Result<OpenedFiles, OpenError>) {
@@ -279,8 +312,32 @@ mod tests {
         let files = open_files(&src, &copy, &spec(true)).unwrap();
         assert!(!files.target_created);
         assert_eq!(files.length, 8192);
+        // The source's lock goes with its descriptors: a second mirror of it may start now.
+        drop(files);
         let created = open_files(&src, &dir.join("new.img"), &spec(false)).unwrap();
         assert!(created.target_created);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_locked_source_or_target_is_refused_and_an_existing_target_kept() {
+        let (dir, src) = setup("locked");
+        let (held, unshared) = mirror_perms(true);
+        let holder = File::options().read(true).write(true).open(&src).unwrap();
+        let _lock = ImageLock::acquire(&holder, &src, held, unshared).unwrap();
+        let target = dir.join("new.img");
+        assert!(matches!(open_files(&src, &target, &spec(false)), Err(OpenError::Locked(_))));
+        assert!(!target.exists(), "the target was created although the source was refused");
+        // Without the source's lock the same call works (a server holding it itself).
+        let unlocked = OpenOptionsSpec { lock_source: false, ..spec(false) };
+        drop(open_files(&src, &target, &unlocked).unwrap());
+        // Now lock the existing target elsewhere: refused, and the target stays.
+        drop(_lock);
+        drop(holder);
+        let holder = File::options().read(true).write(true).open(&target).unwrap();
+        let _lock = ImageLock::acquire(&holder, &target, held, unshared).unwrap();
+        assert!(matches!(open_files(&src, &target, &spec(true)), Err(OpenError::Locked(_))));
+        assert!(target.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -34,6 +34,8 @@
 //! - [`buffers`]: 4096-aligned copy buffers that free themselves, and their pool.
 //! - [`io_ops`]: pread/pwrite, zero ranges (punch hole / zero range / plain zeroes), fdatasync,
 //!   and the mapping of OS errors to the job's error kinds.
+//! - [`locks`]: QEMU-compatible image locks (OFD byte-range locks), so QEMU and the mirror
+//!   refuse each other's conflicting use of an image.
 //! - [`faults`]: deterministic fault injection for tests.
 //! - [`events`]: the bounded queue of undelivered events (repeated errors counted).
 //! - [`stats`]: byte and operation counters, and why a mirror failed.
@@ -56,6 +58,7 @@ pub mod faults;
 pub mod files;
 pub mod identity;
 pub mod io_ops;
+pub mod locks;
 pub mod nbd;
 pub mod net;
 pub mod qmp;

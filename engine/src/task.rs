@@ -33,14 +33,16 @@ pub enum Task {
         /// The read only probed the first block: copy the range inside the kernel now.
         offloaded: bool,
     },
-    /// Write the guest's data to the target (write-blocking mode).
+    /// Mirror a guest write to the target (write-blocking mode).
     GuestWrite {
         /// The operation.
         op: OpId,
         /// First byte.
         offset: u64,
-        /// The guest's data, shared with the waiting guest call.
-        data: Arc<Vec<u8>>,
+        /// Bytes (the data's length for [`GuestPayload::Data`]).
+        length: u64,
+        /// What the guest wrote, shared with the waiting guest call.
+        payload: GuestPayload,
     },
     /// Make a target range read as zeroes (`discard`: the job asked for a discard).
     Zero {
@@ -57,6 +59,19 @@ pub enum Task {
     Flush {
         /// The operation.
         op: OpId,
+    },
+}
+
+/// What a guest write put on the source, kept until its mirrored target write is done.
+#[derive(Debug, Clone)]
+pub enum GuestPayload {
+    /// These bytes.
+    Data(Arc<Vec<u8>>),
+    /// Zeroes, with no buffer: the target range is made to read zero (`unmap`: the guest
+    /// allowed deallocating it; the target does so only if the mirror's setup allows too).
+    Zeroes {
+        /// The guest allows deallocation.
+        unmap: bool,
     },
 }
 

@@ -11,7 +11,7 @@ use crate::buffers::{is_all_zero, AlignedBuf};
 use crate::faults::{FaultOp, FaultSide};
 use crate::io_ops;
 use crate::shared::{guarded, Shared};
-use crate::task::{ReadDone, Task, TaskOutcome, TaskReceiver};
+use crate::task::{GuestPayload, ReadDone, Task, TaskOutcome, TaskReceiver};
 
 /// Bytes a read probes before deciding to offload the copy: all-zero ranges are still found
 /// exactly (a range whose first block is zero is read in full and checked).
@@ -38,6 +38,21 @@ fn read_or_probe(shared: &Shared, offset: u64, mut buf: AlignedBuf) -> Result<Re
     io_result(io_ops::read_exact(file, buf.as_mut_slice(), offset))?;
     let zero = is_all_zero(buf.as_slice());
     Ok(ReadDone { buf, zero, offloaded: false })
+}
+
+/// Puts a guest write's payload on a target range: its bytes, or zeroes made by the zero
+/// range calls (deallocating only when both the guest and the mirror's setup allow it).
+pub(crate) fn write_guest_payload(
+    shared: &Shared,
+    target: &std::fs::File,
+    offset: u64,
+    length: u64,
+    payload: &GuestPayload,
+) -> std::io::Result<()> {
+    match payload {
+        GuestPayload::Data(data) => io_ops::write_all(target, data, offset),
+        GuestPayload::Zeroes { unmap } => io_ops::zero_range(target, offset, length, *unmap && shared.unmap).map(drop),
+    }
 }
 
 /// Performs one task with blocking system calls (also the io_uring thread's fallback).
@@ -86,12 +101,12 @@ pub(crate) fn run(shared: &Shared, task: Task) -> TaskOutcome {
             }
             TaskOutcome::Write { op, buf: Some(buf), offloaded: copied_in_kernel, result }
         }
-        Task::GuestWrite { op, offset, data } => {
+        Task::GuestWrite { op, offset, length, payload } => {
             let result = match shared.faults.check(FaultSide::Target, FaultOp::Write) {
                 Some(kind) => Err(kind),
-                None => io_result(io_ops::write_all(&files.target.buffered, &data, offset)),
+                None => io_result(write_guest_payload(shared, &files.target.buffered, offset, length, &payload)),
             };
-            TaskOutcome::GuestWrite { op, length: data.len() as u64, result }
+            TaskOutcome::GuestWrite { op, length, result }
         }
         Task::Zero { op, offset, length, discard } => {
             let result = match shared.faults.check(FaultSide::Target, FaultOp::Zero) {

@@ -58,8 +58,8 @@ impl State {
                 None
             }
             ActionKind::GuestWrite => match self.guest_data.remove(&op) {
-                Some(data) => {
-                    self.send(Task::GuestWrite { op, offset, data });
+                Some(payload) => {
+                    self.send(Task::GuestWrite { op, offset, length, payload });
                     None
                 }
                 None => {

@@ -2,7 +2,6 @@
 //! thread asks (has the job finished, is it ending, is the mirror broken).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use blockmirror_core::job::{IoErrorKind, JobStatus, MirrorJob, Nanos, OpId, OpResult};
 
@@ -10,7 +9,7 @@ use super::GuestGate;
 use crate::buffers::AlignedBuf;
 use crate::events::EventLog;
 use crate::stats::{Failure, Stats};
-use crate::task::{Task, TaskSender};
+use crate::task::{GuestPayload, Task, TaskSender};
 
 /// Everything behind the lock.
 pub struct State {
@@ -22,8 +21,8 @@ pub struct State {
     /// Guest writes that waited for their chunks and were admitted (their `admit` action
     /// came); the waiting guest call removes its entry and writes the source.
     pub guest_admitted: HashSet<OpId>,
-    /// Guest data of write-blocking writes, waiting for their `guest_write` action.
-    pub guest_data: HashMap<OpId, Arc<Vec<u8>>>,
+    /// What write-blocking guest writes wrote, waiting for their `guest_write` action.
+    pub guest_data: HashMap<OpId, GuestPayload>,
     /// `guest_write` actions that finished (the waiting guest call removes its entry).
     pub guest_done: HashMap<OpId, Result<(), IoErrorKind>>,
     /// Quiesce and pivot state.
