@@ -25,8 +25,15 @@ fn seek(file: &File, to: SeekFrom) -> Result<Option<u64>, Errno> {
 /// The holes of `[0, length)`, ascending and disjoint. An empty list when the file has no
 /// holes or the filesystem cannot tell (EINVAL: no SEEK_DATA support).
 pub fn holes(file: &File, length: u64) -> io::Result<Vec<Range<u64>>> {
+    holes_within(file, 0..length)
+}
+
+/// The holes inside `range` (clipped to it), as [`holes`] tells them. Safe to call from
+/// several threads on one file: each seek's answer is its own, whatever the shared position.
+pub fn holes_within(file: &File, range: Range<u64>) -> io::Result<Vec<Range<u64>>> {
+    let length = range.end;
     let mut holes = Vec::new();
-    let mut pos = 0;
+    let mut pos = range.start;
     while pos < length {
         let data = match seek(file, SeekFrom::Data(pos)) {
             Ok(d) => d.unwrap_or(length).min(length),

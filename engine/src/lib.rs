@@ -40,7 +40,10 @@
 //! - [`events`]: the bounded queue of undelivered events (repeated errors counted).
 //! - [`stats`]: byte and operation counters, and why a mirror failed.
 //! - [`engine`]: [`FileMirror`], the running mirror, and its threads' rule.
+//! - [`nbd`]: the NBD protocol in sans-io form (server and client sessions, URIs).
+//! - [`net`]: sockets: the stream type, and the blocking NBD client over it.
 //! - [`qmp`]: QEMU's monitor protocol (QMP) in sans-io form, for QEMU's management tools.
+//! - [`serve`]: a live disk exported over NBD, its mirror jobs driven over QMP.
 //!
 //! Inside (not public): `shared` (the job behind a lock: state, gate, dispatch), `task`
 //! (the task protocol between the shared state and the I/O threads), `workers` (the I/O
@@ -62,6 +65,7 @@ pub mod locks;
 pub mod nbd;
 pub mod net;
 pub mod qmp;
+pub mod serve;
 mod shared;
 pub mod stats;
 mod task;

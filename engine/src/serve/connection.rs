@@ -1,0 +1,188 @@
+//! One NBD client connection: its protocol session, the thread that reads its socket, and
+//! the hand-off of its requests to the server's I/O pool.
+//!
+//! Invariants:
+//! - Bytes leave in the order the session produced them: output is taken from the session
+//!   and written to the socket under the writer lock, taken before the session lock.
+//! - The reader stops reading while the session is at its in-flight bound (backpressure), so
+//!   a client that sends faster than the disk answers holds a bounded amount of memory.
+//! - A reply is handed to the session exactly once per request, even when the disk failed.
+
+use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use crossbeam_channel::Sender;
+
+use super::disk::ServedDisk;
+use crate::nbd::{Command, ReplyPayload, Request, ServerEvent, ServerSession};
+use crate::net::Stream;
+
+/// A request waiting for an I/O thread, with the connection to answer on.
+pub(super) struct Work {
+    pub(super) connection: Arc<Connection>,
+    pub(super) request: Request,
+}
+
+/// A client connection shared by its reader thread and the I/O threads.
+pub(super) struct Connection {
+    session: Mutex<ServerSession>,
+    /// Signalled when a reply frees room in the session (see `wants_input`).
+    room: Condvar,
+    writer: Mutex<Stream>,
+    disk: Arc<ServedDisk>,
+    /// Requests handed to the pool and not yet answered (changed under the session lock).
+    pending: std::sync::atomic::AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Connection {
+    pub(super) fn new(session: ServerSession, writer: Stream, disk: Arc<ServedDisk>) -> Arc<Self> {
+        Arc::new(Self {
+            session: Mutex::new(session),
+            room: Condvar::new(),
+            writer: Mutex::new(writer),
+            disk,
+            pending: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// Writes whatever the session has produced. A write error means the client is gone:
+    /// the reader notices on its side and ends the connection.
+    fn flush_output(&self) {
+        let mut writer = lock(&self.writer);
+        let mut out = Vec::new();
+        {
+            let mut session = lock(&self.session);
+            while let Some(bytes) = session.poll_output() {
+                out.extend_from_slice(&bytes);
+            }
+        }
+        if !out.is_empty() && writer.write_all(&out).is_err() {
+            let _ = writer.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Reads the socket until the client leaves, the session closes or the server stops,
+    /// handing each request to the I/O pool.
+    pub(super) fn run_reader(self: &Arc<Self>, mut reader: Stream, pool: &Sender<Work>) {
+        self.flush_output(); // the greeting
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            {
+                let mut session = lock(&self.session);
+                while !session.wants_input() && !session.is_closed() {
+                    session = self
+                        .room
+                        .wait(session)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                if session.is_closed() {
+                    break;
+                }
+            }
+            let n = match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut requests = Vec::new();
+            let closed = {
+                let mut session = lock(&self.session);
+                session.handle_input(&buf[..n]);
+                let mut closed = false;
+                while let Some(event) = session.poll_event() {
+                    match event {
+                        ServerEvent::Request(request) => {
+                            self.pending.fetch_add(1, Ordering::SeqCst);
+                            requests.push(request);
+                        }
+                        ServerEvent::Closed(_) => closed = true,
+                        _ => {}
+                    }
+                }
+                closed
+            };
+            for request in requests {
+                // The pool is gone only while the server stops: answer here instead.
+                if let Err(crossbeam_channel::SendError(work)) = pool.send(Work {
+                    connection: Arc::clone(self),
+                    request,
+                }) {
+                    work.connection.execute(work.request);
+                }
+            }
+            self.flush_output();
+            if closed {
+                break;
+            }
+        }
+        // Answer what is in flight before hanging up (a stopping server drains).
+        {
+            let mut session = lock(&self.session);
+            while self.pending.load(Ordering::SeqCst) > 0 {
+                session = self
+                    .room
+                    .wait(session)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+        self.flush_output();
+        let _ = lock(&self.writer).shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Runs one request on the disk and hands its reply to the session (I/O pool threads).
+    pub(super) fn execute(&self, request: Request) {
+        let result = run_command(&self.disk, request.command);
+        {
+            let mut session = lock(&self.session);
+            session.handle_reply(request.handle, result);
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.room.notify_all();
+        self.flush_output();
+    }
+}
+
+fn run_command(disk: &ServedDisk, command: Command) -> Result<ReplyPayload, crate::nbd::NbdError> {
+    match command {
+        Command::Read { offset, length } => disk.read(offset, length).map(ReplyPayload::Data),
+        Command::Write { offset, data, fua } => {
+            disk.write(offset, data, fua).map(|()| ReplyPayload::None)
+        }
+        Command::Flush => disk.flush().map(|()| ReplyPayload::None),
+        // A trimmed range reads as zeroes afterwards here, so that the target (which gets
+        // the same treatment while mirroring) and the source agree.
+        Command::Trim {
+            offset,
+            length,
+            fua,
+        } => disk
+            .write_zeroes(offset, u64::from(length), true, fua)
+            .map(|()| ReplyPayload::None),
+        Command::WriteZeroes {
+            offset,
+            length,
+            fua,
+            no_hole,
+            fast_zero,
+        } => if fast_zero {
+            disk.fast_zeroes(offset, u64::from(length), !no_hole, fua)
+        } else {
+            disk.write_zeroes(offset, u64::from(length), !no_hole, fua)
+        }
+        .map(|()| ReplyPayload::None),
+        Command::BlockStatus {
+            offset,
+            length,
+            req_one,
+        } => disk.block_status(offset, length).map(|mut extents| {
+            if req_one {
+                extents.truncate(1);
+            }
+            ReplyPayload::Extents(extents)
+        }),
+    }
+}

@@ -1,0 +1,387 @@
+//! The served disk: where each client request of the export goes, and the moves of the
+//! disk between files when a mirror job starts, switches over or ends.
+//!
+//! Invariants:
+//! - While no job runs, requests go straight to the file that holds the disk.
+//! - While a job runs, every request goes through its [`FileMirror`], which tracks writes
+//!   (or mirrors them, write-blocking) and, after the switch-over, sends them to the target.
+//! - A route changes only under the write lock, so no request is half on one route and half
+//!   on the other: a job starts with no request in flight, and when it ends the disk stays
+//!   on the file the job left it on (the target after a switch-over, else the source).
+//! - The file that holds the disk keeps its image locks for as long as it holds the disk:
+//!   the source's lock is taken here once, and a job started here does not lock the source
+//!   again (two lock holders in one process would refuse each other).
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use rustix::fs::FallocateFlags;
+use rustix::io::Errno;
+
+use crate::engine::{FileMirror, GuestIoError, MirrorSetup, StartError};
+use crate::io_ops;
+use crate::locks::{self, ImageLock};
+use crate::nbd::{Extent, NbdError};
+
+const PUNCH_HOLE: FallocateFlags = FallocateFlags::PUNCH_HOLE.union(FallocateFlags::KEEP_SIZE);
+const ZERO_RANGE: FallocateFlags = FallocateFlags::ZERO_RANGE.union(FallocateFlags::KEEP_SIZE);
+
+/// The file that holds the disk (or, while a job runs, the file the job started from, kept
+/// open and locked so the disk can fall back to it when the job ends without a switch-over).
+struct HeldFile {
+    file: File,
+    path: PathBuf,
+    /// Released when the file closes; kept here so it is visibly owned.
+    _lock: Option<ImageLock>,
+}
+
+/// A running job and the target it mirrors to.
+struct RunningJob {
+    mirror: Arc<FileMirror>,
+    target: PathBuf,
+}
+
+struct Route {
+    held: HeldFile,
+    /// `None`: requests go straight to `held`.
+    job: Option<RunningJob>,
+}
+
+/// Why a served disk could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// Opening the file failed.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Another program holds the image.
+    #[error(transparent)]
+    Locked(#[from] locks::LockError),
+    /// Not a regular file or block device, or empty.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Why a job could not be started on the disk.
+#[derive(Debug, thiserror::Error)]
+pub enum StartMirrorError {
+    /// A job already runs on this disk.
+    #[error("a mirror job is already running on this disk")]
+    Busy,
+    /// The mirror refused to start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+/// The disk behind an export.
+pub struct ServedDisk {
+    length: u64,
+    read_only: bool,
+    route: RwLock<Route>,
+}
+
+impl ServedDisk {
+    /// Opens `path` (read-write unless `read_only`) and locks it as blockmirror's images are
+    /// locked, so that no other program writes it behind the export's back.
+    pub fn open(path: &Path, read_only: bool) -> Result<Self, DiskError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)
+            .map_err(|source| DiskError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let length = length_of(&file).map_err(|source| DiskError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        if length == 0 {
+            return Err(DiskError::Invalid(format!(
+                "{} is empty: there is no disk to serve",
+                path.display()
+            )));
+        }
+        let (held, unshared) = locks::mirror_perms(!read_only);
+        let lock = Some(ImageLock::acquire(&file, path, held, unshared)?);
+        Ok(Self {
+            length,
+            read_only,
+            route: RwLock::new(Route {
+                held: HeldFile {
+                    file,
+                    path: path.to_owned(),
+                    _lock: lock,
+                },
+                job: None,
+            }),
+        })
+    }
+
+    /// The disk length in bytes.
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+
+    /// Whether clients may only read.
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn read_route(&self) -> RwLockReadGuard<'_, Route> {
+        self.route.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_route(&self) -> RwLockWriteGuard<'_, Route> {
+        self.route.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The file that holds the disk now (the target after a switch-over), for messages.
+    pub fn current_path(&self) -> PathBuf {
+        let route = self.read_route();
+        match &route.job {
+            Some(job) if job.mirror.pivoted() => job.target.clone(),
+            _ => route.held.path.clone(),
+        }
+    }
+
+    /// Reads `length` bytes at `offset`.
+    pub fn read(&self, offset: u64, length: u32) -> Result<Vec<u8>, NbdError> {
+        let route = self.read_route();
+        match &route.job {
+            None => {
+                let mut buf = vec![0u8; length as usize];
+                io_ops::read_exact(&route.held.file, &mut buf, offset)
+                    .map_err(|e| nbd_error(&e))?;
+                Ok(buf)
+            }
+            Some(RunningJob { mirror, .. }) => mirror
+                .guest_read(offset, u64::from(length))
+                .map_err(|e| guest_error(&e)),
+        }
+    }
+
+    /// Writes `data` at `offset`; with `fua`, durably before returning.
+    pub fn write(&self, offset: u64, data: Vec<u8>, fua: bool) -> Result<(), NbdError> {
+        let route = self.read_route();
+        match &route.job {
+            None => {
+                io_ops::write_all(&route.held.file, &data, offset).map_err(|e| nbd_error(&e))?;
+                if fua {
+                    io_ops::datasync(&route.held.file).map_err(|e| nbd_error(&e))?;
+                }
+                Ok(())
+            }
+            Some(RunningJob { mirror, .. }) => {
+                mirror
+                    .guest_write(offset, data)
+                    .map_err(|e| guest_error(&e))?;
+                if fua {
+                    mirror.guest_flush().map_err(|e| guest_error(&e))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes a range read as zeroes; `unmap` lets it be deallocated (a hole).
+    pub fn write_zeroes(
+        &self,
+        offset: u64,
+        length: u64,
+        unmap: bool,
+        fua: bool,
+    ) -> Result<(), NbdError> {
+        let route = self.read_route();
+        match &route.job {
+            None => {
+                io_ops::zero_range(&route.held.file, offset, length, unmap)
+                    .map_err(|e| nbd_error(&e))?;
+                if fua {
+                    io_ops::datasync(&route.held.file).map_err(|e| nbd_error(&e))?;
+                }
+                Ok(())
+            }
+            Some(RunningJob { mirror, .. }) => {
+                mirror
+                    .guest_write_zeroes(offset, length, unmap)
+                    .map_err(|e| guest_error(&e))?;
+                if fua {
+                    mirror.guest_flush().map_err(|e| guest_error(&e))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// `write_zeroes` only if it is fast (the filesystem zeroes or deallocates the range
+    /// without writing it): `ENOTSUP` otherwise, and always while a job runs (the job would
+    /// copy the range to the target too), as NBD's FAST_ZERO flag asks.
+    pub fn fast_zeroes(
+        &self,
+        offset: u64,
+        length: u64,
+        unmap: bool,
+        fua: bool,
+    ) -> Result<(), NbdError> {
+        let route = self.read_route();
+        if route.job.is_some() {
+            return Err(NbdError::NotSupported);
+        }
+        let file = &route.held.file;
+        let mode = if unmap { PUNCH_HOLE } else { ZERO_RANGE };
+        match rustix::fs::fallocate(file, mode, offset, length) {
+            Ok(()) => {}
+            Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => {
+                return Err(NbdError::NotSupported)
+            }
+            Err(e) => return Err(nbd_error(&e.into())),
+        }
+        if fua {
+            io_ops::datasync(file).map_err(|e| nbd_error(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes every acknowledged write durable where the disk's data now lives.
+    pub fn flush(&self) -> Result<(), NbdError> {
+        let route = self.read_route();
+        match &route.job {
+            None => io_ops::datasync(&route.held.file).map_err(|e| nbd_error(&e)),
+            Some(RunningJob { mirror, .. }) => mirror.guest_flush().map_err(|e| guest_error(&e)),
+        }
+    }
+
+    /// The allocation of `[offset, offset + length)` as NBD `base:allocation` extents.
+    /// While a job runs every byte is reported as data: always true, and the job's files
+    /// change under it.
+    pub fn block_status(&self, offset: u64, length: u32) -> Result<Vec<Extent>, NbdError> {
+        let route = self.read_route();
+        match &route.job {
+            None => {
+                let end = offset + u64::from(length);
+                let holes = crate::extents::holes_within(&route.held.file, offset..end)
+                    .map_err(|e| nbd_error(&e))?;
+                Ok(extents_from_holes(offset..end, &holes))
+            }
+            Some(_) => Ok(vec![Extent { length, flags: 0 }]),
+        }
+    }
+
+    /// Starts a mirror of the disk onto `target`. Waits for requests in flight to finish;
+    /// from then on every request goes through the job.
+    pub fn start_mirror(
+        &self,
+        target: &Path,
+        mut setup: MirrorSetup,
+    ) -> Result<Arc<FileMirror>, StartMirrorError> {
+        let mut route = self.write_route();
+        if route.job.is_some() {
+            return Err(StartMirrorError::Busy);
+        }
+        // The served file already holds the source's lock on its own descriptor.
+        setup.lock_source = false;
+        setup.guest_writes = !self.read_only;
+        let mirror = Arc::new(FileMirror::start(&route.held.path, target, setup)?);
+        route.job = Some(RunningJob {
+            mirror: Arc::clone(&mirror),
+            target: target.to_owned(),
+        });
+        Ok(mirror)
+    }
+
+    /// Called once the job has ended: the disk stays on the target after a switch-over,
+    /// else on the file the job started from. Returns the mirror for the caller to close.
+    pub fn end_mirror(&self) -> io::Result<Option<Arc<FileMirror>>> {
+        let mut route = self.write_route();
+        let Some(job) = route.job.take() else {
+            return Ok(None);
+        };
+        if job.mirror.pivoted() {
+            // A duplicate of the mirror's own target descriptor: the same open file
+            // description, so the target's image lock carries over to the served disk.
+            match job.mirror.target_handle() {
+                Ok(file) => {
+                    route.held = HeldFile {
+                        file,
+                        path: job.target.clone(),
+                        _lock: None,
+                    }
+                }
+                Err(e) => {
+                    route.job = Some(job);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Some(job.mirror))
+    }
+}
+
+/// The file's length (a block device's too: its metadata says 0, seeking to the end does not).
+fn length_of(file: &File) -> io::Result<u64> {
+    use std::io::Seek;
+    let mut handle = file;
+    handle.seek(io::SeekFrom::End(0))
+}
+
+/// `range` as consecutive extents: data (flags 0) and holes (which read as zeroes).
+fn extents_from_holes(range: std::ops::Range<u64>, holes: &[std::ops::Range<u64>]) -> Vec<Extent> {
+    let mut extents = Vec::new();
+    let mut push = |length: u64, flags: u32| {
+        if length > 0 {
+            // Every extent lies within one request, whose length fits in 32 bits.
+            extents.push(Extent {
+                length: length as u32,
+                flags,
+            });
+        }
+    };
+    let mut pos = range.start;
+    for hole in holes {
+        push(hole.start - pos, 0);
+        push(hole.end - hole.start, Extent::HOLE | Extent::ZERO);
+        pos = hole.end;
+    }
+    push(range.end - pos, 0);
+    extents
+}
+
+/// The NBD error for an OS error: ENOSPC, EPERM/EROFS and EINVAL keep their meaning for the
+/// client; anything else is EIO.
+fn nbd_error(e: &io::Error) -> NbdError {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => NbdError::NoSpace,
+        Some(libc::EPERM) | Some(libc::EROFS) | Some(libc::EACCES) => NbdError::Perm,
+        Some(libc::EINVAL) => NbdError::Invalid,
+        _ => NbdError::Io,
+    }
+}
+
+fn guest_error(e: &GuestIoError) -> NbdError {
+    match e {
+        GuestIoError::OutOfRange { .. } | GuestIoError::TooLong { .. } => NbdError::Invalid,
+        GuestIoError::Closed => NbdError::Shutdown,
+        GuestIoError::Os { source } => nbd_error(source),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extents_cover_the_range_with_holes_marked() {
+        let e = extents_from_holes(100..1000, &[(200..300), (900..1000)]);
+        let lengths: Vec<_> = e.iter().map(|x| (x.length, x.flags)).collect();
+        let hole = Extent::HOLE | Extent::ZERO;
+        assert_eq!(lengths, vec![(100, 0), (100, hole), (600, 0), (100, hole)]);
+        assert_eq!(extents_from_holes(0..10, &[]).len(), 1);
+    }
+}

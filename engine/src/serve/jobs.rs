@@ -1,0 +1,354 @@
+//! The served disk's mirror jobs as QMP sees them: `drive-mirror` starts one, the
+//! `block-job-*` / `job-*` commands act on it, and its events go to every monitor client
+//! with QEMU's names and fields.
+//!
+//! Invariants:
+//! - One job at a time on the one device (QEMU: the node is busy while a job runs).
+//! - Jobs are auto-finalized and auto-dismissed (QEMU's defaults): once a job's last event
+//!   is out, the disk has moved to where the job left it and `query-block-jobs` no longer
+//!   lists it. The final events (`BLOCK_JOB_COMPLETED` or `BLOCK_JOB_CANCELLED`, the
+//!   `concluded` and `null` status changes) are sent together, under the registry lock,
+//!   after that move: a client that reads the export or queries the jobs after seeing them
+//!   finds the outcome in place.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use blockmirror_core::job::{CopyMode, Event, JobStatus, SyncMode};
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::{json, Value};
+
+use super::disk::{ServedDisk, StartMirrorError};
+use crate::engine::{FileMirror, MirrorSetup, StartError, VerbError};
+use crate::events::EventRecord;
+use crate::qmp::{
+    self, verbs, Command, DriveMirrorArgs, JobView, NewImageMode, QmpError, QmpEvent,
+};
+
+/// The job on the disk, while it runs.
+struct RunningJob {
+    id: String,
+    mirror: Arc<FileMirror>,
+    /// The speed limit now (events and `query-block-jobs` report it).
+    speed: Arc<AtomicU64>,
+}
+
+#[derive(Default)]
+struct Registry {
+    job: Option<RunningJob>,
+    subscribers: Vec<Sender<QmpEvent>>,
+    event_threads: Vec<JoinHandle<()>>,
+}
+
+/// The job controller of one served disk (see the module doc).
+pub struct JobHost {
+    disk: Arc<ServedDisk>,
+    device: String,
+    setup: MirrorSetup,
+    registry: Mutex<Registry>,
+}
+
+fn lock(m: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl JobHost {
+    /// A controller for `disk`, known to QMP as device `device`; jobs open their files as
+    /// `setup` says (their job settings come from each command).
+    pub fn new(disk: Arc<ServedDisk>, device: String, setup: MirrorSetup) -> Self {
+        Self {
+            disk,
+            device,
+            setup,
+            registry: Mutex::new(Registry::default()),
+        }
+    }
+
+    /// A new receiver of every job event from now on (one per monitor client).
+    pub fn subscribe(&self) -> Receiver<QmpEvent> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        lock(&self.registry).subscribers.push(tx);
+        rx
+    }
+
+    /// Runs one command. `Quit` is the monitor's business and answers `{}` here.
+    pub fn execute(self: &Arc<Self>, command: Command) -> Result<Value, QmpError> {
+        match command {
+            Command::DriveMirror(args) => self.drive_mirror(args).map(|()| json!({})),
+            Command::QueryBlockJobs => Ok(Value::Array(
+                self.views().iter().map(qmp::block_job_info).collect(),
+            )),
+            Command::QueryJobs => Ok(Value::Array(
+                self.views().iter().map(qmp::job_info).collect(),
+            )),
+            Command::BlockJobComplete { device } => self.block_verb(&device, |job| job.complete()),
+            Command::JobComplete { id } => self.job_verb(&id, |job| job.complete()),
+            Command::BlockJobCancel { device, force } => {
+                self.block_verb(&device, |job| job.cancel(force))
+            }
+            Command::JobCancel { id } => self.job_verb(&id, |job| job.cancel(true)),
+            Command::BlockJobPause { device } => self.block_verb(&device, |job| job.pause()),
+            Command::JobPause { id } => self.job_verb(&id, |job| job.pause()),
+            Command::BlockJobResume { device } => self.block_verb(&device, |job| job.resume()),
+            Command::JobResume { id } => self.job_verb(&id, |job| job.resume()),
+            Command::BlockJobSetSpeed { device, speed } => {
+                let result = self.block_verb(&device, |job| job.set_speed(speed));
+                if result.is_ok() {
+                    if let Some(job) = lock(&self.registry).job.as_ref().filter(|j| j.id == device)
+                    {
+                        job.speed.store(speed, Ordering::SeqCst);
+                    }
+                }
+                result
+            }
+            Command::BlockJobChange { id, copy_mode } => {
+                self.job_verb(&id, |job| job.set_copy_mode(copy_mode))
+            }
+            // Jobs are dismissed by themselves once concluded: none is left to dismiss.
+            Command::JobDismiss { .. } => Err(verbs::job_not_found()),
+            Command::Quit => Ok(json!({})),
+        }
+    }
+
+    fn drive_mirror(self: &Arc<Self>, args: DriveMirrorArgs) -> Result<(), QmpError> {
+        if args.device != self.device {
+            return Err(verbs::device_not_found(&args.device));
+        }
+        let id = args.job_id.clone().unwrap_or_else(|| args.device.clone());
+        let mut registry = lock(&self.registry);
+        if let Some(job) = &registry.job {
+            if job.id == id {
+                return Err(QmpError::generic(format!("Job ID '{id}' already in use")));
+            }
+            return Err(QmpError::generic(format!(
+                "Node '{}' is busy: block device is in use by block job: mirror",
+                self.device
+            )));
+        }
+        let setup = self.job_setup(&args)?;
+        let target = PathBuf::from(&args.target);
+        let mirror = self
+            .disk
+            .start_mirror(&target, setup)
+            .map_err(|e| start_error(&args.target, e))?;
+        let speed = Arc::new(AtomicU64::new(args.speed));
+        // A job is born `created` without an event (its initial state); QEMU reports that
+        // first change too, before `running`, and clients wait for it.
+        let created = Event::StatusChange {
+            status: JobStatus::Created,
+        };
+        Self::broadcast(
+            &mut registry,
+            qmp::job_events(&id, &created, args.speed, SystemTime::now()),
+        );
+        registry.job = Some(RunningJob {
+            id: id.clone(),
+            mirror: Arc::clone(&mirror),
+            speed: Arc::clone(&speed),
+        });
+        let host = Arc::clone(self);
+        let thread = std::thread::Builder::new()
+            .name(format!("bm-serve-job-{id}"))
+            .spawn(move || host.forward_events(&id, &mirror, &speed))
+            .map_err(|e| QmpError::generic(format!("cannot start the job's event thread: {e}")))?;
+        registry.event_threads.retain(|t| !t.is_finished());
+        registry.event_threads.push(thread);
+        Ok(())
+    }
+
+    /// The mirror setup for a `drive-mirror`: the server's file options, the command's job.
+    fn job_setup(&self, args: &DriveMirrorArgs) -> Result<MirrorSetup, QmpError> {
+        if let Some(format) = args.format.as_deref().filter(|f| *f != "raw") {
+            return Err(QmpError::generic(format!(
+                "blockmirror serve mirrors raw images only: format '{format}' is not supported"
+            )));
+        }
+        if !args.auto_finalize || !args.auto_dismiss {
+            return Err(QmpError::generic(
+                "blockmirror serve runs jobs with auto-finalize and auto-dismiss on (QEMU's defaults) only",
+            ));
+        }
+        if crate::nbd::NbdUri::looks_like_uri(&args.target) {
+            return Err(QmpError::generic(format!(
+                "'{}': NBD targets are not supported by drive-mirror in blockmirror serve yet; mirror to a file or device",
+                args.target
+            )));
+        }
+        let mut setup = self.setup.clone();
+        let config = &mut setup.config;
+        // A raw image has no backing file: `top` copies the whole disk, as QEMU does
+        // (`sync=top` without a backing file becomes `full`).
+        config.sync = if args.sync == SyncMode::Top {
+            SyncMode::Full
+        } else {
+            args.sync
+        };
+        config.copy_mode = args.copy_mode;
+        config.speed_bytes_per_sec = args.speed;
+        config.on_source_error = args.on_source_error;
+        config.on_target_error = args.on_target_error;
+        if let Some(granularity) = args.granularity {
+            config.granularity = granularity;
+        }
+        if let Some(buf_size) = args.buf_size {
+            config.buf_size = buf_size;
+        }
+        config.validate().map_err(|e| verbs::config_error(&e))?;
+        setup.unmap = args.unmap;
+        setup.reuse = args.mode == NewImageMode::Existing;
+        Ok(setup)
+    }
+
+    fn running(&self, id: &str) -> Option<Arc<FileMirror>> {
+        lock(&self.registry)
+            .job
+            .as_ref()
+            .filter(|j| j.id == id)
+            .map(|j| Arc::clone(&j.mirror))
+    }
+
+    fn block_verb(
+        &self,
+        device: &str,
+        verb: impl FnOnce(
+            &mut blockmirror_core::job::MirrorJob,
+        ) -> Result<(), blockmirror_core::job::JobError>,
+    ) -> Result<Value, QmpError> {
+        let mirror = self
+            .running(device)
+            .ok_or_else(|| verbs::block_job_not_found(device))?;
+        run_verb(device, &mirror, verb)
+    }
+
+    fn job_verb(
+        &self,
+        id: &str,
+        verb: impl FnOnce(
+            &mut blockmirror_core::job::MirrorJob,
+        ) -> Result<(), blockmirror_core::job::JobError>,
+    ) -> Result<Value, QmpError> {
+        let mirror = self.running(id).ok_or_else(verbs::job_not_found)?;
+        run_verb(id, &mirror, verb)
+    }
+
+    fn views(&self) -> Vec<JobView> {
+        let registry = lock(&self.registry);
+        let Some(job) = &registry.job else {
+            return Vec::new();
+        };
+        let snapshot = job.mirror.snapshot();
+        let (paused, busy, dirty) = job
+            .mirror
+            .verb(|j| {
+                Ok((
+                    j.is_pause_requested(),
+                    j.ops_in_flight() > 0,
+                    j.dirty_bytes(),
+                ))
+            })
+            .unwrap_or((false, false, 1));
+        let error = snapshot
+            .failure
+            .map(|f| f.error.message())
+            .or(snapshot.internal_error.clone());
+        vec![JobView {
+            id: job.id.clone(),
+            status: snapshot.status,
+            progress: snapshot.progress,
+            speed: job.speed.load(Ordering::SeqCst),
+            paused,
+            busy,
+            io_status_failed: snapshot.failure.is_some(),
+            ready: matches!(snapshot.status, JobStatus::Ready | JobStatus::Standby),
+            error,
+            actively_synced: snapshot.copy_mode == CopyMode::WriteBlocking
+                && dirty == 0
+                && snapshot.ready,
+            auto_finalize: true,
+            auto_dismiss: true,
+        }]
+    }
+
+    fn broadcast(registry: &mut Registry, events: Vec<QmpEvent>) {
+        registry
+            .subscribers
+            .retain(|tx| events.iter().all(|e| tx.send(e.clone()).is_ok()));
+    }
+
+    /// The job's event thread: sends its events as they come; once the job has ended, moves
+    /// the disk, dismisses the job and sends the final events (see the module doc).
+    fn forward_events(&self, id: &str, mirror: &Arc<FileMirror>, speed: &AtomicU64) {
+        let to_qmp = |record: &EventRecord| {
+            qmp::job_events(
+                id,
+                &record.event,
+                speed.load(Ordering::SeqCst),
+                SystemTime::now(),
+            )
+        };
+        let mut final_events = Vec::new();
+        while let Some(record) = mirror.next_event(None) {
+            let terminal = matches!(
+                record.event,
+                Event::Completed { .. } | Event::Cancelled { .. }
+            );
+            if terminal || !final_events.is_empty() {
+                final_events.extend(to_qmp(&record));
+            } else {
+                let events = to_qmp(&record);
+                Self::broadcast(&mut lock(&self.registry), events);
+            }
+        }
+        let mut registry = lock(&self.registry);
+        if let Err(e) = self.disk.end_mirror() {
+            eprintln!("blockmirror serve: job {id}: cannot keep serving the target after the switch-over: {e}");
+        }
+        let _ = mirror.verb(|job| job.dismiss());
+        for record in mirror.take_events() {
+            final_events.extend(to_qmp(&record));
+        }
+        registry.job = None;
+        Self::broadcast(&mut registry, final_events);
+        drop(registry);
+        mirror.close();
+    }
+
+    /// Force-cancels a running job and waits until it has ended and its events are out.
+    pub fn shutdown(&self) {
+        let threads = {
+            let mut registry = lock(&self.registry);
+            if let Some(job) = &registry.job {
+                let _ = job.mirror.verb(|j| j.cancel(true));
+            }
+            std::mem::take(&mut registry.event_threads)
+        };
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run_verb(
+    id: &str,
+    mirror: &FileMirror,
+    verb: impl FnOnce(
+        &mut blockmirror_core::job::MirrorJob,
+    ) -> Result<(), blockmirror_core::job::JobError>,
+) -> Result<Value, QmpError> {
+    match mirror.verb(verb) {
+        Ok(()) => Ok(json!({})),
+        Err(VerbError::Job(e)) => Err(verbs::job_error(id, &e)),
+        Err(e @ VerbError::Broken(_)) => Err(QmpError::generic(e.to_string())),
+    }
+}
+
+fn start_error(target: &str, e: StartMirrorError) -> QmpError {
+    match e {
+        StartMirrorError::Busy => QmpError::generic("block device is in use by block job: mirror"),
+        StartMirrorError::Start(StartError::Job(e)) => verbs::job_error("", &e),
+        StartMirrorError::Start(e) => QmpError::generic(format!("Could not open '{target}': {e}")),
+    }
+}
