@@ -3,15 +3,21 @@
 //! exactly one closing event) or still consistent.
 
 use blockmirror_engine::nbd::{
-    ClientEvent, ClientOptions, ClientSession, Command, Extent, ExportInfo, ReplyPayload, ServerEvent, ServerLimits,
-    ServerSession,
+    ClientEvent, ClientOptions, ClientSession, Command, ExportInfo, Extent, ReplyPayload,
+    ServerEvent, ServerLimits, ServerSession,
 };
 use proptest::prelude::*;
 
 const SIZE: u64 = 1 << 20;
 
 fn limits() -> ServerLimits {
-    ServerLimits { max_payload: 1 << 16, max_option_length: 1024, max_options: 16, max_in_flight: 4, max_buffered_bytes: 1 << 18 }
+    ServerLimits {
+        max_payload: 1 << 16,
+        max_option_length: 1024,
+        max_options: 16,
+        max_in_flight: 4,
+        max_buffered_bytes: 1 << 18,
+    }
 }
 
 fn exports() -> Vec<ExportInfo> {
@@ -21,13 +27,37 @@ fn exports() -> Vec<ExportInfo> {
 /// The commands a scripted client sends once ready.
 fn script() -> Vec<Command> {
     vec![
-        Command::Write { offset: 4096, data: vec![5; 4096], fua: true },
-        Command::Read { offset: 0, length: 8192 },
+        Command::Write {
+            offset: 4096,
+            data: vec![5; 4096],
+            fua: true,
+        },
+        Command::Read {
+            offset: 0,
+            length: 8192,
+        },
         Command::Flush,
-        Command::Trim { offset: 0, length: 4096, fua: false },
-        Command::WriteZeroes { offset: 8192, length: 4096, fua: false, no_hole: false, fast_zero: false },
-        Command::BlockStatus { offset: 0, length: 65536, req_one: false },
-        Command::Read { offset: 65536, length: 4096 },
+        Command::Trim {
+            offset: 0,
+            length: 4096,
+            fua: false,
+        },
+        Command::WriteZeroes {
+            offset: 8192,
+            length: 4096,
+            fua: false,
+            no_hole: false,
+            fast_zero: false,
+        },
+        Command::BlockStatus {
+            offset: 0,
+            length: 65536,
+            req_one: false,
+        },
+        Command::Read {
+            offset: 65536,
+            length: 4096,
+        },
     ]
 }
 
@@ -35,7 +65,10 @@ fn script() -> Vec<Command> {
 fn answer(command: &Command) -> ReplyPayload {
     match command {
         Command::Read { length, .. } => ReplyPayload::Data(vec![1; *length as usize]),
-        Command::BlockStatus { length, .. } => ReplyPayload::Extents(vec![Extent { length: *length, flags: 0 }]),
+        Command::BlockStatus { length, .. } => ReplyPayload::Extents(vec![Extent {
+            length: *length,
+            flags: 0,
+        }]),
         _ => ReplyPayload::None,
     }
 }
@@ -81,7 +114,10 @@ fn recorded_session(options: ClientOptions) -> (Vec<u8>, Vec<u8>) {
 
 /// Splits `bytes` at the given cut points (taken modulo the length).
 fn pieces<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-    let mut points: Vec<usize> = cuts.iter().map(|c| if bytes.is_empty() { 0 } else { c % bytes.len() }).collect();
+    let mut points: Vec<usize> = cuts
+        .iter()
+        .map(|c| if bytes.is_empty() { 0 } else { c % bytes.len() })
+        .collect();
     points.push(0);
     points.push(bytes.len());
     points.sort_unstable();
@@ -100,7 +136,11 @@ enum Mutation {
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), 1u8..).prop_map(|(at, mask)| Mutation::Flip { at, mask }),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..16)).prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
+        (
+            any::<usize>(),
+            proptest::collection::vec(any::<u8>(), 1..16)
+        )
+            .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
         (any::<usize>(), 1usize..32).prop_map(|(at, len)| Mutation::Delete { at, len }),
         any::<usize>().prop_map(|at| Mutation::Truncate { at }),
     ]
@@ -135,7 +175,10 @@ fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
 fn drive_server(input: &[u8], cuts: &[usize], answers: &[u8]) {
     let limits = limits();
     let mut server = ServerSession::new(exports(), limits);
-    let bound = 28 + limits.max_payload as usize + limits.max_buffered_bytes + 2 * limits.max_payload as usize;
+    let bound = 28
+        + limits.max_payload as usize
+        + limits.max_buffered_bytes
+        + 2 * limits.max_payload as usize;
     let mut closed_events = 0;
     let mut held = Vec::new();
     let mut answer_bits = answers.iter().cycle();
@@ -152,7 +195,11 @@ fn drive_server(input: &[u8], cuts: &[usize], answers: &[u8]) {
             }
         }
         assert!(server.in_flight() <= limits.max_in_flight);
-        assert!(server.buffered_bytes() <= bound, "buffered {}", server.buffered_bytes());
+        assert!(
+            server.buffered_bytes() <= bound,
+            "buffered {}",
+            server.buffered_bytes()
+        );
         // Answer some held requests, in an order and manner the answer bits choose.
         while let Some(&bit) = answer_bits.next().filter(|_| !held.is_empty()) {
             let request = held.remove(bit as usize % held.len());
@@ -185,7 +232,10 @@ fn drive_server(input: &[u8], cuts: &[usize], answers: &[u8]) {
     // Output is bounded by the input: each request or option gets a bounded answer (reads
     // at most their length of data, which a request of 28 bytes may ask up to max_payload).
     let requests = fed / 16 + 1;
-    assert!(output <= 18 + requests * (limits.max_payload as usize + 1024), "output {output} for {fed} bytes");
+    assert!(
+        output <= 18 + requests * (limits.max_payload as usize + 1024),
+        "output {output} for {fed} bytes"
+    );
 }
 
 /// Feeds `input` to a client in pieces; once ready it sends the script.
@@ -200,13 +250,19 @@ fn drive_client(input: &[u8], cuts: &[usize], options: ClientOptions) {
         while let Some(event) = client.poll_event() {
             match event {
                 ClientEvent::Ready(info) => {
-                    assert!(info.block_size.maximum <= 32 << 20 && info.block_size.minimum.is_power_of_two());
+                    assert!(
+                        info.block_size.maximum <= 32 << 20
+                            && info.block_size.minimum.is_power_of_two()
+                    );
                     for command in script() {
                         let _ = client.send(command);
                     }
                 }
                 ClientEvent::Failed(_) => failed_events += 1,
-                ClientEvent::Reply { result: Ok(ReplyPayload::Data(data)), .. } => assert!(data.len() <= 8192),
+                ClientEvent::Reply {
+                    result: Ok(ReplyPayload::Data(data)),
+                    ..
+                } => assert!(data.len() <= 8192),
                 ClientEvent::Reply { .. } => {}
                 _ => {}
             }
@@ -269,7 +325,10 @@ proptest! {
 #[test]
 fn a_recorded_session_replays_cleanly() {
     for structured in [false, true] {
-        let options = ClientOptions { structured_replies: structured, base_allocation: structured };
+        let options = ClientOptions {
+            structured_replies: structured,
+            base_allocation: structured,
+        };
         let (to_server, to_client) = recorded_session(options);
         assert!(to_server.len() > 4096 && to_client.len() > 8192);
         drive_server(&to_server, &[], &[2]);
