@@ -47,7 +47,10 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     /// Both.
     fn default() -> Self {
-        Self { structured_replies: true, base_allocation: true }
+        Self {
+            structured_replies: true,
+            base_allocation: true,
+        }
     }
 }
 
@@ -158,8 +161,17 @@ enum Phase {
 
 #[derive(Debug)]
 enum Pending {
-    Read { offset: u64, length: u32, data: Vec<u8>, covered: u64 },
-    BlockStatus { length: u32, req_one: bool, extents: Option<Vec<Extent>> },
+    Read {
+        offset: u64,
+        length: u32,
+        data: Vec<u8>,
+        covered: u64,
+    },
+    BlockStatus {
+        length: u32,
+        req_one: bool,
+        extents: Option<Vec<Extent>>,
+    },
     Other,
 }
 
@@ -236,7 +248,9 @@ impl ClientSession {
 
     /// The export, once ready.
     pub fn export(&self) -> Option<&ExportInfo> {
-        self.info.as_ref().filter(|_| matches!(self.phase, Phase::Ready | Phase::Disconnected))
+        self.info
+            .as_ref()
+            .filter(|_| matches!(self.phase, Phase::Ready | Phase::Disconnected))
     }
 
     /// Whether requests may be sent.
@@ -273,7 +287,10 @@ impl ClientSession {
             Phase::Disconnected | Phase::Failed => return Err(ClientError::Closed),
             _ => return Err(ClientError::NotReady),
         }
-        let info = self.info.as_ref().expect("ready implies the export is known");
+        let info = self
+            .info
+            .as_ref()
+            .expect("ready implies the export is known");
         self.check(info, &command)?;
         let handle = self.next_handle;
         self.next_handle = self.next_handle.wrapping_add(1).max(1);
@@ -283,12 +300,22 @@ impl ClientSession {
             Command::Read { offset, length } => (
                 CommandType::Read,
                 0,
-                Pending::Read { offset: *offset, length: *length, data: Vec::new(), covered: 0 },
+                Pending::Read {
+                    offset: *offset,
+                    length: *length,
+                    data: Vec::new(),
+                    covered: 0,
+                },
             ),
             Command::Write { fua, .. } => (CommandType::Write, fua_flag(*fua), Pending::Other),
             Command::Flush => (CommandType::Flush, 0, Pending::Other),
             Command::Trim { fua, .. } => (CommandType::Trim, fua_flag(*fua), Pending::Other),
-            Command::WriteZeroes { fua, no_hole, fast_zero, .. } => {
+            Command::WriteZeroes {
+                fua,
+                no_hole,
+                fast_zero,
+                ..
+            } => {
                 let mut flags = fua_flag(*fua);
                 if *no_hole {
                     flags |= CMD_FLAG_NO_HOLE;
@@ -298,19 +325,37 @@ impl ClientSession {
                 }
                 (CommandType::WriteZeroes, flags, Pending::Other)
             }
-            Command::BlockStatus { length, req_one, .. } => (
+            Command::BlockStatus {
+                length, req_one, ..
+            } => (
                 CommandType::BlockStatus,
                 if *req_one { CMD_FLAG_REQ_ONE } else { 0 },
-                Pending::BlockStatus { length: *length, req_one: *req_one, extents: None },
+                Pending::BlockStatus {
+                    length: *length,
+                    req_one: *req_one,
+                    extents: None,
+                },
             ),
         };
-        let header = RequestHeader { flags, command: kind, handle, offset, length: length32 };
+        let header = RequestHeader {
+            flags,
+            command: kind,
+            handle,
+            offset,
+            length: length32,
+        };
         let mut bytes = header.encode().to_vec();
         if let Command::Write { data, .. } = command {
             bytes.extend_from_slice(&data);
         }
         self.output.push_back(bytes);
-        self.in_flight.insert(handle, InFlight { pending, error: None });
+        self.in_flight.insert(
+            handle,
+            InFlight {
+                pending,
+                error: None,
+            },
+        );
         Ok(handle)
     }
 
@@ -318,7 +363,13 @@ impl ClientSession {
     /// during the handshake, nothing more is sent. Later `send`s fail with `Closed`.
     pub fn disconnect(&mut self) {
         if self.phase == Phase::Ready {
-            let header = RequestHeader { flags: 0, command: CommandType::Disc, handle: 0, offset: 0, length: 0 };
+            let header = RequestHeader {
+                flags: 0,
+                command: CommandType::Disc,
+                handle: 0,
+                offset: 0,
+                length: 0,
+            };
             self.output.push_back(header.encode().to_vec());
         }
         if self.phase != Phase::Failed {
@@ -343,7 +394,10 @@ impl ClientSession {
                     None
                 },
             ),
-            Command::BlockStatus { .. } => (false, (!self.can_block_status()).then_some("NBD_CMD_BLOCK_STATUS")),
+            Command::BlockStatus { .. } => (
+                false,
+                (!self.can_block_status()).then_some("NBD_CMD_BLOCK_STATUS"),
+            ),
         };
         if let Some(what) = needs {
             return Err(ClientError::Unsupported(what));
@@ -361,18 +415,31 @@ impl ClientSession {
             return Err(ClientError::ZeroLength);
         }
         let maximum = info.block_size.maximum;
-        if matches!(command, Command::Read { .. } | Command::Write { .. }) && length > u64::from(maximum) {
+        if matches!(command, Command::Read { .. } | Command::Write { .. })
+            && length > u64::from(maximum)
+        {
             return Err(ClientError::TooLong { length, maximum });
         }
         if length > u64::from(u32::MAX) {
-            return Err(ClientError::TooLong { length, maximum: u32::MAX });
+            return Err(ClientError::TooLong {
+                length,
+                maximum: u32::MAX,
+            });
         }
         let minimum = info.block_size.minimum;
         if offset % u64::from(minimum) != 0 || length % u64::from(minimum) != 0 {
-            return Err(ClientError::Misaligned { offset, length, minimum });
+            return Err(ClientError::Misaligned {
+                offset,
+                length,
+                minimum,
+            });
         }
         if offset.checked_add(length).is_none_or(|end| end > info.size) {
-            return Err(ClientError::OutOfRange { offset, length, size: info.size });
+            return Err(ClientError::OutOfRange {
+                offset,
+                length,
+                size: info.size,
+            });
         }
         Ok(())
     }
@@ -395,7 +462,8 @@ impl ClientSession {
     fn step(&mut self, input: &[u8]) -> Option<usize> {
         match self.phase {
             Phase::Greeting => {
-                let greeting: &[u8; GREETING_LEN] = input.get(..GREETING_LEN)?.try_into().expect("18 bytes");
+                let greeting: &[u8; GREETING_LEN] =
+                    input.get(..GREETING_LEN)?.try_into().expect("18 bytes");
                 let Some(flags) = decode_greeting(greeting) else {
                     self.fail(ClientError::BadMagic);
                     return None;
@@ -405,10 +473,12 @@ impl ClientSession {
                     return None;
                 }
                 self.no_zeroes = flags & FLAG_NO_ZEROES != 0;
-                let client_flags = FLAG_C_FIXED_NEWSTYLE | if self.no_zeroes { FLAG_C_NO_ZEROES } else { 0 };
+                let client_flags =
+                    FLAG_C_FIXED_NEWSTYLE | if self.no_zeroes { FLAG_C_NO_ZEROES } else { 0 };
                 self.output.push_back(client_flags.to_be_bytes().to_vec());
                 if self.options.structured_replies {
-                    self.output.push_back(encode_option(OptionCode::StructuredReply, &[]));
+                    self.output
+                        .push_back(encode_option(OptionCode::StructuredReply, &[]));
                     self.phase = Phase::StructuredReply;
                 } else {
                     self.send_go();
@@ -416,8 +486,10 @@ impl ClientSession {
                 Some(GREETING_LEN)
             }
             Phase::StructuredReply | Phase::SetMetaContext | Phase::Go => {
-                let header: &[u8; OPTION_REPLY_HEADER_LEN] =
-                    input.get(..OPTION_REPLY_HEADER_LEN)?.try_into().expect("20 bytes");
+                let header: &[u8; OPTION_REPLY_HEADER_LEN] = input
+                    .get(..OPTION_REPLY_HEADER_LEN)?
+                    .try_into()
+                    .expect("20 bytes");
                 let Some((option, reply, length)) = decode_option_reply_header(header) else {
                     self.fail(ClientError::BadMagic);
                     return None;
@@ -432,12 +504,21 @@ impl ClientSession {
                 Some(end)
             }
             Phase::ExportName => {
-                let needed = 10 + if self.no_zeroes { 0 } else { EXPORT_NAME_ZEROES };
+                let needed = 10
+                    + if self.no_zeroes {
+                        0
+                    } else {
+                        EXPORT_NAME_ZEROES
+                    };
                 let bytes = input.get(..needed)?;
                 let mut c = Cursor::new(bytes);
                 let size = c.u64().expect("10 bytes");
                 let flags = c.u16().expect("10 bytes");
-                self.become_ready(ExportInfo::from_flags(self.export_name.clone(), size, flags));
+                self.become_ready(ExportInfo::from_flags(
+                    self.export_name.clone(),
+                    size,
+                    flags,
+                ));
                 Some(needed)
             }
             Phase::Ready | Phase::Disconnected => self.transmission_reply(input),
@@ -463,7 +544,10 @@ impl ClientSession {
             _ => OptionCode::Go,
         };
         if option != expected.to_wire() {
-            return self.protocol(format!("reply to option {option} while waiting for {}", expected.to_wire()));
+            return self.protocol(format!(
+                "reply to option {option} while waiting for {}",
+                expected.to_wire()
+            ));
         }
         if reply == OptionReply::ErrShutdown {
             return self.fail(ClientError::ServerShutdown);
@@ -476,7 +560,9 @@ impl ClientSession {
             (Phase::StructuredReply, r) if r.is_error() => self.after_structured(),
             (Phase::SetMetaContext, OptionReply::MetaContext) => {
                 let mut c = Cursor::new(data);
-                let Some(id) = c.u32() else { return self.protocol("short NBD_REP_META_CONTEXT") };
+                let Some(id) = c.u32() else {
+                    return self.protocol("short NBD_REP_META_CONTEXT");
+                };
                 if c.rest() == BASE_ALLOCATION.as_bytes() {
                     self.context_id = Some(id);
                 }
@@ -492,14 +578,20 @@ impl ClientSession {
                 None => self.protocol("NBD_OPT_GO succeeded without NBD_INFO_EXPORT"),
             },
             (Phase::Go, OptionReply::ErrUnsup) => {
-                self.output.push_back(encode_option(OptionCode::ExportName, self.export_name.as_bytes()));
+                self.output.push_back(encode_option(
+                    OptionCode::ExportName,
+                    self.export_name.as_bytes(),
+                ));
                 self.phase = Phase::ExportName;
             }
-            (Phase::Go, OptionReply::ErrUnknown) => self.fail(ClientError::UnknownExport(self.export_name.clone())),
+            (Phase::Go, OptionReply::ErrUnknown) => {
+                self.fail(ClientError::UnknownExport(self.export_name.clone()))
+            }
             (Phase::Go, r) if r.is_error() => self.fail(ClientError::OptionRefused {
                 option,
                 reply: r.to_wire(),
-                message: String::from_utf8_lossy(&data[..data.len().min(MAX_STRING_LEN)]).into_owned(),
+                message: String::from_utf8_lossy(&data[..data.len().min(MAX_STRING_LEN)])
+                    .into_owned(),
             }),
             (_, r) => self.protocol(format!("unexpected option reply {:#x}", r.to_wire())),
         }
@@ -511,7 +603,8 @@ impl ClientSession {
             put_string32(&mut data, &self.export_name);
             data.extend_from_slice(&1u32.to_be_bytes());
             put_string32(&mut data, BASE_ALLOCATION);
-            self.output.push_back(encode_option(OptionCode::SetMetaContext, &data));
+            self.output
+                .push_back(encode_option(OptionCode::SetMetaContext, &data));
             self.phase = Phase::SetMetaContext;
         } else {
             self.send_go();
@@ -520,7 +613,9 @@ impl ClientSession {
 
     fn go_info(&mut self, data: &[u8]) {
         let mut c = Cursor::new(data);
-        let Some(kind) = c.u16() else { return self.protocol("short NBD_REP_INFO") };
+        let Some(kind) = c.u16() else {
+            return self.protocol("short NBD_REP_INFO");
+        };
         match kind {
             INFO_EXPORT => {
                 let (Some(size), Some(flags), 0) = (c.u64(), c.u16(), c.remaining()) else {
@@ -534,20 +629,32 @@ impl ClientSession {
                 self.info = Some(info);
             }
             INFO_BLOCK_SIZE => {
-                let (Some(minimum), Some(preferred), Some(maximum), 0) = (c.u32(), c.u32(), c.u32(), c.remaining()) else {
+                let (Some(minimum), Some(preferred), Some(maximum), 0) =
+                    (c.u32(), c.u32(), c.u32(), c.remaining())
+                else {
                     return self.protocol("NBD_INFO_BLOCK_SIZE of the wrong length");
                 };
                 // Only what this client relies on is checked: alignment is a power of two
                 // the protocol allows, and a maximum payload holds at least one block.
                 if !minimum.is_power_of_two() || minimum > 1 << 16 || maximum < minimum {
-                    return self.protocol(format!("invalid block sizes {minimum}/{preferred}/{maximum}"));
+                    return self.protocol(format!(
+                        "invalid block sizes {minimum}/{preferred}/{maximum}"
+                    ));
                 }
-                let info = self.info.get_or_insert_with(|| ExportInfo::from_flags("", 0, 0));
-                info.block_size = BlockSize { minimum, preferred: preferred.max(minimum), maximum };
+                let info = self
+                    .info
+                    .get_or_insert_with(|| ExportInfo::from_flags("", 0, 0));
+                info.block_size = BlockSize {
+                    minimum,
+                    preferred: preferred.max(minimum),
+                    maximum,
+                };
             }
             INFO_DESCRIPTION => {
                 let text = String::from_utf8_lossy(c.rest()).into_owned();
-                self.info.get_or_insert_with(|| ExportInfo::from_flags("", 0, 0)).description = text;
+                self.info
+                    .get_or_insert_with(|| ExportInfo::from_flags("", 0, 0))
+                    .description = text;
             }
             _ => {} // NBD_INFO_NAME and unknown types are ignored, as the protocol asks.
         }
@@ -557,7 +664,8 @@ impl ClientSession {
         info.name = self.export_name.clone();
         let maximum = info.block_size.maximum.min(MAX_CLIENT_PAYLOAD);
         // Keep the cap a multiple of the alignment so split requests stay aligned.
-        info.block_size.maximum = (maximum / info.block_size.minimum * info.block_size.minimum).max(info.block_size.minimum);
+        info.block_size.maximum = (maximum / info.block_size.minimum * info.block_size.minimum)
+            .max(info.block_size.minimum);
         if !self.structured {
             self.context_id = None;
         }
@@ -601,7 +709,10 @@ impl ClientSession {
                 let end = SIMPLE_REPLY_HEADER_LEN + *length as usize;
                 let data = input.get(SIMPLE_REPLY_HEADER_LEN..end)?.to_vec();
                 self.in_flight.remove(&handle);
-                self.events.push_back(ClientEvent::Reply { handle, result: Ok(ReplyPayload::Data(data)) });
+                self.events.push_back(ClientEvent::Reply {
+                    handle,
+                    result: Ok(ReplyPayload::Data(data)),
+                });
                 return Some(end);
             }
             (Pending::BlockStatus { .. }, _) => {
@@ -616,7 +727,12 @@ impl ClientSession {
     }
 
     fn structured_chunk(&mut self, input: &[u8]) -> Option<usize> {
-        let header = ChunkHeader::decode_after_magic(input.get(4..CHUNK_HEADER_LEN)?.try_into().expect("16 bytes"));
+        let header = ChunkHeader::decode_after_magic(
+            input
+                .get(4..CHUNK_HEADER_LEN)?
+                .try_into()
+                .expect("16 bytes"),
+        );
         let handle = header.handle;
         let Some(entry) = self.in_flight.get(&handle) else {
             self.protocol(format!("chunk for cookie {handle:#x} not in flight"));
@@ -627,7 +743,9 @@ impl ClientSession {
             (REPLY_TYPE_OFFSET_DATA, Pending::Read { length, .. }) => 8 + u64::from(*length),
             (REPLY_TYPE_OFFSET_HOLE, Pending::Read { .. }) => 12,
             (REPLY_TYPE_BLOCK_STATUS, Pending::BlockStatus { req_one: true, .. }) => 12,
-            (REPLY_TYPE_BLOCK_STATUS, Pending::BlockStatus { .. }) => 4 + 8 * u64::from(MAX_EXTENTS_PER_CHUNK),
+            (REPLY_TYPE_BLOCK_STATUS, Pending::BlockStatus { .. }) => {
+                4 + 8 * u64::from(MAX_EXTENTS_PER_CHUNK)
+            }
             (t, _) if t & REPLY_TYPE_ERROR_BIT != 0 => 6 + MAX_STRING_LEN as u64 + 64,
             (t, _) => {
                 self.protocol(format!("unexpected chunk type {t}"));
@@ -635,7 +753,10 @@ impl ClientSession {
             }
         };
         if u64::from(header.length) > bound {
-            self.protocol(format!("chunk of type {} with {} bytes", header.reply_type, header.length));
+            self.protocol(format!(
+                "chunk of type {} with {} bytes",
+                header.reply_type, header.length
+            ));
             return None;
         }
         let end = CHUNK_HEADER_LEN + header.length as usize;
@@ -648,14 +769,32 @@ impl ClientSession {
             let entry = self.in_flight.remove(&handle).expect("looked up above");
             let result = match (entry.error, entry.pending) {
                 (Some(error), _) => Err(error),
-                (None, Pending::Read { length, data, covered, .. }) => {
+                (
+                    None,
+                    Pending::Read {
+                        length,
+                        data,
+                        covered,
+                        ..
+                    },
+                ) => {
                     if covered != u64::from(length) {
                         self.protocol(format!("read answered {covered} of {length} bytes"));
                         return None;
                     }
-                    Ok(ReplyPayload::Data(if data.is_empty() { vec![0; length as usize] } else { data }))
+                    Ok(ReplyPayload::Data(if data.is_empty() {
+                        vec![0; length as usize]
+                    } else {
+                        data
+                    }))
                 }
-                (None, Pending::BlockStatus { extents: Some(extents), .. }) => Ok(ReplyPayload::Extents(extents)),
+                (
+                    None,
+                    Pending::BlockStatus {
+                        extents: Some(extents),
+                        ..
+                    },
+                ) => Ok(ReplyPayload::Extents(extents)),
                 (None, Pending::BlockStatus { extents: None, .. }) => {
                     self.protocol("block status answered without extents");
                     return None;
@@ -670,7 +809,10 @@ impl ClientSession {
     /// Folds one chunk (its length already bounded) into its request's state.
     fn apply_chunk(&mut self, header: ChunkHeader, payload: &[u8]) -> Result<(), String> {
         let context_id = self.context_id;
-        let entry = self.in_flight.get_mut(&header.handle).expect("looked up by the caller");
+        let entry = self
+            .in_flight
+            .get_mut(&header.handle)
+            .expect("looked up by the caller");
         let mut c = Cursor::new(payload);
         match header.reply_type {
             REPLY_TYPE_NONE => {
@@ -679,7 +821,13 @@ impl ClientSession {
                 }
             }
             REPLY_TYPE_OFFSET_DATA | REPLY_TYPE_OFFSET_HOLE => {
-                let Pending::Read { offset, length, data, covered } = &mut entry.pending else {
+                let Pending::Read {
+                    offset,
+                    length,
+                    data,
+                    covered,
+                } = &mut entry.pending
+                else {
                     unreachable!("bounded above only for reads")
                 };
                 let at = c.u64().ok_or("short content chunk")?;
@@ -693,8 +841,12 @@ impl ClientSession {
                     let bytes = c.rest();
                     (bytes.len(), Some(bytes))
                 };
-                let start = at.checked_sub(*offset).ok_or("content before the request")?;
-                let stop = start.checked_add(count as u64).ok_or("content past the request")?;
+                let start = at
+                    .checked_sub(*offset)
+                    .ok_or("content before the request")?;
+                let stop = start
+                    .checked_add(count as u64)
+                    .ok_or("content past the request")?;
                 if count == 0 || stop > u64::from(*length) {
                     return Err("content chunk outside the request".into());
                 }
@@ -710,7 +862,12 @@ impl ClientSession {
                 }
             }
             REPLY_TYPE_BLOCK_STATUS => {
-                let Pending::BlockStatus { length, req_one, extents } = &mut entry.pending else {
+                let Pending::BlockStatus {
+                    length,
+                    req_one,
+                    extents,
+                } = &mut entry.pending
+                else {
                     unreachable!("bounded above only for block status")
                 };
                 let id = c.u32().ok_or("short NBD_REPLY_TYPE_BLOCK_STATUS")?;
@@ -722,7 +879,10 @@ impl ClientSession {
                 }
                 let mut list = Vec::with_capacity(c.remaining() / 8);
                 while c.remaining() > 0 {
-                    let extent = Extent { length: c.u32().expect("multiple of 8"), flags: c.u32().expect("multiple of 8") };
+                    let extent = Extent {
+                        length: c.u32().expect("multiple of 8"),
+                        flags: c.u32().expect("multiple of 8"),
+                    };
                     if extent.length == 0 || (*req_one && extent.length > *length) {
                         return Err("extent of length 0 or longer than asked".into());
                     }

@@ -80,7 +80,10 @@ impl Command {
 
     /// Whether the command changes the export.
     pub fn writes(&self) -> bool {
-        matches!(self, Command::Write { .. } | Command::Trim { .. } | Command::WriteZeroes { .. })
+        matches!(
+            self,
+            Command::Write { .. } | Command::Trim { .. } | Command::WriteZeroes { .. }
+        )
     }
 }
 

@@ -18,7 +18,11 @@ pub struct BlockSize {
 impl Default for BlockSize {
     /// The protocol's defaults when nothing was advertised: 1, 4096 and 32 MiB.
     fn default() -> Self {
-        Self { minimum: 1, preferred: 4096, maximum: 32 << 20 }
+        Self {
+            minimum: 1,
+            preferred: 4096,
+            maximum: 32 << 20,
+        }
     }
 }
 
@@ -90,7 +94,10 @@ impl ExportInfo {
             (self.can_fua, FLAG_SEND_FUA),
             (self.can_trim, FLAG_SEND_TRIM),
             (self.can_write_zeroes, FLAG_SEND_WRITE_ZEROES),
-            (self.can_write_zeroes && self.can_fast_zero, FLAG_SEND_FAST_ZERO),
+            (
+                self.can_write_zeroes && self.can_fast_zero,
+                FLAG_SEND_FAST_ZERO,
+            ),
             (self.can_multi_conn, FLAG_CAN_MULTI_CONN),
         ] {
             if on {
@@ -146,8 +153,23 @@ mod tests {
     #[test]
     fn block_size_rules() {
         assert!(BlockSize::default().is_valid());
-        assert!(!BlockSize { minimum: 3, preferred: 4096, maximum: 1 << 20 }.is_valid());
-        assert!(!BlockSize { minimum: 512, preferred: 256, maximum: 1 << 20 }.is_valid());
-        assert!(!BlockSize { minimum: 512, preferred: 4096, maximum: 1024 }.is_valid());
+        assert!(!BlockSize {
+            minimum: 3,
+            preferred: 4096,
+            maximum: 1 << 20
+        }
+        .is_valid());
+        assert!(!BlockSize {
+            minimum: 512,
+            preferred: 256,
+            maximum: 1 << 20
+        }
+        .is_valid());
+        assert!(!BlockSize {
+            minimum: 512,
+            preferred: 4096,
+            maximum: 1024
+        }
+        .is_valid());
     }
 }

@@ -215,7 +215,10 @@ impl ServerSession {
     /// buffered-bytes limit, after `NBD_CMD_DISC`, and once closed.
     #[must_use]
     pub fn wants_input(&self) -> bool {
-        matches!(self.phase, Phase::ClientFlags | Phase::Options | Phase::Transmission) && !self.at_limit()
+        matches!(
+            self.phase,
+            Phase::ClientFlags | Phase::Options | Phase::Transmission
+        ) && !self.at_limit()
     }
 
     /// The next bytes to send, in order.
@@ -238,11 +241,15 @@ impl ServerSession {
     /// A handle not in flight (already answered, never asked, or the session closed) is
     /// ignored.
     pub fn handle_reply(&mut self, handle: u64, reply: Result<ReplyPayload, NbdError>) {
-        let Some(entry) = self.in_flight.remove(&handle) else { return };
+        let Some(entry) = self.in_flight.remove(&handle) else {
+            return;
+        };
         self.in_flight_bytes -= entry.bytes;
         match (entry.expect, reply) {
             (_, Err(error)) => self.reply_error(handle, error),
-            (Expect::Data { offset, length }, Ok(ReplyPayload::Data(data))) if data.len() == length as usize => {
+            (Expect::Data { offset, length }, Ok(ReplyPayload::Data(data)))
+                if data.len() == length as usize =>
+            {
                 self.reply_data(handle, offset, &data)
             }
             (Expect::Extents { length, req_one }, Ok(ReplyPayload::Extents(extents)))
@@ -250,7 +257,9 @@ impl ServerSession {
             {
                 self.reply_extents(handle, length, req_one, &extents)
             }
-            (Expect::Nothing, Ok(ReplyPayload::None)) => self.push_output(encode_simple_reply(0, handle, &[])),
+            (Expect::Nothing, Ok(ReplyPayload::None)) => {
+                self.push_output(encode_simple_reply(0, handle, &[]))
+            }
             (_, Ok(_)) => self.reply_error(handle, NbdError::Io),
         }
         if self.phase == Phase::Disconnecting && self.in_flight.is_empty() {
@@ -312,7 +321,8 @@ impl ServerSession {
                     if available < 4 {
                         break;
                     }
-                    let flags = u32::from_be_bytes(self.input[pos..pos + 4].try_into().expect("4 bytes"));
+                    let flags =
+                        u32::from_be_bytes(self.input[pos..pos + 4].try_into().expect("4 bytes"));
                     pos += 4;
                     if flags & !(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES) != 0 {
                         self.close(CloseReason::UnknownClientFlags(flags));
@@ -325,19 +335,29 @@ impl ServerSession {
                     if available < OPTION_HEADER_LEN {
                         break;
                     }
-                    let header = self.input[pos..pos + OPTION_HEADER_LEN].try_into().expect("16 bytes");
+                    let header = self.input[pos..pos + OPTION_HEADER_LEN]
+                        .try_into()
+                        .expect("16 bytes");
                     let Some((option, length)) = decode_option_header(header) else {
                         self.close(CloseReason::BadMagic);
                         break;
                     };
                     self.options_seen += 1;
                     if self.options_seen > self.limits.max_options {
-                        self.push_output(encode_option_reply(option, OptionReply::ErrPolicy, b"too many options"));
+                        self.push_output(encode_option_reply(
+                            option,
+                            OptionReply::ErrPolicy,
+                            b"too many options",
+                        ));
                         self.close(CloseReason::TooManyOptions);
                         break;
                     }
                     if length > self.limits.max_option_length {
-                        self.push_output(encode_option_reply(option, OptionReply::ErrTooBig, b"option too long"));
+                        self.push_output(encode_option_reply(
+                            option,
+                            OptionReply::ErrTooBig,
+                            b"option too long",
+                        ));
                         self.close(CloseReason::OptionTooLong { length });
                         break;
                     }
@@ -354,12 +374,18 @@ impl ServerSession {
                     if self.at_limit() || available < REQUEST_HEADER_LEN {
                         break;
                     }
-                    let bytes = self.input[pos..pos + REQUEST_HEADER_LEN].try_into().expect("28 bytes");
+                    let bytes = self.input[pos..pos + REQUEST_HEADER_LEN]
+                        .try_into()
+                        .expect("28 bytes");
                     let Some(header) = RequestHeader::decode(bytes) else {
                         self.close(CloseReason::BadMagic);
                         break;
                     };
-                    let payload = if header.command == CommandType::Write { header.length } else { 0 };
+                    let payload = if header.command == CommandType::Write {
+                        header.length
+                    } else {
+                        0
+                    };
                     if payload > self.limits.max_payload {
                         self.close(CloseReason::PayloadTooLarge { length: payload });
                         break;
@@ -409,7 +435,10 @@ impl ServerSession {
             }
             OptionCode::List => {
                 if !data.is_empty() {
-                    return self.push_output(reply(OptionReply::ErrInvalid, b"NBD_OPT_LIST takes no data"));
+                    return self.push_output(reply(
+                        OptionReply::ErrInvalid,
+                        b"NBD_OPT_LIST takes no data",
+                    ));
                 }
                 let names: Vec<String> = self.exports.iter().map(|e| e.name.clone()).collect();
                 for name in names {
@@ -419,10 +448,15 @@ impl ServerSession {
                 }
                 self.push_output(reply(OptionReply::Ack, &[]));
             }
-            code @ (OptionCode::Info | OptionCode::Go) => self.handle_info_or_go(option, code == OptionCode::Go, data),
+            code @ (OptionCode::Info | OptionCode::Go) => {
+                self.handle_info_or_go(option, code == OptionCode::Go, data)
+            }
             OptionCode::StructuredReply => {
                 if !data.is_empty() || self.structured {
-                    return self.push_output(reply(OptionReply::ErrInvalid, b"structured replies: no data, once"));
+                    return self.push_output(reply(
+                        OptionReply::ErrInvalid,
+                        b"structured replies: no data, once",
+                    ));
                 }
                 self.structured = true;
                 self.push_output(reply(OptionReply::Ack, &[]));
@@ -430,7 +464,9 @@ impl ServerSession {
             code @ (OptionCode::ListMetaContext | OptionCode::SetMetaContext) => {
                 self.handle_meta_context(option, code == OptionCode::SetMetaContext, data)
             }
-            OptionCode::StartTls | OptionCode::Other(_) => self.push_output(reply(OptionReply::ErrUnsup, &[])),
+            OptionCode::StartTls | OptionCode::Other(_) => {
+                self.push_output(reply(OptionReply::ErrUnsup, &[]))
+            }
         }
     }
 
@@ -446,10 +482,18 @@ impl ServerSession {
             (c.remaining() == 0).then_some((name, requests))
         })();
         let Some((name, requests)) = parsed else {
-            return self.push_output(encode_option_reply(option, OptionReply::ErrInvalid, b"malformed request"));
+            return self.push_output(encode_option_reply(
+                option,
+                OptionReply::ErrInvalid,
+                b"malformed request",
+            ));
         };
         let Some(export) = self.find_export(&name).cloned() else {
-            return self.push_output(encode_option_reply(option, OptionReply::ErrUnknown, b"no such export"));
+            return self.push_output(encode_option_reply(
+                option,
+                OptionReply::ErrUnknown,
+                b"no such export",
+            ));
         };
         let mut info = Vec::with_capacity(12);
         info.extend_from_slice(&INFO_EXPORT.to_be_bytes());
@@ -463,7 +507,8 @@ impl ServerSession {
         }
         if requests.contains(&INFO_DESCRIPTION) && !export.description.is_empty() {
             let mut info = INFO_DESCRIPTION.to_be_bytes().to_vec();
-            let description = &export.description.as_bytes()[..export.description.len().min(MAX_STRING_LEN)];
+            let description =
+                &export.description.as_bytes()[..export.description.len().min(MAX_STRING_LEN)];
             info.extend_from_slice(description);
             self.push_output(encode_option_reply(option, OptionReply::Info, &info));
         }
@@ -485,7 +530,11 @@ impl ServerSession {
             self.meta_context_export = None;
         }
         if !self.structured {
-            return self.push_output(encode_option_reply(option, OptionReply::ErrInvalid, b"structured replies first"));
+            return self.push_output(encode_option_reply(
+                option,
+                OptionReply::ErrInvalid,
+                b"structured replies first",
+            ));
         }
         let parsed = (|| {
             let mut c = Cursor::new(data);
@@ -498,10 +547,18 @@ impl ServerSession {
             (c.remaining() == 0).then_some((name, queries))
         })();
         let Some((name, queries)) = parsed else {
-            return self.push_output(encode_option_reply(option, OptionReply::ErrInvalid, b"malformed request"));
+            return self.push_output(encode_option_reply(
+                option,
+                OptionReply::ErrInvalid,
+                b"malformed request",
+            ));
         };
         if self.find_export(&name).is_none() {
-            return self.push_output(encode_option_reply(option, OptionReply::ErrUnknown, b"no such export"));
+            return self.push_output(encode_option_reply(
+                option,
+                OptionReply::ErrUnknown,
+                b"no such export",
+            ));
         }
         let matches = if set {
             queries.iter().any(|q| q == BASE_ALLOCATION)
@@ -512,7 +569,11 @@ impl ServerSession {
             let id = if set { BASE_ALLOCATION_ID } else { 0 };
             let mut context = id.to_be_bytes().to_vec();
             context.extend_from_slice(BASE_ALLOCATION.as_bytes());
-            self.push_output(encode_option_reply(option, OptionReply::MetaContext, &context));
+            self.push_output(encode_option_reply(
+                option,
+                OptionReply::MetaContext,
+                &context,
+            ));
             if set {
                 self.meta_context_export = Some(name);
             }
@@ -531,8 +592,11 @@ impl ServerSession {
     }
 
     fn enter_transmission(&mut self, export: ExportInfo) {
-        self.base_allocation = self.structured && self.meta_context_export.as_deref() == Some(export.name.as_str());
-        self.events.push_back(ServerEvent::ExportChosen { name: export.name.clone() });
+        self.base_allocation =
+            self.structured && self.meta_context_export.as_deref() == Some(export.name.as_str());
+        self.events.push_back(ServerEvent::ExportChosen {
+            name: export.name.clone(),
+        });
         self.export = Some(export);
         self.phase = Phase::Transmission;
     }
@@ -561,15 +625,29 @@ impl ServerSession {
                 };
                 self.in_flight.insert(handle, InFlight { expect, bytes });
                 self.in_flight_bytes += bytes;
-                self.events.push_back(ServerEvent::Request(Request { handle, command }));
+                self.events
+                    .push_back(ServerEvent::Request(Request { handle, command }));
             }
             Err(error) => self.reply_error(handle, error),
         }
     }
 
-    fn check_request(&self, header: &RequestHeader, data: Vec<u8>) -> Result<(Command, Expect), NbdError> {
-        let export = self.export.as_ref().expect("requests are parsed only in transmission, after an export was chosen");
-        let RequestHeader { flags, command, offset, length, .. } = *header;
+    fn check_request(
+        &self,
+        header: &RequestHeader,
+        data: Vec<u8>,
+    ) -> Result<(Command, Expect), NbdError> {
+        let export = self
+            .export
+            .as_ref()
+            .expect("requests are parsed only in transmission, after an export was chosen");
+        let RequestHeader {
+            flags,
+            command,
+            offset,
+            length,
+            ..
+        } = *header;
         let fua_flag = if export.can_fua { CMD_FLAG_FUA } else { 0 };
         let (allowed, supported) = match command {
             CommandType::Read => (fua_flag, true),
@@ -577,16 +655,25 @@ impl ServerSession {
             CommandType::Flush => (fua_flag, export.can_flush),
             CommandType::Trim => (fua_flag, export.can_trim),
             CommandType::WriteZeroes => {
-                let fast = if export.can_fast_zero { CMD_FLAG_FAST_ZERO } else { 0 };
+                let fast = if export.can_fast_zero {
+                    CMD_FLAG_FAST_ZERO
+                } else {
+                    0
+                };
                 (fua_flag | CMD_FLAG_NO_HOLE | fast, export.can_write_zeroes)
             }
             CommandType::BlockStatus => (fua_flag | CMD_FLAG_REQ_ONE, self.base_allocation),
-            CommandType::Disc | CommandType::Cache | CommandType::Other(_) => return Err(NbdError::Invalid),
+            CommandType::Disc | CommandType::Cache | CommandType::Other(_) => {
+                return Err(NbdError::Invalid)
+            }
         };
         if !supported || flags & !allowed != 0 {
             return Err(NbdError::Invalid);
         }
-        let writes = matches!(command, CommandType::Write | CommandType::Trim | CommandType::WriteZeroes);
+        let writes = matches!(
+            command,
+            CommandType::Write | CommandType::Trim | CommandType::WriteZeroes
+        );
         if writes && export.read_only {
             return Err(NbdError::Perm);
         }
@@ -595,23 +682,45 @@ impl ServerSession {
                 return Err(NbdError::Invalid);
             }
             if command == CommandType::Read && length > self.max_payload(export) {
-                return Err(if self.structured { NbdError::Overflow } else { NbdError::Invalid });
+                return Err(if self.structured {
+                    NbdError::Overflow
+                } else {
+                    NbdError::Invalid
+                });
             }
             let minimum = u64::from(export.block_size.minimum.max(1));
             if offset % minimum != 0 || u64::from(length) % minimum != 0 {
                 return Err(NbdError::Invalid);
             }
-            if offset.checked_add(u64::from(length)).is_none_or(|end| end > export.size) {
-                let past_end_writes = matches!(command, CommandType::Write | CommandType::WriteZeroes);
-                return Err(if past_end_writes { NbdError::NoSpace } else { NbdError::Invalid });
+            if offset
+                .checked_add(u64::from(length))
+                .is_none_or(|end| end > export.size)
+            {
+                let past_end_writes =
+                    matches!(command, CommandType::Write | CommandType::WriteZeroes);
+                return Err(if past_end_writes {
+                    NbdError::NoSpace
+                } else {
+                    NbdError::Invalid
+                });
             }
         }
         let fua = flags & CMD_FLAG_FUA != 0;
         Ok(match command {
-            CommandType::Read => (Command::Read { offset, length }, Expect::Data { offset, length }),
+            CommandType::Read => (
+                Command::Read { offset, length },
+                Expect::Data { offset, length },
+            ),
             CommandType::Write => (Command::Write { offset, data, fua }, Expect::Nothing),
             CommandType::Flush => (Command::Flush, Expect::Nothing),
-            CommandType::Trim => (Command::Trim { offset, length, fua }, Expect::Nothing),
+            CommandType::Trim => (
+                Command::Trim {
+                    offset,
+                    length,
+                    fua,
+                },
+                Expect::Nothing,
+            ),
             CommandType::WriteZeroes => (
                 Command::WriteZeroes {
                     offset,
@@ -624,7 +733,14 @@ impl ServerSession {
             ),
             CommandType::BlockStatus => {
                 let req_one = flags & CMD_FLAG_REQ_ONE != 0;
-                (Command::BlockStatus { offset, length, req_one }, Expect::Extents { length, req_one })
+                (
+                    Command::BlockStatus {
+                        offset,
+                        length,
+                        req_one,
+                    },
+                    Expect::Extents { length, req_one },
+                )
             }
             CommandType::Disc | CommandType::Cache | CommandType::Other(_) => {
                 unreachable!("refused by the flag check above")
@@ -651,7 +767,12 @@ impl ServerSession {
         for (i, piece) in data.chunks(READ_CHUNK_BYTES).enumerate() {
             let flags = if i + 1 == chunks { REPLY_FLAG_DONE } else { 0 };
             let piece_offset = offset + (i * READ_CHUNK_BYTES) as u64;
-            self.push_output(encode_chunk(flags, REPLY_TYPE_OFFSET_DATA, handle, &[&piece_offset.to_be_bytes(), piece]));
+            self.push_output(encode_chunk(
+                flags,
+                REPLY_TYPE_OFFSET_DATA,
+                handle,
+                &[&piece_offset.to_be_bytes(), piece],
+            ));
         }
     }
 
@@ -678,6 +799,11 @@ impl ServerSession {
             payload.extend_from_slice(&extent.length.to_be_bytes());
             payload.extend_from_slice(&extent.flags.to_be_bytes());
         }
-        self.push_output(encode_chunk(REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, handle, &[&payload]));
+        self.push_output(encode_chunk(
+            REPLY_FLAG_DONE,
+            REPLY_TYPE_BLOCK_STATUS,
+            handle,
+            &[&payload],
+        ));
     }
 }

@@ -73,12 +73,16 @@ impl NbdUri {
     /// Whether `text` is meant as an NBD URI rather than a path: it starts with `nbd:` or
     /// `nbd+` (or the TLS forms `nbds:` / `nbds+`, so they get a clear refusal).
     pub fn looks_like_uri(text: &str) -> bool {
-        ["nbd:", "nbd+", "nbds:", "nbds+"].iter().any(|prefix| text.starts_with(prefix))
+        ["nbd:", "nbd+", "nbds:", "nbds+"]
+            .iter()
+            .any(|prefix| text.starts_with(prefix))
     }
 
     /// Parses `text`.
     pub fn parse(text: &str) -> Result<Self, UriError> {
-        let (scheme, rest) = text.split_once("://").ok_or_else(|| UriError::Scheme(text.to_owned()))?;
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| UriError::Scheme(text.to_owned()))?;
         let unix = match scheme {
             "nbd" => false,
             "nbd+unix" => true,
@@ -87,8 +91,11 @@ impl NbdUri {
         };
         let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (authority, path) = rest.find('/').map_or((rest, ""), |slash| (&rest[..slash], &rest[slash + 1..]));
-        let export = String::from_utf8(decode(path)?).map_err(|_| UriError::Encoding(path.to_owned()))?;
+        let (authority, path) = rest
+            .find('/')
+            .map_or((rest, ""), |slash| (&rest[..slash], &rest[slash + 1..]));
+        let export =
+            String::from_utf8(decode(path)?).map_err(|_| UriError::Encoding(path.to_owned()))?;
         if export.contains('\0') {
             return Err(UriError::Encoding(path.to_owned()));
         }
@@ -107,7 +114,9 @@ impl NbdUri {
             if !authority.is_empty() {
                 return Err(UriError::Authority(authority.to_owned()));
             }
-            let socket = socket.filter(|s| !s.is_empty()).ok_or(UriError::MissingSocket)?;
+            let socket = socket
+                .filter(|s| !s.is_empty())
+                .ok_or(UriError::MissingSocket)?;
             NbdAddress::Unix(bytes_to_path(socket))
         } else {
             let (host, port) = split_host_port(authority)?;
@@ -119,10 +128,16 @@ impl NbdUri {
 
 fn split_host_port(authority: &str) -> Result<(String, u16), UriError> {
     let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-        let (host, after) = bracketed.split_once(']').ok_or_else(|| UriError::Host(authority.to_owned()))?;
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| UriError::Host(authority.to_owned()))?;
         let port = match after {
             "" => None,
-            _ => Some(after.strip_prefix(':').ok_or_else(|| UriError::Host(authority.to_owned()))?),
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| UriError::Host(authority.to_owned()))?,
+            ),
         };
         (host, port)
     } else {
@@ -159,8 +174,12 @@ fn decode(text: &str) -> Result<Vec<u8>, UriError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-            let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| UriError::Encoding(text.to_owned()))?;
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            let byte = hex
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| UriError::Encoding(text.to_owned()))?;
             out.push(byte);
             i += 3;
         } else {
@@ -214,25 +233,61 @@ mod tests {
     use super::*;
 
     fn tcp(host: &str, port: u16, export: &str) -> NbdUri {
-        NbdUri { address: NbdAddress::Tcp { host: host.into(), port }, export: export.into() }
+        NbdUri {
+            address: NbdAddress::Tcp {
+                host: host.into(),
+                port,
+            },
+            export: export.into(),
+        }
     }
 
     #[test]
     fn export_names_follow_the_path() {
-        assert_eq!(NbdUri::parse("nbd://example.com/disk").unwrap(), tcp("example.com", 10809, "disk"));
-        assert_eq!(NbdUri::parse("nbd://example.com/").unwrap(), tcp("example.com", 10809, ""));
-        assert_eq!(NbdUri::parse("nbd://example.com").unwrap(), tcp("example.com", 10809, ""));
-        assert_eq!(NbdUri::parse("nbd://example.com//disk").unwrap(), tcp("example.com", 10809, "/disk"));
-        assert_eq!(NbdUri::parse("nbd://example.com/hello%20world").unwrap(), tcp("example.com", 10809, "hello world"));
+        assert_eq!(
+            NbdUri::parse("nbd://example.com/disk").unwrap(),
+            tcp("example.com", 10809, "disk")
+        );
+        assert_eq!(
+            NbdUri::parse("nbd://example.com/").unwrap(),
+            tcp("example.com", 10809, "")
+        );
+        assert_eq!(
+            NbdUri::parse("nbd://example.com").unwrap(),
+            tcp("example.com", 10809, "")
+        );
+        assert_eq!(
+            NbdUri::parse("nbd://example.com//disk").unwrap(),
+            tcp("example.com", 10809, "/disk")
+        );
+        assert_eq!(
+            NbdUri::parse("nbd://example.com/hello%20world").unwrap(),
+            tcp("example.com", 10809, "hello world")
+        );
     }
 
     #[test]
     fn ports_and_ipv6() {
-        assert_eq!(NbdUri::parse("nbd://h:1234/x").unwrap(), tcp("h", 1234, "x"));
-        assert_eq!(NbdUri::parse("nbd://[::1]/x").unwrap(), tcp("::1", 10809, "x"));
-        assert_eq!(NbdUri::parse("nbd://[::1]:99/x").unwrap(), tcp("::1", 99, "x"));
-        assert_eq!(NbdUri::parse("nbd://h:99999/"), Err(UriError::Port("99999".into())));
-        assert_eq!(NbdUri::parse("nbd://[::1/"), Err(UriError::Host("[::1".into())));
+        assert_eq!(
+            NbdUri::parse("nbd://h:1234/x").unwrap(),
+            tcp("h", 1234, "x")
+        );
+        assert_eq!(
+            NbdUri::parse("nbd://[::1]/x").unwrap(),
+            tcp("::1", 10809, "x")
+        );
+        assert_eq!(
+            NbdUri::parse("nbd://[::1]:99/x").unwrap(),
+            tcp("::1", 99, "x")
+        );
+        assert_eq!(
+            NbdUri::parse("nbd://h:99999/"),
+            Err(UriError::Port("99999".into()))
+        );
+        assert_eq!(
+            NbdUri::parse("nbd://[::1/"),
+            Err(UriError::Host("[::1".into()))
+        );
         assert_eq!(NbdUri::parse("nbd:///x"), Err(UriError::MissingHost));
     }
 
@@ -241,19 +296,46 @@ mod tests {
         let uri = NbdUri::parse("nbd+unix:///disk?socket=/tmp/my%20sock").unwrap();
         assert_eq!(uri.address, NbdAddress::Unix("/tmp/my sock".into()));
         assert_eq!(uri.export, "disk");
-        assert_eq!(NbdUri::parse("nbd+unix:///disk"), Err(UriError::MissingSocket));
-        assert_eq!(NbdUri::parse("nbd+unix://host/disk?socket=s"), Err(UriError::Authority("host".into())));
-        assert_eq!(NbdUri::parse("nbd://h/disk?socket=s"), Err(UriError::Parameter("socket".into())));
-        assert_eq!(NbdUri::parse("nbd+unix:///?socket=s&tls-type=x509"), Err(UriError::Parameter("tls-type".into())));
+        assert_eq!(
+            NbdUri::parse("nbd+unix:///disk"),
+            Err(UriError::MissingSocket)
+        );
+        assert_eq!(
+            NbdUri::parse("nbd+unix://host/disk?socket=s"),
+            Err(UriError::Authority("host".into()))
+        );
+        assert_eq!(
+            NbdUri::parse("nbd://h/disk?socket=s"),
+            Err(UriError::Parameter("socket".into()))
+        );
+        assert_eq!(
+            NbdUri::parse("nbd+unix:///?socket=s&tls-type=x509"),
+            Err(UriError::Parameter("tls-type".into()))
+        );
     }
 
     #[test]
     fn refusals() {
-        assert_eq!(NbdUri::parse("nbds://h/x"), Err(UriError::Tls("nbds".into())));
-        assert_eq!(NbdUri::parse("nbds+unix:///x?socket=s"), Err(UriError::Tls("nbds+unix".into())));
-        assert_eq!(NbdUri::parse("http://h/x"), Err(UriError::Scheme("http".into())));
-        assert_eq!(NbdUri::parse("nbd://h/%zz"), Err(UriError::Encoding("%zz".into())));
-        assert_eq!(NbdUri::parse("nbd://h/%00"), Err(UriError::Encoding("%00".into())));
+        assert_eq!(
+            NbdUri::parse("nbds://h/x"),
+            Err(UriError::Tls("nbds".into()))
+        );
+        assert_eq!(
+            NbdUri::parse("nbds+unix:///x?socket=s"),
+            Err(UriError::Tls("nbds+unix".into()))
+        );
+        assert_eq!(
+            NbdUri::parse("http://h/x"),
+            Err(UriError::Scheme("http".into()))
+        );
+        assert_eq!(
+            NbdUri::parse("nbd://h/%zz"),
+            Err(UriError::Encoding("%zz".into()))
+        );
+        assert_eq!(
+            NbdUri::parse("nbd://h/%00"),
+            Err(UriError::Encoding("%00".into()))
+        );
         assert!(NbdUri::parse("/dev/sda").is_err());
     }
 

@@ -406,12 +406,14 @@ impl<'a> Cursor<'a> {
 
     /// The next big-endian u32.
     pub fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     /// The next big-endian u64.
     pub fn u64(&mut self) -> Option<u64> {
-        self.take(8).map(|b| u64::from_be_bytes(b.try_into().expect("take(8) returns 8 bytes")))
+        self.take(8)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("take(8) returns 8 bytes")))
     }
 
     /// A string prefixed by its u32 length, at most [`MAX_STRING_LEN`] bytes of UTF-8.
@@ -469,7 +471,9 @@ pub fn encode_option_reply(option: u32, reply: OptionReply, data: &[u8]) -> Vec<
 }
 
 /// An option reply header: (option, reply type, data length), or `None` for a wrong magic.
-pub fn decode_option_reply_header(bytes: &[u8; OPTION_REPLY_HEADER_LEN]) -> Option<(u32, OptionReply, u32)> {
+pub fn decode_option_reply_header(
+    bytes: &[u8; OPTION_REPLY_HEADER_LEN],
+) -> Option<(u32, OptionReply, u32)> {
     let mut c = Cursor::new(bytes);
     (c.u64()? == OPTION_REPLY_MAGIC).then_some(())?;
     Some((c.u32()?, OptionReply::from_wire(c.u32()?), c.u32()?))
@@ -543,7 +547,11 @@ pub struct ChunkHeader {
 impl ChunkHeader {
     /// The header fields after the magic (which the caller has already checked).
     pub fn decode_after_magic(bytes: &[u8; CHUNK_HEADER_LEN - 4]) -> Self {
-        let field = |range: std::ops::Range<usize>| bytes[range].iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+        let field = |range: std::ops::Range<usize>| {
+            bytes[range]
+                .iter()
+                .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+        };
         Self {
             flags: field(0..2) as u16,
             reply_type: field(2..4) as u16,
@@ -635,11 +643,21 @@ mod tests {
 
     #[test]
     fn chunk_header_decodes_every_field() {
-        let chunk = encode_chunk(REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, 0xdead_beef_cafe_f00d, &[&[0; 12]]);
+        let chunk = encode_chunk(
+            REPLY_FLAG_DONE,
+            REPLY_TYPE_BLOCK_STATUS,
+            0xdead_beef_cafe_f00d,
+            &[&[0; 12]],
+        );
         let header = ChunkHeader::decode_after_magic(chunk[4..20].try_into().unwrap());
         assert_eq!(
             header,
-            ChunkHeader { flags: 1, reply_type: 5, handle: 0xdead_beef_cafe_f00d, length: 12 }
+            ChunkHeader {
+                flags: 1,
+                reply_type: 5,
+                handle: 0xdead_beef_cafe_f00d,
+                length: 12
+            }
         );
     }
 

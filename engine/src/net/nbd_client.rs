@@ -24,7 +24,10 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::nbd::{ClientError, ClientEvent, ClientOptions, ClientSession, Command, ExportInfo, Extent, NbdError, NbdUri, ReplyPayload};
+use crate::nbd::{
+    ClientError, ClientEvent, ClientOptions, ClientSession, Command, ExportInfo, Extent, NbdError,
+    NbdUri, ReplyPayload,
+};
 
 use super::stream::{connect, Stream};
 
@@ -108,7 +111,9 @@ pub struct NbdClient {
 
 impl std::fmt::Debug for NbdClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NbdClient").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("NbdClient")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,10 +121,15 @@ impl NbdClient {
     /// Connects and negotiates (structured replies and `base:allocation` when the server
     /// offers them).
     pub fn connect(uri: &NbdUri) -> Result<Self, NbdClientError> {
-        let connect_error = |source| NbdClientError::Connect { uri: uri.to_string(), source };
+        let connect_error = |source| NbdClientError::Connect {
+            uri: uri.to_string(),
+            source,
+        };
         let mut stream = connect(&uri.address).map_err(connect_error)?;
         let mut session = ClientSession::new(&uri.export, ClientOptions::default());
-        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(connect_error)?;
+        stream
+            .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+            .map_err(connect_error)?;
         let info = handshake(&mut stream, &mut session).map_err(|e| match e {
             HandshakeError::Io(source) => connect_error(source),
             HandshakeError::Protocol(error) => NbdClientError::Handshake(error),
@@ -128,7 +138,11 @@ impl NbdClient {
         let reader_stream = stream.try_clone().map_err(connect_error)?;
         let control = stream.try_clone().map_err(connect_error)?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { session, waiters: HashMap::new(), dead: false }),
+            state: Mutex::new(State {
+                session,
+                waiters: HashMap::new(),
+                dead: false,
+            }),
             writer: Mutex::new(stream),
             control,
         });
@@ -137,7 +151,11 @@ impl NbdClient {
             .name("nbd-client-reader".into())
             .spawn(move || read_replies(reader_stream, &reader_shared))
             .map_err(connect_error)?;
-        Ok(Self { info, shared, reader: Mutex::new(Some(reader)) })
+        Ok(Self {
+            info,
+            shared,
+            reader: Mutex::new(Some(reader)),
+        })
     }
 
     /// The export as negotiated (its maximum payload capped at 32 MiB).
@@ -154,12 +172,17 @@ impl NbdClient {
             let window: Vec<_> = pieces.by_ref().take(SPLIT_WINDOW).collect();
             let mut pending = Vec::with_capacity(window.len());
             for (i, chunk) in &window {
-                let command = Command::Read { offset: offset + (i * piece) as u64, length: chunk.len() as u32 };
+                let command = Command::Read {
+                    offset: offset + (i * piece) as u64,
+                    length: chunk.len() as u32,
+                };
                 pending.push(self.submit(command));
             }
             for ((_, chunk), receiver) in window.into_iter().zip(pending) {
                 match wait(receiver?, "read")? {
-                    ReplyPayload::Data(data) if data.len() == chunk.len() => chunk.copy_from_slice(&data),
+                    ReplyPayload::Data(data) if data.len() == chunk.len() => {
+                        chunk.copy_from_slice(&data)
+                    }
                     _ => return Err(NbdClientError::Disconnected),
                 }
             }
@@ -177,7 +200,11 @@ impl NbdClient {
             let pending: Vec<_> = window
                 .iter()
                 .map(|(i, chunk)| {
-                    self.submit(Command::Write { offset: offset + (i * piece) as u64, data: chunk.to_vec(), fua })
+                    self.submit(Command::Write {
+                        offset: offset + (i * piece) as u64,
+                        data: chunk.to_vec(),
+                        fua,
+                    })
                 })
                 .collect();
             for receiver in pending {
@@ -194,18 +221,30 @@ impl NbdClient {
 
     /// Tells the server `length` bytes at `offset` are no longer needed.
     pub fn trim(&self, offset: u64, length: u64) -> Result<(), NbdClientError> {
-        self.split_effect(offset, length, "trim", |offset, length| Command::Trim { offset, length, fua: false })
+        self.split_effect(offset, length, "trim", |offset, length| Command::Trim {
+            offset,
+            length,
+            fua: false,
+        })
     }
 
     /// Makes `length` bytes at `offset` read as zeroes (`no_hole`: keep them allocated;
     /// `fast_zero`: fail with `NBD_ENOTSUP` rather than be slower than a write).
-    pub fn write_zeroes(&self, offset: u64, length: u64, no_hole: bool, fast_zero: bool) -> Result<(), NbdClientError> {
-        self.split_effect(offset, length, "write zeroes", |offset, length| Command::WriteZeroes {
-            offset,
-            length,
-            fua: false,
-            no_hole,
-            fast_zero,
+    pub fn write_zeroes(
+        &self,
+        offset: u64,
+        length: u64,
+        no_hole: bool,
+        fast_zero: bool,
+    ) -> Result<(), NbdClientError> {
+        self.split_effect(offset, length, "write zeroes", |offset, length| {
+            Command::WriteZeroes {
+                offset,
+                length,
+                fua: false,
+                no_hole,
+                fast_zero,
+            }
         })
     }
 
@@ -217,7 +256,11 @@ impl NbdClient {
         let (mut at, end) = (offset, offset + length);
         while at < end {
             let ask = self.effect_piece(end - at);
-            let receiver = self.submit(Command::BlockStatus { offset: at, length: ask, req_one: false })?;
+            let receiver = self.submit(Command::BlockStatus {
+                offset: at,
+                length: ask,
+                req_one: false,
+            })?;
             let ReplyPayload::Extents(answer) = wait(receiver, "block status")? else {
                 return Err(NbdClientError::Disconnected);
             };
@@ -260,7 +303,11 @@ impl NbdClient {
         let size = self.info.size;
         match offset.checked_add(length) {
             Some(end) if end <= size => Ok(()),
-            _ => Err(NbdClientError::OutOfRange { offset, length, size }),
+            _ => Err(NbdClientError::OutOfRange {
+                offset,
+                length,
+                size,
+            }),
         }
     }
 
@@ -268,7 +315,11 @@ impl NbdClient {
     /// minimum block size when it is not the last.
     fn effect_piece(&self, left: u64) -> u32 {
         let minimum = u64::from(self.info.block_size.minimum);
-        let piece = if left > MAX_EFFECT_LENGTH { MAX_EFFECT_LENGTH / minimum * minimum } else { left };
+        let piece = if left > MAX_EFFECT_LENGTH {
+            MAX_EFFECT_LENGTH / minimum * minimum
+        } else {
+            left
+        };
         u32::try_from(piece).expect("at most MAX_EFFECT_LENGTH")
     }
 
@@ -295,7 +346,10 @@ impl NbdClient {
 
     /// Queues `command` and sends it; the receiver gets its reply (or is dropped when
     /// the connection dies).
-    fn submit(&self, command: Command) -> Result<Receiver<Result<ReplyPayload, NbdError>>, NbdClientError> {
+    fn submit(
+        &self,
+        command: Command,
+    ) -> Result<Receiver<Result<ReplyPayload, NbdError>>, NbdClientError> {
         let (sender, receiver) = crossbeam_channel::bounded(1);
         let bytes: Vec<Vec<u8>> = {
             let mut state = lock(&self.shared.state);
@@ -303,7 +357,15 @@ impl NbdClient {
                 return Err(NbdClientError::Disconnected);
             }
             let handle = state.session.send(command).map_err(|error| match error {
-                ClientError::OutOfRange { offset, length, size } => NbdClientError::OutOfRange { offset, length, size },
+                ClientError::OutOfRange {
+                    offset,
+                    length,
+                    size,
+                } => NbdClientError::OutOfRange {
+                    offset,
+                    length,
+                    size,
+                },
                 ClientError::Closed | ClientError::NotReady => NbdClientError::Disconnected,
                 other => NbdClientError::Refused(other),
             })?;
@@ -346,7 +408,10 @@ enum HandshakeError {
 }
 
 /// Runs the session until it is ready, on the calling thread.
-fn handshake(stream: &mut Stream, session: &mut ClientSession) -> Result<ExportInfo, HandshakeError> {
+fn handshake(
+    stream: &mut Stream,
+    session: &mut ClientSession,
+) -> Result<ExportInfo, HandshakeError> {
     let mut buf = vec![0u8; 64 << 10];
     loop {
         while let Some(bytes) = session.poll_output() {

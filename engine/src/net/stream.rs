@@ -108,7 +108,11 @@ mod tests {
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let client = connect(&NbdAddress::Tcp { host: "127.0.0.1".into(), port }).unwrap();
+        let client = connect(&NbdAddress::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        })
+        .unwrap();
         let (mut server, _) = listener.accept().unwrap();
         server.write_all(b"pong").unwrap();
         let mut reader = client.try_clone().unwrap();
