@@ -48,7 +48,7 @@ setup_wasm() {
 }
 
 setup_system() {
-    apt_install chromium chromium qemu-img qemu-utils
+    apt_install chromium chromium qemu-img qemu-utils fio fio nbdkit nbdkit nbdinfo libnbd-bin
 }
 
 case "$what" in

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_INCREMENTAL=0 PATH="$HOME/.cargo/bin:$PATH"
+# Tests against QEMU's tools (qemu-storage-daemon, qemu-nbd) fail instead of passing without them.
+export BLOCKMIRROR_REQUIRE_QEMU=1
 log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 
 scripts/setup.sh all

@@ -1,5 +1,6 @@
 //! The `blockmirror._native` Python extension: bindings over blockmirror-core, and over
-//! blockmirror-engine's file backend that mirrors real images (bound in `mirror`).
+//! blockmirror-engine's file backend that mirrors real images (bound in `mirror`) and its
+//! NBD server of a live disk (bound in `serve`).
 
 use pyo3::prelude::*;
 
@@ -9,6 +10,7 @@ mod convert;
 mod errors;
 mod faults;
 mod mirror;
+mod serve;
 mod job;
 mod sim;
 mod sim_params;
@@ -21,6 +23,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     constants::register(m)?;
     bitmap::register(m)?;
     m.add_class::<mirror::FileMirror>()?;
+    m.add_class::<serve::NbdServer>()?;
     job::register(m)?;
     sim::register(m)?;
     Ok(())

@@ -74,7 +74,7 @@ const FOREVER_S: f64 = 100.0 * 365.25 * 86_400.0;
 
 /// A timeout in seconds: `None` or more than [`FOREVER_S`] (infinity included) is no
 /// timeout; negative or NaN is refused.
-fn timeout_arg(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+pub(crate) fn timeout_arg(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     seconds_arg(timeout, "timeout")
 }
 

@@ -12,6 +12,7 @@ from blockmirror._native import (
     IoError,
     JobStateError,
     MirrorJob,
+    NbdServer,
     Simulation,
     SimulationJob,
     Timeout,
@@ -20,6 +21,7 @@ from blockmirror._native import (
 )
 from blockmirror._events import MirrorEvent, MirrorResult
 from blockmirror._mirror import Mirror, mirror
+from blockmirror._serve import Server, serve
 
 # Submodules loaded on first use: `blockmirror.aio` (asyncio facade) and `blockmirror.plots`
 # (matplotlib) must work after a bare `import blockmirror`, without costing every import.
@@ -48,10 +50,13 @@ __all__ = [
     "MirrorEvent",
     "MirrorJob",
     "MirrorResult",
+    "NbdServer",
     "Simulation",
+    "Server",
     "SimulationJob",
     "Timeout",
     "__version__",
     "mirror",
+    "serve",
     "sweep",
 ]

@@ -344,3 +344,30 @@ def sweep(
     threads: int | None = None,
     progress: bool | Callable[[int, int], object] | None = None,
 ) -> list[dict[str, Any]]: ...
+
+@final
+class NbdServer:
+    """A running NBD server of one disk (see ``blockmirror.serve``)."""
+
+    def __new__(
+        cls,
+        source: str | os.PathLike[str],
+        *,
+        socket: str | os.PathLike[str] | None = None,
+        listen: str | None = None,
+        export: str = "disk",
+        qmp: str | os.PathLike[str] | None = None,
+        read_only: bool = False,
+        max_clients: int = 64,
+        direct: bool = False,
+    ) -> NbdServer: ...
+    @property
+    def uri(self) -> str: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def client_count(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    def wait_quit(self, timeout: float | None = None) -> bool: ...
+    def close(self) -> None: ...

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blockmirror", description="Live block-device mirroring.",
                                      epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"blockmirror {blockmirror.__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{mirror,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{mirror,serve,demo}")
 
     m = sub.add_parser("mirror", help="mirror SRC onto DST (a raw image or block device)",
                        description=MIRROR_DESCRIPTION, epilog=EXIT_CODES,
@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between progress lines when stderr is not a terminal, and "
                    "between --json progress events (default 5)")
     m.add_argument("--quiet", action="store_true", help="no progress bar or phase lines")
+
+    from blockmirror._cli_serve import SERVE_DESCRIPTION, add_serve_arguments
+
+    add_serve_arguments(sub.add_parser("serve", help="export a live disk over NBD, mirror it under QMP control",
+                                       description=SERVE_DESCRIPTION, epilog=EXIT_CODES,
+                                       formatter_class=argparse.RawDescriptionHelpFormatter))
 
     from blockmirror._demo import add_demo_arguments
 
@@ -160,6 +166,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 from blockmirror._cli_mirror import run_mirror
 
                 return run_mirror(args)
+            if args.command == "serve":
+                from blockmirror._cli_serve import run_serve
+
+                return run_serve(args)
             from blockmirror._demo import run_demo
 
             return run_demo(args)

@@ -1,0 +1,80 @@
+"""``blockmirror serve``: export a live disk over NBD, with a QMP monitor for mirror jobs."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+from blockmirror._cli_args import EXIT_OK, Terminated
+
+SERVE_DESCRIPTION = """\
+Export SOURCE (a raw image or block device) over NBD so that real programs (a VM, fio,
+qemu-io, a filesystem through nbd-client) use it while blockmirror mirrors it. Control is
+over QMP, QEMU's monitor protocol: qemu.qmp, qmp-shell or scripts written for QEMU send
+drive-mirror, query-block-jobs, block-job-complete, block-job-cancel, ... to --qmp PATH.
+After a job's switch-over the export serves the target, with no client disconnected.
+
+NBD has no authentication: the unix sockets are created mode 0600, and TCP listens on
+127.0.0.1 unless --listen names another address. SOURCE is locked as QEMU locks images.
+Stop with Ctrl-C, SIGTERM or QMP quit: a running job is cancelled, requests in flight are
+answered, the disk is flushed, exit 0."""
+
+
+def _listen_address(text: str) -> str:
+    """``PORT``, ``HOST:PORT`` or ``[V6]:PORT``; a bare port listens on 127.0.0.1."""
+    if text.isdigit():
+        return f"127.0.0.1:{text}"
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise argparse.ArgumentTypeError(f"{text!r} is not PORT or HOST:PORT")
+    return text
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SOURCE")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", metavar="PATH", help="NBD on this unix socket (mode 0600)")
+    where.add_argument("--listen", metavar="[HOST:]PORT", type=_listen_address,
+                       help="NBD on TCP (HOST defaults to 127.0.0.1)")
+    p.add_argument("--export", default="disk", metavar="NAME", help="export name, also the QMP device (default disk)")
+    p.add_argument("--qmp", metavar="PATH", help="QMP monitor on this unix socket (mode 0600)")
+    p.add_argument("--read-only", action="store_true", help="clients may only read")
+    p.add_argument("--max-clients", type=int, default=64, metavar="N",
+                   help="connections beyond N are refused (default 64)")
+    p.add_argument("--direct", action="store_true", help="jobs open their files with O_DIRECT")
+
+
+def _is_loopback(hostport: str) -> bool:
+    host = hostport.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import blockmirror
+
+    if args.listen and not _is_loopback(args.listen):
+        print(f"blockmirror serve: warning: NBD has no authentication: anyone who reaches "
+              f"{args.listen} can read and write {args.source}", file=sys.stderr)
+    server = blockmirror.serve(args.source, socket=args.socket, listen=args.listen, export=args.export,
+                               qmp=args.qmp, read_only=args.read_only, max_clients=args.max_clients,
+                               direct=args.direct)
+    with server:
+        qmp = f", QMP on {args.qmp}" if args.qmp else ""
+        print(f"blockmirror serve: exporting {args.source} as {server.uri}{qmp}; "
+              "stop with Ctrl-C, SIGTERM or QMP quit", file=sys.stderr, flush=True)
+        reason = "quit over QMP"
+        try:
+            while not server.wait_quit(0.5):
+                pass
+        except KeyboardInterrupt:
+            reason = "interrupted"
+        except Terminated:
+            reason = "terminated"
+        print(f"blockmirror serve: stopping ({reason}): draining and flushing", file=sys.stderr, flush=True)
+    return EXIT_OK

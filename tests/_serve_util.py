@@ -1,0 +1,123 @@
+"""Helpers for the tests of ``blockmirror serve`` against real peers: the server under test
+and qemu-storage-daemon (the reference) behind one interface, QMP sessions, fio runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import blockmirror as bm
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+EXPORT = "disk"
+QSD = shutil.which("qemu-storage-daemon")
+FIO = shutil.which("fio")
+
+
+def wait_until(condition: Callable[[], bool], what: str, proc: Optional[subprocess.Popen] = None,
+               tries: int = 2000) -> None:
+    """Polls ``condition`` (a socket appearing, a client leaving) a bounded number of times,
+    failing at once if ``proc`` died meanwhile."""
+    for _ in range(tries):
+        if condition():
+            return
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"{what}: the process exited with {proc.returncode}: {out}")
+        time.sleep(0.005)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+@dataclass
+class Peer:
+    """A server of one disk: an NBD export and a QMP monitor."""
+
+    name: str
+    nbd_uri: str
+    qmp_path: str
+    nbd_socket: str
+
+    def qmp(self) -> QEMUMonitorProtocol:
+        """A negotiated QMP session (QEMU's own client, in its synchronous form)."""
+        session = QEMUMonitorProtocol(self.qmp_path)
+        session.connect(negotiate=True)
+        session.settimeout(60)
+        return session
+
+
+@contextlib.contextmanager
+def blockmirror_peer(tmp: str, image: str, **options: Any) -> Iterator[Peer]:
+    nbd_socket, qmp_path = os.path.join(tmp, "bm-nbd.sock"), os.path.join(tmp, "bm-qmp.sock")
+    with bm.serve(image, socket=nbd_socket, qmp=qmp_path, export=EXPORT, **options) as server:
+        yield Peer("blockmirror", server.uri, qmp_path, nbd_socket)
+
+
+@contextlib.contextmanager
+def qsd_peer(tmp: str, image: str) -> Iterator[Peer]:
+    nbd_socket, qmp_path = os.path.join(tmp, "qsd-nbd.sock"), os.path.join(tmp, "qsd-qmp.sock")
+    proc = subprocess.Popen(
+        [QSD or "qemu-storage-daemon",
+         "--blockdev", f"driver=file,node-name=file0,filename={image}",
+         "--blockdev", f"driver=raw,node-name={EXPORT},file=file0",
+         "--nbd-server", f"addr.type=unix,addr.path={nbd_socket}",
+         "--export", f"type=nbd,id=exp0,node-name={EXPORT},name={EXPORT},writable=on",
+         "--chardev", f"socket,path={qmp_path},server=on,wait=off,id=mon0",
+         "--monitor", "chardev=mon0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: os.path.exists(nbd_socket) and os.path.exists(qmp_path), "qemu-storage-daemon's sockets", proc)
+        yield Peer("qemu-storage-daemon", f"nbd+unix:///{EXPORT}?socket={nbd_socket}", qmp_path, nbd_socket)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def peer(kind: str, tmp: str, image: str) -> "contextlib.AbstractContextManager[Peer]":
+    return blockmirror_peer(tmp, image) if kind == "blockmirror" else qsd_peer(tmp, image)
+
+
+def next_event(qmp: QEMUMonitorProtocol, name: str, timeout: float = 120.0) -> Dict[str, Any]:
+    """The next event called ``name`` (earlier others are skipped); fails after ``timeout``
+    seconds without one (a hang guard, not a timing assumption)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no {name} event within {timeout} s")
+        event = qmp.pull_event(wait=left)
+        if event is not None and event["event"] == name:
+            return event
+
+
+def events_until(qmp: QEMUMonitorProtocol, name: str, timeout: float = 120.0) -> List[Dict[str, Any]]:
+    """Every event up to and including the first called ``name``."""
+    seen: List[Dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no {name} event within {timeout} s; saw {[e['event'] for e in seen]}")
+        event = qmp.pull_event(wait=left)
+        if event is None:
+            continue
+        seen.append(event)
+        if event["event"] == name:
+            return seen
+
+
+def fio_args(name: str, size: int, extra: List[str]) -> List[str]:
+    """A 4 KiB random-write job with crc32c verification (same layout for every engine)."""
+    return [FIO or "fio", f"--name={name}", "--rw=randwrite", "--bs=4k", f"--size={size}",
+            "--verify=crc32c", "--verify_fatal=1", "--randrepeat=1", "--output-format=terse"] + extra
+
+
+def qemu_io(uri: str, *commands: str) -> subprocess.CompletedProcess:
+    args = ["qemu-io", "-f", "raw"]
+    for c in commands:
+        args += ["-c", c]
+    return subprocess.run(args + [uri], capture_output=True, text=True, timeout=120)

@@ -1,0 +1,144 @@
+"""``blockmirror serve`` as a program and as a neighbour: socket modes, stopping (SIGTERM,
+QMP quit), read-only exports, image locks against QEMU's tools, hostile and numerous
+clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+
+import blockmirror as bm
+from _files_util import MiB, make_image
+from _serve_util import EXPORT, next_event, qemu_io, wait_until
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = str(tmp_path / "src.img")
+    make_image(path, 16 * MiB, seed=5)
+    return path
+
+
+def _start_cli(tmp_path, image, *extra):
+    nbd, qmp = str(tmp_path / "nbd.sock"), str(tmp_path / "qmp.sock")
+    proc = subprocess.Popen([sys.executable, "-m", "blockmirror", "serve", image, "--socket", nbd, "--qmp", qmp,
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_until(lambda: os.path.exists(nbd) and os.path.exists(qmp), "the serve sockets", proc)
+    return proc, nbd, qmp
+
+
+def test_sockets_are_private_and_sigterm_stops_cleanly_with_a_job_running(tmp_path, image):
+    proc, nbd, qmp_path = _start_cli(tmp_path, image)
+    try:
+        for path in (nbd, qmp_path):
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        qmp = QEMUMonitorProtocol(qmp_path)
+        qmp.connect()
+        qmp.cmd("drive-mirror", **{"job-id": "j", "device": EXPORT, "target": str(tmp_path / "dst.img"),
+                                   "sync": "full", "speed": 1 << 20})
+        next_event(qmp, "JOB_STATUS_CHANGE")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        qmp.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "stopping (terminated)" in out
+    assert not os.path.exists(nbd) and not os.path.exists(qmp_path)
+
+
+def test_quit_over_qmp_ends_the_program_with_exit_0(tmp_path, image):
+    proc, nbd, qmp_path = _start_cli(tmp_path, image)
+    try:
+        qmp = QEMUMonitorProtocol(qmp_path)
+        qmp.connect()
+        assert qmp.cmd("quit") == {}
+        out, _ = proc.communicate(timeout=60)
+        qmp.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "quit over QMP" in out
+
+
+def test_a_read_only_export_refuses_writes(tmp_path, image):
+    with bm.serve(image, socket=str(tmp_path / "ro.sock"), read_only=True) as server:
+        r = qemu_io(server.uri, "read 0 4k")
+        assert r.returncode == 0, r.stderr
+        r = qemu_io(server.uri, "write 0 4k")
+        assert r.returncode != 0 or "failed" in (r.stdout + r.stderr).lower()
+
+
+def test_the_served_image_is_locked_against_qemu_writers_and_qemu_nbd_blocks_serving(tmp_path, image):
+    with bm.serve(image, socket=str(tmp_path / "a.sock")):
+        r = subprocess.run(["qemu-io", "-f", "raw", "-c", "write 0 4k", image], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode != 0 and "lock" in (r.stdout + r.stderr), r.stdout + r.stderr
+        info = subprocess.run(["qemu-img", "info", "-U", image], capture_output=True, text=True, timeout=60)
+        assert info.returncode == 0, info.stderr
+    sock = str(tmp_path / "qemu-nbd.sock")
+    qemu_nbd = subprocess.Popen(["qemu-nbd", "-f", "raw", "-k", sock, image], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: os.path.exists(sock), "qemu-nbd's socket", qemu_nbd)
+        with pytest.raises(bm.IoError, match="lock|in use"):
+            bm.serve(image, socket=str(tmp_path / "b.sock"))
+    finally:
+        qemu_nbd.terminate()
+        qemu_nbd.wait(timeout=30)
+
+
+def test_garbage_and_surplus_clients_do_not_disturb_the_others(tmp_path, image):
+    path = str(tmp_path / "n.sock")
+    with bm.serve(image, socket=path, max_clients=4) as server:
+        hostile = []
+        for payload in (b"\x00" * 64, os.urandom(4096), b"NBDMAGIC" + os.urandom(200)):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(path)
+            s.sendall(payload)
+            hostile.append(s)
+        # The server hangs up on each of them (the greeting, then EOF), without a hang.
+        for s in hostile:
+            s.settimeout(30)
+            while s.recv(65536):
+                pass
+            s.close()
+        wait_until(lambda: server.client_count == 0, "the hostile clients to be dropped")
+        idle = []
+        for _ in range(4):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(path)
+            idle.append(s)
+        wait_until(lambda: server.client_count == 4, "four idle clients")
+        extra = socket.socket(socket.AF_UNIX)
+        extra.connect(path)
+        extra.settimeout(30)
+        assert extra.recv(100) == b""  # refused: closed at once
+        extra.close()
+        for s in idle:
+            s.close()
+        wait_until(lambda: server.client_count == 0, "the idle clients to leave")
+        r = qemu_io(server.uri, "write -P 0x77 0 64k", "read -P 0x77 0 64k")
+        assert r.returncode == 0 and "verification failed" not in r.stdout, r.stdout + r.stderr
+
+
+def test_several_clients_write_at_once_and_every_write_lands(tmp_path, image):
+    with bm.serve(image, socket=str(tmp_path / "m.sock")) as server:
+        procs = [subprocess.Popen(["qemu-io", "-f", "raw", "-c", f"write -P {0x21 + i} {i}M 1M", server.uri],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(6)]
+        for p in procs:
+            out, _ = p.communicate(timeout=120)
+            assert p.returncode == 0, out
+    with open(image, "rb") as f:
+        for i in range(6):
+            f.seek(i * MiB)
+            assert f.read(MiB) == bytes([0x21 + i]) * MiB
