@@ -6,6 +6,8 @@ import gc
 import os
 import time
 
+import pytest
+
 import blockmirror as bm
 from _files_util import MiB, random_file
 
@@ -84,3 +86,20 @@ def test_a_run_of_alike_errors_is_counted_not_stored():
     assert log.events[-1].error == "io", "another kind of error is never dropped"
     log.add(MirrorEvent(type="JOB_STATUS_CHANGE", time_ns=1001, status="ready"))
     assert log.events[-1].type == "JOB_STATUS_CHANGE"
+
+
+def test_an_image_a_mirror_holds_is_refused_to_a_second_one_until_it_closes(tmp_path):
+    src = str(tmp_path / "src.img")
+    random_file(src, MiB, seed=71)
+    first = bm.Mirror(src, str(tmp_path / "a.img"))
+    try:
+        with pytest.raises(bm.IoError) as info:
+            bm.Mirror(src, str(tmp_path / "b.img"))
+        assert info.value.operation == "lock"
+        assert "in use by another process" in str(info.value)
+        assert not (tmp_path / "b.img").exists()
+        # Without its own lock a second mirror of the same process may start.
+        bm.Mirror(src, str(tmp_path / "c.img"), lock=False).close()
+    finally:
+        first.close()
+    bm.Mirror(src, str(tmp_path / "b.img")).close()

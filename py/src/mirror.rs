@@ -17,6 +17,7 @@ use blockmirror_core::job::{CopyMode, JobError};
 use blockmirror_engine::engine::{FileMirror as Engine, GuestIoError, MirrorSetup, Snapshot, StartError, VerbError, WaitOutcome};
 use blockmirror_engine::faults::{InjectedFault, PanicAt};
 use blockmirror_engine::files::OpenError;
+use blockmirror_engine::locks::LockError;
 use blockmirror_engine::EventRecord;
 use crate::convert::{PyEvent, UInt};
 use crate::errors::{invalid_argument, io_error, job_state_error};
@@ -39,12 +40,19 @@ fn verb_error(e: VerbError) -> PyErr {
 fn start_error(e: StartError) -> PyErr {
     match e {
         StartError::Open(OpenError::Invalid(msg)) => invalid_argument(msg),
+        // `FileMirror::start` reports lock refusals as `StartError::Locked`.
+        StartError::Open(OpenError::Locked(e)) => io_error(libc::EAGAIN, "lock", None, e.to_string()),
         StartError::Open(OpenError::Os { path, source }) => io_error(
             source.raw_os_error().unwrap_or(libc::EIO),
             "open",
             None,
             format!("cannot open {}: {source}", path.display()),
         ),
+        // Another program uses an image: EAGAIN, as the refused lock call reports it.
+        StartError::Locked(LockError::Os { source, .. }) => {
+            io_error(source.raw_os_error().unwrap_or(libc::EIO), "lock", None, source.to_string())
+        }
+        StartError::Locked(e) => io_error(libc::EAGAIN, "lock", None, e.to_string()),
         StartError::Job(e) => job_error(e),
         StartError::Os { what, source } => {
             io_error(source.raw_os_error().unwrap_or(libc::EIO), "open", None, format!("{what}: {source}"))
@@ -159,11 +167,12 @@ impl FileMirror {
     #[pyo3(signature = (source, target, *, granularity=UInt(65536), sync="full", copy_mode="background",
         on_source_error="report", on_target_error="report", speed=UInt(0), buf_size=UInt(16 << 20),
         max_in_flight=UInt(16), max_io=UInt(1 << 20), direct=false, reuse=false, unmap=true,
-        guest_writes=true, offload=true, io_uring=true, auto_converge=false, not_converging_window=10.0, faults=None),
+        guest_writes=true, offload=true, io_uring=true, auto_converge=false, not_converging_window=10.0, faults=None,
+        lock=true),
         text_signature = "(source, target, *, granularity=65536, sync='full', copy_mode='background', \
         on_source_error='report', on_target_error='report', speed=0, buf_size=16777216, max_in_flight=16, \
         max_io=1048576, direct=False, reuse=False, unmap=True, guest_writes=True, offload=True, io_uring=True, \
-        auto_converge=False, not_converging_window=10.0, faults=None)")]
+        auto_converge=False, not_converging_window=10.0, faults=None, lock=True)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -187,6 +196,7 @@ impl FileMirror {
         auto_converge: bool,
         not_converging_window: f64,
         faults: Option<&Bound<'_, PyList>>,
+        lock: bool,
     ) -> PyResult<Self> {
         // The length is set once the source is opened.
         let mut config = crate::job::mirror_config(
@@ -215,6 +225,8 @@ impl FileMirror {
             offload,
             io_uring,
             faults: fault_rules(faults)?,
+            lock_source: lock,
+            lock_target: lock,
         };
         let engine = py.detach(|| Engine::start(&source, &target, setup)).map_err(start_error)?;
         Ok(Self {

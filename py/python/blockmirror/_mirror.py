@@ -123,6 +123,13 @@ class Mirror:
     ``not_converging_window`` seconds; 0 turns the watch off), so a guest that writes faster
     than the copy no longer keeps the job from ever becoming ready.
 
+    ``lock`` (default on) takes QEMU-compatible image locks on both files for as long as
+    the mirror is open: a VM, ``qemu-nbd`` or ``qemu-io`` opening either image read-write
+    is refused meanwhile, and the mirror refuses (``IoError``, operation ``"lock"``) an
+    image such a program writes. Readers that share writes (``qemu-img info``,
+    ``qemu-img compare``, anything with ``-U``) keep working. Turn it off only when this
+    process already holds an image's lock on a descriptor of its own.
+
     ``on_event`` is called from a background thread for every event, in order.
     ``faults``: a list of dicts ``{"side": "source"|"target", "op": "read"|"write"|"zero"|
     "flush"|"any", "nth": 1, "count": 1, "error": "nospace"|"io"|"readonly"|errno}``: the
@@ -153,6 +160,7 @@ class Mirror:
         faults: Optional[Sequence[Dict[str, Any]]] = None,
         on_event: Optional[EventCallback] = None,
         guest_writes: bool = True,
+        lock: bool = True,
     ) -> None:
         self.source = os.fspath(source)
         self.target = os.fspath(target)
@@ -162,7 +170,7 @@ class Mirror:
             buf_size=buf_size, max_in_flight=max_in_flight, max_io=max_io, direct=direct,
             reuse=reuse, unmap=unmap, guest_writes=guest_writes, offload=offload, io_uring=io_uring,
             auto_converge=auto_converge, not_converging_window=not_converging_window,
-            faults=list(faults) if faults is not None else None,
+            faults=list(faults) if faults is not None else None, lock=lock,
         )
         self._started = time.monotonic()
         self._log = _EventLog()
@@ -458,6 +466,7 @@ def mirror(
     keep_partial: bool = False,
     faults: Optional[Sequence[Dict[str, Any]]] = None,
     on_event: Optional[EventCallback] = None,
+    lock: bool = True,
 ) -> MirrorResult:
     """Copies ``source`` to ``target`` and completes (the target is then the new image).
 
@@ -485,7 +494,7 @@ def mirror(
                        direct=direct, reuse=reuse, unmap=unmap, offload=offload,
                        io_uring=io_uring, auto_converge=auto_converge,
                        not_converging_window=not_converging_window, faults=faults,
-                       on_event=on_event, guest_writes=False),
+                       on_event=on_event, guest_writes=False, lock=lock),
         os.fspath(target), remove_on_interrupt=not keep_partial)
 
     def show_progress() -> None:

@@ -87,6 +87,7 @@ class FileMirror:
         auto_converge: bool = False,
         not_converging_window: float = 10.0,
         faults: list[dict[str, Any]] | None = None,
+        lock: bool = True,
     ) -> FileMirror: ...
     @property
     def length(self) -> int: ...
