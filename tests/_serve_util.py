@@ -116,8 +116,8 @@ def fio_args(name: str, size: int, extra: List[str]) -> List[str]:
             "--verify=crc32c", "--verify_fatal=1", "--randrepeat=1", "--output-format=terse"] + extra
 
 
-def qemu_io(uri: str, *commands: str) -> subprocess.CompletedProcess:
-    args = ["qemu-io", "-f", "raw"]
+def qemu_io(uri: str, *commands: str, read_only: bool = False) -> subprocess.CompletedProcess:
+    args = ["qemu-io", "-f", "raw"] + (["-r"] if read_only else [])
     for c in commands:
         args += ["-c", c]
     return subprocess.run(args + [uri], capture_output=True, text=True, timeout=120)
