@@ -33,6 +33,20 @@ def wait_until(condition: Callable[[], bool], what: str, proc: Optional[subproce
     raise AssertionError(f"gave up waiting for {what}")
 
 
+def holds_qemu_write_lock(image: str) -> bool:
+    """Whether some process holds QEMU's "write" permission lock (byte 101) on ``image``,
+    read off /proc/locks (qemu-nbd creates its socket before it locks the image)."""
+    inode = os.stat(image).st_ino
+    with open("/proc/locks") as f:
+        for line in f:
+            fields = line.split()
+            # "2: OFDLCK ADVISORY READ -1 fe:00:1234 100 101": one lock may span several bytes.
+            if len(fields) >= 8 and fields[1] == "OFDLCK" and fields[5].rsplit(":", 1)[-1] == str(inode) \
+                    and fields[6].isdigit() and fields[7].isdigit() and int(fields[6]) <= 101 <= int(fields[7]):
+                return True
+    return False
+
+
 @dataclass
 class Peer:
     """A server of one disk: an NBD export and a QMP monitor."""

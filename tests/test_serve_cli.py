@@ -4,6 +4,7 @@ clients."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ import pytest
 
 import blockmirror as bm
 from _files_util import MiB, make_image
-from _serve_util import EXPORT, next_event, qemu_io, wait_until
+from _serve_util import EXPORT, holds_qemu_write_lock, next_event, qemu_io, wait_until
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 
@@ -46,7 +47,8 @@ def test_sockets_are_private_and_sigterm_stops_cleanly_with_a_job_running(tmp_pa
         next_event(qmp, "JOB_STATUS_CHANGE")
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
-        qmp.close()
+        with contextlib.suppress(EOFError):  # the server is gone (see the quit test)
+            qmp.close()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -62,7 +64,9 @@ def test_quit_over_qmp_ends_the_program_with_exit_0(tmp_path, image):
         qmp.connect()
         assert qmp.cmd("quit") == {}
         out, _ = proc.communicate(timeout=60)
-        qmp.close()
+        # The server is gone: QEMU's client reports the end of the stream it meets on close.
+        with contextlib.suppress(EOFError):
+            qmp.close()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -90,7 +94,7 @@ def test_the_served_image_is_locked_against_qemu_writers_and_qemu_nbd_blocks_ser
     qemu_nbd = subprocess.Popen(["qemu-nbd", "-f", "raw", "-k", sock, image], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
     try:
-        wait_until(lambda: os.path.exists(sock), "qemu-nbd's socket", qemu_nbd)
+        wait_until(lambda: os.path.exists(sock) and holds_qemu_write_lock(image), "qemu-nbd's socket and lock", qemu_nbd)
         with pytest.raises(bm.IoError, match="lock|in use"):
             bm.serve(image, socket=str(tmp_path / "b.sock"))
     finally:
@@ -143,3 +147,54 @@ def test_several_clients_write_at_once_and_every_write_lands(tmp_path, image):
         for i in range(6):
             f.seek(i * MiB)
             assert f.read(MiB) == bytes([0x21 + i]) * MiB
+
+
+def test_mirror_refuses_a_disk_that_qemu_nbd_has_open_for_writing(tmp_path, image):
+    sock = str(tmp_path / "busy.sock")
+    qemu_nbd = subprocess.Popen(["qemu-nbd", "-f", "raw", "-k", sock, image], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: os.path.exists(sock) and holds_qemu_write_lock(image), "qemu-nbd's socket and lock", qemu_nbd)
+        target = str(tmp_path / "dst.img")
+        r = subprocess.run([sys.executable, "-m", "blockmirror", "mirror", image, target, "--quiet"],
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        qemu_nbd.terminate()
+        qemu_nbd.wait(timeout=30)
+    assert r.returncode == 2, r.stdout + r.stderr  # "files that cannot be opened or used as asked"
+    assert "in use by another process" in r.stderr
+    assert not os.path.exists(target)
+
+
+def test_tcp_on_loopback_by_default_and_a_warning_for_other_addresses(tmp_path, image):
+    with bm.serve(image, listen="127.0.0.1:0") as server:
+        assert server.address.startswith("tcp:127.0.0.1:") and not server.address.endswith(":0")
+        assert server.uri.startswith("nbd://127.0.0.1:")
+        r = qemu_io(server.uri, "write -P 0x42 0 64k", "read -P 0x42 0 64k")
+        assert r.returncode == 0 and "verification failed" not in r.stdout, r.stdout + r.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "blockmirror", "serve", image, "--listen", "0.0.0.0:0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = proc.stdout.readline()
+        second = proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = first + second + rest
+    assert "anyone who reaches 0.0.0.0:0 can read and write" in out
+    assert proc.returncode == 0, out
+
+
+def test_nbdcopy_copies_the_export_out_and_back_in(tmp_path, image):
+    copy = str(tmp_path / "copy.img")
+    with bm.serve(image, socket=str(tmp_path / "c.sock")) as server:
+        out = subprocess.run(["nbdcopy", server.uri, copy], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        with open(copy, "r+b") as f:
+            f.write(b"\x99" * 4096)
+        back = subprocess.run(["nbdcopy", copy, server.uri], capture_output=True, text=True, timeout=120)
+        assert back.returncode == 0, back.stderr
+    with open(copy, "rb") as a, open(image, "rb") as b:
+        assert a.read() == b.read()

@@ -190,14 +190,14 @@ impl Client {
                 let result = shared.jobs.execute(pending.command);
                 lock(&self.session).handle_result(pending.id, result);
                 self.flush();
+                // After `quit` the connection stays open until the server stops: closing it
+                // at once races QEMU's own client, which can meet the end of the stream
+                // before it has handed the reply to its caller.
                 if quit {
                     (shared.on_quit)();
                 }
             }
             self.flush();
-            if lock(&self.session).wants_quit() {
-                break;
-            }
         }
         drop(lock(&self.bye).take());
         let _ = lock(&self.writer).shutdown(std::net::Shutdown::Both);

@@ -65,11 +65,12 @@ def run_serve(args: argparse.Namespace) -> int:
                                qmp=args.qmp, read_only=args.read_only, max_clients=args.max_clients,
                                direct=args.direct)
     with server:
-        qmp = f", QMP on {args.qmp}" if args.qmp else ""
-        print(f"blockmirror serve: exporting {args.source} as {server.uri}{qmp}; "
-              "stop with Ctrl-C, SIGTERM or QMP quit", file=sys.stderr, flush=True)
         reason = "quit over QMP"
+        # The whole wait is inside the try: a signal may arrive as soon as the line is out.
         try:
+            qmp = f", QMP on {args.qmp}" if args.qmp else ""
+            print(f"blockmirror serve: exporting {args.source} as {server.uri}{qmp}; "
+                  "stop with Ctrl-C, SIGTERM or QMP quit", file=sys.stderr, flush=True)
             while not server.wait_quit(0.5):
                 pass
         except KeyboardInterrupt:

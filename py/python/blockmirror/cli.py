@@ -72,10 +72,14 @@ MIRROR_DESCRIPTION = """\
 Copy SRC to DST and switch over (DST becomes the image to use), or with --finish stop at
 ready with DST a consistent copy.
 
-SRC must not be written by any other program while this runs: blockmirror tracks only the
-writes made through it (the Python Mirror API), and this command makes none, so a write by
-another program (a VM, dd, ...) during the copy is never copied. When SRC is a regular file
-whose modification time changes during the job, the command fails (exit 1).
+This command is for disks written only through blockmirror. SRC must not be written by any
+other program while it runs: blockmirror tracks only the writes made through it (the Python
+Mirror API), and this command makes none, so a write by another program (a VM, dd, ...)
+during the copy is never copied. To mirror a disk that other programs use, export it with
+`blockmirror serve` and let them write through the export. SRC and DST are locked as QEMU
+locks images: a QEMU, qemu-nbd or qemu-io writing either makes this command fail at once.
+When SRC is a regular file whose modification time changes during the job, the command
+fails (exit 1).
 
 A DST this run creates is removed when the job fails, times out or is interrupted, unless
 --keep-partial is given (then the command says where it is)."""
