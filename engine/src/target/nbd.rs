@@ -9,7 +9,8 @@
 //! job's back-off. The next operation, whoever runs it, connects again. One operation makes
 //! at most one connection attempt and never loops, so a dead server costs one refused
 //! connect per retry the job itself paces. Connecting happens under a lock: the threads
-//! that need a connection meanwhile wait for that one attempt rather than each trying.
+//! that need a connection meanwhile wait for that one attempt and share its outcome (the
+//! new connection, or the failure) rather than each trying in turn.
 //!
 //! A fresh connection must show the export as at the start (same size, writable); else it
 //! is refused like a dead server. Errors become `io::Error`s: a server's error reply keeps
@@ -85,6 +86,8 @@ pub struct NbdTarget {
     connection: Mutex<Option<Arc<NbdClient>>>,
     /// Connections made after the first.
     reconnects: AtomicU64,
+    /// Failed connection attempts (see `client`: an operation that waited for one fails too).
+    failed_attempts: AtomicU64,
 }
 
 impl std::fmt::Debug for NbdTarget {
@@ -126,6 +129,7 @@ impl NbdTarget {
             size,
             connection: Mutex::new(Some(Arc::new(client))),
             reconnects: AtomicU64::new(0),
+            failed_attempts: AtomicU64::new(0),
         })
     }
 
@@ -165,12 +169,22 @@ impl NbdTarget {
     /// type does not wrap (`block_status`); a caller that sees
     /// [`NbdClientError::Disconnected`] on it calls [`forget`](Self::forget).
     pub fn client(&self) -> io::Result<Arc<NbdClient>> {
+        let failures_before = self.failed_attempts.load(Ordering::Acquire);
         let mut slot = lock(&self.connection);
         if let Some(client) = slot.as_ref() {
             return Ok(Arc::clone(client));
         }
-        let client = Self::connect_checked(&self.uri, self.size)
-            .map_err(|e| io::Error::new(io::ErrorKind::NotConnected, e.to_string()))?;
+        if self.failed_attempts.load(Ordering::Acquire) != failures_before {
+            // An attempt failed while this call waited for the lock: that was this call's try.
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("the NBD export {} is unreachable", self.uri),
+            ));
+        }
+        let client = Self::connect_checked(&self.uri, self.size).map_err(|e| {
+            self.failed_attempts.fetch_add(1, Ordering::AcqRel);
+            io::Error::new(io::ErrorKind::NotConnected, e.to_string())
+        })?;
         let client = Arc::new(client);
         *slot = Some(Arc::clone(&client));
         self.reconnects.fetch_add(1, Ordering::Relaxed);
