@@ -23,6 +23,7 @@ use crate::faults::{FaultInjector, InjectedFault};
 use crate::files::{open_files, open_source, OpenError, OpenOptionsSpec};
 use crate::io_ops;
 use crate::locks::LockError;
+use crate::net::NbdClientError;
 use crate::shared::{Shared, State};
 use crate::stats::{Failure, Stats};
 use crate::target::{MirrorTarget, NbdTarget, NbdTargetError, Sides, TargetSide};
@@ -98,9 +99,6 @@ pub enum StartError {
     /// The job rejected its configuration.
     #[error(transparent)]
     Job(#[from] JobError),
-    /// The NBD export cannot be the target (unreachable, read-only, another size).
-    #[error(transparent)]
-    NbdTarget(#[from] NbdTargetError),
     /// The source's allocation could not be read, or a thread could not start.
     #[error("{what}: {source}")]
     Os {
@@ -109,6 +107,20 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+/// How a refused NBD target is reported: an export that cannot be the target (another
+/// size, read-only, coarser blocks) is invalid input, as a wrong local target is
+/// ([`OpenError::Invalid`]); an export that could not be reached is an OS error opening the
+/// URI ([`OpenError::Os`], with the socket's errno when there is one). The existing variants
+/// keep every caller's match on `StartError` whole.
+fn nbd_start_error(error: NbdTargetError) -> StartError {
+    let (uri, source) = match error {
+        NbdTargetError::Connect { uri, source: NbdClientError::Connect { source, .. } } => (uri, source),
+        NbdTargetError::Connect { uri, source } => (uri, std::io::Error::other(source)),
+        refused => return StartError::Open(OpenError::Invalid(refused.to_string())),
+    };
+    StartError::Open(OpenError::Os { path: uri.into(), source })
 }
 
 impl From<OpenError> for StartError {
@@ -223,8 +235,10 @@ impl FileMirror {
     /// Opens the source and the target, scans the source, starts the job and its threads.
     ///
     /// An NBD target ([`MirrorTarget::Nbd`]) is connected to and used as it is: its size
-    /// must be the source's (else [`NbdTargetError::SizeMismatch`]), it must be writable,
-    /// and the job's granularity a multiple of its minimum block size. Nothing is known of
+    /// must be the source's, it must be writable, and the job's granularity a multiple of
+    /// its minimum block size (else [`OpenError::Invalid`] with the reason, such as "Source
+    /// and target image have different sizes"); an export that cannot be reached is
+    /// [`OpenError::Os`] for its URI. Nothing is known of
     /// what it holds, so `sync=full` copies every range, writing the source's zero ranges
     /// as `NBD_CMD_WRITE_ZEROES` (or zero buffers when the server lacks it), and discards
     /// are never taken to read zero. It is not checked against the source's identity: an
@@ -255,7 +269,7 @@ impl FileMirror {
             MirrorTarget::Path(path) => open_files(source, path, &spec)?.into(),
             MirrorTarget::Nbd(uri) => {
                 let (source_side, length) = open_source(source, &spec)?;
-                let nbd = NbdTarget::open(uri, length, setup.config.granularity)?;
+                let nbd = NbdTarget::open(uri, length, setup.config.granularity).map_err(nbd_start_error)?;
                 Sides { source: source_side, target: TargetSide::Nbd(Arc::new(nbd)), length, target_created: false }
             }
         };

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blockmirror_core::job::{CopyMode, ErrorPolicy, IoErrorKind, JobStatus, Operation};
+use blockmirror_engine::files::OpenError;
 use blockmirror_engine::nbd::NbdUri;
 use blockmirror_engine::net::NbdClient;
-use blockmirror_engine::target::NbdTargetError;
 use blockmirror_engine::{FileMirror, MirrorSetup, MirrorTarget, StartError, WaitOutcome};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(120));
@@ -73,12 +73,16 @@ impl Server {
             Err(e) => panic!("starting {program}: {e}"),
         };
         let mut server = Server { child };
-        wait_until(&format!("{program} to listen"), Duration::from_secs(30), || {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("{program} exited early: {status}");
-            }
-            std::os::unix::net::UnixStream::connect(socket).is_ok()
-        });
+        wait_until(
+            &format!("{program} to listen"),
+            Duration::from_secs(30),
+            || {
+                if let Some(status) = server.child.try_wait().unwrap() {
+                    panic!("{program} exited early: {status}");
+                }
+                std::os::unix::net::UnixStream::connect(socket).is_ok()
+            },
+        );
         Some(server)
     }
 
@@ -87,7 +91,9 @@ impl Server {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: kill takes only integers; the child is not reaped yet, so its pid is ours.
         unsafe { libc::kill(pid, libc::SIGTERM) };
-        wait_until("the server to exit", Duration::from_secs(30), || self.child.try_wait().unwrap().is_some());
+        wait_until("the server to exit", Duration::from_secs(30), || {
+            self.child.try_wait().unwrap().is_some()
+        });
     }
 
     /// Kills the server at once (SIGKILL) and reaps it.
@@ -122,7 +128,10 @@ impl Random {
     }
 
     fn bytes(&mut self, length: usize) -> Vec<u8> {
-        (0..length.div_ceil(8)).flat_map(|_| self.next().to_le_bytes()).take(length).collect()
+        (0..length.div_ceil(8))
+            .flat_map(|_| self.next().to_le_bytes())
+            .take(length)
+            .collect()
     }
 }
 
@@ -148,7 +157,11 @@ fn assert_same_files(a: &Path, b: &Path) {
     let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
     assert_eq!(x.len(), y.len());
     if let Some(at) = x.iter().zip(&y).position(|(p, q)| p != q) {
-        panic!("{} and {} differ first at byte {at}", a.display(), b.display());
+        panic!(
+            "{} and {} differ first at byte {at}",
+            a.display(),
+            b.display()
+        );
     }
 }
 
@@ -162,7 +175,12 @@ fn setup(mode: CopyMode, on_target_error: ErrorPolicy) -> MirrorSetup {
 
 /// Completes a job that reached READY and checks that it ended cleanly, switched over.
 fn complete(mirror: &FileMirror) {
-    assert_eq!(mirror.wait_ready(WAIT), WaitOutcome::Reached, "{:?}", mirror.snapshot());
+    assert_eq!(
+        mirror.wait_ready(WAIT),
+        WaitOutcome::Reached,
+        "{:?}",
+        mirror.snapshot()
+    );
     mirror.verb(|job| job.complete()).unwrap();
     assert_eq!(mirror.wait_end(WAIT), WaitOutcome::Reached);
     let snap = mirror.snapshot();
@@ -181,7 +199,11 @@ fn guest_writes(mirror: &Arc<FileMirror>, threads: u64, writes: usize) {
                 for i in 0..writes {
                     let size = 512 + random.next() % (96 << 10);
                     let offset = random.next() % (length - size);
-                    let data = if i % 5 == 4 { vec![0; size as usize] } else { random.bytes(size as usize) };
+                    let data = if i % 5 == 4 {
+                        vec![0; size as usize]
+                    } else {
+                        random.bytes(size as usize)
+                    };
                     mirror.guest_write(offset, data).unwrap();
                 }
             })
@@ -194,13 +216,26 @@ fn guest_writes(mirror: &Arc<FileMirror>, threads: u64, writes: usize) {
 
 fn qemu_nbd_mirror_with_guest_writes(name: &str, mode: CopyMode) {
     let dir = Dir::new(name);
-    let (source, target, socket) = (dir.path("src.img"), dir.path("target.img"), dir.path("nbd.sock"));
+    let (source, target, socket) = (
+        dir.path("src.img"),
+        dir.path("target.img"),
+        dir.path("nbd.sock"),
+    );
     write_sparse_random(&source, 32 * MIB, 7);
     // The target holds junk: the source's zero ranges must really be written.
     std::fs::write(&target, vec![0xa5u8; 32 * MIB as usize]).unwrap();
     let Some(server) = Server::start(
         "qemu-nbd",
-        &["-f", "raw", "-t", "-e", "4", "-k", socket.to_str().unwrap(), target.to_str().unwrap()],
+        &[
+            "-f",
+            "raw",
+            "-t",
+            "-e",
+            "4",
+            "-k",
+            socket.to_str().unwrap(),
+            target.to_str().unwrap(),
+        ],
         &socket,
     ) else {
         return;
@@ -208,7 +243,9 @@ fn qemu_nbd_mirror_with_guest_writes(name: &str, mode: CopyMode) {
     let mut setup = setup(mode, ErrorPolicy::Report);
     // Slow enough that the guest writes race the copy.
     setup.config.speed_bytes_per_sec = 32 * MIB;
-    let mirror = Arc::new(FileMirror::start_to(&source, MirrorTarget::Nbd(unix_uri(&socket)), setup).unwrap());
+    let mirror = Arc::new(
+        FileMirror::start_to(&source, MirrorTarget::Nbd(unix_uri(&socket)), setup).unwrap(),
+    );
     assert!(mirror.target_handle().is_err());
     guest_writes(&mirror, 4, 40);
     mirror.verb(|job| job.set_speed(0)).unwrap();
@@ -223,8 +260,11 @@ fn qemu_nbd_mirror_with_guest_writes(name: &str, mode: CopyMode) {
     drop(mirror);
     server.stop();
     assert_same_files(&source, &target);
-    let compare =
-        Command::new("qemu-img").args(["compare", "-f", "raw", "-F", "raw"]).arg(&source).arg(&target).status();
+    let compare = Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "raw"])
+        .arg(&source)
+        .arg(&target)
+        .status();
     match compare {
         Ok(status) => assert!(status.success(), "qemu-img compare: {status}"),
         Err(e) => eprintln!("qemu-img compare not run: {e}"),
@@ -251,16 +291,23 @@ fn nbdkit_memory_mirror(name: &str, filters: &[&str]) {
     let mut args = vec!["-U", socket.to_str().unwrap(), "-f"];
     args.extend_from_slice(filters);
     args.extend_from_slice(&["memory", "8M"]);
-    let Some(server) = Server::start("nbdkit", &args, &socket) else { return };
+    let Some(server) = Server::start("nbdkit", &args, &socket) else {
+        return;
+    };
     let uri = unix_uri(&socket);
     {
         let client = NbdClient::connect(&uri).unwrap();
-        client.write(0, &vec![0x5au8; 8 * MIB as usize], false).unwrap();
+        client
+            .write(0, &vec![0x5au8; 8 * MIB as usize], false)
+            .unwrap();
         client.close();
     }
-    let mirror =
-        FileMirror::start_to(&source, MirrorTarget::Nbd(uri.clone()), setup(CopyMode::Background, ErrorPolicy::Report))
-            .unwrap();
+    let mirror = FileMirror::start_to(
+        &source,
+        MirrorTarget::Nbd(uri.clone()),
+        setup(CopyMode::Background, ErrorPolicy::Report),
+    )
+    .unwrap();
     complete(&mirror);
     let mut expected = std::fs::read(&source).unwrap();
     // Guest I/O after the switch-over goes to the export.
@@ -269,14 +316,20 @@ fn nbdkit_memory_mirror(name: &str, filters: &[&str]) {
     mirror.guest_write_zeroes(4 * MIB, 300 << 10, true).unwrap();
     expected[(4 * MIB) as usize..(4 * MIB + (300 << 10)) as usize].fill(0);
     mirror.guest_flush().unwrap();
-    assert_eq!(mirror.guest_read(MIB, 20_000).unwrap(), expected[MIB as usize..(MIB + 20_000) as usize]);
+    assert_eq!(
+        mirror.guest_read(MIB, 20_000).unwrap(),
+        expected[MIB as usize..(MIB + 20_000) as usize]
+    );
     let nbd = mirror.nbd_target().expect("an NBD target");
     assert_eq!((nbd.size(), nbd.reconnects()), (8 * MIB, 0));
     drop(mirror);
     // The handle outlives the mirror, as a server serving the export after it would keep it.
     let mut through_target = vec![0u8; 4096];
     nbd.read(MIB, &mut through_target).unwrap();
-    assert_eq!(through_target, expected[MIB as usize..(MIB + 4096) as usize]);
+    assert_eq!(
+        through_target,
+        expected[MIB as usize..(MIB + 4096) as usize]
+    );
     drop(nbd);
     let client = NbdClient::connect(&uri).unwrap();
     let mut back = vec![0u8; expected.len()];
@@ -309,7 +362,10 @@ impl FailingExport {
         let dir = Dir::new(name);
         let mut random = Random(23);
         std::fs::write(dir.path("src.img"), random.bytes(8 * MIB as usize)).unwrap();
-        std::fs::File::create(dir.path("target.img")).unwrap().set_len(8 * MIB).unwrap();
+        std::fs::File::create(dir.path("target.img"))
+            .unwrap()
+            .set_len(8 * MIB)
+            .unwrap();
         std::fs::write(dir.path("trigger"), b"").unwrap();
         let socket = dir.path("nbd.sock");
         let error_file = format!("error-pwrite-file={}", dir.path("trigger").display());
@@ -330,8 +386,12 @@ impl FailingExport {
 
     fn start_mirror(&self, policy: ErrorPolicy) -> FileMirror {
         let uri = unix_uri(&self.dir.path("nbd.sock"));
-        FileMirror::start_to(&self.dir.path("src.img"), MirrorTarget::Nbd(uri), setup(CopyMode::Background, policy))
-            .unwrap()
+        FileMirror::start_to(
+            &self.dir.path("src.img"),
+            MirrorTarget::Nbd(uri),
+            setup(CopyMode::Background, policy),
+        )
+        .unwrap()
     }
 
     fn heal(&self) {
@@ -346,11 +406,16 @@ impl FailingExport {
 
 #[test]
 fn remote_write_errors_with_report_fail_the_job() {
-    let Some(export) = FailingExport::start("err-report") else { return };
+    let Some(export) = FailingExport::start("err-report") else {
+        return;
+    };
     let mirror = export.start_mirror(ErrorPolicy::Report);
     assert_eq!(mirror.wait_end(WAIT), WaitOutcome::Reached);
     let failure = mirror.snapshot().failure.expect("the job failed");
-    assert_eq!((failure.error, failure.operation), (IoErrorKind::Io, Some(Operation::Write)));
+    assert_eq!(
+        (failure.error, failure.operation),
+        (IoErrorKind::Io, Some(Operation::Write))
+    );
     mirror.close();
 }
 
@@ -365,7 +430,9 @@ fn wait_paused(mirror: &FileMirror) {
 
 #[test]
 fn remote_write_errors_with_stop_pause_until_resumed() {
-    let Some(export) = FailingExport::start("err-stop") else { return };
+    let Some(export) = FailingExport::start("err-stop") else {
+        return;
+    };
     let mirror = export.start_mirror(ErrorPolicy::Stop);
     wait_paused(&mirror);
     export.heal();
@@ -377,9 +444,13 @@ fn remote_write_errors_with_stop_pause_until_resumed() {
 
 #[test]
 fn remote_write_errors_with_ignore_are_retried_until_they_stop() {
-    let Some(export) = FailingExport::start("err-ignore") else { return };
+    let Some(export) = FailingExport::start("err-ignore") else {
+        return;
+    };
     let mirror = export.start_mirror(ErrorPolicy::Ignore);
-    wait_until("a failed write", Duration::from_secs(60), || mirror.snapshot().stats.failed_ops >= 3);
+    wait_until("a failed write", Duration::from_secs(60), || {
+        mirror.snapshot().stats.failed_ops >= 3
+    });
     assert!(!mirror.snapshot().ready);
     export.heal();
     complete(&mirror);
@@ -392,13 +463,18 @@ fn remote_write_errors_with_ignore_are_retried_until_they_stop() {
 fn mirror_then_kill(name: &str, policy: ErrorPolicy) -> Option<(Dir, FileMirror)> {
     let dir = Dir::new(name);
     std::fs::write(dir.path("src.img"), Random(31).bytes(16 * MIB as usize)).unwrap();
-    std::fs::File::create(dir.path("target.img")).unwrap().set_len(16 * MIB).unwrap();
+    std::fs::File::create(dir.path("target.img"))
+        .unwrap()
+        .set_len(16 * MIB)
+        .unwrap();
     let server = start_file_server(&dir)?;
     let mut setup = setup(CopyMode::Background, policy);
     setup.config.speed_bytes_per_sec = 4 * MIB;
     let uri = unix_uri(&dir.path("nbd.sock"));
     let mirror = FileMirror::start_to(&dir.path("src.img"), MirrorTarget::Nbd(uri), setup).unwrap();
-    wait_until("2 MiB copied", Duration::from_secs(60), || mirror.snapshot().progress.current >= 2 * MIB);
+    wait_until("2 MiB copied", Duration::from_secs(60), || {
+        mirror.snapshot().progress.current >= 2 * MIB
+    });
     server.kill();
     Some((dir, mirror))
 }
@@ -406,22 +482,33 @@ fn mirror_then_kill(name: &str, policy: ErrorPolicy) -> Option<(Dir, FileMirror)
 fn start_file_server(dir: &Dir) -> Option<Server> {
     let socket = dir.path("nbd.sock");
     let file = format!("file={}", dir.path("target.img").display());
-    Server::start("nbdkit", &["-U", socket.to_str().unwrap(), "-f", "file", &file], &socket)
+    Server::start(
+        "nbdkit",
+        &["-U", socket.to_str().unwrap(), "-f", "file", &file],
+        &socket,
+    )
 }
 
 #[test]
 fn a_killed_server_with_report_fails_the_job_cleanly() {
-    let Some((_dir, mirror)) = mirror_then_kill("kill-report", ErrorPolicy::Report) else { return };
+    let Some((_dir, mirror)) = mirror_then_kill("kill-report", ErrorPolicy::Report) else {
+        return;
+    };
     assert_eq!(mirror.wait_end(WAIT), WaitOutcome::Reached);
     let failure = mirror.snapshot().failure.expect("the job failed");
-    assert_eq!((failure.error, failure.operation), (IoErrorKind::Io, Some(Operation::Write)));
+    assert_eq!(
+        (failure.error, failure.operation),
+        (IoErrorKind::Io, Some(Operation::Write))
+    );
     // Every thread ends.
     mirror.close();
 }
 
 #[test]
 fn a_killed_server_with_stop_pauses_and_a_new_server_lets_it_complete() {
-    let Some((dir, mirror)) = mirror_then_kill("kill-stop", ErrorPolicy::Stop) else { return };
+    let Some((dir, mirror)) = mirror_then_kill("kill-stop", ErrorPolicy::Stop) else {
+        return;
+    };
     wait_paused(&mirror);
     let server = start_file_server(&dir).unwrap();
     mirror.verb(|job| job.set_speed(0)).unwrap();
@@ -435,9 +522,15 @@ fn a_killed_server_with_stop_pauses_and_a_new_server_lets_it_complete() {
 
 #[test]
 fn a_killed_server_with_ignore_is_retried_until_a_new_server_answers() {
-    let Some((dir, mirror)) = mirror_then_kill("kill-ignore", ErrorPolicy::Ignore) else { return };
+    let Some((dir, mirror)) = mirror_then_kill("kill-ignore", ErrorPolicy::Ignore) else {
+        return;
+    };
     // Each retry (paced by the job's back-off) tries one connection, refused for now.
-    wait_until("retries against the dead server", Duration::from_secs(60), || mirror.snapshot().stats.failed_ops >= 3);
+    wait_until(
+        "retries against the dead server",
+        Duration::from_secs(60),
+        || mirror.snapshot().stats.failed_ops >= 3,
+    );
     let server = start_file_server(&dir).unwrap();
     mirror.verb(|job| job.set_speed(0)).unwrap();
     complete(&mirror);
@@ -452,26 +545,47 @@ fn another_size_a_read_only_export_or_no_server_is_refused_at_start() {
     let dir = Dir::new("refused");
     let (source, socket) = (dir.path("src.img"), dir.path("nbd.sock"));
     std::fs::write(&source, vec![1u8; 2 * MIB as usize]).unwrap();
-    let start = || FileMirror::start_to(&source, MirrorTarget::Nbd(unix_uri(&socket)), MirrorSetup::default());
+    let start = || {
+        FileMirror::start_to(
+            &source,
+            MirrorTarget::Nbd(unix_uri(&socket)),
+            MirrorSetup::default(),
+        )
+    };
     match start() {
-        Err(StartError::NbdTarget(NbdTargetError::Connect { .. })) => {}
+        Err(StartError::Open(OpenError::Os { path, .. })) => {
+            assert!(path.to_str().unwrap().starts_with("nbd+unix:"))
+        }
         other => panic!("no server: {:?}", other.map(|_| ())),
     }
-    let Some(server) = Server::start("nbdkit", &["-U", socket.to_str().unwrap(), "-f", "memory", "1M"], &socket) else {
+    let Some(server) = Server::start(
+        "nbdkit",
+        &["-U", socket.to_str().unwrap(), "-f", "memory", "1M"],
+        &socket,
+    ) else {
         return;
     };
     match start() {
-        Err(e @ StartError::NbdTarget(NbdTargetError::SizeMismatch { source_size, target_size, .. })) => {
-            assert_eq!((source_size, target_size), (2 * MIB, MIB));
-            assert!(e.to_string().contains("Source and target image have different sizes"), "{e}");
+        Err(StartError::Open(OpenError::Invalid(msg))) => {
+            assert!(
+                msg.contains("Source and target image have different sizes"),
+                "{msg}"
+            );
+            assert!(msg.contains("2097152") && msg.contains("1048576"), "{msg}");
         }
         other => panic!("another size: {:?}", other.map(|_| ())),
     }
     server.stop();
-    let server =
-        Server::start("nbdkit", &["-U", socket.to_str().unwrap(), "-f", "-r", "memory", "2M"], &socket).unwrap();
+    let server = Server::start(
+        "nbdkit",
+        &["-U", socket.to_str().unwrap(), "-f", "-r", "memory", "2M"],
+        &socket,
+    )
+    .unwrap();
     match start() {
-        Err(StartError::NbdTarget(NbdTargetError::ReadOnly { .. })) => {}
+        Err(StartError::Open(OpenError::Invalid(msg))) => {
+            assert!(msg.contains("read-only"), "{msg}")
+        }
         other => panic!("read-only: {:?}", other.map(|_| ())),
     }
     server.stop();

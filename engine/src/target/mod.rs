@@ -81,9 +81,8 @@ impl TargetSide {
     /// known to be deallocated now (a hole was punched locally; a remote server never says).
     pub fn zero_range(&self, offset: u64, length: u64, unmap: bool) -> io::Result<bool> {
         match self {
-            TargetSide::File(side) => {
-                io_ops::zero_range(&side.buffered, offset, length, unmap).map(|m| m == io_ops::ZeroMethod::PunchHole)
-            }
+            TargetSide::File(side) => io_ops::zero_range(&side.buffered, offset, length, unmap)
+                .map(|m| m == io_ops::ZeroMethod::PunchHole),
             TargetSide::Nbd(nbd) => nbd.write_zeroes(offset, length, unmap).map(|()| false),
         }
     }
@@ -100,7 +99,9 @@ impl TargetSide {
     /// never assumed to: `NBD_CMD_TRIM` promises nothing about what reads back.
     pub fn discard_reads_zero(&self) -> bool {
         match self {
-            TargetSide::File(side) => io_ops::punch_hole_supported(&side.buffered, side.is_block_device),
+            TargetSide::File(side) => {
+                io_ops::punch_hole_supported(&side.buffered, side.is_block_device)
+            }
             TargetSide::Nbd(_) => false,
         }
     }

@@ -107,7 +107,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The `io::Error` for a client error (see the module's rule on errnos).
 fn to_io(error: NbdClientError) -> io::Error {
     match error {
-        NbdClientError::Server { errno, .. } => io::Error::from_raw_os_error(errno.to_wire() as i32),
+        NbdClientError::Server { errno, .. } => {
+            io::Error::from_raw_os_error(errno.to_wire() as i32)
+        }
         NbdClientError::OutOfRange { .. } | NbdClientError::Refused(_) => {
             io::Error::new(io::ErrorKind::InvalidInput, error.to_string())
         }
@@ -122,7 +124,11 @@ impl NbdTarget {
         let client = Self::connect_checked(uri, size)?;
         let minimum = client.info().block_size.minimum;
         if granularity % u64::from(minimum) != 0 {
-            return Err(NbdTargetError::BlockSize { uri: uri.to_string(), granularity, minimum });
+            return Err(NbdTargetError::BlockSize {
+                uri: uri.to_string(),
+                granularity,
+                minimum,
+            });
         }
         Ok(Self {
             uri: uri.clone(),
@@ -134,8 +140,10 @@ impl NbdTarget {
     }
 
     fn connect_checked(uri: &NbdUri, size: u64) -> Result<NbdClient, NbdTargetError> {
-        let client =
-            NbdClient::connect(uri).map_err(|source| NbdTargetError::Connect { uri: uri.to_string(), source })?;
+        let client = NbdClient::connect(uri).map_err(|source| NbdTargetError::Connect {
+            uri: uri.to_string(),
+            source,
+        })?;
         let info = client.info();
         if info.size != size {
             return Err(NbdTargetError::SizeMismatch {
@@ -145,7 +153,9 @@ impl NbdTarget {
             });
         }
         if info.read_only {
-            return Err(NbdTargetError::ReadOnly { uri: uri.to_string() });
+            return Err(NbdTargetError::ReadOnly {
+                uri: uri.to_string(),
+            });
         }
         Ok(client)
     }
@@ -194,13 +204,19 @@ impl NbdTarget {
     /// Drops `failed` as the current connection, unless it was already replaced.
     pub fn forget(&self, failed: &Arc<NbdClient>) {
         let mut slot = lock(&self.connection);
-        if slot.as_ref().is_some_and(|current| Arc::ptr_eq(current, failed)) {
+        if slot
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, failed))
+        {
             *slot = None;
         }
     }
 
     /// Runs one request on the current connection (see the module's connection rule).
-    fn call<T>(&self, request: impl FnOnce(&NbdClient) -> Result<T, NbdClientError>) -> io::Result<T> {
+    fn call<T>(
+        &self,
+        request: impl FnOnce(&NbdClient) -> Result<T, NbdClientError>,
+    ) -> io::Result<T> {
         let client = self.client()?;
         request(&client).map_err(|error| {
             if matches!(error, NbdClientError::Disconnected) {
@@ -242,12 +258,24 @@ impl NbdTarget {
     /// Tells the server the range is no longer needed (`NBD_CMD_TRIM`, advisory: a server
     /// without it is left alone). What the range reads afterwards is unspecified.
     pub fn trim(&self, offset: u64, length: u64) -> io::Result<()> {
-        self.call(|client| if client.info().can_trim { client.trim(offset, length) } else { Ok(()) })
+        self.call(|client| {
+            if client.info().can_trim {
+                client.trim(offset, length)
+            } else {
+                Ok(())
+            }
+        })
     }
 
     /// Makes every completed write durable (`NBD_CMD_FLUSH`; a server that does not offer
     /// it has nothing to flush).
     pub fn flush(&self) -> io::Result<()> {
-        self.call(|client| if client.info().can_flush { client.flush() } else { Ok(()) })
+        self.call(|client| {
+            if client.info().can_flush {
+                client.flush()
+            } else {
+                Ok(())
+            }
+        })
     }
 }
