@@ -17,26 +17,29 @@ use blockmirror_core::job::{
     RangeState, SyncMode,
 };
 
+use crate::events::EventRecord;
 use crate::extents;
 use crate::faults::{FaultInjector, InjectedFault};
-use crate::files::{open_files, OpenError, OpenOptionsSpec};
+use crate::files::{open_files, open_source, OpenError, OpenOptionsSpec};
 use crate::io_ops;
 use crate::locks::LockError;
-use crate::events::EventRecord;
+use crate::net::NbdClientError;
 use crate::shared::{Shared, State};
 use crate::stats::{Failure, Stats};
+use crate::target::{MirrorTarget, NbdTarget, NbdTargetError, Sides, TargetSide};
 use crate::task::{self, GuestPayload};
 use crate::uring;
 use crate::workers;
 
-/// Everything needed to start a mirror, besides the two paths.
+/// Everything needed to start a mirror, besides the source and the target.
 #[derive(Debug, Clone)]
 pub struct MirrorSetup {
     /// The job's configuration (`length` and `discard_reads_zero` are filled in here).
     pub config: MirrorConfig,
-    /// O_DIRECT on both files' copy handles.
+    /// O_DIRECT on both files' copy handles (on the source's alone with an NBD target).
     pub direct: bool,
-    /// Mirror into an existing target of the same size.
+    /// Mirror into an existing target of the same size. An NBD export always exists and is
+    /// used as it is, whatever this says.
     pub reuse: bool,
     /// Zero writes may deallocate (punch holes) on the target.
     pub unmap: bool,
@@ -58,7 +61,7 @@ pub struct MirrorSetup {
     /// so the mirror's own lock would be refused.
     pub lock_source: bool,
     /// Take QEMU-compatible image locks on the target (see `lock_source` for why a caller
-    /// would turn it off).
+    /// would turn it off). Not for an NBD target: its server locks its own image.
     pub lock_target: bool,
 }
 
@@ -104,6 +107,20 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+/// How a refused NBD target is reported: an export that cannot be the target (another
+/// size, read-only, coarser blocks) is invalid input, as a wrong local target is
+/// ([`OpenError::Invalid`]); an export that could not be reached is an OS error opening the
+/// URI ([`OpenError::Os`], with the socket's errno when there is one). The existing variants
+/// keep every caller's match on `StartError` whole.
+fn nbd_start_error(error: NbdTargetError) -> StartError {
+    let (uri, source) = match error {
+        NbdTargetError::Connect { uri, source: NbdClientError::Connect { source, .. } } => (uri, source),
+        NbdTargetError::Connect { uri, source } => (uri, std::io::Error::other(source)),
+        refused => return StartError::Open(OpenError::Invalid(refused.to_string())),
+    };
+    StartError::Open(OpenError::Os { path: uri.into(), source })
 }
 
 impl From<OpenError> for StartError {
@@ -189,7 +206,7 @@ pub struct FileMirror {
 /// scan: `full` skips holes when the target was created here (it reads zero); `top` skips
 /// what the source does not allocate, documented as copying only allocated extents onto a
 /// target that reads zero; `none` ignores declarations.
-fn declare_holes(job: &mut MirrorJob, shared_files: &crate::files::OpenedFiles, config: &MirrorConfig) -> Result<(), StartError> {
+fn declare_holes(job: &mut MirrorJob, shared_files: &Sides, config: &MirrorConfig) -> Result<(), StartError> {
     let state = match config.sync {
         SyncMode::Full if shared_files.target_created => RangeState::Zero,
         SyncMode::Top => RangeState::Unallocated,
@@ -209,15 +226,32 @@ fn declare_holes(job: &mut MirrorJob, shared_files: &crate::files::OpenedFiles, 
 }
 
 impl FileMirror {
-    /// Opens the files, scans the source, starts the job and its threads.
+    /// Opens the files, scans the source, starts the job and its threads: the local case
+    /// of [`start_to`](Self::start_to).
     pub fn start(source: &Path, target: &Path, setup: MirrorSetup) -> Result<Self, StartError> {
+        Self::start_to(source, MirrorTarget::Path(target.to_owned()), setup)
+    }
+
+    /// Opens the source and the target, scans the source, starts the job and its threads.
+    ///
+    /// An NBD target ([`MirrorTarget::Nbd`]) is connected to and used as it is: its size
+    /// must be the source's, it must be writable, and the job's granularity a multiple of
+    /// its minimum block size (else [`OpenError::Invalid`] with the reason, such as "Source
+    /// and target image have different sizes"); an export that cannot be reached is
+    /// [`OpenError::Os`] for its URI. Nothing is known of
+    /// what it holds, so `sync=full` copies every range, writing the source's zero ranges
+    /// as `NBD_CMD_WRITE_ZEROES` (or zero buffers when the server lacks it), and discards
+    /// are never taken to read zero. It is not checked against the source's identity: an
+    /// export of the source itself must not be named (the mirror would write over the
+    /// guest's data with stale copies). Image locks and target creation do not apply.
+    pub fn start_to(source: &Path, target: MirrorTarget, setup: MirrorSetup) -> Result<Self, StartError> {
         Self::start_inner(source, target, setup, None)
     }
 
-    /// `start`, with a failure injected into the io_uring ring's submissions (tests only).
+    /// `start_to`, with a failure injected into the io_uring ring's submissions (tests only).
     pub(crate) fn start_inner(
         source: &Path,
-        target: &Path,
+        target: MirrorTarget,
         setup: MirrorSetup,
         ring_failure: Option<uring::InjectedSubmitFailure>,
     ) -> Result<Self, StartError> {
@@ -231,13 +265,20 @@ impl FileMirror {
             lock_source: setup.lock_source,
             lock_target: setup.lock_target,
         };
-        let files = open_files(source, target, &spec)?;
+        let files: Sides = match &target {
+            MirrorTarget::Path(path) => open_files(source, path, &spec)?.into(),
+            MirrorTarget::Nbd(uri) => {
+                let (source_side, length) = open_source(source, &spec)?;
+                let nbd = NbdTarget::open(uri, length, setup.config.granularity).map_err(nbd_start_error)?;
+                Sides { source: source_side, target: TargetSide::Nbd(Arc::new(nbd)), length, target_created: false }
+            }
+        };
         let mut config = setup.config.clone();
         config.length = files.length;
-        config.discard_reads_zero = setup.unmap && io_ops::punch_hole_supported(&files.target.buffered, files.target.is_block_device);
-        let remove_created = |files: &crate::files::OpenedFiles| {
-            if files.target_created {
-                let _ = std::fs::remove_file(target);
+        config.discard_reads_zero = setup.unmap && files.target.discard_reads_zero();
+        let remove_created = |files: &Sides| {
+            if let (true, MirrorTarget::Path(path)) = (files.target_created, &target) {
+                let _ = std::fs::remove_file(path);
             }
         };
         let mut job = match MirrorJob::new(config.clone()) {
@@ -253,11 +294,17 @@ impl FileMirror {
         }
         let worker_count = config.max_in_flight.clamp(1, 32);
         let (task_tx, task_rx) = task::queue();
-        let offload = setup.offload && !setup.direct && !files.source.is_block_device && !files.target.is_block_device;
-        let shared = Arc::new(Shared::new(job, files, FaultInjector::new(setup.faults), (setup.unmap, offload), task_tx));
+        let local_target = files.target.file().is_some();
+        let offload = setup.offload
+            && !setup.direct
+            && local_target
+            && !files.source.is_block_device
+            && !files.target.is_block_device();
+        let shared =
+            Arc::new(Shared::new(job, files, FaultInjector::new(setup.faults), (setup.unmap, offload), task_tx));
         let mut workers = workers::spawn(&shared, task_rx, worker_count)
             .map_err(|source| StartError::Os { what: "starting the I/O threads", source })?;
-        if setup.direct && setup.io_uring {
+        if setup.direct && setup.io_uring && local_target {
             let (ring_tx, ring_rx) = task::queue();
             // Refused by the kernel (or a sandbox): the workers do all the I/O instead.
             // Sized for twice the job's copy operations (each has one I/O in the ring at a
@@ -348,7 +395,8 @@ impl FileMirror {
         let end = offset + length;
         let mut at = offset;
         while at < end {
-            let piece_end = (at / MAX_GUEST_ZEROES_PIECE_BYTES + 1).saturating_mul(MAX_GUEST_ZEROES_PIECE_BYTES).min(end);
+            let piece_end =
+                (at / MAX_GUEST_ZEROES_PIECE_BYTES + 1).saturating_mul(MAX_GUEST_ZEROES_PIECE_BYTES).min(end);
             self.guest_modify(at, piece_end - at, GuestPayload::Zeroes { unmap: may_unmap })?;
             at = piece_end;
         }
@@ -365,7 +413,8 @@ impl FileMirror {
     }
 
     /// Makes every guest write acknowledged so far durable where the guest's data lives:
-    /// the source is synced (fdatasync) while the guest lives on it; the target as well
+    /// the source is synced (fdatasync) while the guest lives on it; the target (fdatasync,
+    /// or `NBD_CMD_FLUSH` for an NBD target) as well
     /// while the job mirrors actively (write-blocking: acknowledged writes are on both);
     /// after the switch-over, the target only. Outside write-blocking mode the target's
     /// copy is not the guest's data yet (the job syncs it itself before READY and at the
@@ -385,7 +434,7 @@ impl FileMirror {
         }
         // A switch-over during the source's sync moved the guest to the target: sync it too.
         if pivoted || mirrored || self.pivoted() {
-            io_ops::datasync(&files.target.buffered).map_err(os)?;
+            files.target.flush().map_err(os)?;
         }
         Ok(())
     }
@@ -398,9 +447,27 @@ impl FileMirror {
     /// A new descriptor of the target's buffered (no O_DIRECT) handle: the same open file
     /// description, so it keeps the target's image lock after the mirror is dropped (the
     /// lock goes only when every descriptor of the description is closed). A server keeps
-    /// serving the target through it after the switch-over.
+    /// serving the target through it after the switch-over. An NBD target has no file:
+    /// this fails with `Unsupported` (see [`nbd_target`](Self::nbd_target)).
     pub fn target_handle(&self) -> std::io::Result<std::fs::File> {
-        self.shared.files.target.buffered.try_clone()
+        match &self.shared.files.target {
+            TargetSide::File(side) => side.buffered.try_clone(),
+            TargetSide::Nbd(nbd) => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!("the target is the NBD export {}, not a file", nbd.uri()),
+            )),
+        }
+    }
+
+    /// The NBD target, when the mirror writes to one: the connection the mirror itself
+    /// uses (made again after a failure), so that a server keeps serving the disk from the
+    /// export after the switch-over, through the same ordering of requests. `None` for a
+    /// local target (see [`target_handle`](Self::target_handle)).
+    pub fn nbd_target(&self) -> Option<Arc<NbdTarget>> {
+        match &self.shared.files.target {
+            TargetSide::File(_) => None,
+            TargetSide::Nbd(nbd) => Some(Arc::clone(nbd)),
+        }
     }
 
     /// A new descriptor of the source's buffered handle (writable when guest writes are on),
@@ -414,7 +481,8 @@ impl FileMirror {
     /// locked or their locks were turned off.
     pub fn lock_warnings(&self) -> Vec<String> {
         let files = &self.shared.files;
-        [&files.source.lock, &files.target.lock].into_iter().flatten().filter_map(|l| l.warning()).collect()
+        let target_lock = files.target.file().and_then(|side| side.lock.as_ref());
+        files.source.lock.iter().chain(target_lock).filter_map(|l| l.warning()).collect()
     }
 
     /// Refuses guest I/O on a closed mirror or outside the disk.
@@ -442,7 +510,7 @@ impl FileMirror {
         drop(st);
 
         let written = if to_target {
-            workers::write_guest_payload(shared, &shared.files.target.buffered, offset, length, &payload)
+            workers::write_guest_payload(shared, &shared.files.target, offset, length, &payload)
         } else {
             match &payload {
                 GuestPayload::Data(data) => io_ops::write_all(&shared.files.source.buffered, data, offset),
@@ -532,9 +600,13 @@ impl FileMirror {
         }
         let to_target = self.shared.lock().gate.pivoted;
         let files = &self.shared.files;
-        let file = if to_target { &files.target.buffered } else { &files.source.buffered };
         let mut buf = vec![0u8; length as usize];
-        io_ops::read_exact(file, &mut buf, offset).map_err(|source| GuestIoError::Os { source })?;
+        let read = if to_target {
+            files.target.read_exact(&mut buf, offset)
+        } else {
+            io_ops::read_exact(&files.source.buffered, &mut buf, offset)
+        };
+        read.map_err(|source| GuestIoError::Os { source })?;
         Ok(buf)
     }
 

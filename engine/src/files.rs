@@ -148,8 +148,10 @@ fn file_type(path: &Path, what: &str) -> Result<Option<std::fs::FileType>, OpenE
     }
 }
 
-/// Opens the source and checks it; returns its two handles and its length.
-fn open_source(path: &Path, spec: &OpenOptionsSpec) -> Result<(Side, u64), OpenError> {
+/// Opens the source and checks it (and takes its lock when asked); returns its two handles
+/// and its length. [`open_files`] calls it first; a mirror onto a remote target calls it
+/// alone.
+pub fn open_source(path: &Path, spec: &OpenOptionsSpec) -> Result<(Side, u64), OpenError> {
     let ft = file_type(path, "source")?
         .ok_or_else(|| OpenError::os(path, io::Error::from(Errno::NOENT)))?;
     // The mirror's copy path never writes the source: its handle is read-only.

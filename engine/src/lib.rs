@@ -39,6 +39,7 @@
 //! - [`faults`]: deterministic fault injection for tests.
 //! - [`events`]: the bounded queue of undelivered events (repeated errors counted).
 //! - [`stats`]: byte and operation counters, and why a mirror failed.
+//! - [`target`]: what the mirror writes to: a local file or device, or an NBD export.
 //! - [`engine`]: [`FileMirror`], the running mirror, and its threads' rule.
 //! - [`nbd`]: the NBD protocol in sans-io form (server and client sessions, URIs).
 //! - [`net`]: sockets: the stream type, and the blocking NBD client over it.
@@ -68,9 +69,11 @@ pub mod qmp;
 pub mod serve;
 mod shared;
 pub mod stats;
+pub mod target;
 mod task;
 mod uring;
 mod workers;
 
+pub use target::MirrorTarget;
 pub use engine::{FileMirror, GuestIoError, MirrorSetup, Snapshot, StartError, VerbError, WaitOutcome};
 pub use events::EventRecord;

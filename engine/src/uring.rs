@@ -2,8 +2,9 @@
 //! reaps their completions in batches, instead of one blocked worker thread per I/O that
 //! must be woken for every completion (which costs most on a busy CPU).
 //!
-//! Only copy reads and writes come here (with `direct=True`); zero writes, flushes and
-//! guest writes stay on the worker pool. If the kernel refuses io_uring (old kernel,
+//! Only copy reads and writes come here (with `direct=True` and a local target: an NBD
+//! target's writes are socket requests); zero writes, flushes and guest writes stay on the
+//! worker pool. If the kernel refuses io_uring (old kernel,
 //! seccomp), `spawn` fails and the driver keeps using the worker pool for everything.
 //!
 //! Invariants:
@@ -134,7 +135,8 @@ impl Ring {
             let fd = files.source.handle_for(pos, rest as usize, rest_addr).as_raw_fd();
             opcode::Read::new(types::Fd(fd), rest_addr as *mut u8, rest).offset(pos).build()
         } else {
-            let fd = files.target.handle_for(pos, rest as usize, rest_addr).as_raw_fd();
+            let target = files.target.file().expect("the ring is started only for a local target");
+            let fd = target.handle_for(pos, rest as usize, rest_addr).as_raw_fd();
             opcode::Write::new(types::Fd(fd), rest_addr as *const u8, rest).offset(pos).build()
         };
         let id = self.next_id;
@@ -163,7 +165,8 @@ impl Ring {
             Task::Write { op, offset, buf, .. } => (op, offset, buf, false),
             _ => unreachable!("only copy reads and writes are routed to the ring"),
         };
-        let (side, fault_op) = if is_read { (FaultSide::Source, FaultOp::Read) } else { (FaultSide::Target, FaultOp::Write) };
+        let (side, fault_op) =
+            if is_read { (FaultSide::Source, FaultOp::Read) } else { (FaultSide::Target, FaultOp::Write) };
         let io = InFlight { op, offset, buf, done: 0, is_read };
         match shared.faults.check(side, fault_op) {
             Some(kind) => finish(shared, io, Err(kind)),
@@ -314,7 +317,12 @@ mod tests {
 
     /// Mirrors `data` with io_uring and O_DIRECT, then completes; `None` when this machine
     /// cannot run the test (no io_uring, or no O_DIRECT in the temporary directory).
-    fn mirror_with_ring(name: &str, data: &[u8], setup: MirrorSetup, inject: Option<InjectedSubmitFailure>) -> Option<crate::engine::Snapshot> {
+    fn mirror_with_ring(
+        name: &str,
+        data: &[u8],
+        setup: MirrorSetup,
+        inject: Option<InjectedSubmitFailure>,
+    ) -> Option<crate::engine::Snapshot> {
         if IoUring::new(MIN_RING_ENTRIES).is_err() {
             eprintln!("skipped: the kernel refuses io_uring here");
             return None;
@@ -323,7 +331,7 @@ mod tests {
         let (source, target) = (dir.join("src.img"), dir.join("dst.img"));
         std::fs::write(&source, data).unwrap();
         let setup = MirrorSetup { direct: true, io_uring: true, ..setup };
-        let mirror = match FileMirror::start_inner(&source, &target, setup, inject) {
+        let mirror = match FileMirror::start_inner(&source, crate::MirrorTarget::Path(target.clone()), setup, inject) {
             Err(StartError::Open(OpenError::Invalid(msg))) if msg.contains("O_DIRECT") => {
                 eprintln!("skipped: {msg}");
                 return None;

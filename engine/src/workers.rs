@@ -9,8 +9,10 @@ use blockmirror_core::job::IoErrorKind;
 
 use crate::buffers::{is_all_zero, AlignedBuf};
 use crate::faults::{FaultOp, FaultSide};
+use crate::files::Side;
 use crate::io_ops;
 use crate::shared::{guarded, Shared};
+use crate::target::TargetSide;
 use crate::task::{GuestPayload, ReadDone, Task, TaskOutcome, TaskReceiver};
 
 /// Bytes a read probes before deciding to offload the copy: all-zero ranges are still found
@@ -44,15 +46,57 @@ fn read_or_probe(shared: &Shared, offset: u64, mut buf: AlignedBuf) -> Result<Re
 /// range calls (deallocating only when both the guest and the mirror's setup allow it).
 pub(crate) fn write_guest_payload(
     shared: &Shared,
-    target: &std::fs::File,
+    target: &TargetSide,
     offset: u64,
     length: u64,
     payload: &GuestPayload,
 ) -> std::io::Result<()> {
     match payload {
-        GuestPayload::Data(data) => io_ops::write_all(target, data, offset),
-        GuestPayload::Zeroes { unmap } => io_ops::zero_range(target, offset, length, *unmap && shared.unmap).map(drop),
+        GuestPayload::Data(data) => target.write_all(data, offset),
+        GuestPayload::Zeroes { unmap } => target.zero_range(offset, length, *unmap && shared.unmap).map(drop),
     }
+}
+
+/// Writes a copy range to a local target: in the kernel when the read only probed
+/// (`offloaded`), else from `buf` through the handle its alignment allows; then starts
+/// writeback. Returns whether the kernel copied.
+fn write_copy_local(
+    shared: &Shared,
+    target: &Side,
+    offset: u64,
+    buf: &mut AlignedBuf,
+    offloaded: bool,
+) -> Result<bool, IoErrorKind> {
+    let files = &shared.files;
+    let mut copied_in_kernel = false;
+    let result = if offloaded {
+        let length = buf.as_slice().len() as u64;
+        // Offload runs only without O_DIRECT, so the copy handles are plain ones
+        // (the source's read-only).
+        match io_ops::copy_range(&files.source.copy, &target.copy, offset, length) {
+            Ok(true) => {
+                copied_in_kernel = true;
+                Ok(())
+            }
+            // Not possible for this pair of files: read the rest, then write.
+            Ok(false) => io_result(
+                io_ops::read_exact(&files.source.copy, buf.as_mut_slice(), offset)
+                    .and_then(|()| io_ops::write_all(&target.copy, buf.as_slice(), offset)),
+            ),
+            // The job took the read as done: a failure now counts against the target.
+            Err(e) => Err(io_ops::error_kind(&e)),
+        }
+    } else {
+        let bytes = buf.as_slice();
+        let file = target.handle_for(offset, bytes.len(), bytes.as_ptr() as usize);
+        io_result(io_ops::write_all(file, bytes, offset))
+    };
+    if result.is_ok() && !target.direct {
+        // Let the disk work while copying goes on: the flush before READY then has
+        // little left to write (measured: 1.4x faster to READY on 1 GiB, page cache).
+        io_ops::start_writeback(&target.copy, offset, buf.as_slice().len() as u64);
+    }
+    result.map(|()| copied_in_kernel)
 }
 
 /// Performs one task with blocking system calls (also the io_uring thread's fallback).
@@ -67,44 +111,21 @@ pub(crate) fn run(shared: &Shared, task: Task) -> TaskOutcome {
             TaskOutcome::Read { op, result }
         }
         Task::Write { op, offset, mut buf, offloaded } => {
-            let mut copied_in_kernel = false;
             let result = match shared.faults.check(FaultSide::Target, FaultOp::Write) {
                 Some(kind) => Err(kind),
-                None if offloaded => {
-                    let length = buf.as_slice().len() as u64;
-                    // Offload runs only without O_DIRECT, so the copy handles are plain ones
-                    // (the source's read-only).
-                    match io_ops::copy_range(&files.source.copy, &files.target.copy, offset, length) {
-                        Ok(true) => {
-                            copied_in_kernel = true;
-                            Ok(())
-                        }
-                        // Not possible for this pair of files: read the rest, then write.
-                        Ok(false) => io_result(
-                            io_ops::read_exact(&files.source.copy, buf.as_mut_slice(), offset)
-                                .and_then(|()| io_ops::write_all(&files.target.copy, buf.as_slice(), offset)),
-                        ),
-                        // The job took the read as done: a failure now counts against the target.
-                        Err(e) => Err(io_ops::error_kind(&e)),
-                    }
-                }
-                None => {
-                    let bytes = buf.as_slice();
-                    let file = files.target.handle_for(offset, bytes.len(), bytes.as_ptr() as usize);
-                    io_result(io_ops::write_all(file, bytes, offset))
-                }
+                None => match &files.target {
+                    TargetSide::File(target) => write_copy_local(shared, target, offset, &mut buf, offloaded),
+                    // Offload is never on with a remote target: the buffer holds the range.
+                    TargetSide::Nbd(nbd) => io_result(nbd.write(offset, buf.as_slice())).map(|()| false),
+                },
             };
-            if result.is_ok() && !files.target.direct {
-                // Let the disk work while copying goes on: the flush before READY then has
-                // little left to write (measured: 1.4x faster to READY on 1 GiB, page cache).
-                io_ops::start_writeback(&files.target.copy, offset, buf.as_slice().len() as u64);
-            }
-            TaskOutcome::Write { op, buf: Some(buf), offloaded: copied_in_kernel, result }
+            let copied_in_kernel = matches!(result, Ok(true));
+            TaskOutcome::Write { op, buf: Some(buf), offloaded: copied_in_kernel, result: result.map(drop) }
         }
         Task::GuestWrite { op, offset, length, payload } => {
             let result = match shared.faults.check(FaultSide::Target, FaultOp::Write) {
                 Some(kind) => Err(kind),
-                None => io_result(write_guest_payload(shared, &files.target.buffered, offset, length, &payload)),
+                None => io_result(write_guest_payload(shared, &files.target, offset, length, &payload)),
             };
             TaskOutcome::GuestWrite { op, length, result }
         }
@@ -114,8 +135,7 @@ pub(crate) fn run(shared: &Shared, task: Task) -> TaskOutcome {
                 None => {
                     // A discard is only asked for when punching holes works (discard_reads_zero).
                     let unmap = shared.unmap || discard;
-                    io_result(io_ops::zero_range(&files.target.buffered, offset, length, unmap))
-                        .map(|m| m == io_ops::ZeroMethod::PunchHole)
+                    io_result(files.target.zero_range(offset, length, unmap))
                 }
             };
             TaskOutcome::Zero { op, length, result }
@@ -123,7 +143,7 @@ pub(crate) fn run(shared: &Shared, task: Task) -> TaskOutcome {
         Task::Flush { op } => {
             let result = match shared.faults.check(FaultSide::Target, FaultOp::Flush) {
                 Some(kind) => Err(kind),
-                None => io_result(io_ops::datasync(&files.target.copy)),
+                None => io_result(files.target.flush()),
             };
             TaskOutcome::Flush { op, result }
         }

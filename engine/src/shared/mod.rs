@@ -26,7 +26,7 @@ pub use state::State;
 
 use crate::buffers::BufferPool;
 use crate::faults::FaultInjector;
-use crate::files::OpenedFiles;
+use crate::target::Sides;
 use crate::task::{Task, TaskOutcome, TaskSender};
 
 /// The shared part of one mirror.
@@ -37,8 +37,8 @@ pub struct Shared {
     pub driver_wake: Condvar,
     /// Wakes API callers (status, events, guest write acknowledgements, the gate).
     pub changed: Condvar,
-    /// The open files.
-    pub files: OpenedFiles,
+    /// Both sides (the source file, the local or remote target).
+    pub files: Sides,
     /// Copy buffers.
     pub pool: BufferPool,
     /// Injected faults.
@@ -55,7 +55,7 @@ impl Shared {
     /// Builds the shared state around a job (not started yet).
     pub fn new(
         job: MirrorJob,
-        files: OpenedFiles,
+        files: Sides,
         faults: FaultInjector,
         (unmap, offload): (bool, bool),
         tasks: TaskSender,
