@@ -23,6 +23,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     constants::register(m)?;
     bitmap::register(m)?;
     m.add_class::<mirror::FileMirror>()?;
+    m.add_function(wrap_pyfunction!(mirror::is_nbd_uri, m)?)?;
     m.add_class::<serve::NbdServer>()?;
     job::register(m)?;
     sim::register(m)?;

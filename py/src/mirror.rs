@@ -17,6 +17,8 @@ use blockmirror_core::job::{CopyMode, JobError};
 use blockmirror_engine::engine::{FileMirror as Engine, GuestIoError, MirrorSetup, Snapshot, StartError, VerbError, WaitOutcome};
 use blockmirror_engine::faults::{InjectedFault, PanicAt};
 use blockmirror_engine::files::OpenError;
+use blockmirror_engine::nbd::NbdUri;
+use blockmirror_engine::target::MirrorTarget;
 use blockmirror_engine::locks::LockError;
 use blockmirror_engine::EventRecord;
 use crate::convert::{PyEvent, UInt};
@@ -34,6 +36,23 @@ fn verb_error(e: VerbError) -> PyErr {
     match e {
         VerbError::Job(e) => job_error(e),
         VerbError::Broken(_) => job_state_error(e),
+    }
+}
+
+/// Whether `target` names an NBD export rather than a local path (the engine's rule).
+#[pyfunction]
+pub fn is_nbd_uri(target: &str) -> bool {
+    NbdUri::looks_like_uri(target)
+}
+
+/// The target: an NBD URI (`nbd://host[:port]/export`, `nbd+unix:///export?socket=PATH`)
+/// names a remote export; anything else is a local path.
+fn mirror_target(target: PathBuf) -> PyResult<MirrorTarget> {
+    match target.to_str() {
+        Some(text) if NbdUri::looks_like_uri(text) => NbdUri::parse(text)
+            .map(MirrorTarget::Nbd)
+            .map_err(|e| invalid_argument(format!("target {text:?} is not a valid NBD URI: {e}"))),
+        _ => Ok(MirrorTarget::Path(target)),
     }
 }
 
@@ -228,7 +247,8 @@ impl FileMirror {
             lock_source: lock,
             lock_target: lock,
         };
-        let engine = py.detach(|| Engine::start(&source, &target, setup)).map_err(start_error)?;
+        let target = mirror_target(target)?;
+        let engine = py.detach(|| Engine::start_to(&source, target, setup)).map_err(start_error)?;
         Ok(Self {
             length: engine.length(),
             live: Mutex::new(Some(Arc::new(engine))),

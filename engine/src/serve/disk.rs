@@ -17,34 +17,22 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use rustix::fs::FallocateFlags;
-use rustix::io::Errno;
-
+use super::backing::{Backing, NotFast};
 use crate::engine::{FileMirror, GuestIoError, MirrorSetup, StartError};
-use crate::io_ops;
 use crate::locks::{self, ImageLock};
 use crate::nbd::{Extent, NbdError};
-
-const PUNCH_HOLE: FallocateFlags = FallocateFlags::PUNCH_HOLE.union(FallocateFlags::KEEP_SIZE);
-const ZERO_RANGE: FallocateFlags = FallocateFlags::ZERO_RANGE.union(FallocateFlags::KEEP_SIZE);
-
-/// The file that holds the disk (or, while a job runs, the file the job started from, kept
-/// open and locked so the disk can fall back to it when the job ends without a switch-over).
-struct HeldFile {
-    file: File,
-    path: PathBuf,
-    /// Released when the file closes; kept here so it is visibly owned.
-    _lock: Option<ImageLock>,
-}
+use crate::target::MirrorTarget;
 
 /// A running job and the target it mirrors to.
 struct RunningJob {
     mirror: Arc<FileMirror>,
-    target: PathBuf,
+    target: MirrorTarget,
 }
 
 struct Route {
-    held: HeldFile,
+    /// What holds the disk; while a job runs, what the job started from, kept open (and
+    /// locked) so the disk can fall back to it when the job ends without a switch-over.
+    held: Backing,
     /// `None`: requests go straight to `held`.
     job: Option<RunningJob>,
 }
@@ -77,6 +65,10 @@ pub enum StartMirrorError {
     /// The mirror refused to start.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// The disk lives on an NBD export (after a switch-over to one): a job needs a local
+    /// source.
+    #[error("the disk now lives on {0}: a new job needs a local source")]
+    RemoteSource(String),
 }
 
 /// The disk behind an export.
@@ -114,7 +106,7 @@ impl ServedDisk {
             length,
             read_only,
             route: RwLock::new(Route {
-                held: HeldFile {
+                held: Backing::File {
                     file,
                     path: path.to_owned(),
                     _lock: lock,
@@ -142,12 +134,19 @@ impl ServedDisk {
         self.route.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The file that holds the disk now (the target after a switch-over), for messages.
-    pub fn current_path(&self) -> PathBuf {
+    /// The file (or export URI) that holds the disk now: the target after a switch-over.
+    pub fn current(&self) -> String {
         let route = self.read_route();
         match &route.job {
-            Some(job) if job.mirror.pivoted() => job.target.clone(),
-            _ => route.held.path.clone(),
+            Some(RunningJob {
+                mirror,
+                target: MirrorTarget::Path(path),
+            }) if mirror.pivoted() => path.display().to_string(),
+            Some(RunningJob {
+                mirror,
+                target: MirrorTarget::Nbd(uri),
+            }) if mirror.pivoted() => uri.to_string(),
+            _ => route.held.describe(),
         }
     }
 
@@ -157,7 +156,9 @@ impl ServedDisk {
         match &route.job {
             None => {
                 let mut buf = vec![0u8; length as usize];
-                io_ops::read_exact(&route.held.file, &mut buf, offset)
+                route
+                    .held
+                    .read(offset, &mut buf)
                     .map_err(|e| nbd_error(&e))?;
                 Ok(buf)
             }
@@ -172,9 +173,9 @@ impl ServedDisk {
         let route = self.read_route();
         match &route.job {
             None => {
-                io_ops::write_all(&route.held.file, &data, offset).map_err(|e| nbd_error(&e))?;
+                route.held.write(offset, &data).map_err(|e| nbd_error(&e))?;
                 if fua {
-                    io_ops::datasync(&route.held.file).map_err(|e| nbd_error(&e))?;
+                    route.held.flush().map_err(|e| nbd_error(&e))?;
                 }
                 Ok(())
             }
@@ -201,10 +202,12 @@ impl ServedDisk {
         let route = self.read_route();
         match &route.job {
             None => {
-                io_ops::zero_range(&route.held.file, offset, length, unmap)
+                route
+                    .held
+                    .zero(offset, length, unmap)
                     .map_err(|e| nbd_error(&e))?;
                 if fua {
-                    io_ops::datasync(&route.held.file).map_err(|e| nbd_error(&e))?;
+                    route.held.flush().map_err(|e| nbd_error(&e))?;
                 }
                 Ok(())
             }
@@ -234,17 +237,12 @@ impl ServedDisk {
         if route.job.is_some() {
             return Err(NbdError::NotSupported);
         }
-        let file = &route.held.file;
-        let mode = if unmap { PUNCH_HOLE } else { ZERO_RANGE };
-        match rustix::fs::fallocate(file, mode, offset, length) {
-            Ok(()) => {}
-            Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => {
-                return Err(NbdError::NotSupported)
-            }
-            Err(e) => return Err(nbd_error(&e.into())),
+        match route.held.zero_fast(offset, length, unmap) {
+            Ok(result) => result.map_err(|e| nbd_error(&e))?,
+            Err(NotFast) => return Err(NbdError::NotSupported),
         }
         if fua {
-            io_ops::datasync(file).map_err(|e| nbd_error(&e))?;
+            route.held.flush().map_err(|e| nbd_error(&e))?;
         }
         Ok(())
     }
@@ -253,7 +251,7 @@ impl ServedDisk {
     pub fn flush(&self) -> Result<(), NbdError> {
         let route = self.read_route();
         match &route.job {
-            None => io_ops::datasync(&route.held.file).map_err(|e| nbd_error(&e)),
+            None => route.held.flush().map_err(|e| nbd_error(&e)),
             Some(RunningJob { mirror, .. }) => mirror.guest_flush().map_err(|e| guest_error(&e)),
         }
     }
@@ -266,7 +264,9 @@ impl ServedDisk {
         match &route.job {
             None => {
                 let end = offset + u64::from(length);
-                let holes = crate::extents::holes_within(&route.held.file, offset..end)
+                let holes = route
+                    .held
+                    .holes_within(offset..end)
                     .map_err(|e| nbd_error(&e))?;
                 Ok(extents_from_holes(offset..end, &holes))
             }
@@ -278,7 +278,7 @@ impl ServedDisk {
     /// from then on every request goes through the job.
     pub fn start_mirror(
         &self,
-        target: &Path,
+        target: MirrorTarget,
         mut setup: MirrorSetup,
     ) -> Result<Arc<FileMirror>, StartMirrorError> {
         let mut route = self.write_route();
@@ -288,10 +288,13 @@ impl ServedDisk {
         // The served file already holds the source's lock on its own descriptor.
         setup.lock_source = false;
         setup.guest_writes = !self.read_only;
-        let mirror = Arc::new(FileMirror::start(&route.held.path, target, setup)?);
+        let Some(source) = route.held.path().cloned() else {
+            return Err(StartMirrorError::RemoteSource(route.held.describe()));
+        };
+        let mirror = Arc::new(FileMirror::start_to(&source, target.clone(), setup)?);
         route.job = Some(RunningJob {
             mirror: Arc::clone(&mirror),
-            target: target.to_owned(),
+            target,
         });
         Ok(mirror)
     }
@@ -304,16 +307,22 @@ impl ServedDisk {
             return Ok(None);
         };
         if job.mirror.pivoted() {
-            // A duplicate of the mirror's own target descriptor: the same open file
-            // description, so the target's image lock carries over to the served disk.
-            match job.mirror.target_handle() {
-                Ok(file) => {
-                    route.held = HeldFile {
-                        file,
-                        path: job.target.clone(),
-                        _lock: None,
-                    }
-                }
+            let next = match &job.target {
+                // A duplicate of the mirror's own target descriptor: the same open file
+                // description, so the target's image lock carries over to the served disk.
+                MirrorTarget::Path(path) => job.mirror.target_handle().map(|file| Backing::File {
+                    file,
+                    path: path.clone(),
+                    _lock: None,
+                }),
+                MirrorTarget::Nbd(_) => job
+                    .mirror
+                    .nbd_target()
+                    .map(Backing::Nbd)
+                    .ok_or_else(|| io::Error::other("the mirror lost its NBD target")),
+            };
+            match next {
+                Ok(backing) => route.held = backing,
                 Err(e) => {
                     route.job = Some(job);
                     return Err(e);

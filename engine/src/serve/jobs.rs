@@ -24,9 +24,11 @@ use serde_json::{json, Value};
 use super::disk::{ServedDisk, StartMirrorError};
 use crate::engine::{FileMirror, MirrorSetup, StartError, VerbError};
 use crate::events::EventRecord;
+use crate::nbd::NbdUri;
 use crate::qmp::{
     self, verbs, Command, DriveMirrorArgs, JobView, NewImageMode, QmpError, QmpEvent,
 };
+use crate::target::MirrorTarget;
 
 /// The job on the disk, while it runs.
 struct RunningJob {
@@ -129,10 +131,10 @@ impl JobHost {
             )));
         }
         let setup = self.job_setup(&args)?;
-        let target = PathBuf::from(&args.target);
+        let target = mirror_target(&args)?;
         let mirror = self
             .disk
-            .start_mirror(&target, setup)
+            .start_mirror(target, setup)
             .map_err(|e| start_error(&args.target, e))?;
         let speed = Arc::new(AtomicU64::new(args.speed));
         // A job is born `created` without an event (its initial state); QEMU reports that
@@ -170,12 +172,6 @@ impl JobHost {
             return Err(QmpError::generic(
                 "blockmirror serve runs jobs with auto-finalize and auto-dismiss on (QEMU's defaults) only",
             ));
-        }
-        if crate::nbd::NbdUri::looks_like_uri(&args.target) {
-            return Err(QmpError::generic(format!(
-                "'{}': NBD targets are not supported by drive-mirror in blockmirror serve yet; mirror to a file or device",
-                args.target
-            )));
         }
         let mut setup = self.setup.clone();
         let config = &mut setup.config;
@@ -345,8 +341,26 @@ fn run_verb(
     }
 }
 
+/// A target path, or an NBD URI (`nbd://`, `nbd+unix://`): an export used as it is, so
+/// only with `mode: existing`, as QEMU takes an NBD target only as an existing image.
+fn mirror_target(args: &DriveMirrorArgs) -> Result<MirrorTarget, QmpError> {
+    if !NbdUri::looks_like_uri(&args.target) {
+        return Ok(MirrorTarget::Path(PathBuf::from(&args.target)));
+    }
+    let uri = NbdUri::parse(&args.target)
+        .map_err(|e| QmpError::generic(format!("'{}': {e}", args.target)))?;
+    if args.mode != NewImageMode::Existing {
+        return Err(QmpError::generic(format!(
+            "'{}' is an NBD export: it cannot be created; use mode 'existing'",
+            args.target
+        )));
+    }
+    Ok(MirrorTarget::Nbd(uri))
+}
+
 fn start_error(target: &str, e: StartMirrorError) -> QmpError {
     match e {
+        e @ StartMirrorError::RemoteSource(_) => QmpError::generic(e.to_string()),
         StartMirrorError::Busy => QmpError::generic("block device is in use by block job: mirror"),
         StartMirrorError::Start(StartError::Job(e)) => verbs::job_error("", &e),
         StartMirrorError::Start(e) => QmpError::generic(format!("Could not open '{target}': {e}")),

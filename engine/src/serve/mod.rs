@@ -12,6 +12,7 @@
 //! Stopping (`quit` over QMP, or [`Server::shutdown`]): no new clients, a running job is
 //! force-cancelled, requests in flight are answered, the disk is flushed, sockets removed.
 
+mod backing;
 mod connection;
 pub mod disk;
 pub mod jobs;

@@ -17,7 +17,7 @@ from blockmirror._event_log import EventCallback, _EventLog, _close_native, _pum
 from blockmirror._events import MirrorEvent, MirrorResult
 from blockmirror._types import CopyMode, ErrorPolicy, SyncMode
 from blockmirror._native import (
-    DEFAULTS, ERRNO_BY_NAME, FileMirror, InvalidArgument, IoError, JobStateError, Timeout,
+    DEFAULTS, ERRNO_BY_NAME, FileMirror, InvalidArgument, IoError, JobStateError, Timeout, is_nbd_uri,
 )
 
 # The core's job defaults (blockmirror.DEFAULTS), typed for the signatures below.
@@ -81,7 +81,8 @@ def open_tracking_creation(open_mirror: Callable[[], "Mirror"], target: str,
     then a target that did not exist before is removed here when ``remove_on_interrupt``.
     An ``Exception`` from ``open_mirror`` means it refused to open (e.g. the target exists),
     and nothing is removed."""
-    existed = os.path.lexists(target)
+    # An NBD export is never created by the mirror: there is nothing to remove.
+    existed = is_nbd_uri(target) or os.path.lexists(target)
     try:
         m = open_mirror()
         created = None if existed else CreatedTarget(target)

@@ -1,0 +1,111 @@
+//! What holds the served disk's data while no job runs: a local file (the source, or a
+//! file target after a switch-over) or an NBD export (an NBD target after a switch-over).
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustix::fs::FallocateFlags;
+use rustix::io::Errno;
+
+use crate::io_ops;
+use crate::locks::ImageLock;
+use crate::target::NbdTarget;
+
+const PUNCH_HOLE: FallocateFlags = FallocateFlags::PUNCH_HOLE.union(FallocateFlags::KEEP_SIZE);
+const ZERO_RANGE: FallocateFlags = FallocateFlags::ZERO_RANGE.union(FallocateFlags::KEEP_SIZE);
+
+/// The disk's data (see the module doc).
+pub(super) enum Backing {
+    /// A local file or block device, open (and image-locked) for as long as it holds the disk.
+    File {
+        file: File,
+        path: PathBuf,
+        /// Released when the file closes; kept here so it is visibly owned.
+        _lock: Option<ImageLock>,
+    },
+    /// A remote export, reconnected after a failure as the job's target was.
+    Nbd(Arc<NbdTarget>),
+}
+
+/// A fast zeroing the backing cannot do: the client's FAST_ZERO request is refused.
+pub(super) struct NotFast;
+
+impl Backing {
+    /// The file or the URI, for messages and for a new job's source.
+    pub(super) fn describe(&self) -> String {
+        match self {
+            Backing::File { path, .. } => path.display().to_string(),
+            Backing::Nbd(target) => target.uri().to_string(),
+        }
+    }
+
+    /// The local path, if the disk lives in a local file.
+    pub(super) fn path(&self) -> Option<&PathBuf> {
+        match self {
+            Backing::File { path, .. } => Some(path),
+            Backing::Nbd(_) => None,
+        }
+    }
+
+    pub(super) fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        match self {
+            Backing::File { file, .. } => io_ops::read_exact(file, buf, offset),
+            Backing::Nbd(target) => target.read(offset, buf),
+        }
+    }
+
+    pub(super) fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        match self {
+            Backing::File { file, .. } => io_ops::write_all(file, data, offset),
+            Backing::Nbd(target) => target.write(offset, data),
+        }
+    }
+
+    /// Makes the range read as zeroes; `unmap` lets it be deallocated.
+    pub(super) fn zero(&self, offset: u64, length: u64, unmap: bool) -> io::Result<()> {
+        match self {
+            Backing::File { file, .. } => {
+                io_ops::zero_range(file, offset, length, unmap).map(|_| ())
+            }
+            Backing::Nbd(target) => target.write_zeroes(offset, length, unmap),
+        }
+    }
+
+    /// Zeroes only where the filesystem does it without writing the range.
+    pub(super) fn zero_fast(
+        &self,
+        offset: u64,
+        length: u64,
+        unmap: bool,
+    ) -> Result<io::Result<()>, NotFast> {
+        let Backing::File { file, .. } = self else {
+            return Err(NotFast);
+        };
+        let mode = if unmap { PUNCH_HOLE } else { ZERO_RANGE };
+        match rustix::fs::fallocate(file, mode, offset, length) {
+            Ok(()) => Ok(Ok(())),
+            Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => Err(NotFast),
+            Err(e) => Ok(Err(e.into())),
+        }
+    }
+
+    pub(super) fn flush(&self) -> io::Result<()> {
+        match self {
+            Backing::File { file, .. } => io_ops::datasync(file),
+            Backing::Nbd(target) => target.flush(),
+        }
+    }
+
+    /// The holes inside `range` (none known for an export: all of it counts as data).
+    pub(super) fn holes_within(
+        &self,
+        range: std::ops::Range<u64>,
+    ) -> io::Result<Vec<std::ops::Range<u64>>> {
+        match self {
+            Backing::File { file, .. } => crate::extents::holes_within(file, range),
+            Backing::Nbd(_) => Ok(Vec::new()),
+        }
+    }
+}
