@@ -181,3 +181,26 @@ def test_drive_mirror_onto_an_export_while_fio_writes_through_the_served_disk(ki
     check = subprocess.run(fio_args("guest", size, ["--ioengine=psync", f"--filename={target}", "--verify_only"]),
                            capture_output=True, text=True, timeout=300)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_slow_link_delays_but_the_copy_ends_equal(tmp_path, files):
+    """nbdkit's delay and rate filters stand in for a slow network to the target."""
+    source, target = files
+    sock = str(tmp_path / "slow.sock")
+    args = ["nbdkit", "-f", "-U", sock, "-e", "exp", "--filter=delay", "--filter=rate", "file", target,
+            "wdelay=2ms", "rate=64M"]
+    with nbd_server(args, sock):
+        with bm.Mirror(source, uri(sock), copy_mode="write-blocking") as m:
+            m.wait_ready(timeout=300)
+            for i in range(16):
+                m.write(i * MiB, bytes([0x80 + i]) * 4096)  # each waits for the slow target
+            m.complete(timeout=300)
+    assert _same(source, target)
+
+
+def test_qemu_img_compares_the_export_with_the_file_it_serves(tmp_path, files):
+    source, _ = files
+    with bm.serve(source, socket=str(tmp_path / "cmp.sock")) as server:
+        r = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", server.uri, source],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "identical" in r.stdout.lower(), r.stdout + r.stderr
