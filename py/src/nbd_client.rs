@@ -82,6 +82,18 @@ pub struct NbdClient {
     uri: String,
 }
 
+impl NbdClient {
+    /// `EPERM` for a change to a read-only export, whatever else the export lacks (a
+    /// read-only export often does not offer trim or zeroes either: the refusal that
+    /// explains is that it cannot be written).
+    fn writable(&self, operation: &str, offset: u64) -> PyResult<()> {
+        if self.info.read_only {
+            return Err(io_error(libc::EPERM, operation, Some(offset), format!("{}: the export is read-only", self.uri)));
+        }
+        Ok(())
+    }
+}
+
 #[pymethods]
 impl NbdClient {
     /// Connects to `uri` (`nbd://HOST[:PORT]/EXPORT` or `nbd+unix:///EXPORT?socket=PATH`)
@@ -122,6 +134,7 @@ impl NbdClient {
     #[pyo3(signature = (offset, data, fua=false))]
     fn write(&self, py: Python<'_>, offset: UInt, data: &Bound<'_, PyAny>, fua: bool) -> PyResult<()> {
         let bytes = data_arg(data)?;
+        self.writable("write", offset.0)?;
         py.detach(|| self.client.write(offset.0, &bytes, fua))
             .map_err(|e| client_error(e, "write", Some(offset.0)))
     }
@@ -133,6 +146,7 @@ impl NbdClient {
 
     /// Tells the server `length` bytes at `offset` are no longer needed.
     fn trim(&self, py: Python<'_>, offset: UInt, length: UInt) -> PyResult<()> {
+        self.writable("trim", offset.0)?;
         py.detach(|| self.client.trim(offset.0, length.0))
             .map_err(|e| client_error(e, "trim", Some(offset.0)))
     }
@@ -141,6 +155,7 @@ impl NbdClient {
     /// `fast_zero`: fail with `ENOTSUP` rather than be slower than writing zeroes.
     #[pyo3(signature = (offset, length, no_hole=false, fast_zero=false))]
     fn write_zeroes(&self, py: Python<'_>, offset: UInt, length: UInt, no_hole: bool, fast_zero: bool) -> PyResult<()> {
+        self.writable("zero", offset.0)?;
         py.detach(|| self.client.write_zeroes(offset.0, length.0, no_hole, fast_zero))
             .map_err(|e| client_error(e, "zero", Some(offset.0)))
     }
