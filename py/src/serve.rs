@@ -101,6 +101,19 @@ fn serve_error(e: ServeError) -> PyErr {
     }
 }
 
+/// A window in seconds as nanoseconds: 0 is off, negative or NaN refused, beyond u64
+/// nanoseconds (infinity included) saturates, so it never passes rather than wrapping.
+fn window_ns(seconds: f64) -> PyResult<u64> {
+    if seconds.is_nan() || seconds < 0.0 {
+        return Err(invalid_argument(format!(
+            "not_converging_window must be a non-negative number of seconds, not {seconds}"
+        )));
+    }
+    let ns = seconds * 1e9;
+    // `as` saturates a float beyond the range (and infinity) at u64::MAX.
+    Ok(ns as u64)
+}
+
 /// Where to listen: a unix socket path, or `HOST:PORT` for TCP.
 fn listen_address(socket: Option<PathBuf>, listen: Option<&str>) -> PyResult<ListenAddress> {
     match (socket, listen) {
@@ -141,9 +154,9 @@ impl NbdServer {
 impl NbdServer {
     #[new]
     #[pyo3(signature = (source, *, socket=None, listen=None, export="disk", qmp=None, read_only=false,
-        max_clients=UInt(64), direct=false),
+        max_clients=UInt(64), direct=false, not_converging_window=10.0),
         text_signature = "(source, *, socket=None, listen=None, export='disk', qmp=None, read_only=False, \
-        max_clients=64, direct=False)")]
+        max_clients=64, direct=False, not_converging_window=10.0)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -155,6 +168,7 @@ impl NbdServer {
         read_only: bool,
         max_clients: UInt,
         direct: bool,
+        not_converging_window: f64,
     ) -> PyResult<Self> {
         let export = export.to_owned();
         let mut config = ServeConfig::new(source, export.clone(), listen_address(socket, listen)?);
@@ -162,6 +176,9 @@ impl NbdServer {
         config.read_only = read_only;
         config.max_clients = usize::try_from(max_clients.0).unwrap_or(usize::MAX);
         config.mirror.direct = direct;
+        // Jobs started over QMP take this watch from the server (drive-mirror has no such
+        // parameter): 0 turns it off, a window beyond a century never passes.
+        config.mirror.config.not_converging_window_ns = window_ns(not_converging_window)?;
         let server = py.detach(|| Server::start(config)).map_err(serve_error)?;
         let uri = server.uri();
         let address = server.address().to_string();

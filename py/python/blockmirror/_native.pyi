@@ -365,6 +365,7 @@ class NbdServer:
         read_only: bool = False,
         max_clients: int = 64,
         direct: bool = False,
+        not_converging_window: float = 10.0,
     ) -> NbdServer: ...
     @property
     def uri(self) -> str: ...

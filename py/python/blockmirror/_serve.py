@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Literal, Optional, Union
 
 from blockmirror._native import NbdServer, Timeout
+from blockmirror._types import CopyMode, ErrorPolicy, SyncMode
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -105,14 +106,14 @@ class Server:
         target: PathLike,
         *,
         job_id: str = "job0",
-        sync: str = "full",
-        copy_mode: str = "background",
+        sync: SyncMode = "full",
+        copy_mode: CopyMode = "background",
         speed: int = 0,
-        mode: str = "absolute-paths",
+        mode: Literal["absolute-paths", "existing"] = "absolute-paths",
         granularity: Optional[int] = None,
         buf_size: Optional[int] = None,
-        on_source_error: Optional[str] = None,
-        on_target_error: Optional[str] = None,
+        on_source_error: Optional[ErrorPolicy] = None,
+        on_target_error: Optional[ErrorPolicy] = None,
         unmap: Optional[bool] = None,
     ) -> str:
         """Starts a mirror of the served disk into ``target`` (QMP ``drive-mirror``) and
@@ -161,13 +162,16 @@ def serve(
     read_only: bool = False,
     max_clients: int = 64,
     direct: bool = False,
+    not_converging_window: float = 10.0,
 ) -> Server:
     """Exports ``source`` (a raw image or block device) over NBD and returns the running
     :class:`Server`.
 
     ``socket`` is a unix socket path (created mode 0600), ``listen`` a ``HOST:PORT`` for TCP
     (give one). ``qmp`` is the path of a QMP monitor socket (mode 0600) that takes QEMU's
-    commands. ``direct`` opens the files of jobs started over QMP with O_DIRECT. The source
+    commands. ``direct`` opens the files of jobs started over QMP with O_DIRECT;
+    ``not_converging_window`` is their seconds without progress before a
+    ``BLOCK_JOB_NOT_CONVERGING`` event (0: never). The source
     is locked as QEMU locks images: a QEMU (or qemu-nbd) writing it is refused, and it
     refuses this disk while it is served."""
     qmp_path = os.fspath(qmp) if qmp is not None else None
@@ -180,6 +184,7 @@ def serve(
         read_only=read_only,
         max_clients=max_clients,
         direct=direct,
+        not_converging_window=not_converging_window,
     )
     return Server(native, qmp_path)
 
