@@ -39,11 +39,13 @@ class FioGuest(threading.Thread):
     """fio's ``nbd`` engine writing ``block``-sized random writes at ``rate`` until stopped,
     verifying each block a little after writing it."""
 
-    def __init__(self, uri: str, size: int, rate: int, block: int, seed: int) -> None:
+    def __init__(self, uri: str, size: int, rate: int, block: int, seed: int, workdir: str) -> None:
         super().__init__(name="demo-fio", daemon=True)
+        self.workdir = workdir  # fio's cwd: anything it leaves goes with the temp dir
         self.args = [shutil.which("fio") or "fio", "--name=guest", "--ioengine=nbd", f"--uri={uri}",
                      "--rw=randwrite", f"--bs={block}", f"--size={size}", "--time_based", "--runtime=86400",
-                     "--verify=crc32c", "--verify_backlog=64", "--verify_fatal=1", f"--randseed={seed}",
+                     "--verify=crc32c", "--verify_backlog=64", "--verify_fatal=1", "--verify_state_save=0",
+                     f"--randseed={seed}",
                      "--output-format=terse"] + ([f"--rate={rate}"] if rate > 0 else [])
         self.proc: Optional[subprocess.Popen[str]] = None
         self.output = ""
@@ -53,7 +55,8 @@ class FioGuest(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                         cwd=self.workdir)
             self.started.set()
             self.output, _ = self.proc.communicate()
         except BaseException as exc:
@@ -131,7 +134,7 @@ def run_served(args: argparse.Namespace, source: str, target: str, pool: bytes,
         say(f"serving {source} over NBD at {server.uri}")
         client: Optional[NbdClient] = None
         if args.guest == "fio":
-            guest = FioGuest(server.uri, args.size, args.rate, args.block, args.seed + 1)
+            guest = FioGuest(server.uri, args.size, args.rate, args.block, args.seed + 1, os.path.dirname(source))
         else:
             client = NbdClient(server.uri)
             guest = Guest(client, args.size, args.rate, args.block, args.seed + 1, pool)
