@@ -19,7 +19,7 @@ import pytest
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 import blockmirror as bm
-from _files_util import MiB, make_image
+from _files_util import MiB, make_image, tmpfs
 
 QEMU_NBD = shutil.which("qemu-nbd")
 KINDS = ["blockmirror", pytest.param("qemu-nbd", marks=pytest.mark.skipif(not QEMU_NBD, reason="no qemu-nbd"))]
@@ -131,6 +131,23 @@ def test_a_read_only_export_refuses_writes_with_eperm(kind, tmp_path, image):
             assert err.value.offset == 0
         assert c.read(0, MiB) == before[:MiB]
     assert file_bytes(image) == before
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_server_error_reply_is_an_io_error_with_the_nbd_errno(kind, tmp_path):
+    """A sparse disk on a full filesystem: the server answers the write with NBD_ENOSPC."""
+    with tmpfs(str(tmp_path / "small"), "2m") as mnt:
+        if mnt is None:
+            pytest.skip("cannot mount a tmpfs here")
+        path = os.path.join(mnt, "sparse.img")
+        with open(path, "wb") as f:
+            f.truncate(16 * MiB)
+        with export(kind, str(tmp_path), path) as uri, bm.NbdClient(uri) as c:
+            with pytest.raises(bm.IoError) as err:
+                c.write(4 * MiB, os.urandom(4 * MiB))
+            assert err.value.errno == errno.ENOSPC and err.value.operation == "write"
+            assert err.value.offset == 4 * MiB
+            assert c.read(0, BLOCK) == bytes(BLOCK)  # the connection survives a refused request
 
 
 def test_out_of_range_requests_are_invalid_arguments(tmp_path, image):
@@ -384,5 +401,5 @@ def test_events_after_close_and_wait_event_timeouts(tmp_path, image):
     assert "BLOCK_JOB_CANCELLED" in seen
     with pytest.raises(bm.Timeout):
         server.wait_event("BLOCK_JOB_READY")
-    with pytest.raises(bm.InvalidArgument):
+    with pytest.raises(bm.JobStateError, match="closed"):
         server.execute("query-block-jobs")

@@ -26,7 +26,7 @@ use blockmirror_engine::serve::disk::DiskError;
 use blockmirror_engine::serve::{ListenAddress, ServeConfig, ServeError, Server};
 
 use crate::convert::UInt;
-use crate::errors::{invalid_argument, io_error, BlockMirrorError};
+use crate::errors::{invalid_argument, io_error, job_state_error, BlockMirrorError};
 
 create_exception!(
     blockmirror,
@@ -219,7 +219,7 @@ impl NbdServer {
                 let quit = parsed == Command::Quit;
                 let jobs = self.with(|s| std::sync::Arc::clone(s.jobs()));
                 let Some(jobs) = jobs else {
-                    return Err(invalid_argument("the server is closed"));
+                    return Err(job_state_error("the server is closed"));
                 };
                 let result = py.detach(|| jobs.execute(parsed));
                 if quit && result.is_ok() {
