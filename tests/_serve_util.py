@@ -127,7 +127,9 @@ def events_until(qmp: QEMUMonitorProtocol, name: str, timeout: float = 120.0) ->
 def fio_args(name: str, size: int, extra: List[str]) -> List[str]:
     """A 4 KiB random-write job with crc32c verification (same layout for every engine)."""
     return [FIO or "fio", f"--name={name}", "--rw=randwrite", "--bs=4k", f"--size={size}",
-            "--verify=crc32c", "--verify_fatal=1", "--randrepeat=1", "--output-format=terse"] + extra
+            "--verify=crc32c", "--verify_fatal=1", "--randrepeat=1", "--output-format=terse",
+            # No verify-state file in the working directory (fio writes one by default).
+            "--verify_state_save=0"] + extra
 
 
 def qemu_io(uri: str, *commands: str, read_only: bool = False) -> subprocess.CompletedProcess:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -413,3 +414,56 @@ def test_the_report_names_an_auto_converge_switch():
     report.event(bm.Event("BLOCK_JOB_AUTO_CONVERGE", time_ns=1, trigger="dirty_rate", dirty_bytes=1,
                           dirty_bytes_per_sec=2, copy_bytes_per_sec=2))
     assert "switched to write-blocking" in err.getvalue()
+
+
+def test_demo_serve_writes_over_nbd_verifies_and_cleans_up(tmp_path):
+    r = run_cli("demo", "--serve", "--size", "32M", "--rate", "8M", "--in-sync-seconds", "0.3",
+                "--dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "over NBD at nbd+unix:///disk?socket=" in r.stderr and "/nbd.sock" in r.stderr
+    assert "BLOCK_JOB_READY" in r.stderr and "BLOCK_JOB_COMPLETED" in r.stderr
+    assert "verified: the export after the switch-over == the target == what the guest wrote" in r.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_demo_serve_quiet_still_names_the_export(tmp_path):
+    r = run_cli("demo", "--serve", "--quiet", "--size", "16M", "--copy-mode", "write-blocking",
+                "--in-sync-seconds", "0.1", "--dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "verified:" in r.stderr and "served at nbd+unix:///disk?socket=" in r.stderr
+    assert "BLOCK_JOB_READY" not in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("fio") is None, reason="no fio")
+def test_demo_serve_with_fio_as_the_guest(tmp_path):
+    r = run_cli("demo", "--serve", "--guest", "fio", "--size", "32M", "--rate", "8M", "--in-sync-seconds", "0.3",
+                "--dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "fio verified its writes" in r.stderr and "written by the fio guest" in r.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_demo_guest_fio_needs_serve():
+    r = run_cli("demo", "--guest", "fio")
+    assert r.returncode == 2 and "--serve" in r.stderr
+
+
+def test_demo_serve_that_cannot_converge_stops_at_its_time_limit(tmp_path):
+    r = run_cli("demo", "--serve", "--size", "32M", "--speed", "4M", "--rate", "16M", "--time-limit", "1",
+                "--dir", str(tmp_path))
+    assert r.returncode == 1, r.stderr
+    assert "not ready after 1 s" in r.stderr and "--auto-converge" in r.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_sigterm_ends_the_served_demo_and_removes_its_files(tmp_path):
+    p = subprocess.Popen([sys.executable, "-m", "blockmirror", "demo", "--serve", "--size", "64M", "--speed", "4M",
+                          "--dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stderr:  # the guest is writing over NBD and the copy (16 s at 4 MiB/s) under way
+        if line.startswith("drive-mirror"):
+            break
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    assert "cancelled (terminated)" in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []

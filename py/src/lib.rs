@@ -10,6 +10,7 @@ mod convert;
 mod errors;
 mod faults;
 mod mirror;
+mod nbd_client;
 mod serve;
 mod job;
 mod sim;
@@ -25,6 +26,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<mirror::FileMirror>()?;
     m.add_function(wrap_pyfunction!(mirror::is_nbd_uri, m)?)?;
     m.add_class::<serve::NbdServer>()?;
+    m.add("QmpError", m.py().get_type::<serve::QmpError>())?;
+    m.add_class::<nbd_client::NbdClient>()?;
     job::register(m)?;
     sim::register(m)?;
     Ok(())

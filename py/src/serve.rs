@@ -1,17 +1,88 @@
 //! `blockmirror._native.NbdServer`: the Python face of the engine's `serve` (a live disk
 //! exported over NBD, jobs driven over QMP). `blockmirror.serve` (Python) wraps it.
+//!
+//! In-process control: `execute` runs a QMP command as the monitor does (the same parser,
+//! the same job controller, the same answers and error classes), without a socket;
+//! `next_event` hands out the job events a monitor client would receive, from a
+//! subscription taken when the server starts (so none is missed, however late the first
+//! call). Those events wait in an unbounded queue until taken: a job sends a handful
+//! (status changes, ready, completed), not one per request.
 
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use pyo3::create_exception;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use serde_json::{json, Map, Value};
 
+use blockmirror_engine::qmp::commands::{command_names, parse_command, ArgReader};
+use blockmirror_engine::qmp::{Command, Greeting, QmpError as EngineQmpError, QmpEvent};
 use blockmirror_engine::serve::disk::DiskError;
 use blockmirror_engine::serve::{ListenAddress, ServeConfig, ServeError, Server};
 
 use crate::convert::UInt;
-use crate::errors::{invalid_argument, io_error};
+use crate::errors::{invalid_argument, io_error, job_state_error, BlockMirrorError};
+
+create_exception!(
+    blockmirror,
+    QmpError,
+    BlockMirrorError,
+    "A QMP command was refused; .error_class is QEMU's class (GenericError, CommandNotFound, \
+     DeviceNotFound, DeviceNotActive), .desc its description."
+);
+
+/// The `QmpError` for a refusal, with its class and description as attributes.
+fn qmp_error(e: &EngineQmpError) -> PyErr {
+    Python::attach(|py| {
+        let make = || -> PyResult<PyErr> {
+            let exc = py.get_type::<QmpError>().call1((e.to_string(),))?;
+            exc.setattr("error_class", e.class.as_str())?;
+            exc.setattr("desc", e.desc.as_str())?;
+            Ok(PyErr::from_value(exc))
+        };
+        make().unwrap_or_else(|err| err)
+    })
+}
+
+/// Answers the commands the monitor's session answers itself (the driver never sees
+/// them); `None` for a name QMP does not know.
+fn session_command(name: &str, arguments: &Map<String, Value>) -> Option<Result<Value, EngineQmpError>> {
+    let no_arguments = || ArgReader::new(arguments).finish();
+    match name {
+        // The in-process caller is negotiated from the start, as a monitor client is after
+        // `qmp_capabilities`: QEMU refuses a second negotiation with this class.
+        "qmp_capabilities" => Some(Err(EngineQmpError::command_not_found(
+            "Capabilities negotiation is already complete, command ignored",
+        ))),
+        "query-version" => Some(no_arguments().map(|()| Greeting::blockmirror().version_info())),
+        "query-commands" => Some(
+            no_arguments().map(|()| Value::Array(command_names().map(|name| json!({"name": name})).collect())),
+        ),
+        _ => None,
+    }
+}
+
+/// A Python value as JSON (through the `json` module: dicts, lists, str, int, float,
+/// bool, None), or `InvalidArgument` naming what does not convert.
+fn to_json(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Value> {
+    let text: String = value
+        .py()
+        .import("json")?
+        .call_method1("dumps", (value,))
+        .and_then(|t| t.extract())
+        .map_err(|e| invalid_argument(format!("{what} must be JSON-like (dict, list, str, int, float, bool, None): {e}")))?;
+    serde_json::from_str(&text).map_err(|e| invalid_argument(format!("{what}: {e}")))
+}
+
+/// A JSON value as the Python value `json.loads` makes of it.
+fn from_json<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    py.import("json")?.call_method1("loads", (value.to_string(),))
+}
 
 fn serve_error(e: ServeError) -> PyErr {
     match e {
@@ -28,6 +99,19 @@ fn serve_error(e: ServeError) -> PyErr {
             io_error(source.raw_os_error().unwrap_or(libc::EIO), "open", None, format!("{what}: {source}"))
         }
     }
+}
+
+/// A window in seconds as nanoseconds: 0 is off, negative or NaN refused, beyond u64
+/// nanoseconds (infinity included) saturates, so it never passes rather than wrapping.
+fn window_ns(seconds: f64) -> PyResult<u64> {
+    if seconds.is_nan() || seconds < 0.0 {
+        return Err(invalid_argument(format!(
+            "not_converging_window must be a non-negative number of seconds, not {seconds}"
+        )));
+    }
+    let ns = seconds * 1e9;
+    // `as` saturates a float beyond the range (and infinity) at u64::MAX.
+    Ok(ns as u64)
 }
 
 /// Where to listen: a unix socket path, or `HOST:PORT` for TCP.
@@ -53,6 +137,11 @@ pub struct NbdServer {
     server: Mutex<Option<Server>>,
     uri: String,
     address: String,
+    export: String,
+    /// Every job event since the server started (see the module doc).
+    events: Receiver<QmpEvent>,
+    /// `quit` was run through `execute` (the monitor's own `quit` ends `wait_quit` itself).
+    quit_asked: AtomicBool,
 }
 
 impl NbdServer {
@@ -65,9 +154,9 @@ impl NbdServer {
 impl NbdServer {
     #[new]
     #[pyo3(signature = (source, *, socket=None, listen=None, export="disk", qmp=None, read_only=false,
-        max_clients=UInt(64), direct=false),
+        max_clients=UInt(64), direct=false, not_converging_window=10.0),
         text_signature = "(source, *, socket=None, listen=None, export='disk', qmp=None, read_only=False, \
-        max_clients=64, direct=False)")]
+        max_clients=64, direct=False, not_converging_window=10.0)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -79,16 +168,100 @@ impl NbdServer {
         read_only: bool,
         max_clients: UInt,
         direct: bool,
+        not_converging_window: f64,
     ) -> PyResult<Self> {
-        let mut config = ServeConfig::new(source, export.to_owned(), listen_address(socket, listen)?);
+        let export = export.to_owned();
+        let mut config = ServeConfig::new(source, export.clone(), listen_address(socket, listen)?);
         config.qmp = qmp;
         config.read_only = read_only;
         config.max_clients = usize::try_from(max_clients.0).unwrap_or(usize::MAX);
         config.mirror.direct = direct;
+        // Jobs started over QMP take this watch from the server (drive-mirror has no such
+        // parameter): 0 turns it off, a window beyond a century never passes.
+        config.mirror.config.not_converging_window_ns = window_ns(not_converging_window)?;
         let server = py.detach(|| Server::start(config)).map_err(serve_error)?;
         let uri = server.uri();
         let address = server.address().to_string();
-        Ok(Self { server: Mutex::new(Some(server)), uri, address })
+        let events = server.jobs().subscribe();
+        Ok(Self { server: Mutex::new(Some(server)), uri, address, export, events, quit_asked: AtomicBool::new(false) })
+    }
+
+    /// The export's name, also the QMP device name of its disk.
+    #[getter]
+    fn export(&self) -> String {
+        self.export.clone()
+    }
+
+    /// Runs the QMP command `command` with `arguments` (QMP's names: `job-id`, `copy-mode`)
+    /// as a monitor client would, and returns its `return` value. A refusal raises
+    /// `QmpError` with QEMU's class and description.
+    #[pyo3(signature = (command, arguments=None))]
+    fn execute<'py>(
+        &self,
+        py: Python<'py>,
+        command: &str,
+        arguments: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let arguments = match arguments.filter(|a| !a.is_none()) {
+            None => Map::new(),
+            Some(a) if a.is_instance_of::<PyDict>() => match to_json(a, "arguments")? {
+                Value::Object(map) => map,
+                _ => return Err(invalid_argument("arguments must be a dict")),
+            },
+            Some(a) => {
+                let ty = a.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+                return Err(invalid_argument(format!("arguments must be a dict or None, not {ty}")));
+            }
+        };
+        let result = match parse_command(command, &arguments) {
+            Err(e) => Err(e),
+            Ok(Some(parsed)) => {
+                let quit = parsed == Command::Quit;
+                let jobs = self.with(|s| std::sync::Arc::clone(s.jobs()));
+                let Some(jobs) = jobs else {
+                    return Err(job_state_error("the server is closed"));
+                };
+                let result = py.detach(|| jobs.execute(parsed));
+                if quit && result.is_ok() {
+                    self.quit_asked.store(true, Ordering::SeqCst);
+                }
+                result
+            }
+            Ok(None) => session_command(command, &arguments).unwrap_or_else(|| {
+                Err(EngineQmpError::command_not_found(format!("The command {command} has not been found")))
+            }),
+        };
+        match result {
+            Ok(value) => from_json(py, &value),
+            Err(e) => Err(qmp_error(&e)),
+        }
+    }
+
+    /// The next job event as a QMP event dict (`event`, `data`, `timestamp`), waiting up to
+    /// `timeout` seconds (None: until one comes); None on timeout, or once the server is
+    /// closed and every event has been taken.
+    #[pyo3(signature = (timeout=None))]
+    fn next_event<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let timeout = crate::mirror::timeout_arg(timeout)?;
+        // Waits in short steps with the GIL released, so Ctrl-C reaches Python promptly.
+        let step = Duration::from_millis(100);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let wait = left.map_or(step, |l| l.min(step));
+            match py.detach(|| self.events.recv_timeout(wait)) {
+                Ok(event) => return from_json(py, &event.to_json()).map(Some),
+                Err(RecvTimeoutError::Disconnected) => return Ok(None),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if self.closed() && self.events.is_empty() {
+                return Ok(None);
+            }
+            if left.is_some_and(|l| l <= step) {
+                return Ok(None);
+            }
+            py.check_signals()?;
+        }
     }
 
     /// The export's NBD URI.
@@ -119,7 +292,8 @@ impl NbdServer {
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
             let wait = left.map_or(step, |l| l.min(step));
-            let quit = py.detach(|| self.with(|s| s.wait_quit(Some(wait))).unwrap_or(true));
+            let quit = self.quit_asked.load(Ordering::SeqCst)
+                || py.detach(|| self.with(|s| s.wait_quit(Some(wait))).unwrap_or(true));
             if quit {
                 return Ok(true);
             }

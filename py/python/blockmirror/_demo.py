@@ -6,6 +6,15 @@
    moment in sync, then completes (quiesce, drain, flush, pivot) while the guest goes on
    writing (after the pivot its writes land on the target). 4. Verifies the target equals
    the source as the guest last wrote it, prints a summary, removes the temp files.
+
+``--serve``: the same story with the disk behind an NBD export, as a VM would see it. The
+image is served (``blockmirror.serve``) on a private unix socket in the temp dir; the guest
+writes over NBD (``blockmirror.NbdClient``, or fio's ``nbd`` engine with ``--guest fio``);
+the demo drives the job in-process with QMP commands (``Server.mirror``,
+``query-block-jobs``, ``block-job-complete``) and follows its QMP events. After the
+switch-over the export serves the target with the guest still connected; the demo then
+reads the whole disk back through the export and compares it, and the target file, with
+what the guest wrote.
 """
 
 from __future__ import annotations
@@ -21,6 +30,9 @@ import time
 from typing import List, Optional, Tuple
 
 SEGMENT_BYTES = 1 << 20
+DEFAULT_SIZE = 1 << 30
+#: Smaller when served: the check reads the whole disk back through the export.
+SERVED_DEFAULT_SIZE = 256 << 20
 _POOL_BYTES = 8 << 20
 
 
@@ -28,7 +40,8 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     from blockmirror._native import DEFAULTS
     from blockmirror._cli_args import parse_size, size_text
 
-    p.add_argument("--size", type=parse_size, default=1 << 30, help="image size (default 1G)")
+    p.add_argument("--size", type=parse_size, default=None,
+                   help="image size (default 1G; 256M with --serve, which also reads it all back over NBD)")
     p.add_argument("--rate", type=parse_size, default=16 << 20,
                    help="guest write rate in bytes per second (default 16M)")
     p.add_argument("--block", type=parse_size, default=64 << 10, help="guest write size (default 64K)")
@@ -45,7 +58,14 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
                    help="switch to write-blocking when the copy cannot keep up with the guest")
     p.add_argument("--not-converging-window", type=float, default=10.0, metavar="S",
                    help="seconds without progress before the job reports it is not converging "
-                   "(default 10)")
+                   "(default 10; with --serve the demo then switches the job to write-blocking with "
+                   "block-job-change, as a management tool would)")
+    p.add_argument("--serve", action="store_true",
+                   help="serve the image over NBD (a private unix socket) and have the guest write "
+                   "through the export; the job is driven with QMP commands in-process")
+    p.add_argument("--guest", choices=["nbd", "fio"], default="nbd",
+                   help="with --serve: the guest is blockmirror's NBD client (nbd, default) or fio's "
+                   "nbd engine with crc32c verification of what it wrote (fio, when installed)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--dir", default=None, help="where to put the temporary files (default: $TMPDIR)")
     p.add_argument("--quiet", action="store_true", help="summary only")
@@ -75,11 +95,12 @@ def make_image(path: str, size: int, rng: random.Random, pool: bytes) -> Tuple[i
 
 
 class Guest(threading.Thread):
-    """Writes ``block`` bytes at ``rate`` bytes/s: 80 % into a hot 10 % of the disk."""
+    """Writes ``block`` bytes at ``rate`` bytes/s: 80 % into a hot 10 % of the disk, through
+    ``disk.write(offset, data)`` (a ``Mirror``, or an ``NbdClient`` of the served disk)."""
 
-    def __init__(self, mirror: "object", size: int, rate: int, block: int, seed: int, pool: bytes) -> None:
+    def __init__(self, disk: "object", size: int, rate: int, block: int, seed: int, pool: bytes) -> None:
         super().__init__(name="demo-guest", daemon=True)
-        self.mirror = mirror
+        self.disk = disk
         self.size, self.rate, self.block = size, rate, min(block, size)
         self.rng = random.Random(seed)
         self.pool = pool
@@ -87,6 +108,7 @@ class Guest(threading.Thread):
         self.log_writes = threading.Event()
         self.log: List[Tuple[int, bytes]] = []
         self.bytes_written = 0
+        self.writes_done = threading.Condition()
         self.error: Optional[BaseException] = None
         hot_len = max(self.block, size // 10)
         self.hot_start = self.rng.randrange(0, max(1, size - hot_len)) // 4096 * 4096
@@ -108,12 +130,14 @@ class Guest(threading.Thread):
                 offset = self._offset()
                 start = self.rng.randrange(0, len(self.pool) - self.block)
                 data = self.pool[start:start + self.block]
-                self.mirror.write(offset, data)  # type: ignore[attr-defined]
+                self.disk.write(offset, data)  # type: ignore[attr-defined]
                 # Checked after the write: one that started before complete() was called may
                 # have landed after the pivot, on the target only.
                 if self.log_writes.is_set():
                     self.log.append((offset, data))
-                self.bytes_written += len(data)
+                with self.writes_done:
+                    self.bytes_written += len(data)
+                    self.writes_done.notify_all()
                 due += interval
                 pause = due - time.monotonic()
                 if pause > 0:
@@ -122,6 +146,22 @@ class Guest(threading.Thread):
                     due = time.monotonic()  # behind schedule: do not burst to catch up
         except BaseException as exc:
             self.error = exc
+        finally:
+            with self.writes_done:
+                self.writes_done.notify_all()
+
+    def wait_written(self, total: int, timeout: float) -> None:
+        """Waits until the guest has written ``total`` bytes in all (or ended, or timeout)."""
+        with self.writes_done:
+            self.writes_done.wait_for(lambda: self.bytes_written >= total or not self.is_alive(), timeout)
+
+    def replay_log(self, path: str) -> None:
+        """Applies the writes logged since ``log_writes`` was set to the file at ``path``, in
+        order: the source then holds what the guest last wrote (see ``run_demo``)."""
+        with open(path, "r+b") as f:
+            for offset, chunk in self.log:
+                f.seek(offset)
+                f.write(chunk)
 
 
 def files_equal(a: str, b: str) -> bool:
@@ -144,6 +184,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from blockmirror._native import Timeout
     from blockmirror._progress import ProgressBar
 
+    if args.size is None:
+        args.size = SERVED_DEFAULT_SIZE if args.serve else DEFAULT_SIZE
     if args.size <= 0 or args.rate < 0 or args.block <= 0:
         print("blockmirror demo: --size and --block must be positive, --rate non-negative", file=sys.stderr)
         return 2
@@ -153,6 +195,12 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     err = sys.stderr
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=err))
+    if args.guest == "fio" and not args.serve:
+        print("blockmirror demo: --guest fio needs --serve (fio writes over NBD)", file=sys.stderr)
+        return 2
+    if args.guest == "fio" and shutil.which("fio") is None:
+        print("blockmirror demo: --guest fio: fio is not installed", file=sys.stderr)
+        return 2
     workdir = tempfile.mkdtemp(prefix="blockmirror-demo-", dir=args.dir)
     try:
         rng = random.Random(args.seed)
@@ -164,6 +212,10 @@ def run_demo(args: argparse.Namespace) -> int:
             f"{_mib(holes)} holes) in {time.monotonic() - t0:.1f} s")
         bar = None if args.quiet else ProgressBar("mirror", file=err)
         phase = (lambda msg: None) if bar is None else bar.phase
+        if args.serve:
+            from blockmirror._demo_serve import run_served
+
+            return run_served(args, source, target, pool, bar, say)
         with Mirror(source, target, copy_mode=args.copy_mode, speed=args.speed,
                     granularity=args.granularity, auto_converge=args.auto_converge,
                     not_converging_window=args.not_converging_window) as m:
@@ -221,10 +273,7 @@ def run_demo(args: argparse.Namespace) -> int:
         # The source lacks the guest's writes after the pivot; replay the ones made since
         # complete() was called (in order, one writer thread) to get "the source as the
         # guest last wrote it".
-        with open(source, "r+b") as f:
-            for offset, chunk in guest.log:
-                f.seek(offset)
-                f.write(chunk)
+        guest.replay_log(source)
         same = files_equal(source, target)
         src_alloc = os.stat(source).st_blocks * 512
         dst_alloc = os.stat(target).st_blocks * 512

@@ -5,14 +5,28 @@ management code (``qemu.qmp``, qmp-shell, scripts written for QEMU) starts and c
 mirror jobs over the QMP socket with QEMU's commands (``drive-mirror``,
 ``block-job-complete``, ...). After a job's switch-over the export serves the target, with
 no client disconnected.
+
+The same jobs can be driven from this process, without a QMP socket:
+:meth:`Server.execute` runs a QMP command through the monitor's own parser and job
+controller (same answers, same :class:`~blockmirror.QmpError` classes), and
+:meth:`Server.next_event` / :meth:`Server.wait_event` hand out the events a monitor client
+would see::
+
+    with blockmirror.serve("disk.img", socket="/run/bm.sock") as s:
+        s.mirror("/srv/new.img")                      # drive-mirror
+        s.wait_event("BLOCK_JOB_READY", timeout=60)
+        s.execute("block-job-complete", {"device": "job0"})
+        s.wait_event("BLOCK_JOB_COMPLETED", timeout=60)
 """
 
 from __future__ import annotations
 
 import os
-from typing import Optional, Union
+import time
+from typing import Any, Dict, Literal, Optional, Union
 
-from blockmirror._native import NbdServer
+from blockmirror._native import NbdServer, Timeout
+from blockmirror._types import CopyMode, ErrorPolicy, SyncMode
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -45,9 +59,83 @@ class Server:
     def closed(self) -> bool:
         return self._native.closed
 
+    @property
+    def export(self) -> str:
+        """The export's name, which is also the QMP ``device`` of its disk."""
+        return self._native.export
+
     def wait_quit(self, timeout: Optional[float] = None) -> bool:
-        """Waits until a QMP client sends ``quit`` (True) or ``timeout`` seconds pass (False)."""
+        """Waits until ``quit`` is asked, by a QMP client or through :meth:`execute` (True),
+        or ``timeout`` seconds pass (False)."""
         return self._native.wait_quit(timeout)
+
+    def execute(self, command: str, arguments: Optional[Dict[str, Any]] = None) -> Any:
+        """Runs the QMP command ``command`` with ``arguments`` (QMP's names, e.g.
+        ``{"device": "job0"}``) exactly as the monitor would, and returns its ``return``
+        value (``query-block-jobs``: a list of dicts; most verbs: ``{}``). A refusal raises
+        :class:`~blockmirror.QmpError` (``.error_class``, ``.desc``); arguments that are not
+        a JSON-like dict raise :class:`~blockmirror.InvalidArgument`."""
+        return self._native.execute(command, arguments)
+
+    def next_event(self, timeout: Optional[float] = None) -> Optional[Dict[str, Any]]:
+        """The next job event, as QMP sends it: ``{"event", "data", "timestamp"}``. Every
+        event since the server started is kept until taken here. Waits up to ``timeout``
+        seconds (None: until one comes); None on timeout, or once the server is closed and
+        no event is left."""
+        return self._native.next_event(timeout)
+
+    def wait_event(self, name: str, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Takes events until one called ``name`` (``BLOCK_JOB_READY``...) comes and returns
+        it; the events before it are consumed. Raises :class:`~blockmirror.Timeout` when
+        ``timeout`` seconds pass first, or when the server is closed without one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            event = self.next_event(left)
+            if event is None:
+                if self.closed:
+                    raise Timeout(f"the server closed before a {name} event")
+                if left is not None and time.monotonic() >= deadline:  # type: ignore[operator]
+                    raise Timeout(f"no {name} event within {timeout} s")
+                continue
+            if event["event"] == name:
+                return event
+
+    def mirror(
+        self,
+        target: PathLike,
+        *,
+        job_id: str = "job0",
+        sync: SyncMode = "full",
+        copy_mode: CopyMode = "background",
+        speed: int = 0,
+        mode: Literal["absolute-paths", "existing"] = "absolute-paths",
+        granularity: Optional[int] = None,
+        buf_size: Optional[int] = None,
+        on_source_error: Optional[ErrorPolicy] = None,
+        on_target_error: Optional[ErrorPolicy] = None,
+        unmap: Optional[bool] = None,
+    ) -> str:
+        """Starts a mirror of the served disk into ``target`` (QMP ``drive-mirror``) and
+        returns the job id, which names the job in ``block-job-*`` (``device``) and
+        ``job-*`` (``id``) commands and in its events. ``mode="absolute-paths"`` creates
+        the target; ``"existing"`` mirrors into an existing file of the disk's size. Options
+        left None take QEMU's defaults. Refusals raise :class:`~blockmirror.QmpError`."""
+        arguments: Dict[str, Any] = {
+            "job-id": job_id,
+            "device": self.export,
+            "target": os.fspath(target),
+            "format": "raw",
+            "sync": sync,
+            "mode": mode,
+            "copy-mode": copy_mode,
+            "speed": speed,
+        }
+        optional = {"granularity": granularity, "buf-size": buf_size, "on-source-error": on_source_error,
+                    "on-target-error": on_target_error, "unmap": unmap}
+        arguments.update({k: v for k, v in optional.items() if v is not None})
+        self.execute("drive-mirror", arguments)
+        return job_id
 
     def close(self) -> None:
         """Stops serving (idempotent)."""
@@ -74,13 +162,16 @@ def serve(
     read_only: bool = False,
     max_clients: int = 64,
     direct: bool = False,
+    not_converging_window: float = 10.0,
 ) -> Server:
     """Exports ``source`` (a raw image or block device) over NBD and returns the running
     :class:`Server`.
 
     ``socket`` is a unix socket path (created mode 0600), ``listen`` a ``HOST:PORT`` for TCP
     (give one). ``qmp`` is the path of a QMP monitor socket (mode 0600) that takes QEMU's
-    commands. ``direct`` opens the files of jobs started over QMP with O_DIRECT. The source
+    commands. ``direct`` opens the files of jobs started over QMP with O_DIRECT;
+    ``not_converging_window`` is their seconds without progress before a
+    ``BLOCK_JOB_NOT_CONVERGING`` event (0: never). The source
     is locked as QEMU locks images: a QEMU (or qemu-nbd) writing it is refused, and it
     refuses this disk while it is served."""
     qmp_path = os.fspath(qmp) if qmp is not None else None
@@ -93,6 +184,7 @@ def serve(
         read_only=read_only,
         max_clients=max_clients,
         direct=direct,
+        not_converging_window=not_converging_window,
     )
     return Server(native, qmp_path)
 
