@@ -3,11 +3,11 @@
 //! ([`NbdClient`]).
 //!
 //! Submodules:
-//! - [`stream`]: [`Stream`] and [`connect`].
-//! - [`nbd_client`]: [`NbdClient`] and [`NbdClientError`].
+//! - [`stream`]: [`Stream`], [`connect`] and [`connect_timeout`].
+//! - [`nbd_client`]: [`NbdClient`], its time limits ([`ClientConfig`]) and [`NbdClientError`].
 
 pub mod nbd_client;
 pub mod stream;
 
-pub use nbd_client::{NbdClient, NbdClientError};
-pub use stream::{connect, Stream};
+pub use nbd_client::{ClientConfig, NbdClient, NbdClientError};
+pub use stream::{connect, connect_timeout, Stream};

@@ -14,25 +14,34 @@
 //! marks the state dead and drops every waiter's channel: every waiting call and every
 //! later one returns [`NbdClientError::Disconnected`]. A waiter is registered under the
 //! same lock that marks the state dead, so none can be left behind.
+//!
+//! Time limits ([`ClientConfig`]): a server that accepts requests and never answers, or a
+//! TCP peer gone without a reset, would otherwise hold its callers forever. So every
+//! request has a deadline, `request_timeout` after it was written whole; the caller that
+//! sees its deadline pass declares the connection dead exactly as the reader does when the
+//! connection drops (state dead, every waiter's channel dropped, socket shut down), and
+//! returns [`NbdClientError::TimedOut`]; every other caller returns `Disconnected` at once.
+//! Writes to the socket carry the same limit (a write that moves no byte for that long
+//! fails and kills the connection), so no caller waits on the writer lock without bound
+//! either. Connecting and each step of the handshake are bounded by `connect_timeout`.
+//! An idle connection (no request outstanding) never times out.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::nbd::{
     ClientError, ClientEvent, ClientOptions, ClientSession, Command, ExportInfo, Extent, NbdError,
     NbdUri, ReplyPayload,
 };
 
-use super::stream::{connect, Stream};
+use super::stream::{connect_timeout, Stream};
 
-/// How long the handshake may wait for the server.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes the reader thread reads at once.
 const READ_BUFFER: usize = 256 << 10;
 /// The longest trim, write zeroes or block status request (before alignment): commands
@@ -40,6 +49,38 @@ const READ_BUFFER: usize = 256 << 10;
 const MAX_EFFECT_LENGTH: u64 = 1 << 30;
 /// Pieces of one split read or write in flight at once.
 const SPLIT_WINDOW: usize = 8;
+
+/// How long a client waits on its server before it gives the connection up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// The longest wait for the connection itself (a TCP connect, or a Unix listener
+    /// that accepts nothing) and, separately, for each read or write of the handshake.
+    pub connect_timeout: Duration,
+    /// The longest a request may go unanswered, counted from when it was written whole,
+    /// before the connection is declared dead; also the longest a write to the socket may
+    /// move no byte. A server that is merely slow must answer within it: a request cannot
+    /// be abandoned alone (its reply would still come), so a missed deadline costs the
+    /// whole connection and the requests in flight on it.
+    pub request_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    /// 30 s to connect and for each handshake step; 60 s per request.
+    ///
+    /// A healthy server answers a handshake step at once, so 30 s only absorbs a loaded
+    /// host. Requests get more: the slowest healthy answers are a flush that writes back a
+    /// large dirty page cache to slow storage, or a full-size write queued behind others on
+    /// a disk that is busy; both can take tens of seconds. Giving up too early is the worse
+    /// error: with the mirror's default `report` policy it fails a job that would have
+    /// succeeded, while waiting 60 s rather than 30 s for a dead server only delays a
+    /// retry or a failure that comes anyway.
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +105,22 @@ pub enum NbdClientError {
         /// The command (`"read"`, `"write"`...).
         operation: &'static str,
     },
-    /// The connection is gone (closed, dropped by the server, or broken by it).
+    /// The connection is gone (closed, dropped by the server, or broken by it, or
+    /// declared dead after another request timed out).
     #[error("the NBD connection is closed")]
     Disconnected,
+    /// The server did not answer this request (or take its bytes) within the request
+    /// timeout; the connection was declared dead and every other call on it fails with
+    /// [`Disconnected`](Self::Disconnected).
+    #[error(
+        "the NBD server did not answer a {operation} within {after:?}; the connection was closed"
+    )]
+    TimedOut {
+        /// The command (`"read"`, `"write"`...).
+        operation: &'static str,
+        /// The request timeout.
+        after: Duration,
+    },
     /// The range does not lie within the export.
     #[error("range {offset}+{length} lies outside the export of {size} bytes")]
     OutOfRange {
@@ -96,6 +150,29 @@ struct Shared {
     control: Stream,
 }
 
+impl Shared {
+    /// Ends the connection: later calls fail at once, every waiter's channel is dropped
+    /// (its caller returns `Disconnected`), and the socket is shut down, which wakes the
+    /// reader thread and any blocked writer. Idempotent. Takes the state lock: callers may
+    /// hold the writer lock, never the state lock.
+    fn declare_dead(&self) {
+        let mut state = lock(&self.state);
+        state.dead = true;
+        state.waiters.clear();
+        drop(state);
+        let _ = self.control.shutdown(Shutdown::Both);
+    }
+}
+
+/// A request sent and not yet answered: its reply arrives on `receiver` (dropped when the
+/// connection dies), which is waited on until `deadline` (`None`: the timeout reaches past
+/// what `Instant` holds, so no deadline).
+struct Pending {
+    receiver: Receiver<Result<ReplyPayload, NbdError>>,
+    deadline: Option<Instant>,
+    operation: &'static str,
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding these locks leaves them consistent (every update is a single
     // call into the session or the map), so a poisoned lock is still usable.
@@ -105,6 +182,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A connected NBD client; `&self` methods may be called from many threads at once.
 pub struct NbdClient {
     info: ExportInfo,
+    config: ClientConfig,
     shared: Arc<Shared>,
     reader: Mutex<Option<JoinHandle<()>>>,
 }
@@ -119,22 +197,43 @@ impl std::fmt::Debug for NbdClient {
 
 impl NbdClient {
     /// Connects and negotiates (structured replies and `base:allocation` when the server
-    /// offers them).
+    /// offers them), with the default time limits ([`ClientConfig::default`]).
     pub fn connect(uri: &NbdUri) -> Result<Self, NbdClientError> {
+        Self::connect_with(uri, ClientConfig::default())
+    }
+
+    /// [`connect`](Self::connect) with the time limits of `config`. A zero timeout is
+    /// refused (`Connect` with `InvalidInput`): the OS takes zero as "no limit".
+    pub fn connect_with(uri: &NbdUri, config: ClientConfig) -> Result<Self, NbdClientError> {
         let connect_error = |source| NbdClientError::Connect {
             uri: uri.to_string(),
             source,
         };
-        let mut stream = connect(&uri.address).map_err(connect_error)?;
+        if config.connect_timeout.is_zero() || config.request_timeout.is_zero() {
+            return Err(connect_error(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "NBD client timeouts must not be zero",
+            )));
+        }
+        let mut stream =
+            connect_timeout(&uri.address, config.connect_timeout).map_err(connect_error)?;
         let mut session = ClientSession::new(&uri.export, ClientOptions::default());
         stream
-            .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+            .set_read_timeout(Some(config.connect_timeout))
+            .map_err(connect_error)?;
+        stream
+            .set_write_timeout(Some(config.connect_timeout))
             .map_err(connect_error)?;
         let info = handshake(&mut stream, &mut session).map_err(|e| match e {
             HandshakeError::Io(source) => connect_error(source),
             HandshakeError::Protocol(error) => NbdClientError::Handshake(error),
         })?;
+        // The reader thread waits without limit (an idle connection is fine); requests
+        // have their own deadlines. The socket's write timeout is shared by every handle.
         stream.set_read_timeout(None).map_err(connect_error)?;
+        stream
+            .set_write_timeout(Some(config.request_timeout))
+            .map_err(connect_error)?;
         let reader_stream = stream.try_clone().map_err(connect_error)?;
         let control = stream.try_clone().map_err(connect_error)?;
         let shared = Arc::new(Shared {
@@ -153,6 +252,7 @@ impl NbdClient {
             .map_err(connect_error)?;
         Ok(Self {
             info,
+            config,
             shared,
             reader: Mutex::new(Some(reader)),
         })
@@ -161,6 +261,11 @@ impl NbdClient {
     /// The export as negotiated (its maximum payload capped at 32 MiB).
     pub fn info(&self) -> &ExportInfo {
         &self.info
+    }
+
+    /// The time limits this client was connected with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
     }
 
     /// Reads `buf.len()` bytes at `offset`, in pieces of at most the maximum payload.
@@ -176,10 +281,10 @@ impl NbdClient {
                     offset: offset + (i * piece) as u64,
                     length: chunk.len() as u32,
                 };
-                pending.push(self.submit(command));
+                pending.push(self.submit(command, "read"));
             }
-            for ((_, chunk), receiver) in window.into_iter().zip(pending) {
-                match wait(receiver?, "read")? {
+            for ((_, chunk), request) in window.into_iter().zip(pending) {
+                match self.wait(request?)? {
                     ReplyPayload::Data(data) if data.len() == chunk.len() => {
                         chunk.copy_from_slice(&data)
                     }
@@ -200,15 +305,16 @@ impl NbdClient {
             let pending: Vec<_> = window
                 .iter()
                 .map(|(i, chunk)| {
-                    self.submit(Command::Write {
+                    let command = Command::Write {
                         offset: offset + (i * piece) as u64,
                         data: chunk.to_vec(),
                         fua,
-                    })
+                    };
+                    self.submit(command, "write")
                 })
                 .collect();
-            for receiver in pending {
-                wait(receiver?, "write")?;
+            for request in pending {
+                self.wait(request?)?;
             }
         }
         Ok(())
@@ -216,7 +322,7 @@ impl NbdClient {
 
     /// Persists every write already completed.
     pub fn flush(&self) -> Result<(), NbdClientError> {
-        wait(self.submit(Command::Flush)?, "flush").map(drop)
+        self.wait(self.submit(Command::Flush, "flush")?).map(drop)
     }
 
     /// Tells the server `length` bytes at `offset` are no longer needed.
@@ -256,12 +362,13 @@ impl NbdClient {
         let (mut at, end) = (offset, offset + length);
         while at < end {
             let ask = self.effect_piece(end - at);
-            let receiver = self.submit(Command::BlockStatus {
+            let command = Command::BlockStatus {
                 offset: at,
                 length: ask,
                 req_one: false,
-            })?;
-            let ReplyPayload::Extents(answer) = wait(receiver, "block status")? else {
+            };
+            let request = self.submit(command, "block status")?;
+            let ReplyPayload::Extents(answer) = self.wait(request)? else {
                 return Err(NbdClientError::Disconnected);
             };
             for mut extent in answer {
@@ -279,21 +386,34 @@ impl NbdClient {
 
     /// Sends `NBD_CMD_DISC` and closes the socket; calls still waiting, and later ones,
     /// return [`NbdClientError::Disconnected`]. Also done on drop.
+    ///
+    /// Prompt whatever the server does: `NBD_CMD_DISC` is sent only on a live connection
+    /// whose writer lock is free (a thread holding it may be stuck on a server that reads
+    /// nothing; shutting the socket down is what frees it), and its write is bounded by
+    /// the request timeout.
     pub fn close(&self) {
         let bytes: Vec<Vec<u8>> = {
             let mut state = lock(&self.shared.state);
-            state.session.disconnect();
-            std::iter::from_fn(|| state.session.poll_output()).collect()
+            if state.dead {
+                Vec::new()
+            } else {
+                state.session.disconnect();
+                std::iter::from_fn(|| state.session.poll_output()).collect()
+            }
         };
-        {
-            let mut writer = lock(&self.shared.writer);
+        let writer = match self.shared.writer.try_lock() {
+            Ok(writer) => Some(writer),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(mut writer) = writer {
             for message in bytes {
                 if writer.write_all(&message).is_err() {
                     break;
                 }
             }
         }
-        let _ = self.shared.control.shutdown(Shutdown::Both);
+        self.shared.declare_dead();
         if let Some(reader) = lock(&self.reader).take() {
             let _ = reader.join();
         }
@@ -335,21 +455,19 @@ impl NbdClient {
         let mut pending = Vec::new();
         while at < end {
             let piece = self.effect_piece(end - at);
-            pending.push(self.submit(command(at, piece))?);
+            pending.push(self.submit(command(at, piece), operation)?);
             at += u64::from(piece);
         }
-        for receiver in pending {
-            wait(receiver, operation)?;
+        for request in pending {
+            self.wait(request)?;
         }
         Ok(())
     }
 
-    /// Queues `command` and sends it; the receiver gets its reply (or is dropped when
-    /// the connection dies).
-    fn submit(
-        &self,
-        command: Command,
-    ) -> Result<Receiver<Result<ReplyPayload, NbdError>>, NbdClientError> {
+    /// Queues `command` and sends it; the reply is waited for with [`wait`](Self::wait).
+    /// A failed or timed-out write ends the connection (a partly written message ruins
+    /// the stream).
+    fn submit(&self, command: Command, operation: &'static str) -> Result<Pending, NbdClientError> {
         let (sender, receiver) = crossbeam_channel::bounded(1);
         let bytes: Vec<Vec<u8>> = {
             let mut state = lock(&self.shared.state);
@@ -374,31 +492,58 @@ impl NbdClient {
         };
         let mut writer = lock(&self.shared.writer);
         for message in bytes {
-            if writer.write_all(&message).is_err() {
-                // A partly written message ruins the stream: end the connection, which
-                // wakes the reader thread and through it every waiter.
-                let _ = self.shared.control.shutdown(Shutdown::Both);
-                break;
+            if let Err(error) = writer.write_all(&message) {
+                // Under the writer lock, so no other message follows the partial one.
+                self.shared.declare_dead();
+                return Err(match error.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                        NbdClientError::TimedOut {
+                            operation,
+                            after: self.config.request_timeout,
+                        }
+                    }
+                    _ => NbdClientError::Disconnected,
+                });
             }
         }
-        Ok(receiver)
+        drop(writer);
+        Ok(Pending {
+            receiver,
+            deadline: Instant::now().checked_add(self.config.request_timeout),
+            operation,
+        })
+    }
+
+    /// Waits for the reply to `request` until its deadline; past it, declares the
+    /// connection dead (see the module's time limits) and returns `TimedOut`.
+    fn wait(&self, request: Pending) -> Result<ReplyPayload, NbdClientError> {
+        let Pending {
+            receiver,
+            deadline,
+            operation,
+        } = request;
+        let outcome = match deadline {
+            Some(deadline) => receiver.recv_deadline(deadline),
+            None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match outcome {
+            Ok(Ok(payload)) => Ok(payload),
+            Ok(Err(errno)) => Err(NbdClientError::Server { errno, operation }),
+            Err(RecvTimeoutError::Disconnected) => Err(NbdClientError::Disconnected),
+            Err(RecvTimeoutError::Timeout) => {
+                self.shared.declare_dead();
+                Err(NbdClientError::TimedOut {
+                    operation,
+                    after: self.config.request_timeout,
+                })
+            }
+        }
     }
 }
 
 impl Drop for NbdClient {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-fn wait(
-    receiver: Receiver<Result<ReplyPayload, NbdError>>,
-    operation: &'static str,
-) -> Result<ReplyPayload, NbdClientError> {
-    match receiver.recv() {
-        Ok(Ok(payload)) => Ok(payload),
-        Ok(Err(errno)) => Err(NbdClientError::Server { errno, operation }),
-        Err(_) => Err(NbdClientError::Disconnected),
     }
 }
 
@@ -415,7 +560,16 @@ fn handshake(
     let mut buf = vec![0u8; 64 << 10];
     loop {
         while let Some(bytes) = session.poll_output() {
-            stream.write_all(&bytes).map_err(HandshakeError::Io)?;
+            stream.write_all(&bytes).map_err(|e| {
+                HandshakeError::Io(if e.kind() == io::ErrorKind::WouldBlock {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the server took nothing within the connect timeout during the handshake",
+                    )
+                } else {
+                    e
+                })
+            })?;
         }
         while let Some(event) = session.poll_event() {
             match event {
@@ -433,6 +587,13 @@ fn handshake(
             }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // The read timeout passed (the OS reports it as "would block").
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(HandshakeError::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the server sent nothing within the connect timeout during the handshake",
+                )))
+            }
             Err(e) => return Err(HandshakeError::Io(e)),
         };
         session.handle_input(&buf[..n]);
@@ -463,9 +624,5 @@ fn read_replies(mut stream: Stream, shared: &Shared) {
             }
         }
     }
-    let mut state = lock(&shared.state);
-    state.dead = true;
-    state.waiters.clear();
-    drop(state);
-    let _ = shared.control.shutdown(Shutdown::Both);
+    shared.declare_dead();
 }

@@ -1,9 +1,10 @@
 //! `Stream`: one connected socket, Unix or TCP, used the same way.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::nbd::NbdAddress;
 
@@ -16,8 +17,8 @@ pub enum Stream {
     Tcp(TcpStream),
 }
 
-/// Connects to `address`. TCP connections get `TCP_NODELAY`: NBD requests are small
-/// messages that must not wait for Nagle's algorithm.
+/// Connects to `address`, waiting as long as the OS does. TCP connections get
+/// `TCP_NODELAY`: NBD requests are small messages that must not wait for Nagle's algorithm.
 pub fn connect(address: &NbdAddress) -> io::Result<Stream> {
     match address {
         NbdAddress::Unix(path) => UnixStream::connect(path).map(Stream::Unix),
@@ -26,6 +27,67 @@ pub fn connect(address: &NbdAddress) -> io::Result<Stream> {
             stream.set_nodelay(true)?;
             Ok(Stream::Tcp(stream))
         }
+    }
+}
+
+/// [`connect`], failing with `TimedOut` once `timeout` has passed without a connection.
+///
+/// TCP: each address the host name resolves to is tried in turn within what is left of
+/// `timeout` (the name lookup itself is bounded only by the resolver's own timeouts). A
+/// peer that drops SYNs would otherwise hold the caller for the kernel's SYN retries, some
+/// two minutes.
+///
+/// Unix: a connect blocks only while the listener's backlog is full (a server that stopped
+/// accepting). std offers no timed Unix connect, so the connect runs on a helper thread and
+/// the caller waits for it at most `timeout`; an abandoned attempt's thread ends when the
+/// kernel ends its connect (its socket, if it connects late, is closed unused).
+pub fn connect_timeout(address: &NbdAddress, timeout: Duration) -> io::Result<Stream> {
+    match address {
+        NbdAddress::Unix(path) => connect_unix_timeout(path, timeout).map(Stream::Unix),
+        NbdAddress::Tcp { host, port } => {
+            let stream = connect_tcp_timeout(host, *port, timeout)?;
+            stream.set_nodelay(true)?;
+            Ok(Stream::Tcp(stream))
+        }
+    }
+}
+
+fn timed_out(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what)
+}
+
+fn connect_tcp_timeout(host: &str, port: u16, timeout: Duration) -> io::Result<TcpStream> {
+    // No deadline when `timeout` reaches past what `Instant` holds: each try gets it whole.
+    let deadline = Instant::now().checked_add(timeout);
+    let mut last_error = None;
+    for address in (host, port).to_socket_addrs()? {
+        let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
+        if left.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(&address, left) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error
+        .unwrap_or_else(|| timed_out(format!("no connection to {host}:{port} within {timeout:?}"))))
+}
+
+fn connect_unix_timeout(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
+    let (sender, receiver) = crossbeam_channel::bounded(1);
+    let owned = path.to_owned();
+    std::thread::Builder::new()
+        .name("nbd-connect".into())
+        .spawn(move || {
+            let _ = sender.send(UnixStream::connect(owned));
+        })?;
+    match receiver.recv_timeout(timeout) {
+        Ok(result) => result,
+        Err(_) => Err(timed_out(format!(
+            "no connection to {} within {timeout:?} (its listener accepts nothing)",
+            path.display()
+        ))),
     }
 }
 
@@ -59,6 +121,15 @@ impl Stream {
         match self {
             Stream::Unix(s) => s.set_read_timeout(timeout),
             Stream::Tcp(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    /// A timeout for blocking writes (`None`: wait forever). A write that moves no byte for
+    /// this long fails with `WouldBlock`; one that moves some returns the count.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_write_timeout(timeout),
+            Stream::Tcp(s) => s.set_write_timeout(timeout),
         }
     }
 }

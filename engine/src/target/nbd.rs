@@ -12,18 +12,23 @@
 //! that need a connection meanwhile wait for that one attempt and share its outcome (the
 //! new connection, or the failure) rather than each trying in turn.
 //!
+//! A server that stops answering is found out by the client's time limits
+//! ([`ClientConfig`]): the request fails with [`NbdClientError::TimedOut`], which drops the
+//! connection like `Disconnected` (so the policy acts and the next operation reconnects),
+//! and a connect or handshake that hangs fails as an unreachable server does.
+//!
 //! A fresh connection must show the export as at the start (same size, writable); else it
 //! is refused like a dead server. Errors become `io::Error`s: a server's error reply keeps
 //! its errno (NBD errnos are Linux's: `NBD_EIO` is EIO, `NBD_ENOSPC` is ENOSPC); a lost
-//! connection, a failed connect or handshake carry no errno, which the job counts as a
-//! plain I/O error (EIO).
+//! connection, a timed-out request, a failed connect or handshake carry no errno, which the
+//! job counts as a plain I/O error (EIO).
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::nbd::NbdUri;
-use crate::net::{NbdClient, NbdClientError};
+use crate::net::{ClientConfig, NbdClient, NbdClientError};
 
 /// Why an NBD export cannot be the target.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +87,8 @@ const ZERO_BUFFER_BYTES: usize = 1 << 20;
 pub struct NbdTarget {
     uri: NbdUri,
     size: u64,
+    /// The time limits of every connection, the first and those made again.
+    config: ClientConfig,
     /// The current connection; `None` after one failed, until the next operation.
     connection: Mutex<Option<Arc<NbdClient>>>,
     /// Connections made after the first.
@@ -113,15 +120,29 @@ fn to_io(error: NbdClientError) -> io::Error {
         NbdClientError::OutOfRange { .. } | NbdClientError::Refused(_) => {
             io::Error::new(io::ErrorKind::InvalidInput, error.to_string())
         }
+        NbdClientError::TimedOut { .. } => {
+            io::Error::new(io::ErrorKind::TimedOut, error.to_string())
+        }
         other => io::Error::new(io::ErrorKind::NotConnected, other.to_string()),
     }
 }
 
 impl NbdTarget {
     /// Connects to the export and checks that it can be the target of a source of `size`
-    /// bytes mirrored in chunks of `granularity` bytes.
+    /// bytes mirrored in chunks of `granularity` bytes; the client's default time limits
+    /// ([`ClientConfig::default`]).
     pub fn open(uri: &NbdUri, size: u64, granularity: u64) -> Result<Self, NbdTargetError> {
-        let client = Self::connect_checked(uri, size)?;
+        Self::open_with(uri, size, granularity, ClientConfig::default())
+    }
+
+    /// [`open`](Self::open), every connection with the time limits of `config`.
+    pub fn open_with(
+        uri: &NbdUri,
+        size: u64,
+        granularity: u64,
+        config: ClientConfig,
+    ) -> Result<Self, NbdTargetError> {
+        let client = Self::connect_checked(uri, size, config)?;
         let minimum = client.info().block_size.minimum;
         if granularity % u64::from(minimum) != 0 {
             return Err(NbdTargetError::BlockSize {
@@ -133,17 +154,23 @@ impl NbdTarget {
         Ok(Self {
             uri: uri.clone(),
             size,
+            config,
             connection: Mutex::new(Some(Arc::new(client))),
             reconnects: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
         })
     }
 
-    fn connect_checked(uri: &NbdUri, size: u64) -> Result<NbdClient, NbdTargetError> {
-        let client = NbdClient::connect(uri).map_err(|source| NbdTargetError::Connect {
-            uri: uri.to_string(),
-            source,
-        })?;
+    fn connect_checked(
+        uri: &NbdUri,
+        size: u64,
+        config: ClientConfig,
+    ) -> Result<NbdClient, NbdTargetError> {
+        let client =
+            NbdClient::connect_with(uri, config).map_err(|source| NbdTargetError::Connect {
+                uri: uri.to_string(),
+                source,
+            })?;
         let info = client.info();
         if info.size != size {
             return Err(NbdTargetError::SizeMismatch {
@@ -177,7 +204,8 @@ impl NbdTarget {
 
     /// The current connection, made now (one attempt) if there is none. For requests this
     /// type does not wrap (`block_status`); a caller that sees
-    /// [`NbdClientError::Disconnected`] on it calls [`forget`](Self::forget).
+    /// [`NbdClientError::Disconnected`] or [`NbdClientError::TimedOut`] on it calls
+    /// [`forget`](Self::forget).
     pub fn client(&self) -> io::Result<Arc<NbdClient>> {
         let failures_before = self.failed_attempts.load(Ordering::Acquire);
         let mut slot = lock(&self.connection);
@@ -191,7 +219,7 @@ impl NbdTarget {
                 format!("the NBD export {} is unreachable", self.uri),
             ));
         }
-        let client = Self::connect_checked(&self.uri, self.size).map_err(|e| {
+        let client = Self::connect_checked(&self.uri, self.size, self.config).map_err(|e| {
             self.failed_attempts.fetch_add(1, Ordering::AcqRel);
             io::Error::new(io::ErrorKind::NotConnected, e.to_string())
         })?;
@@ -219,7 +247,10 @@ impl NbdTarget {
     ) -> io::Result<T> {
         let client = self.client()?;
         request(&client).map_err(|error| {
-            if matches!(error, NbdClientError::Disconnected) {
+            if matches!(
+                error,
+                NbdClientError::Disconnected | NbdClientError::TimedOut { .. }
+            ) {
                 self.forget(&client);
             }
             to_io(error)
