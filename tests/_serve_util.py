@@ -137,3 +137,40 @@ def qemu_io(uri: str, *commands: str, read_only: bool = False) -> subprocess.Com
     for c in commands:
         args += ["-c", c]
     return subprocess.run(args + [uri], capture_output=True, text=True, timeout=120)
+
+
+def fio_across_a_switch_over(p: Peer, target: str, size: int, rate: str, **mirror: Any) -> None:
+    """Starts ``drive-mirror`` of the export onto ``target`` (``mirror`` adds arguments),
+    runs fio writing and verifying through the export (rate-limited, so it is still writing
+    at READY), issues the switch while fio writes, and requires fio's own verify pass
+    (through the switched export) to succeed; then fio's ``verify_only`` pass over the
+    target file must find every block (``target`` may be a URI: ``mirror["verify_file"]``
+    names the file behind it)."""
+    verify_file = mirror.pop("verify_file", target)
+    qmp = p.qmp()
+    try:
+        qmp.cmd("drive-mirror", **{"job-id": "job0", "device": EXPORT, "target": target, "sync": "full",
+                                   "format": "raw", **mirror})
+        fio = subprocess.Popen(fio_args("guest", size, ["--ioengine=nbd", f"--uri={p.nbd_uri}", "--iodepth=8",
+                                                         f"--rate={rate}"]),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            next_event(qmp, "BLOCK_JOB_READY")
+            assert fio.poll() is None, "fio ended before the switch: the test would prove nothing"
+            qmp.cmd("block-job-complete", device="job0")
+            assert "error" not in next_event(qmp, "BLOCK_JOB_COMPLETED")["data"]
+            out, _ = fio.communicate(timeout=300)
+        finally:
+            if fio.poll() is None:
+                fio.kill()
+        assert fio.returncode == 0, out
+    finally:
+        qmp.close()
+    fio_verify_file(verify_file, size)
+
+
+def fio_verify_file(path: str, size: int) -> None:
+    """fio's ``verify_only`` pass of the :func:`fio_args` job over a file: every block intact."""
+    check = subprocess.run(fio_args("guest", size, ["--ioengine=psync", f"--filename={path}", "--verify_only"]),
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr

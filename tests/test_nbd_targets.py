@@ -14,7 +14,7 @@ import pytest
 
 import blockmirror as bm
 from _files_util import MiB, make_image
-from _serve_util import EXPORT, fio_args, next_event, peer, wait_until
+from _serve_util import fio_across_a_switch_over, peer, wait_until
 
 SIZE = 32 * MiB
 
@@ -157,30 +157,8 @@ def test_a_target_server_killed_mid_copy(tmp_path, files, policy):
 def test_drive_mirror_onto_an_export_while_fio_writes_through_the_served_disk(kind, tmp_path, files):
     source, target = files
     sock = str(tmp_path / "r.sock")
-    size = 12 * MiB
     with qemu_nbd(target, sock), peer(kind, str(tmp_path), source) as p:
-        qmp = p.qmp()
-        try:
-            qmp.cmd("drive-mirror", **{"job-id": "job0", "device": EXPORT, "target": uri(sock), "sync": "full",
-                                       "format": "raw", "mode": "existing"})
-            fio = subprocess.Popen(fio_args("guest", size, ["--ioengine=nbd", f"--uri={p.nbd_uri}", "--iodepth=8",
-                                                             "--rate=4m"]),
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            try:
-                next_event(qmp, "BLOCK_JOB_READY")
-                assert fio.poll() is None, "fio ended before the switch"
-                qmp.cmd("block-job-complete", device="job0")
-                assert "error" not in next_event(qmp, "BLOCK_JOB_COMPLETED")["data"]
-                out, _ = fio.communicate(timeout=300)
-            finally:
-                if fio.poll() is None:
-                    fio.kill()
-            assert fio.returncode == 0, out
-        finally:
-            qmp.close()
-    check = subprocess.run(fio_args("guest", size, ["--ioengine=psync", f"--filename={target}", "--verify_only"]),
-                           capture_output=True, text=True, timeout=300)
-    assert check.returncode == 0, check.stdout + check.stderr
+        fio_across_a_switch_over(p, uri(sock), 12 * MiB, "4m", mode="existing", verify_file=target)
 
 
 def test_a_slow_link_delays_but_the_copy_ends_equal(tmp_path, files):

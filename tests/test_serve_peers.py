@@ -11,7 +11,7 @@ import pytest
 from qemu.qmp import ExecuteError
 
 from _files_util import MiB, make_image
-from _serve_util import EXPORT, fio_args, next_event, events_until, peer, qemu_io
+from _serve_util import EXPORT, events_until, fio_across_a_switch_over, next_event, peer, qemu_io
 
 PEERS = ["blockmirror", "qemu-storage-daemon"]
 
@@ -129,32 +129,8 @@ def test_fio_verifies_every_block_across_a_switch_over_made_while_it_writes(kind
     """fio writes (rate-limited, so it is still writing at READY) and verifies through the
     export; the switch is issued while it writes; fio's own verify pass reads back through
     the switched export, and a verify_only pass over the target file finds every block."""
-    target = str(tmp_path / "dst.img")
-    size = 24 * MiB
     with peer(kind, str(tmp_path), image) as p:
-        qmp = p.qmp()
-        try:
-            qmp.cmd("drive-mirror", **{"job-id": "job0", "device": EXPORT, "target": target, "sync": "full",
-                                       "format": "raw", "copy-mode": copy_mode})
-            fio = subprocess.Popen(fio_args("guest", size, ["--ioengine=nbd", f"--uri={p.nbd_uri}",
-                                                             "--iodepth=8", "--rate=6m"]),
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            try:
-                next_event(qmp, "BLOCK_JOB_READY")
-                assert fio.poll() is None, "fio ended before the switch: the test would prove nothing"
-                qmp.cmd("block-job-complete", device="job0")
-                done = next_event(qmp, "BLOCK_JOB_COMPLETED")
-                assert "error" not in done["data"]
-                out, _ = fio.communicate(timeout=300)
-            finally:
-                if fio.poll() is None:
-                    fio.kill()
-            assert fio.returncode == 0, out
-        finally:
-            qmp.close()
-    check = subprocess.run(fio_args("guest", size, ["--ioengine=psync", f"--filename={target}", "--verify_only"]),
-                           capture_output=True, text=True, timeout=300)
-    assert check.returncode == 0, check.stdout + check.stderr
+        fio_across_a_switch_over(p, str(tmp_path / "dst.img"), 24 * MiB, "6m", **{"copy-mode": copy_mode})
 
 
 @pytest.mark.parametrize("kind", PEERS)

@@ -18,24 +18,18 @@ use blockmirror_engine::{FileMirror, MirrorSetup, MirrorTarget, StartError, Wait
 const WAIT: Option<Duration> = Some(Duration::from_secs(120));
 const MIB: u64 = 1 << 20;
 
-struct Dir(PathBuf);
+mod common;
+
+/// This suite's temporary directory.
+struct Dir(common::TestDir);
 
 impl Dir {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("bm-nbd-target-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
+        Dir(common::TestDir::new("nbd-target", name))
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path(name)
     }
 }
 

@@ -10,20 +10,18 @@ use std::time::Duration;
 use blockmirror_engine::locks::{probe, Perm};
 use blockmirror_engine::{FileMirror, MirrorSetup, StartError};
 
-struct Dir(PathBuf);
+mod common;
+
+/// This suite's temporary directory.
+struct Dir(common::TestDir);
 
 impl Dir {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("bm-qemu-locks-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
+        Dir(common::TestDir::new("qemu-locks", name))
     }
-}
 
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path(name)
     }
 }
 
@@ -61,7 +59,7 @@ fn poll(tries: u32, mut done: impl FnMut() -> bool) -> bool {
 }
 
 fn image(dir: &Dir) -> PathBuf {
-    let path = dir.0.join("disk.img");
+    let path = dir.path("disk.img");
     std::fs::write(&path, vec![7u8; 1 << 20]).unwrap();
     path
 }
@@ -69,7 +67,7 @@ fn image(dir: &Dir) -> PathBuf {
 /// Starts `qemu-nbd` serving `image` read-write on a Unix socket, and waits until its socket
 /// exists and its write lock is taken.
 fn qemu_nbd(dir: &Dir, image: &Path) -> Killed {
-    let socket = dir.0.join("nbd.sock");
+    let socket = dir.path("nbd.sock");
     let child = Command::new("qemu-nbd")
         .args(["-f", "raw", "-k"])
         .arg(&socket)
@@ -97,7 +95,7 @@ fn a_running_qemu_nbd_keeps_the_mirror_from_starting() {
     }
     let dir = Dir::new("nbd");
     let source = image(&dir);
-    let target = dir.0.join("dst.img");
+    let target = dir.path("dst.img");
     let nbd = qemu_nbd(&dir, &source);
     match FileMirror::start(&source, &target, MirrorSetup::default()) {
         Err(StartError::Locked(e)) => {
@@ -109,7 +107,7 @@ fn a_running_qemu_nbd_keeps_the_mirror_from_starting() {
     }
     assert!(!target.exists(), "the created target was not removed");
     // As a target, too.
-    let other = dir.0.join("other.img");
+    let other = dir.path("other.img");
     std::fs::write(&other, vec![1u8; 1 << 20]).unwrap();
     let setup = MirrorSetup { reuse: true, ..MirrorSetup::default() };
     assert!(matches!(FileMirror::start(&other, &source, setup), Err(StartError::Locked(_))));
@@ -123,7 +121,7 @@ fn a_running_mirror_refuses_qemu_io_writers_but_not_shared_readers() {
     }
     let dir = Dir::new("io");
     let source = image(&dir);
-    let target = dir.0.join("dst.img");
+    let target = dir.path("dst.img");
     let mirror = FileMirror::start(&source, &target, MirrorSetup::default()).unwrap();
     assert!(mirror.lock_warnings().is_empty(), "{:?}", mirror.lock_warnings());
     for image in [&source, &target] {
@@ -150,7 +148,7 @@ fn a_target_handle_keeps_the_lock_after_the_mirror_is_gone() {
     }
     let dir = Dir::new("handle");
     let source = image(&dir);
-    let target = dir.0.join("dst.img");
+    let target = dir.path("dst.img");
     let mirror = FileMirror::start(&source, &target, MirrorSetup::default()).unwrap();
     let handle = mirror.target_handle().unwrap();
     drop(mirror);

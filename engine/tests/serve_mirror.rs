@@ -17,23 +17,18 @@ use serde_json::{json, Value};
 
 const SIZE: usize = 16 << 20;
 
-struct Dir(PathBuf);
+mod common;
+
+/// This suite's temporary directory.
+struct Dir(common::TestDir);
 
 impl Dir {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("bm-serve-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
+        Dir(common::TestDir::new("serve", name))
     }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
 
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path(name)
     }
 }
 

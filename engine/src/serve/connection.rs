@@ -8,13 +8,14 @@
 //!   a client that sends faster than the disk answers holds a bounded amount of memory.
 //! - A reply is handed to the session exactly once per request, even when the disk failed.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use crossbeam_channel::Sender;
 
 use super::disk::ServedDisk;
+use super::output::{lock, send_output};
 use crate::nbd::{Command, ReplyPayload, Request, ServerEvent, ServerSession};
 use crate::net::Stream;
 
@@ -35,10 +36,6 @@ pub(super) struct Connection {
     pending: std::sync::atomic::AtomicUsize,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Connection {
     pub(super) fn new(session: ServerSession, writer: Stream, disk: Arc<ServedDisk>) -> Arc<Self> {
         Arc::new(Self {
@@ -50,20 +47,8 @@ impl Connection {
         })
     }
 
-    /// Writes whatever the session has produced. A write error means the client is gone:
-    /// the reader notices on its side and ends the connection.
     fn flush_output(&self) {
-        let mut writer = lock(&self.writer);
-        let mut out = Vec::new();
-        {
-            let mut session = lock(&self.session);
-            while let Some(bytes) = session.poll_output() {
-                out.extend_from_slice(&bytes);
-            }
-        }
-        if !out.is_empty() && writer.write_all(&out).is_err() {
-            let _ = writer.shutdown(std::net::Shutdown::Both);
-        }
+        send_output(&self.writer, &self.session);
     }
 
     /// Reads the socket until the client leaves, the session closes or the server stops,

@@ -23,6 +23,12 @@ use crate::locks::{self, ImageLock};
 use crate::nbd::{Extent, NbdError};
 use crate::target::MirrorTarget;
 
+/// What a client's write or write-zeroes changes.
+enum Change {
+    Data(Vec<u8>),
+    Zeroes { length: u64, unmap: bool },
+}
+
 /// A running job and the target it mirrors to.
 struct RunningJob {
     mirror: Arc<FileMirror>,
@@ -170,25 +176,7 @@ impl ServedDisk {
 
     /// Writes `data` at `offset`; with `fua`, durably before returning.
     pub fn write(&self, offset: u64, data: Vec<u8>, fua: bool) -> Result<(), NbdError> {
-        let route = self.read_route();
-        match &route.job {
-            None => {
-                route.held.write(offset, &data).map_err(|e| nbd_error(&e))?;
-                if fua {
-                    route.held.flush().map_err(|e| nbd_error(&e))?;
-                }
-                Ok(())
-            }
-            Some(RunningJob { mirror, .. }) => {
-                mirror
-                    .guest_write(offset, data)
-                    .map_err(|e| guest_error(&e))?;
-                if fua {
-                    mirror.guest_flush().map_err(|e| guest_error(&e))?;
-                }
-                Ok(())
-            }
-        }
+        self.change(offset, Change::Data(data), fua)
     }
 
     /// Makes a range read as zeroes; `unmap` lets it be deallocated (a hole).
@@ -199,27 +187,31 @@ impl ServedDisk {
         unmap: bool,
         fua: bool,
     ) -> Result<(), NbdError> {
+        self.change(offset, Change::Zeroes { length, unmap }, fua)
+    }
+
+    /// Applies a client's change where it belongs now (see the module doc); with `fua`, a
+    /// flush of where the data lives follows before the reply.
+    fn change(&self, offset: u64, change: Change, fua: bool) -> Result<(), NbdError> {
         let route = self.read_route();
         match &route.job {
             None => {
-                route
-                    .held
-                    .zero(offset, length, unmap)
-                    .map_err(|e| nbd_error(&e))?;
-                if fua {
-                    route.held.flush().map_err(|e| nbd_error(&e))?;
+                let held = &route.held;
+                match change {
+                    Change::Data(data) => held.write(offset, &data),
+                    Change::Zeroes { length, unmap } => held.zero(offset, length, unmap),
                 }
-                Ok(())
+                .and_then(|()| if fua { held.flush() } else { Ok(()) })
+                .map_err(|e| nbd_error(&e))
             }
-            Some(RunningJob { mirror, .. }) => {
-                mirror
-                    .guest_write_zeroes(offset, length, unmap)
-                    .map_err(|e| guest_error(&e))?;
-                if fua {
-                    mirror.guest_flush().map_err(|e| guest_error(&e))?;
+            Some(RunningJob { mirror, .. }) => match change {
+                Change::Data(data) => mirror.guest_write(offset, data),
+                Change::Zeroes { length, unmap } => {
+                    mirror.guest_write_zeroes(offset, length, unmap)
                 }
-                Ok(())
             }
+            .and_then(|()| if fua { mirror.guest_flush() } else { Ok(()) })
+            .map_err(|e| guest_error(&e)),
         }
     }
 

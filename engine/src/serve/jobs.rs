@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
@@ -22,6 +22,7 @@ use crossbeam_channel::{Receiver, Sender};
 use serde_json::{json, Value};
 
 use super::disk::{ServedDisk, StartMirrorError};
+use super::output::lock;
 use crate::engine::{FileMirror, MirrorSetup, StartError, VerbError};
 use crate::events::EventRecord;
 use crate::nbd::NbdUri;
@@ -51,10 +52,6 @@ pub struct JobHost {
     device: String,
     setup: MirrorSetup,
     registry: Mutex<Registry>,
-}
-
-fn lock(m: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl JobHost {

@@ -18,12 +18,13 @@ pub mod disk;
 pub mod jobs;
 mod listener;
 mod monitor;
+mod output;
 
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,7 @@ use connection::{Connection, Work};
 use disk::{DiskError, ServedDisk};
 use jobs::JobHost;
 use listener::Listener;
+use output::lock;
 
 /// What to serve and how.
 #[derive(Debug, Clone)]
@@ -98,10 +100,6 @@ pub enum ServeError {
     /// A setting is wrong.
     #[error("{0}")]
     Invalid(String),
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The clients connected now, by connection number: their streams, to shut down on stop.

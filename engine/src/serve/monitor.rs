@@ -7,20 +7,17 @@
 //! clients may connect, one after another or at once.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::jobs::JobHost;
 use super::listener::{ListenAddress, Listener};
+use super::output::{lock, send_output};
 use crate::net::Stream;
 use crate::qmp::{Command, Greeting, QmpSession};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// What the monitor's threads share.
 struct Shared {
@@ -159,19 +156,8 @@ struct Client {
 }
 
 impl Client {
-    /// Sends what the session produced, in order (the writer lock is taken first).
     fn flush(&self) {
-        let mut writer = lock(&self.writer);
-        let mut out = Vec::new();
-        {
-            let mut session = lock(&self.session);
-            while let Some(bytes) = session.poll_output() {
-                out.extend_from_slice(&bytes);
-            }
-        }
-        if !out.is_empty() && writer.write_all(&out).is_err() {
-            let _ = writer.shutdown(std::net::Shutdown::Both);
-        }
+        send_output(&self.writer, &self.session);
     }
 
     fn run(&self, mut reader: Stream, shared: &Shared) {
