@@ -127,7 +127,10 @@ def next_event(qmp: QEMUMonitorProtocol, name: str, timeout: float) -> Optional[
         left = deadline - time.monotonic()
         if left <= 0:
             return None
-        event = qmp.pull_event(wait=left)
+        try:
+            event = qmp.pull_event(wait=left)
+        except TimeoutError:  # the client's way of saying that no event came in time
+            return None
         if event is not None and event["event"] == name:
             return event
 
@@ -168,6 +171,33 @@ def thread_cpu(pid: int) -> Dict[str, float]:
         group = re.sub(r"\d+$", "", name)
         groups[group] = groups.get(group, 0.0) + ticks / CLOCK_TICKS
     return groups
+
+
+def context_switches(pid: int) -> Tuple[int, int]:
+    """(voluntary, involuntary) context switches summed over the live threads of ``pid``:
+    a voluntary one is a thread going to sleep (a hand-off between threads costs one on
+    each side), an involuntary one a thread preempted while it could still run."""
+    voluntary = involuntary = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        voluntary += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        involuntary += int(line.split()[1])
+        except FileNotFoundError:
+            continue
+    return voluntary, involuntary
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of the whole process, threads that ended included (the
+    per-thread figures lose those: QEMU's pool workers come and go)."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def cpu_delta(before: Dict[str, float], after: Dict[str, float]) -> Dict[str, float]:
@@ -298,15 +328,20 @@ def bench_fio(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str,
                         if next_event(server.qmp, "BLOCK_JOB_READY", 300) is None:
                             raise RuntimeError(f"{kind}: the mirror was not ready in 300 s")
                         ready_s = time.monotonic() - t
-                    cpu0 = thread_cpu(server.proc.pid)
+                    cpu0, total0 = thread_cpu(server.proc.pid), process_cpu(server.proc.pid)
+                    switches0 = context_switches(server.proc.pid)
                     doc = run_fio(fio_command(server.uri, bs=bs, iodepth=qd, size=f"{args.fio_size_mib}M",
                                               runtime=args.runtime), timeout=args.runtime + 120)
                     cpu = cpu_delta(cpu0, thread_cpu(server.proc.pid))
+                    total_cpu = process_cpu(server.proc.pid) - total0
+                    switches = [b - a for a, b in zip(switches0, context_switches(server.proc.pid))]
                     if state != "idle":
                         cancel_mirror(server)
                 figures = write_figures(doc)
                 row = {"rep": rep, "bs": bs, "iodepth": qd, "state": state, "server": kind, **figures,
-                       "server_cpu_s": cpu, "server_cpu_us_per_io": sum(cpu.values()) / max(1, figures["ios"]) * 1e6}
+                       "server_cpu_s": cpu, "server_cpu_us_per_io": total_cpu / max(1, figures["ios"]) * 1e6,
+                       "voluntary_switches_per_io": switches[0] / max(1, figures["ios"]),
+                       "involuntary_switches_per_io": switches[1] / max(1, figures["ios"])}
                 if state != "idle":
                     row["mirror_ready_s"] = ready_s
                 runs.append(row)
@@ -316,8 +351,17 @@ def bench_fio(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str,
                 if os.path.exists(target):
                     os.remove(target)
     loads.append(f"after: {load()}")
-    print(f"\nfio, random writes, {args.fio_size_mib} MiB raw file, {args.runtime} s per run, "
-          f"{args.reps} pairs per row; load {loads[0]}, {loads[1]}")
+    header = (f"fio, random writes, {args.fio_size_mib} MiB raw file, {args.runtime} s per run, "
+              f"{args.reps} pairs per row; load {loads[0]}, {loads[1]}")
+    table = report_fio(runs, header)
+    return {"runs": runs, "table": table, "load": loads}
+
+
+def report_fio(runs: List[Dict[str, Any]], header: str) -> List[Dict[str, Any]]:
+    """Prints the fio table (medians, min/med/max, medians of paired ratios) and the server
+    CPU per I/O by thread group; returns the ratio rows."""
+    configs = list(dict.fromkeys((r["bs"], r["iodepth"], r["state"]) for r in runs))
+    print("\n" + header)
     print(f"{'bs':>4} {'qd':>3} {'state':14} | {'blockmirror IOPS min/med/max':>30} | "
           f"{'QEMU IOPS min/med/max':>24} | {'IOPS ratio':>10} | {'p50 bm/q us':>13} | {'p99 bm/q us':>15} | "
           f"{'p99 ratio':>9} | {'cpu us/io bm/q':>14}")
@@ -335,7 +379,22 @@ def bench_fio(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[str,
               f"{med(bm, 'p50_us'):6.0f}/{med(q, 'p50_us'):<6.0f} | {med(bm, 'p99_us'):7.0f}/{med(q, 'p99_us'):<7.0f} | "
               f"{p99_ratio:8.2f}x | {med(bm, 'server_cpu_us_per_io'):6.1f}/{med(q, 'server_cpu_us_per_io'):<6.1f}")
         table.append({"bs": bs, "iodepth": qd, "state": state, "iops_ratio": iops_ratio, "p99_ratio": p99_ratio})
-    return {"runs": runs, "table": table, "load": loads}
+    print("\nserver CPU per I/O by thread group, us (median over the runs; groups under 1 us left out)")
+    for bs, qd, state in configs:
+        for kind in SERVERS:
+            rows = [r for r in runs if (r["bs"], r["iodepth"], r["state"], r["server"]) == (bs, qd, state, kind)]
+            groups = sorted({g for r in rows for g in r["server_cpu_s"]})
+            per_io = {g: statistics.median(r["server_cpu_s"].get(g, 0.0) / max(1, r["ios"]) * 1e6 for r in rows)
+                      for g in groups}
+            shown = ", ".join(f"{g} {v:.1f}" for g, v in sorted(per_io.items(), key=lambda kv: -kv[1]) if v >= 1)
+            fio_cpu = statistics.median(r["fio_cpu_pct"] for r in rows)
+            switches = ""
+            if rows and "voluntary_switches_per_io" in rows[0]:
+                switches = (f"; context switches per I/O: voluntary "
+                            f"{statistics.median(r['voluntary_switches_per_io'] for r in rows):.2f}, involuntary "
+                            f"{statistics.median(r['involuntary_switches_per_io'] for r in rows):.3f}")
+            print(f"{bs:>4} qd{qd:<3} {state:14} {kind:20} {shown}  (fio itself {fio_cpu:.0f} % CPU){switches}")
+    return table
 
 
 # ---------------------------------------------------------------------------------------
@@ -440,7 +499,7 @@ def bench_memory(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[s
                 threads = len(os.listdir(f"/proc/{pid}/task"))
                 with RssSampler(pid) as sampler:
                     rw = "randwrite" if bs == "4m" else "randrw"
-                    doc = run_fio(fio_command(server.uri, bs=bs, iodepth=16, size=f"{args.memory_size_gib}G",
+                    doc = run_fio(fio_command(server.uri, bs=bs, iodepth=16, size=f"{args.memory_io_gib}G",
                                               runtime=args.memory_runtime, rw=rw, numjobs=args.clients),
                                   timeout=args.memory_runtime + 120)
                     during_threads = threads
@@ -462,7 +521,8 @@ def bench_memory(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[s
         if os.path.exists(path):
             os.remove(path)
     loads.append(f"after: {load()}")
-    print(f"\nmemory, {args.memory_size_gib} GiB sparse raw file, {args.clients} fio nbd clients at iodepth 16 "
+    print(f"\nmemory, {args.memory_size_gib} GiB sparse raw file (I/O in its first {args.memory_io_gib} GiB), "
+          f"{args.clients} fio nbd clients at iodepth 16 "
           f"for {args.memory_runtime} s (64k: 50/50 random read/write; 4m: random writes), mirror speed "
           f"{args.speed_mib} MiB/s; load {loads[0]}, {loads[1]}")
     print(f"{'server':20} {'phase':20} | {'start MiB':>9} | {'VmHWM MiB':>9} | {'sampled peak':>12} | {'guest MiB/s':>11}")
@@ -484,6 +544,7 @@ def main() -> int:
     p.add_argument("--python", default=sys.executable, help="interpreter that runs `-m blockmirror serve`")
     p.add_argument("--reps", type=int, default=3, help="pairs per configuration")
     p.add_argument("--json", help="write every run here")
+    p.add_argument("--report", metavar="JSON", help="print the fio tables of a --json file again, and stop")
     g = p.add_argument_group("fio")
     g.add_argument("--fio-size-mib", type=int, default=1024)
     g.add_argument("--runtime", type=float, default=5.0, help="seconds of fio per run")
@@ -499,17 +560,26 @@ def main() -> int:
     g.add_argument("--warmup", type=float, default=1.0, help="seconds of guest writes before drive-mirror")
     g = p.add_argument_group("memory")
     g.add_argument("--memory-size-gib", type=int, default=1024)
+    g.add_argument("--memory-io-gib", type=int, default=8,
+                   help="the clients' I/O stays in this many first GiB of the disk: scattered writes over the whole "
+                        "terabyte leave a file whose unlink takes minutes on a filesystem mounted with discard")
     g.add_argument("--clients", type=int, default=16)
     g.add_argument("--memory-runtime", type=float, default=5.0)
     g.add_argument("--memory-blockmirror-only", action="store_true")
     args = p.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            saved = json.load(f)
+        if "fio" in saved:
+            report_fio(saved["fio"]["runs"], " ".join(saved["argv"]) + "; load " + ", ".join(saved["fio"]["load"]))
+        return 0
     if not (args.fio or args.ready or args.memory):
         args.fio = args.ready = args.memory = True
     if args.quick:
         args.reps, args.fio_size_mib, args.runtime = 1, 16, 0.5
         args.bs, args.iodepth, args.states = "4k", "16", "idle,write-blocking"
         args.ready_size_mib, args.fractions, args.modes, args.ready_bound, args.warmup = 16, "0.5", "write-blocking", 10.0, 0.2
-        args.memory_size_gib, args.clients, args.memory_runtime = 16, 4, 0.5
+        args.memory_size_gib, args.memory_io_gib, args.clients, args.memory_runtime = 16, 1, 4, 0.5
     for tool in ("fio", "qemu-storage-daemon"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed")
