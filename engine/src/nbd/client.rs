@@ -6,13 +6,15 @@
 //! does not know `NBD_OPT_GO`. Then requests ([`ClientSession::send`]) and their replies,
 //! simple or structured, assembled per cookie.
 //!
-//! Methods: inputs [`ClientSession::handle_input`]; commands [`ClientSession::send`] and
+//! Methods: inputs [`ClientSession::handle_input`]; commands [`ClientSession::send`],
+//! [`ClientSession::send_write_header`] (a write whose payload stays with the driver) and
 //! [`ClientSession::disconnect`]; outputs [`ClientSession::poll_output`] and
 //! [`ClientSession::poll_event`]; getters [`ClientSession::export`],
 //! [`ClientSession::is_ready`], [`ClientSession::in_flight`].
 //!
-//! Driver loop: send every `poll_output` chunk, handle every `poll_event`, read from the
-//! socket into `handle_input`, repeat. After `Failed`, close the socket: nothing more
+//! Driver loop: send every `poll_output` chunk (and, in its place in that order, each
+//! header `send_write_header` returned followed by its payload), handle every
+//! `poll_event`, read from the socket into `handle_input`, repeat. After `Failed`, close the socket: nothing more
 //! happens.
 //!
 //! Memory: the session waits only for messages whose length it has bounded beforehand:
@@ -175,6 +177,21 @@ enum Pending {
     Other,
 }
 
+/// A request as the checks before sending see it.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    offset: u64,
+    length: u64,
+    fua: bool,
+    /// The command or flag the server must have offered, when it did not.
+    needs: Option<&'static str>,
+    writes: bool,
+    /// A read or write: bounded by the maximum payload.
+    payload: bool,
+    /// `NBD_CMD_FLUSH`: no range.
+    flush: bool,
+}
+
 #[derive(Debug)]
 struct InFlight {
     pending: Pending,
@@ -280,20 +297,13 @@ impl ClientSession {
 
     /// Queues a request and returns its handle. Refused (nothing sent) unless ready and
     /// unless the command fits the export: range, alignment, payload size, read-only, and
-    /// the commands and flags the server offered.
+    /// the commands and flags the server offered. A write's header and payload are queued
+    /// as one output chunk (a copy of the payload; [`send_write_header`] avoids it).
+    ///
+    /// [`send_write_header`]: Self::send_write_header
     pub fn send(&mut self, command: Command) -> Result<u64, ClientError> {
-        match self.phase {
-            Phase::Ready => {}
-            Phase::Disconnected | Phase::Failed => return Err(ClientError::Closed),
-            _ => return Err(ClientError::NotReady),
-        }
-        let info = self
-            .info
-            .as_ref()
-            .expect("ready implies the export is known");
-        self.check(info, &command)?;
-        let handle = self.next_handle;
-        self.next_handle = self.next_handle.wrapping_add(1).max(1);
+        let info = self.ready_info()?;
+        Self::check(info, &self.shape(info, &command))?;
         let (offset, length) = command.range();
         let length32 = u32::try_from(length).expect("checked against the maximum payload");
         let (kind, flags, pending) = match &command {
@@ -340,15 +350,80 @@ impl ClientSession {
         let header = RequestHeader {
             flags,
             command: kind,
-            handle,
+            handle: 0,
             offset,
             length: length32,
         };
-        let mut bytes = header.encode().to_vec();
+        let (handle, header) = self.register(header, pending);
+        let mut bytes = header.to_vec();
         if let Command::Write { data, .. } = command {
             bytes.extend_from_slice(&data);
         }
         self.output.push_back(bytes);
+        Ok(handle)
+    }
+
+    /// Accounts an `NBD_CMD_WRITE` of `length` bytes at `offset` as in flight and returns
+    /// its handle and its request header, leaving the payload with the caller: no copy of
+    /// it is made. Refused (nothing accounted) under the same checks as [`send`].
+    ///
+    /// The driver must write the returned header, then exactly `length` payload bytes,
+    /// right after every chunk already taken from [`poll_output`] and before any later
+    /// one, with nothing in between: the header announces the payload, so a stream
+    /// without it is out of step for good (a driver that cannot write the payload must
+    /// close the connection).
+    ///
+    /// [`send`]: Self::send
+    /// [`poll_output`]: Self::poll_output
+    pub fn send_write_header(
+        &mut self,
+        offset: u64,
+        length: usize,
+        fua: bool,
+    ) -> Result<(u64, [u8; REQUEST_HEADER_LEN]), ClientError> {
+        let info = self.ready_info()?;
+        let write = Shape {
+            offset,
+            length: length as u64,
+            fua,
+            needs: None,
+            writes: true,
+            payload: true,
+            flush: false,
+        };
+        Self::check(info, &write)?;
+        let header = RequestHeader {
+            flags: fua_flag(fua),
+            command: CommandType::Write,
+            handle: 0,
+            offset,
+            length: u32::try_from(length).expect("checked against the maximum payload"),
+        };
+        Ok(self.register(header, Pending::Other))
+    }
+
+    /// The export when requests may be sent, else why not.
+    fn ready_info(&self) -> Result<&ExportInfo, ClientError> {
+        match self.phase {
+            Phase::Ready => Ok(self
+                .info
+                .as_ref()
+                .expect("ready implies the export is known")),
+            Phase::Disconnected | Phase::Failed => Err(ClientError::Closed),
+            _ => Err(ClientError::NotReady),
+        }
+    }
+
+    /// Gives a checked request the next handle and accounts it in flight, before any of
+    /// its bytes can leave: a reply, however quick, always finds its request.
+    fn register(
+        &mut self,
+        mut header: RequestHeader,
+        pending: Pending,
+    ) -> (u64, [u8; REQUEST_HEADER_LEN]) {
+        let handle = self.next_handle;
+        self.next_handle = self.next_handle.wrapping_add(1).max(1);
+        header.handle = handle;
         self.in_flight.insert(
             handle,
             InFlight {
@@ -356,7 +431,7 @@ impl ClientSession {
                 error: None,
             },
         );
-        Ok(handle)
+        (handle, header.encode())
     }
 
     /// Ends the session: `NBD_CMD_DISC` once ready (replies in flight still arrive);
@@ -377,7 +452,8 @@ impl ClientSession {
         }
     }
 
-    fn check(&self, info: &ExportInfo, command: &Command) -> Result<(), ClientError> {
+    /// What `check` needs to know of `command`.
+    fn shape(&self, info: &ExportInfo, command: &Command) -> Shape {
         let (offset, length) = command.range();
         let (fua, needs) = match command {
             Command::Read { .. } => (false, None),
@@ -399,25 +475,44 @@ impl ClientSession {
                 (!self.can_block_status()).then_some("NBD_CMD_BLOCK_STATUS"),
             ),
         };
+        Shape {
+            offset,
+            length,
+            fua,
+            needs,
+            writes: command.writes(),
+            payload: matches!(command, Command::Read { .. } | Command::Write { .. }),
+            flush: matches!(command, Command::Flush),
+        }
+    }
+
+    fn check(info: &ExportInfo, request: &Shape) -> Result<(), ClientError> {
+        let &Shape {
+            offset,
+            length,
+            fua,
+            needs,
+            writes,
+            payload,
+            flush,
+        } = request;
         if let Some(what) = needs {
             return Err(ClientError::Unsupported(what));
         }
         if fua && !info.can_fua {
             return Err(ClientError::Unsupported("NBD_CMD_FLAG_FUA"));
         }
-        if command.writes() && info.read_only {
+        if writes && info.read_only {
             return Err(ClientError::ReadOnly);
         }
-        if matches!(command, Command::Flush) {
+        if flush {
             return Ok(());
         }
         if length == 0 {
             return Err(ClientError::ZeroLength);
         }
         let maximum = info.block_size.maximum;
-        if matches!(command, Command::Read { .. } | Command::Write { .. })
-            && length > u64::from(maximum)
-        {
+        if payload && length > u64::from(maximum) {
             return Err(ClientError::TooLong { length, maximum });
         }
         if length > u64::from(u32::MAX) {

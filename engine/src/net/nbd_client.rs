@@ -5,8 +5,10 @@
 //! channel per request). Callers send under a writer lock, so several requests are in
 //! flight at once and replies may come in any order.
 //!
-//! Locks: `state` (the session and the waiters) is held only to encode a request or to
-//! parse input, never across socket I/O; the writer lock is held only while writing. A
+//! Locks: `state` (the session and the waiters) is held only to account a request and
+//! encode its header, or to parse input, never across socket I/O or a payload copy; the
+//! writer lock is held only while writing. A write's payload goes from the caller's slice
+//! to the socket in one vectored write after its header: no copy in user space. A
 //! server slow to read therefore never keeps the reader thread from taking replies (which
 //! would deadlock both sides).
 //!
@@ -27,7 +29,7 @@
 //! An idle connection (no request outstanding) never times out.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -164,11 +166,14 @@ impl Shared {
     }
 }
 
+/// Where one request's reply arrives.
+type ReplyReceiver = Receiver<Result<ReplyPayload, NbdError>>;
+
 /// A request sent and not yet answered: its reply arrives on `receiver` (dropped when the
 /// connection dies), which is waited on until `deadline` (`None`: the timeout reaches past
 /// what `Instant` holds, so no deadline).
 struct Pending {
-    receiver: Receiver<Result<ReplyPayload, NbdError>>,
+    receiver: ReplyReceiver,
     deadline: Option<Instant>,
     operation: &'static str,
 }
@@ -234,6 +239,7 @@ impl NbdClient {
         stream
             .set_write_timeout(Some(config.request_timeout))
             .map_err(connect_error)?;
+        enlarge_send_buffer(&stream);
         let reader_stream = stream.try_clone().map_err(connect_error)?;
         let control = stream.try_clone().map_err(connect_error)?;
         let shared = Arc::new(Shared {
@@ -304,14 +310,7 @@ impl NbdClient {
         for window in pieces.chunks(SPLIT_WINDOW) {
             let pending: Vec<_> = window
                 .iter()
-                .map(|(i, chunk)| {
-                    let command = Command::Write {
-                        offset: offset + (i * piece) as u64,
-                        data: chunk.to_vec(),
-                        fua,
-                    };
-                    self.submit(command, "write")
-                })
+                .map(|(i, chunk)| self.submit_write(offset + (i * piece) as u64, chunk, fua))
                 .collect();
             for request in pending {
                 self.wait(request?)?;
@@ -468,50 +467,94 @@ impl NbdClient {
     /// A failed or timed-out write ends the connection (a partly written message ruins
     /// the stream).
     fn submit(&self, command: Command, operation: &'static str) -> Result<Pending, NbdClientError> {
+        let (receiver, (), queued) =
+            self.enqueue(|session| session.send(command).map(|handle| (handle, ())))?;
+        self.transmit(&queued, None, operation)?;
+        Ok(self.pending(receiver, operation))
+    }
+
+    /// Sends an `NBD_CMD_WRITE` of `data` at `offset` straight from the caller's buffer:
+    /// the session accounts the request and encodes its header, and header and payload go
+    /// out together under the writer lock, so the payload is never copied in user space.
+    fn submit_write(&self, offset: u64, data: &[u8], fua: bool) -> Result<Pending, NbdClientError> {
+        let (receiver, header, queued) =
+            self.enqueue(|session| session.send_write_header(offset, data.len(), fua))?;
+        self.transmit(&queued, Some((&header, data)), "write")?;
+        Ok(self.pending(receiver, "write"))
+    }
+
+    /// Under the state lock only: lets `queue` account one request in the session,
+    /// registers its waiter, and takes whatever the session queued to send. The request
+    /// is in flight (and its waiter registered) before any of its bytes can go out.
+    fn enqueue<T>(
+        &self,
+        queue: impl FnOnce(&mut ClientSession) -> Result<(u64, T), ClientError>,
+    ) -> Result<(ReplyReceiver, T, Vec<Vec<u8>>), NbdClientError> {
         let (sender, receiver) = crossbeam_channel::bounded(1);
-        let bytes: Vec<Vec<u8>> = {
-            let mut state = lock(&self.shared.state);
-            if state.dead {
-                return Err(NbdClientError::Disconnected);
-            }
-            let handle = state.session.send(command).map_err(|error| match error {
-                ClientError::OutOfRange {
-                    offset,
-                    length,
-                    size,
-                } => NbdClientError::OutOfRange {
-                    offset,
-                    length,
-                    size,
-                },
-                ClientError::Closed | ClientError::NotReady => NbdClientError::Disconnected,
-                other => NbdClientError::Refused(other),
-            })?;
-            state.waiters.insert(handle, sender);
-            std::iter::from_fn(|| state.session.poll_output()).collect()
-        };
+        let mut state = lock(&self.shared.state);
+        if state.dead {
+            return Err(NbdClientError::Disconnected);
+        }
+        let (handle, extra) = queue(&mut state.session).map_err(|error| match error {
+            ClientError::OutOfRange {
+                offset,
+                length,
+                size,
+            } => NbdClientError::OutOfRange {
+                offset,
+                length,
+                size,
+            },
+            ClientError::Closed | ClientError::NotReady => NbdClientError::Disconnected,
+            other => NbdClientError::Refused(other),
+        })?;
+        state.waiters.insert(handle, sender);
+        let queued = std::iter::from_fn(|| state.session.poll_output()).collect();
+        Ok((receiver, extra, queued))
+    }
+
+    /// Under the writer lock only (never the state lock, so the reader thread keeps
+    /// taking replies while a large payload drains): writes `queued`, then the write's
+    /// header and payload, if any, with as few system calls as the socket allows. Any
+    /// failure declares the connection dead: under the writer lock, no other message can
+    /// follow a partial one.
+    fn transmit(
+        &self,
+        queued: &[Vec<u8>],
+        write: Option<(&[u8], &[u8])>,
+        operation: &'static str,
+    ) -> Result<(), NbdClientError> {
         let mut writer = lock(&self.shared.writer);
-        for message in bytes {
-            if let Err(error) = writer.write_all(&message) {
-                // Under the writer lock, so no other message follows the partial one.
-                self.shared.declare_dead();
-                return Err(match error.kind() {
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                        NbdClientError::TimedOut {
-                            operation,
-                            after: self.config.request_timeout,
-                        }
-                    }
-                    _ => NbdClientError::Disconnected,
-                });
-            }
+        let mut result = queued
+            .iter()
+            .try_for_each(|message| writer.write_all(message));
+        if let (Ok(()), Some((header, payload))) = (&result, write) {
+            let mut slices = [IoSlice::new(header), IoSlice::new(payload)];
+            result = match &mut *writer {
+                Stream::Unix(s) => write_all_vectored(s, &mut slices),
+                Stream::Tcp(s) => write_all_vectored(s, &mut slices),
+            };
         }
         drop(writer);
-        Ok(Pending {
+        result.map_err(|error| {
+            self.shared.declare_dead();
+            match error.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => NbdClientError::TimedOut {
+                    operation,
+                    after: self.config.request_timeout,
+                },
+                _ => NbdClientError::Disconnected,
+            }
+        })
+    }
+
+    /// A request written whole: its deadline starts now.
+    fn pending(&self, receiver: ReplyReceiver, operation: &'static str) -> Pending {
+        Pending {
             receiver,
             deadline: Instant::now().checked_add(self.config.request_timeout),
             operation,
-        })
+        }
     }
 
     /// Waits for the reply to `request` until its deadline; past it, declares the
@@ -545,6 +588,48 @@ impl Drop for NbdClient {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// The socket send buffer asked for: room for several full-size writes, so a thread
+/// hands the writer lock on once its request is queued in the kernel rather than once the
+/// server has read most of it, and the server finds the next request already waiting.
+const SEND_BUFFER: libc::c_int = 4 << 20;
+
+/// Asks for [`SEND_BUFFER`] bytes of socket send buffer (the kernel caps it at its
+/// `wmem_max`); best effort: a refusal leaves the default, which only costs speed.
+fn enlarge_send_buffer(stream: &Stream) {
+    use std::os::fd::AsRawFd;
+    let fd = match stream {
+        Stream::Unix(s) => s.as_raw_fd(),
+        Stream::Tcp(s) => s.as_raw_fd(),
+    };
+    let size = SEND_BUFFER;
+    // SAFETY: `fd` is an open socket owned by `stream` for the whole call, and the option
+    // value is a live `c_int` whose size is passed with it.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Writes every byte of `slices`, in order, retrying after partial writes and
+/// interruptions (`Write::write_all_vectored` is not stable).
+fn write_all_vectored(writer: &mut impl Write, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match writer.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 enum HandshakeError {
