@@ -14,6 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use crossbeam_channel::Sender;
 
+use super::budget::PayloadBudget;
 use super::disk::ServedDisk;
 use super::output::{lock, send_output};
 use crate::nbd::{Command, ReplyPayload, Request, ServerEvent, ServerSession};
@@ -23,6 +24,18 @@ use crate::net::Stream;
 pub(super) struct Work {
     pub(super) connection: Arc<Connection>,
     pub(super) request: Request,
+    /// Payload bytes taken from the server's budget for it.
+    pub(super) cost: u64,
+}
+
+/// The payload bytes a request holds while in flight: its write data, or the data a read
+/// will send back.
+fn payload_cost(command: &Command) -> u64 {
+    match command {
+        Command::Write { data, .. } => data.len() as u64,
+        Command::Read { length, .. } => u64::from(*length),
+        _ => 0,
+    }
 }
 
 /// A client connection shared by its reader thread and the I/O threads.
@@ -32,17 +45,24 @@ pub(super) struct Connection {
     room: Condvar,
     writer: Mutex<Stream>,
     disk: Arc<ServedDisk>,
+    budget: Arc<PayloadBudget>,
     /// Requests handed to the pool and not yet answered (changed under the session lock).
     pending: std::sync::atomic::AtomicUsize,
 }
 
 impl Connection {
-    pub(super) fn new(session: ServerSession, writer: Stream, disk: Arc<ServedDisk>) -> Arc<Self> {
+    pub(super) fn new(
+        session: ServerSession,
+        writer: Stream,
+        disk: Arc<ServedDisk>,
+        budget: Arc<PayloadBudget>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             session: Mutex::new(session),
             room: Condvar::new(),
             writer: Mutex::new(writer),
             disk,
+            budget,
             pending: std::sync::atomic::AtomicUsize::new(0),
         })
     }
@@ -91,12 +111,16 @@ impl Connection {
                 closed
             };
             for request in requests {
-                // The pool is gone only while the server stops: answer here instead.
-                if let Err(crossbeam_channel::SendError(work)) = pool.send(Work {
+                let cost = payload_cost(&request.command);
+                self.budget.acquire(cost);
+                let work = Work {
                     connection: Arc::clone(self),
                     request,
-                }) {
-                    work.connection.execute(work.request);
+                    cost,
+                };
+                // The pool is gone only while the server stops: answer here instead.
+                if let Err(crossbeam_channel::SendError(work)) = pool.send(work) {
+                    work.connection.execute(work.request, work.cost);
                 }
             }
             self.flush_output();
@@ -119,7 +143,7 @@ impl Connection {
     }
 
     /// Runs one request on the disk and hands its reply to the session (I/O pool threads).
-    pub(super) fn execute(&self, request: Request) {
+    pub(super) fn execute(&self, request: Request, cost: u64) {
         let result = run_command(&self.disk, request.command);
         {
             let mut session = lock(&self.session);
@@ -128,6 +152,7 @@ impl Connection {
         }
         self.room.notify_all();
         self.flush_output();
+        self.budget.release(cost);
     }
 }
 

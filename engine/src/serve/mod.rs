@@ -13,6 +13,7 @@
 //! force-cancelled, requests in flight are answered, the disk is flushed, sockets removed.
 
 mod backing;
+mod budget;
 mod connection;
 pub mod disk;
 pub mod jobs;
@@ -35,6 +36,7 @@ pub use listener::ListenAddress;
 use crate::engine::MirrorSetup;
 use crate::nbd::{BlockSize, ExportInfo, NbdAddress, NbdUri, ServerLimits, ServerSession};
 use crate::net::Stream;
+use budget::PayloadBudget;
 use connection::{Connection, Work};
 use disk::{DiskError, ServedDisk};
 use jobs::JobHost;
@@ -60,6 +62,9 @@ pub struct ServeConfig {
     pub io_threads: usize,
     /// The protocol's per-connection bounds.
     pub limits: ServerLimits,
+    /// Request payload bytes in flight across every connection (write data received, read
+    /// data not yet sent); a reader waits before handing on a request that does not fit.
+    pub max_payload_in_flight: u64,
     /// How jobs started over QMP open their files (O_DIRECT, io_uring, ...); their job
     /// settings come from the command.
     pub mirror: MirrorSetup,
@@ -67,7 +72,8 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     /// `source` exported as `export` on `listen`, with the defaults: read-write, no monitor,
-    /// 64 clients, 16 I/O threads, the protocol's default bounds, the engine's mirror setup.
+    /// 64 clients, 16 I/O threads, 16 requests and 8 MiB of payload in flight per client and
+    /// 32 MiB across clients, the engine's mirror setup.
     pub fn new(source: PathBuf, export: String, listen: ListenAddress) -> Self {
         Self {
             source,
@@ -77,7 +83,10 @@ impl ServeConfig {
             read_only: false,
             max_clients: 64,
             io_threads: 16,
-            limits: ServerLimits::default(),
+            // Per connection: 16 requests and 8 MiB of payload in flight (one larger write
+            // still passes alone), so many clients with large requests stay bounded.
+            limits: ServerLimits { max_in_flight: 16, max_buffered_bytes: 8 << 20, ..ServerLimits::default() },
+            max_payload_in_flight: 32 << 20,
             mirror: MirrorSetup::default(),
         }
     }
@@ -114,6 +123,7 @@ struct Inner {
     disk: Arc<ServedDisk>,
     export: ExportInfo,
     limits: ServerLimits,
+    budget: Arc<PayloadBudget>,
     max_clients: usize,
     listener: Listener,
     clients: Mutex<Clients>,
@@ -186,6 +196,7 @@ impl Server {
             export: export_info(&config.export, &disk),
             disk,
             limits: config.limits,
+            budget: Arc::new(PayloadBudget::new(config.max_payload_in_flight)),
             max_clients: config.max_clients,
             listener,
             clients: Mutex::new(Clients::default()),
@@ -350,7 +361,7 @@ impl Inner {
 
 fn run_pool(rx: &Receiver<Work>) {
     for work in rx.iter() {
-        work.connection.execute(work.request);
+        work.connection.execute(work.request, work.cost);
     }
 }
 
@@ -382,7 +393,12 @@ fn accept_loop(inner: &Arc<Inner>, pool: &crossbeam_channel::Sender<Work>) {
         clients.next += 1;
         clients.streams.insert(id, stream);
         let session = ServerSession::new(vec![inner.export.clone()], inner.limits);
-        let connection = Connection::new(session, writer, Arc::clone(&inner.disk));
+        let connection = Connection::new(
+            session,
+            writer,
+            Arc::clone(&inner.disk),
+            Arc::clone(&inner.budget),
+        );
         let (thread_inner, thread_pool) = (Arc::clone(inner), pool.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("bm-serve-client-{id}"))
