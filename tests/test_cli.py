@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -434,7 +433,6 @@ def test_demo_serve_quiet_still_names_the_export(tmp_path):
     assert "BLOCK_JOB_READY" not in r.stderr
 
 
-@pytest.mark.skipif(shutil.which("fio") is None, reason="no fio")
 def test_demo_serve_with_fio_as_the_guest(tmp_path):
     r = run_cli("demo", "--serve", "--guest", "fio", "--size", "32M", "--rate", "8M", "--in-sync-seconds", "0.3",
                 "--dir", str(tmp_path))

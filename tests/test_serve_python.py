@@ -22,7 +22,7 @@ import blockmirror as bm
 from _files_util import MiB, make_image, tmpfs
 
 QEMU_NBD = shutil.which("qemu-nbd")
-KINDS = ["blockmirror", pytest.param("qemu-nbd", marks=pytest.mark.skipif(not QEMU_NBD, reason="no qemu-nbd"))]
+KINDS = ["blockmirror", "qemu-nbd"]
 BLOCK = 4096
 
 
@@ -180,7 +180,6 @@ def test_connect_failures_are_io_errors_and_bad_uris_invalid_arguments(tmp_path,
             bm.NbdClient(bad)
 
 
-@pytest.mark.skipif(not QEMU_NBD, reason="no qemu-nbd")
 def test_a_dead_server_is_an_io_error(tmp_path, image):
     with qemu_nbd(str(tmp_path), image) as (uri, pid):
         c = bm.NbdClient(uri)
