@@ -1,6 +1,6 @@
 //! The QMP commands blockmirror knows, as one table, and their typed arguments.
 //!
-//! [`COMMANDS`] names every command with the function that reads its `arguments` object.
+//! `COMMANDS` names every command with the function that reads its `arguments` object.
 //! Each reader visits the parameters in QEMU's schema order and, like QEMU's input visitor,
 //! reports the first problem it meets: a required parameter missing ("Parameter 'sync' is
 //! missing"), a value of the wrong JSON type ("Invalid parameter type for 'speed', expected:
@@ -258,7 +258,7 @@ pub(crate) const COMMANDS: &[(&str, Handler)] = &[
     ),
 ];
 
-/// Every command name, in [`COMMANDS`] order.
+/// Every command name, in `COMMANDS` order.
 pub fn command_names() -> impl Iterator<Item = &'static str> {
     COMMANDS.iter().map(|(name, _)| *name)
 }

@@ -1,12 +1,12 @@
 //! `serve`: a live disk exported over NBD, with mirror jobs driven over QMP.
 //!
 //! The data path: a client (a VM, fio, qemu-io, any NBD client) sends requests over a unix
-//! socket or TCP; [`connection`] runs each one's protocol session (the sans-io
+//! socket or TCP; `connection` runs each one's protocol session (the sans-io
 //! [`crate::nbd::ServerSession`]) and hands its requests to a pool of I/O threads, which run
 //! them on the [`disk::ServedDisk`]. While a mirror job runs, the disk sends every request
 //! through the job's [`crate::FileMirror`] (dirty tracking or write-blocking); after the
 //! switch-over it serves the target, with no client disconnected. [`jobs`] starts and
-//! controls the jobs and turns their events into QMP events; [`monitor`] speaks QMP to
+//! controls the jobs and turns their events into QMP events; `monitor` speaks QMP to
 //! management clients.
 //!
 //! Stopping (`quit` over QMP, or [`Server::shutdown`]): no new clients, a running job is
