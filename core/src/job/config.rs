@@ -136,19 +136,18 @@ pub const MIN_GRANULARITY: u64 = 512;
 pub const MAX_GRANULARITY: u64 = 64 << 20;
 /// Default bytes of copy buffers in flight (16 MiB).
 pub const DEFAULT_BUF_SIZE: u64 = 16 << 20;
-/// Default largest single copy (4 MiB): while the dirty run is contiguous (the bulk phase)
-/// copies are this long, the largest request a Linux block queue takes whole by default
-/// (`max_sectors_kb` 4096 on virtio); scattered dirty chunks make shorter copies anyway.
-/// Measured against 1 MiB on a 1 GiB file: a quarter fewer CPU seconds per GiB and the
-/// same or better rate (see the performance notes). The two rules of
-/// [`MirrorConfig::largest_copy`] keep guest writes and the speed limit as they were.
-pub const DEFAULT_MAX_IO: u64 = 4 << 20;
+/// Default largest single copy (1 MiB). 4 MiB copies cost a quarter less CPU per GiB in
+/// the bulk phase at the same rate, but a copy's read is checked for zeroes as a whole, so
+/// a copy that mixes data and zero chunks writes its zero chunks as data (a sparse source
+/// loses more of its holes on the target): a larger default waits for zero detection per
+/// chunk within a copy.
+pub const DEFAULT_MAX_IO: u64 = 1 << 20;
 /// Largest `max_io` accepted (64 MiB, the largest granularity): it bounds the size of one
 /// copy buffer.
 pub const MAX_MAX_IO: u64 = 64 << 20;
 /// Longest copy in write-blocking mode (1 MiB, or `max_io` when smaller): a guest write
-/// that overlaps a copy in flight waits for it, so copies there stay as short as they were
-/// before `max_io` grew.
+/// that overlaps a copy in flight waits for it, so copies there stay short whatever
+/// `max_io` the bulk phase uses.
 pub const WRITE_BLOCKING_MAX_COPY: u64 = 1 << 20;
 /// Default most background copies in flight.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
@@ -165,7 +164,7 @@ pub struct MirrorConfig {
     /// Bytes of copy buffers in flight; rounded up to a multiple of the granularity. Default 16 MiB.
     pub buf_size: u64,
     /// Largest single copy in bytes, a multiple of the granularity, at most [`MAX_MAX_IO`].
-    /// Default 4 MiB. A copy is also at most half of `buf_size` (see
+    /// Default 1 MiB. A copy is also at most half of `buf_size` (see
     /// [`largest_copy`](Self::largest_copy)), so a larger `max_io` needs no larger `buf_size`
     /// to work: raise `buf_size` to at least twice `max_io` for copies of the full `max_io`.
     pub max_io: u64,
@@ -350,7 +349,7 @@ mod tests {
         c.max_io = 256 << 10;
         assert_eq!(c.largest_copy(), 256 << 10, "max_io when it is smaller");
         c.copy_mode = CopyMode::Background;
-        c.max_io = DEFAULT_MAX_IO;
+        c.max_io = 4 << 20;
         c.speed_bytes_per_sec = 8 << 20;
         assert_eq!(c.largest_copy(), 768 << 10, "one slice's quota, in whole chunks");
         c.speed_bytes_per_sec = 1;
