@@ -1,25 +1,35 @@
 #!/usr/bin/env python3
-"""Mirror benchmark on real files: blockmirror vs cp, qemu-img convert and QEMU's own
-blockdev-mirror, then time to ready under guest writes (blockmirror vs QEMU).
+"""Mirror benchmark on real files: blockmirror's bulk copy against the device's limit (a
+plain `dd`), `cp`, `qemu-img convert` and QEMU's own mirror, then time to ready under guest
+writes (blockmirror vs QEMU).
 
-Usage (from the repository root, with blockmirror installed in .venv):
-    .venv/bin/python benches/bench_mirror.py --size 1G --reps 5 --dir /var/tmp/bm-bench
+Usage (from the repository root, with a release build of blockmirror in .venv):
+    .venv/bin/python benches/bench_mirror.py --size 1G --reps 5 --dir /var/tmp/bm-bench --skip-live
 
-Part 1 (throughput, no guest): one source of random data (page cache warm), a fresh target
-per run, the tools run alternating in each repetition; before every run the previous
-target is deleted and `sync` flushes the page cache's dirty data (untimed). Each tool is
-timed alone and "+ flush" (the target fdatasync'ed: `sync -d`), because blockmirror and
-QEMU's mirror always flush the target before they report success. The QEMU row excludes
-QEMU's start-up (a running VM does not pay it), so blockmirror appears twice: the CLI
-(with Python start-up) and the library call in this process. Then the same with
-O_DIRECT (`--direct`, `qemu-img -t none -T none`, QEMU `cache.direct=on`).
+Part 1 (throughput, no guest), once buffered and once with O_DIRECT: one source of random
+data, a fresh target per run (the previous one deleted, then `sync`, untimed), the tools
+run alternating in each repetition (each repetition starts one tool later). Every run is
+timed until its target is durable: the commands are followed by `sync -d TARGET` inside
+the timing, because the mirrors flush their target before they report success. Rows:
+- `dd if=SRC of=DST bs=4M iflag=direct oflag=direct`: the anchor (the device's limit for
+  one sequential reader-writer), in both rounds;
+- `cp --sparse=never`, `qemu-img convert -f raw -O raw` (`-t none -T none` with O_DIRECT);
+- QEMU's mirror: `qemu-storage-daemon`, QMP `drive-mirror` (sync=full, a new target
+  created by QEMU) then `block-job-complete` at READY, timed from the command to
+  BLOCK_JOB_COMPLETED (the daemon's start-up is not counted, as a running VM pays none);
+- `blockmirror.mirror(src, dst, direct=...)` in this process, with the defaults;
+- `--variant name={json}`: more blockmirror rows with other `mirror()` options.
+In the buffered round the source is read into the page cache before every run (dd's
+`iflag=direct` still reads the disk). The table gives MiB/s min / median / max, the median
+of the per-repetition ratios (dd's time / the tool's, so above 1 = faster than dd; the same
+against QEMU) and CPU seconds per GiB (the child's rusage for commands, this process's for
+blockmirror, /proc/PID/stat for the daemon).
 
 Part 2 (guest writes): a guest writes `--write-rate` random 64 KiB blocks per second while a
 mirror with `--live-speed` bytes/s runs; time to BLOCK_JOB_READY (capped) and bytes copied
 by then, per copy mode, blockmirror (guest writes via Mirror.write) vs QEMU (guest writes
-via HMP `qemu-io` on the `-drive`, so they pass through the mirror's filter).
-
-Installs qemu-system-x86 (with a matching qemu-utils) from apt when missing.
+via HMP `qemu-io` on the `-drive`, so they pass through the mirror's filter). Needs
+qemu-system-x86 (installed from apt when missing).
 """
 
 from __future__ import annotations
@@ -27,8 +37,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import random
+import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -49,7 +62,7 @@ def parse_size(text: str) -> int:
 
 
 def ensure_qemu() -> None:
-    if shutil.which("qemu-system-x86_64") and shutil.which("qemu-img"):
+    if shutil.which("qemu-storage-daemon") and shutil.which("qemu-img") and shutil.which("qemu-system-x86_64"):
         return
     print("installing qemu-system-x86 and qemu-utils (apt)", file=sys.stderr)
     # Both together: the system emulator pins the utils to its own version.
@@ -90,65 +103,153 @@ def timed(run: Callable[[], None], target: str) -> Dict[str, float]:
 
 def run_cmd(*args: str) -> Callable[[], None]:
     def run() -> None:
-        subprocess.run(list(args), check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(list(args), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     return run
 
 
-def qemu_mirror(workdir: str, src: str, dst: str, size: int, direct: bool) -> Dict[str, float]:
-    """QEMU blockdev-mirror src -> dst (sync=full), job-complete at READY. The QEMU process
-    starts before the clock; timed from the blockdev-mirror command to BLOCK_JOB_COMPLETED."""
-    with open(dst, "wb") as f:
-        f.truncate(size)
-    q = Qemu(workdir)
+class StorageDaemon(Qemu):
+    """``qemu-storage-daemon`` with a QMP monitor on a unix socket, spoken to by ``Qemu``'s
+    client: the block layer and its jobs alone, as a VM would run them."""
+
+    def __init__(self, workdir: str) -> None:
+        sock = os.path.join(workdir, f"qsd-{os.getpid()}-{time.monotonic_ns()}.sock")
+        self.sock_path = sock
+        self.proc = subprocess.Popen(
+            ["qemu-storage-daemon", "--chardev", f"socket,path={sock},server=on,wait=off,id=qmp0",
+             "--monitor", "chardev=qmp0"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self.sock.connect(sock)
+                break
+            except (ConnectionRefusedError, FileNotFoundError):
+                self.sock.close()
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("qemu-storage-daemon did not start")
+                time.sleep(0.01)
+        self.file = self.sock.makefile("rwb", buffering=0)
+        self.replies: "queue.Queue[Dict[str, Any]]" = queue.Queue()
+        self.events: "queue.Queue[Dict[str, Any]]" = queue.Queue()
+        self.lock = threading.Lock()
+        json.loads(self.file.readline())  # greeting
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.cmd("qmp_capabilities")
+
+
+def timed_qemu(workdir: str, src: str, dst: str, direct: bool) -> Dict[str, float]:
+    q = StorageDaemon(workdir)
     try:
         q.cmd("blockdev-add", **file_node("src", src, direct))
-        q.cmd("blockdev-add", **file_node("tgt", dst, direct))
         t0 = time.perf_counter()
-        q.cmd("blockdev-mirror", **{"job-id": "m", "device": "src", "target": "tgt", "sync": "full"})
-        if q.wait_event("BLOCK_JOB_READY", 600) is None:
+        q.cmd("drive-mirror", **{"job-id": "m", "device": "src", "target": dst, "format": "raw",
+                                 "sync": "full", "mode": "absolute-paths"})
+        if q.wait_event("BLOCK_JOB_READY", 900) is None:
             raise RuntimeError("QEMU mirror did not become ready")
-        t_ready = time.perf_counter()
-        q.cmd("job-complete", id="m")
-        if q.wait_event("BLOCK_JOB_COMPLETED", 600) is None:
+        q.cmd("block-job-complete", device="m")
+        if q.wait_event("BLOCK_JOB_COMPLETED", 900) is None:
             raise RuntimeError("QEMU mirror did not complete")
         t1 = time.perf_counter()
+        cpu = proc_cpu(q.proc.pid)
     finally:
         q.close()
-    return {"tool": t1 - t0, "flushed": t1 - t0, "ready": t_ready - t0}
+    return {"s": t1 - t0, "cpu_s": cpu}
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def timed_cmd(args: List[str], dst: str) -> Dict[str, float]:
+    """Seconds for a command plus an fdatasync of its target (`sync -d`): every mirror
+    flushes its target before it reports success, so the anchors pay the same."""
+    c0 = children_cpu()
+    t0 = time.perf_counter()
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(["sync", "-d", dst], check=True)
+    return {"s": time.perf_counter() - t0, "cpu_s": children_cpu() - c0}
+
+
+def timed_bm(src: str, dst: str, options: Dict[str, Any]) -> Dict[str, float]:
+    """``blockmirror.mirror`` in this process (it flushes the target before READY)."""
+    import blockmirror as bm
+
+    c0 = self_cpu()
+    t0 = time.perf_counter()
+    bm.mirror(src, dst, **options)
+    return {"s": time.perf_counter() - t0, "cpu_s": self_cpu() - c0}
+
+
+def parse_variant(text: str) -> Tuple[str, Dict[str, Any]]:
+    """``name=json``: an extra blockmirror row with these ``mirror()`` options."""
+    name, _, options = text.partition("=")
+    return name, json.loads(options or "{}")
 
 
 def throughput(args: argparse.Namespace, src: str, direct: bool) -> Dict[str, List[Dict[str, float]]]:
     dst = os.path.join(args.dir, "dst.img")
-    bm_cmd = [sys.executable, "-m", "blockmirror", "mirror", src, dst, "--quiet"] + (["--direct"] if direct else [])
-    def in_process() -> None:
-        import blockmirror as bm
-
-        bm.mirror(src, dst, direct=direct)
-
+    dd = ["dd", f"if={src}", f"of={dst}", "bs=4M", "iflag=direct", "oflag=direct"]
     tools: Dict[str, Callable[[], Dict[str, float]]] = {
-        "blockmirror mirror": lambda: timed(run_cmd(*bm_cmd), dst),
-        # Like the QEMU row, without process start-up: the library call in this process.
-        "blockmirror.mirror() in process": lambda: timed(in_process, dst),
-        "qemu-img convert": lambda: timed(run_cmd(
-            "qemu-img", "convert", "-f", "raw", "-O", "raw",
-            *(["-t", "none", "-T", "none"] if direct else []), src, dst), dst),
-        "QEMU blockdev-mirror": lambda: qemu_mirror(args.dir, src, dst, args.size, direct),
+        "dd bs=4M iflag=direct oflag=direct": lambda: timed_cmd(dd, dst),
+        "cp --sparse=never": lambda: timed_cmd(["cp", "--sparse=never", src, dst], dst),
+        "qemu-img convert -t none -T none" if direct else "qemu-img convert": lambda: timed_cmd(
+            ["qemu-img", "convert", "-f", "raw", "-O", "raw",
+             *(["-t", "none", "-T", "none"] if direct else []), src, dst], dst),
+        "QEMU drive-mirror (qemu-storage-daemon)": lambda: timed_qemu(args.dir, src, dst, direct),
+        f"blockmirror.mirror(direct={direct})": lambda: timed_bm(src, dst, {"direct": direct}),
     }
-    if not direct:
-        tools["cp --sparse=never"] = lambda: timed(run_cmd("cp", "--sparse=never", src, dst), dst)
+    for name, options in args.variant:
+        tools[f"blockmirror {name}"] = (lambda o: lambda: timed_bm(src, dst, {"direct": direct, **o}))(options)
+    if args.only:
+        keep = [k for k in tools if k.startswith("dd") or any(o in k for o in args.only)]
+        tools = {k: tools[k] for k in keep}
     results: Dict[str, List[Dict[str, float]]] = {name: [] for name in tools}
     names = list(tools)
     for rep in range(args.reps):
         order = names[rep % len(names):] + names[:rep % len(names)]  # alternate the order
         for name in order:
+            fresh(dst)
             if not direct:
                 warm(src)
-            fresh(dst)
             results[name].append(tools[name]())
-            print(f"  rep {rep + 1} {name}: {results[name][-1]}", file=sys.stderr)
+            print(f"  rep {rep + 1} {name}: {results[name][-1]['s']:.2f} s", file=sys.stderr, flush=True)
     fresh(dst)
     return results
+
+
+def paired_table(res: Dict[str, List[Dict[str, float]]], size: int, label: str) -> None:
+    """MiB/s min/median/max per tool and median per-repetition ratios to dd and to QEMU."""
+    mib = size / MiB
+    names = list(res)
+    dd = next(n for n in names if n.startswith("dd"))
+    qemu = next((n for n in names if n.startswith("QEMU")), None)
+    print(f"\n### {label}: {mib:.0f} MiB of random data, {len(res[dd])} alternating repetitions\n")
+    print("| copy | MiB/s min / median / max | median ratio to dd | median ratio to QEMU | CPU s per GiB |")
+    print("|---|---|---|---|---|")
+    for name in names:
+        rates = [mib / r["s"] for r in res[name]]
+        to_dd = statistics.median(res[dd][i]["s"] / r["s"] for i, r in enumerate(res[name]))
+        to_q = (f"{statistics.median(res[qemu][i]['s'] / r['s'] for i, r in enumerate(res[name])):.2f}x"
+                if qemu else "-")
+        cpu = statistics.median(r["cpu_s"] for r in res[name]) / (size / (1 << 30))
+        print(f"| {name} | {min(rates):.0f} / {statistics.median(rates):.0f} / {max(rates):.0f} "
+              f"| {to_dd:.2f}x | {to_q} | {cpu:.2f} |", flush=True)
 
 
 class BmGuest(threading.Thread):
@@ -251,30 +352,29 @@ def main() -> int:
     p.add_argument("--converge-window", type=float, default=5.0,
                    help="blockmirror's not-converging window in seconds (auto-converge row)")
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--variant", type=parse_variant, action="append", default=[],
+                   help="extra blockmirror row: name={json mirror() options}, e.g. 'io4M={\"max_io\": 4194304}'")
+    p.add_argument("--only", action="append", default=[],
+                   help="run only the rows whose name contains this (dd always runs)")
+    p.add_argument("--keep-source", action="store_true", help="do not remove the source at the end")
     p.add_argument("--skip-live", action="store_true")
     p.add_argument("--json", default=None, help="also write the raw results here")
     args = p.parse_args()
-    ensure_qemu()
+    if not args.skip_live:
+        ensure_qemu()  # the live rows drive a qemu-system VM
     os.makedirs(args.dir, exist_ok=True)
     src = os.path.join(args.dir, "src.img")
     make_source(src, args.size)
     report: Dict[str, Any] = {"size": args.size, "reps": args.reps, "live": []}
-    mib = args.size / MiB
     if not args.skip_throughput:
         rounds = [d for d in (False, True) if not (d and args.no_direct) and not (not d and args.no_cached)]
         for direct in rounds:
-            label = "O_DIRECT" if direct else "page cache"
-            print(f"== throughput, {label}", file=sys.stderr)
+            label = "O_DIRECT" if direct else "buffered"
+            print(f"== throughput, {label}; uptime: {os.getloadavg()}", file=sys.stderr)
             res = throughput(args, src, direct)
-            report[f"throughput_{'direct' if direct else 'cached'}"] = res
-            base = med([r["flushed"] for r in res["blockmirror mirror"]])
-            print(f"\n### {label}: {mib:.0f} MiB of random data, medians of {args.reps}\n")
-            print("| tool | MiB/s (tool alone) | MiB/s (+ fdatasync of the target) | blockmirror vs tool (flushed) |")
-            print("|---|---|---|---|")
-            for name, runs in res.items():
-                tool, flushed = med([r["tool"] for r in runs]), med([r["flushed"] for r in runs])
-                print(f"| {name} | {mib / tool:.0f} | {mib / flushed:.0f} | {flushed / base:.2f}x |")
-            print("\n(last column: the tool's flushed time / blockmirror's; above 1 = blockmirror faster)")
+            report[f"throughput_{'direct' if direct else 'buffered'}"] = res
+            paired_table(res, args.size, label)
+            print(f"\n(load average after: {os.getloadavg()})", flush=True)
     live_src = os.path.join(args.dir, "live-src.img")
     live_runs: List[Tuple[str, str, Callable[..., Dict[str, Optional[float]]]]] = []
     if not args.skip_live:
@@ -299,6 +399,8 @@ def main() -> int:
             copied = f"{r['copied_bytes'] / MiB:.0f}" if r["copied_bytes"] is not None else "?"
             print(f"| {mode} | {name} | {ready} | {copied} | {r['writes_per_s']:.0f} |", flush=True)
             os.remove(live_src)  # the guest wrote it: start the next run from fresh data
+    if not args.keep_source:
+        os.remove(src)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

@@ -19,7 +19,7 @@ mod state;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use blockmirror_core::job::{IoErrorKind, MirrorJob, Nanos, OpResult};
+use blockmirror_core::job::{CopyMode, IoErrorKind, MirrorConfig, MirrorJob, Nanos, OpResult};
 
 pub use gate::GuestGate;
 pub use state::State;
@@ -60,7 +60,14 @@ impl Shared {
         (unmap, offload): (bool, bool),
         tasks: TaskSender,
     ) -> Self {
-        let buffer_bytes = job.config().max_io as usize;
+        // The longest copy the job can ever ask for (no speed limit, background mode):
+        // copies get no longer than this, so every pooled buffer serves any of them.
+        let longest = MirrorConfig {
+            speed_bytes_per_sec: 0,
+            copy_mode: CopyMode::Background,
+            ..job.config().clone()
+        };
+        let buffer_bytes = longest.largest_copy() as usize;
         Self {
             state: Mutex::new(State::new(job, tasks)),
             driver_wake: Condvar::new(),
