@@ -184,8 +184,21 @@ def test_scenario_1_reaches_ready_and_completes(demo: PageUnderTest) -> None:
     value, maximum = page.eval_on_selector("#progress", "p => [p.value, p.max]")
     assert value == maximum > 0
     assert "100.0 %" in page.inner_text("#progress-text")
+    # The diagram's trail keeps the statuses that lasted less than a frame.
+    visited = page.eval_on_selector_all("#phase .node.visited", "els => els.map(e => e.dataset.status)")
+    assert {"running", "ready", "waiting", "pending"} <= set(visited), visited
+    assert page.eval_on_selector("#phase .node.current", "e => e.dataset.status") == "concluded"
+    taken = page.eval_on_selector_all("#phase .edge.taken", "els => els.length")
+    assert taken >= 4
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-demo-scenario-1.png"), full_page=True)
+    # ...and survives a re-layout (a phone-width window turns the diagram upright).
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_function("document.getElementById('phase').getAttribute('viewBox') === '0 0 280 350'")
+    after = page.eval_on_selector_all("#phase .node.visited", "els => els.map(e => e.dataset.status)")
+    assert set(after) == set(visited)
+    assert page.eval_on_selector_all("#phase .edge.taken", "els => els.length") == taken
+    assert page.eval_on_selector("#phase .node.current", "e => e.dataset.status") == "concluded"
 
 
 def test_scenario_4_target_full_stops_then_resumes(demo: PageUnderTest) -> None:
@@ -242,6 +255,64 @@ def test_scenario_5_cancel_after_ready_keeps_a_consistent_copy(demo: PageUnderTe
     assert "consistent copy" in completed and "stays on the source" in completed
     # Verbs the core's table forbids once concluded are disabled.
     assert page.is_disabled("#complete") and page.is_disabled("#cancel")
+
+
+def test_verb_buttons_offer_only_what_the_job_accepts(demo: PageUnderTest) -> None:
+    """The verb table allows resume while running; the job refuses it, so the button is
+    off. Each button follows the core's answer as the job moves."""
+    page = demo.page
+
+    def enabled() -> dict[str, bool]:
+        ids = ["complete", "cancel", "force-cancel", "pause-job", "resume-job"]
+        return {i: not page.is_disabled(f"#{i}") for i in ids}
+
+    assert demo.status() == "running"
+    assert enabled() == {"complete": False, "cancel": True, "force-cancel": True, "pause-job": True, "resume-job": False}
+    page.click("#pause-job")
+    page.wait_for_function("!document.getElementById('resume-job').disabled")
+    assert enabled()["pause-job"] is False, "a second pause is refused"
+    page.click("#resume-job")
+    page.wait_for_function("!document.getElementById('pause-job').disabled")
+    assert enabled()["resume-job"] is False
+    assert "COMMAND_REFUSED" not in demo.log_types(), "no enabled button was refused"
+
+
+def test_readouts_after_a_force_cancel_and_while_paused(demo: PageUnderTest) -> None:
+    page = demo.page
+    page.click("#scenario-1")  # at real time (1x): a bulk copy of about 5 s
+    # Paused with an idle guest: the job's own clock stands still; the copy rate must not.
+    page.fill("#write-rate", "0")
+    page.wait_for_function("document.getElementById('stat-copy').textContent !== '0 B/s'")
+    page.click("#pause-job")
+    demo.wait_for_status("paused")
+    page.wait_for_function("document.getElementById('stat-copy').textContent === '0 B/s'", timeout=WAIT_MS)
+    assert page.inner_text("#stat-dirtying") == "0 B/s"
+    page.click("#resume-job")
+    demo.wait_for_status("running")
+    page.click("#force-cancel")
+    demo.wait_for_log("[data-type='BLOCK_JOB_CANCELLED']")
+    demo.wait_for_status("concluded")
+    assert page.get_attribute("#play", "aria-pressed") == "false", "the clock stops at the end"
+    # The last frame is described: nothing is in flight once the job has concluded.
+    page.wait_for_function("!/reading|writing|waiting/.test(document.getElementById('grid-summary').textContent)")
+    assert page.inner_text("#stat-copy") == "– (ended)"
+    assert page.inner_text("#stat-dirtying") == "– (ended)"
+
+
+def test_repeated_log_lines_collapse_with_a_count(demo: PageUnderTest) -> None:
+    page = demo.page
+    page.locator("body").focus()
+    for _ in range(3):
+        page.keyboard.press("c")  # complete while running: refused each time
+    page.wait_for_selector("#log li[data-type='COMMAND_REFUSED'][data-count='3']", state="attached")
+    lines = page.eval_on_selector_all("#log li[data-type='COMMAND_REFUSED']", "els => els.map(e => e.textContent)")
+    assert len(lines) == 1 and "×3" in lines[0], lines
+
+
+def test_default_time_speed_is_real_time(demo: PageUnderTest) -> None:
+    page = demo.page
+    assert page.inner_text("#speed-out") == "1.0×"
+    assert abs(page.evaluate("blockmirror.slider('speed')") - 1) < 1e-9
 
 
 def test_keyboard_runs_a_scenario_and_toggles_play(demo: PageUnderTest) -> None:

@@ -3,7 +3,7 @@
 //! buffer that stays put in memory, and verbs that return typed errors.
 
 use crate::settings::{bytes_from_js, DemoError, DemoSettings, FaultChoice};
-use blockmirror_core::job::{CopyMode, JobStatus, Progress, Rates, Verb};
+use blockmirror_core::job::{CopyMode, JobStatus, MirrorJob, Nanos, Progress, Rates, Verb};
 use blockmirror_core::sim::{Command, Goal, Pattern, SimEvent, Simulation};
 
 /// "Step" advances to the next event, but never more than this much virtual time (when
@@ -20,6 +20,70 @@ pub struct Demo {
     states: Vec<u8>,
     source_fault: FaultChoice,
     target_fault: FaultChoice,
+    /// The readouts as of the last [`Demo::refresh_readouts`].
+    readouts: Readouts,
+}
+
+/// What the page shows besides the chunks, taken at one instant of virtual time so that
+/// the numbers on screen agree with each other.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Readouts {
+    /// The job's rate estimates as of the simulation's clock, not the job's: the job only
+    /// learns the time when something happens to it, so while it is paused, stopped by an
+    /// error or idle its own clock (and with it its sliding windows) stands still.
+    pub rates: Rates,
+    /// The verbs the job would accept now, in [`Verb::ALL`] order.
+    pub accepted_verbs: Vec<Verb>,
+    /// The simulation's event count and the job's status when `accepted_verbs` was asked.
+    /// What a verb's extra checks look at (a pause or cancel requested, an error winding the
+    /// job down, ready reached) only changes through a command or a job event, and every one
+    /// of those is recorded in the simulation's event list; so while this key holds, the
+    /// answer does, and asking again (a copy of the job per verb) is skipped.
+    verbs_asked_at: (usize, JobStatus),
+}
+
+impl Readouts {
+    /// Takes the readouts of `sim`, reusing `previous`'s verbs when nothing they depend on
+    /// has happened since.
+    fn of(sim: &Simulation, previous: Option<&Readouts>) -> Self {
+        let mut job = sim.job().clone();
+        job.handle_timeout(Nanos(sim.now_ns()));
+        let rates = job.rates();
+        // The verbs are asked of the job as it is: a command reaches it without a clock tick.
+        let key = (sim.events().len(), sim.job().status());
+        let accepted_verbs = match previous {
+            Some(p) if p.verbs_asked_at == key => p.accepted_verbs.clone(),
+            _ => Verb::ALL.into_iter().filter(|&verb| accepts(sim.job(), verb)).collect(),
+        };
+        Self {
+            rates,
+            accepted_verbs,
+            verbs_asked_at: key,
+        }
+    }
+}
+
+/// Whether `job` would accept `verb` now: the core's verb table, then the verb itself tried
+/// on a copy of the job (the core's own extra checks, e.g. `resume` needs a pause in force),
+/// so the answer is always the core's and a refused button cannot be offered.
+fn accepts(job: &MirrorJob, verb: Verb) -> bool {
+    if !verb.allowed_in(job.status()) {
+        return false;
+    }
+    let mut what_if = job.clone();
+    let result = match verb {
+        Verb::Start => what_if.start(job.now()),
+        Verb::Pause => what_if.pause(),
+        Verb::Resume => what_if.resume(),
+        Verb::SetSpeed => what_if.set_speed(job.config().speed_bytes_per_sec),
+        Verb::Complete => what_if.complete(),
+        Verb::Cancel => what_if.cancel(false),
+        Verb::Dismiss => what_if.dismiss(),
+        Verb::Change => what_if.set_copy_mode(job.config().copy_mode),
+        // A verb newer than this page: the table's answer.
+        _ => Ok(()),
+    };
+    result.is_ok()
 }
 
 impl Demo {
@@ -27,12 +91,14 @@ impl Demo {
     pub fn new(settings: DemoSettings) -> Result<Self, DemoError> {
         let sim = Simulation::new(settings.sim_config()?)?;
         let chunks = usize::try_from(sim.chunks()).expect("the chunk count is capped at MAX_CHUNKS");
+        let readouts = Readouts::of(&sim, None);
         let mut demo = Self {
             sim,
             settings,
             states: Vec::with_capacity(chunks),
             source_fault: FaultChoice::None,
             target_fault: FaultChoice::None,
+            readouts,
         };
         demo.refresh_chunk_states();
         Ok(demo)
@@ -166,9 +232,27 @@ impl Demo {
         self.sim.job().progress()
     }
 
-    /// The job's rate estimates.
+    /// The job's rate estimates as of the last [`refresh_readouts`](Self::refresh_readouts).
     pub fn rates(&self) -> Rates {
-        self.sim.job().rates()
+        self.readouts.rates
+    }
+
+    /// The verbs the job would accept, as of the last
+    /// [`refresh_readouts`](Self::refresh_readouts).
+    pub fn accepted_verbs(&self) -> &[Verb] {
+        &self.readouts.accepted_verbs
+    }
+
+    /// Whether the job has ended (concluded or dismissed): nothing is copied any more, so
+    /// the rates describe a job that is gone.
+    pub fn ended(&self) -> bool {
+        matches!(self.status(), JobStatus::Concluded | JobStatus::Null)
+    }
+
+    /// Takes the rates and the accepted verbs at the simulation's clock (a copy of the job
+    /// is told the time and asked; the job itself is untouched). Call once per frame.
+    pub fn refresh_readouts(&mut self) {
+        self.readouts = Readouts::of(&self.sim, Some(&self.readouts));
     }
 
     /// Bytes dirty in the job's bitmap.
@@ -281,7 +365,9 @@ mod tests {
         let mut d = demo(32.0, "enospc");
         d.set_target_bandwidth(100.0 * MIB).unwrap();
         d.set_target_fault("full").unwrap();
+        assert!(!accepted(&mut d).contains(&Verb::Resume));
         run_until(&mut d, 10_000, |d| d.status() == JobStatus::Paused);
+        assert!(accepted(&mut d).contains(&Verb::Resume), "a stop error is a pause Resume ends");
         let stop = d.events_since(0).iter().find_map(|e| match &e.kind {
             SimEventKind::Job(Event::Error { action, error, .. }) => Some((*action, *error)),
             _ => None,
@@ -336,6 +422,70 @@ mod tests {
         assert!(events.contains(&"BLOCK_JOB_CANCELLED"));
         assert!(!events.contains(&"BLOCK_JOB_COMPLETED"));
         assert!(!d.sim().source_equals_target(), "cancelled a fifth of the way through");
+    }
+
+    fn accepted(d: &mut Demo) -> Vec<Verb> {
+        d.refresh_readouts();
+        d.accepted_verbs().to_vec()
+    }
+
+    /// The table allows `resume` while running and `pause` while paused; the job refuses
+    /// both. The accepted verbs follow the job, and a verb they list is one it takes.
+    #[test]
+    fn accepted_verbs_are_what_the_job_takes_not_just_the_table() {
+        let mut d = demo(64.0, "report");
+        d.set_target_bandwidth(50.0 * MIB).unwrap();
+        assert!(d.verb_allowed(Verb::Resume), "the table allows resume while running");
+        let running = accepted(&mut d);
+        assert!(running.contains(&Verb::Pause) && running.contains(&Verb::Cancel));
+        assert!(!running.contains(&Verb::Resume) && !running.contains(&Verb::Complete));
+        assert!(d.resume().is_err(), "and the job refuses it");
+        d.pause().unwrap();
+        let paused = accepted(&mut d);
+        assert!(paused.contains(&Verb::Resume) && !paused.contains(&Verb::Pause));
+        d.resume().unwrap();
+        run_until(&mut d, 10_000, |d| d.status() == JobStatus::Ready);
+        assert!(accepted(&mut d).contains(&Verb::Complete));
+        d.cancel(false).unwrap();
+        assert!(!accepted(&mut d).contains(&Verb::Complete), "complete after a cancel is refused");
+        assert!(d.complete().is_err());
+        run_until(&mut d, 10_000, |d| d.status() == JobStatus::Concluded);
+        assert_eq!(accepted(&mut d), [Verb::Dismiss]);
+        assert!(d.ended());
+    }
+
+    /// The job's own clock stops while it is paused with an idle guest; the readouts are
+    /// taken at the simulation's clock, so the copy rate falls to zero instead of holding
+    /// its last value.
+    #[test]
+    fn the_copy_rate_falls_to_zero_while_paused() {
+        let mut d = demo(256.0, "report");
+        d.set_target_bandwidth(50.0 * MIB).unwrap();
+        d.run_for(1_000_000_000, u64::MAX);
+        d.refresh_readouts();
+        assert!(d.rates().copy_bytes_per_sec > 0);
+        d.pause().unwrap();
+        run_until(&mut d, 1_000, |d| d.status() == JobStatus::Paused);
+        let stalled = d.sim().job().rates().copy_bytes_per_sec;
+        assert!(stalled > 0, "the job last saw itself copying");
+        d.run_for(3_000_000_000, u64::MAX);
+        assert_eq!(d.sim().job().rates().copy_bytes_per_sec, stalled, "the job's clock stands still");
+        d.refresh_readouts();
+        assert_eq!(d.rates().copy_bytes_per_sec, 0);
+        assert_eq!(d.status(), JobStatus::Paused, "reading the readouts changed nothing");
+    }
+
+    #[test]
+    fn no_chunk_is_in_flight_once_a_force_cancel_has_concluded() {
+        let mut d = demo(16.0, "report");
+        d.set_write_rate(4.0 * MIB).unwrap();
+        d.set_target_bandwidth(20.0 * MIB).unwrap();
+        d.run_for(100_000_000, u64::MAX);
+        d.cancel(true).unwrap();
+        run_until(&mut d, 1_000, |d| d.status() == JobStatus::Concluded);
+        d.refresh_chunk_states();
+        let busy = [ChunkState::Reading as u8, ChunkState::Writing as u8, ChunkState::Waiting as u8];
+        assert!(!d.chunk_states().iter().any(|s| busy.contains(s)));
     }
 
     #[test]

@@ -186,9 +186,17 @@ impl WasmDemo {
     }
 
     /// Whether the core's verb table allows the verb (`pause`, `resume`, `complete`,
-    /// `cancel`, `set_speed`, `change`, ...) in the current status.
+    /// `cancel`, `set_speed`, `change`, ...) in the current status. The table alone: see
+    /// `allowed_verbs` for what the job would accept.
     pub fn verb_allowed(&self, verb: &str) -> Result<bool, JsError> {
         Ok(self.inner.verb_allowed(verb_from_name(verb)?))
+    }
+
+    /// The names of the verbs the job would accept now (the verb table and the job's own
+    /// extra checks, asked of the core), as of the last `refresh_readouts`. The page
+    /// enables a verb button exactly when its verb is listed.
+    pub fn allowed_verbs(&self) -> Array {
+        self.inner.accepted_verbs().iter().map(|verb| JsValue::from_str(&verb.to_string())).collect()
     }
 
     // ---- getters ----
@@ -213,17 +221,31 @@ impl WasmDemo {
         self.inner.dirty_bytes() as f64
     }
 
-    /// The job's copy rate estimate, bytes per second.
+    /// Takes the rates, the ETA and the allowed verbs at the simulation's clock; call once
+    /// per frame, before reading them.
+    pub fn refresh_readouts(&mut self) {
+        self.inner.refresh_readouts();
+    }
+
+    /// Whether the job has ended (concluded or dismissed), so that no rate applies.
+    pub fn ended(&self) -> bool {
+        self.inner.ended()
+    }
+
+    /// The job's copy rate estimate, bytes per second (over the 2 s before the last
+    /// `refresh_readouts`).
     pub fn copy_bytes_per_sec(&self) -> f64 {
         self.inner.rates().copy_bytes_per_sec as f64
     }
 
-    /// The job's estimate of the guest's dirtying rate, bytes per second.
+    /// The job's estimate of the guest's dirtying rate, bytes per second (as of the last
+    /// `refresh_readouts`).
     pub fn dirty_bytes_per_sec(&self) -> f64 {
         self.inner.rates().dirty_bytes_per_sec as f64
     }
 
-    /// The job's estimate of the time to ready in ms, or NaN when it has none.
+    /// The job's estimate of the time to ready in ms, or NaN when it has none (as of the
+    /// last `refresh_readouts`).
     pub fn eta_ready_ms(&self) -> f64 {
         self.inner.rates().eta_ready_ns.map_or(f64::NAN, |ns| ns as f64 / 1e6)
     }

@@ -1,4 +1,6 @@
-// The event log: one line per job event, newest at the bottom, in words.
+// The event log: one line per job event, newest at the bottom, in words. A run of identical
+// lines (same type and words, e.g. a refused verb pressed again, or an error retried) is
+// one line with a count, so a retry loop does not push everything else out of view.
 
 import { formatBytes, formatDuration, formatRate } from "./format.js";
 import { error_message } from "./pkg/blockmirror_wasm.js";
@@ -61,7 +63,15 @@ export class EventLog {
     if (events.length === 0) return;
     const atBottom = this.list.scrollTop + this.list.clientHeight >= this.list.scrollHeight - 4;
     for (const e of events) {
+      const words = describe(e);
+      const key = `${e.type}|${words}`;
+      const last = this.list.lastElementChild;
+      if (last?.dataset.key === key) {
+        this.repeat(last, e);
+        continue;
+      }
       const li = document.createElement("li");
+      li.dataset.key = key;
       li.className = CLASS_OF[e.type] ?? "";
       li.dataset.type = e.type;
       if (e.status) li.dataset.status = e.status;
@@ -72,10 +82,23 @@ export class EventLog {
       const type = document.createElement("span");
       type.className = "type";
       type.textContent = e.type;
-      li.append(t, type, " ", describe(e));
+      li.append(t, type, " ", words);
       this.list.append(li);
     }
     while (this.list.childElementCount > KEEP) this.list.firstElementChild.remove();
     if (atBottom) this.list.scrollTop = this.list.scrollHeight;
+  }
+
+  /** Counts one more occurrence of the line `li` (event `e`), with the time of the last. */
+  repeat(li, e) {
+    const count = Number(li.dataset.count ?? 1) + 1;
+    li.dataset.count = String(count);
+    let badge = li.querySelector(".count");
+    if (!badge) {
+      badge = document.createElement("span");
+      badge.className = "count";
+      li.append(" ", badge);
+    }
+    badge.textContent = `×${count}, last at ${formatDuration(e.time_ms)}`;
   }
 }

@@ -15,7 +15,9 @@ const MiB = 1 << 20;
 
 // Slider ranges (log scale; position 0 means 0 where that makes sense).
 const RANGES = {
-  speed: [0.05, 200],            // virtual seconds per real second
+  // Virtual seconds per real second, 0.07x to 200x: the range is 200^1.5, so a third of
+  // the way along (slider position 34, the page's default) is exactly 1x, real time.
+  speed: [1 / Math.sqrt(200), 200],
   "write-rate": [256 << 10, 2048 * MiB],
   bandwidth: [4 * MiB, 4096 * MiB],
   "job-speed": [4 * MiB, 4096 * MiB],
@@ -24,6 +26,8 @@ const RANGES = {
 // measured cost per event), so drawing keeps its frame rate; when the simulation cannot
 // keep up with the chosen speed, the time readout shows the speed actually achieved.
 const SIM_MS_PER_FRAME = 8;
+// Virtual time between two calls of a scenario's story hook.
+const SCENARIO_SLICE_MS = 100;
 
 // Each verb button is enabled when the core's verb table allows its verb.
 const VERB_BUTTONS = [
@@ -199,7 +203,7 @@ class App {
 
   showSliderValues() {
     const speed = this.slider("speed");
-    $("speed-out").textContent = `${speed < 1 ? speed.toFixed(2) : speed.toFixed(speed < 10 ? 1 : 0)}×`;
+    $("speed-out").textContent = `${speed < 0.995 ? speed.toFixed(2) : speed.toFixed(speed < 9.95 ? 1 : 0)}×`;
     $("write-rate-out").textContent = this.slider("write-rate") === 0 ? "idle" : formatRate(this.slider("write-rate"));
     $("bandwidth-out").textContent = formatRate(this.slider("bandwidth"));
     $("job-speed-out").textContent = this.slider("job-speed") === 0 ? "unlimited" : formatRate(this.slider("job-speed"));
@@ -211,6 +215,8 @@ class App {
     $("play").setAttribute("aria-pressed", String(on));
     $("play").textContent = on ? "Pause" : "Run";
     this.lastFrameMs = null;
+    // One more frame after the clock stops: the readouts then describe the final state.
+    this.invalidate();
   }
 
   stepOne() {
@@ -292,8 +298,7 @@ class App {
       const t0 = performance.now();
       const virtualBefore = this.demo.now_ms();
       const budget = Math.max(500, Math.round(this.eventsPerMs * SIM_MS_PER_FRAME));
-      const events = this.demo.run_for(realDtMs * this.slider("speed"), budget);
-      this.scenario?.onFrame?.(this, this.demo);
+      const events = this.advance(realDtMs * this.slider("speed"), budget);
       simMs = performance.now() - t0;
       if (simMs >= 1) {
         this.eventsPerMs = 0.8 * this.eventsPerMs + 0.2 * (events / simMs);
@@ -326,6 +331,21 @@ class App {
     requestAnimationFrame((t) => this.frame(t));
   }
 
+  /** Runs `virtualMs` of simulation within `budget` events; returns the events run. A
+   *  scenario's story hook (e.g. "the target fills at 40 %") runs after every slice of at
+   *  most SCENARIO_SLICE_MS, so it fires at the same point of the run at any speed and
+   *  frame rate, not a whole frame's worth of virtual time late. */
+  advance(virtualMs, budget) {
+    const hook = this.scenario?.onFrame;
+    if (!hook) return this.demo.run_for(virtualMs, budget);
+    let events = 0;
+    for (let left = virtualMs; left > 0 && events < budget; left -= SCENARIO_SLICE_MS) {
+      events += this.demo.run_for(Math.min(left, SCENARIO_SLICE_MS), budget - events);
+      hook(this, this.demo);
+    }
+    return events;
+  }
+
   /** Asks for one more frame while paused. */
   invalidate() {
     this.stale = true;
@@ -336,25 +356,37 @@ class App {
     const d = this.demo;
     const t0 = performance.now();
     d.refresh_chunk_states();
+    // Rates, ETA and allowed verbs at the simulation's clock: the job's own clock stands
+    // still while it is paused or has ended.
+    d.refresh_readouts();
     const t1 = performance.now();
     // A fresh view every frame: memory growth detaches old views of wasm memory.
     const states = new Uint8Array(this.memory.buffer, d.chunk_states_ptr(), d.chunk_states_len());
     this.grid.draw(states);
     this.frameStats.refreshMs += t1 - t0;
     this.frameStats.gridMs += performance.now() - t1;
-    if (!this.playing || t0 - this.summaryAtMs >= 250) {
-      this.summaryAtMs = t0;
-      $("grid-summary").textContent = this.grid.summary(states);
-    }
+
+    // Every status change is an event: the diagram's trail takes them from the log, so a
+    // status that lasted less than a frame (waiting, pending) still leaves its mark.
+    const events = d.events_since(this.nextSeq);
+    for (const e of events) if (e.type === "JOB_STATUS_CHANGE") this.phase.show(e.status);
 
     const status = d.status();
-    if (status !== this.lastStatus) {
+    const statusChanged = status !== this.lastStatus;
+    if (statusChanged) {
       // The job has ended: stop the clock so the final picture stays on screen.
       if (status === "concluded" && this.lastStatus !== null) this.setPlaying(false);
       this.lastStatus = status;
     }
+    // The words under the grid are counted at most 4 times a second while playing, and
+    // always when the status changes or the clock stops, so the last picture is described.
+    if (!this.playing || statusChanged || t0 - this.summaryAtMs >= 250) {
+      this.summaryAtMs = t0;
+      $("grid-summary").textContent = this.grid.summary(states);
+    }
     $("status").textContent = status;
-    for (const [id, verb] of VERB_BUTTONS) $(id).disabled = !d.verb_allowed(verb);
+    const allowed = new Set(d.allowed_verbs());
+    for (const [id, verb] of VERB_BUTTONS) $(id).disabled = !allowed.has(verb);
     $("status-explain").textContent = STATUS_WORDS[status] ?? "";
     this.phase.show(status);
 
@@ -366,21 +398,24 @@ class App {
       (total > 0 ? ` (${((100 * current) / total).toFixed(1)} %)` : "");
 
     const nowVirtualMs = d.now_ms();
+    const ended = d.ended();
     const dirty = d.dirty_bytes(), copyRate = d.copy_bytes_per_sec(), dirtying = d.dirty_bytes_per_sec();
     $("stat-time").textContent = formatDuration(nowVirtualMs) +
       (this.playing ? ` · ${this.achievedSpeed < 10 ? this.achievedSpeed.toFixed(1) : this.achievedSpeed.toFixed(0)}×` : "");
     $("stat-dirty").textContent = formatBytes(dirty);
-    $("stat-copy").textContent = formatRate(copyRate);
-    $("stat-dirtying").textContent = formatRate(dirtying);
+    // An ended job copies nothing and tracks nothing: no rate applies to it.
+    $("stat-copy").textContent = ended ? "– (ended)" : formatRate(copyRate);
+    $("stat-dirtying").textContent = ended ? "– (ended)" : formatRate(dirtying);
     const eta = d.eta_ready_ms();
     $("stat-eta").textContent = status === "running" && Number.isFinite(eta) ? formatDuration(eta) : "–";
 
-    this.dirtyPlot.push(nowVirtualMs, [dirty]);
-    this.ratePlot.push(nowVirtualMs, [copyRate, dirtying]);
+    if (!ended) {
+      this.dirtyPlot.push(nowVirtualMs, [dirty]);
+      this.ratePlot.push(nowVirtualMs, [copyRate, dirtying]);
+    }
     this.dirtyPlot.draw();
     this.ratePlot.draw();
 
-    const events = d.events_since(this.nextSeq);
     if (events.length > 0) {
       this.log.append(events);
       this.nextSeq = events[events.length - 1].seq + 1;

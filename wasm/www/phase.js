@@ -47,10 +47,12 @@ export class PhaseDiagram {
     return this.geometry.centre(pos, lane);
   }
 
-  /** (Re)draws the diagram in `shape`, keeping the current status. */
+  /** (Re)draws the diagram in `shape`, keeping the trail and the current status. */
   build(shape) {
     const svg = this.svg;
     const current = this.current;
+    const visited = this.visited ?? new Set();
+    const taken = this.taken ?? new Set();
     this.geometry = GEOMETRY[shape];
     this.shape = shape;
     svg.setAttribute("viewBox", this.geometry.viewBox);
@@ -90,8 +92,12 @@ export class PhaseDiagram {
     }
     this.dot = el("circle", { class: "dot", r: 6, cx: -20, cy: -20 });
     nodeLayer.append(this.dot);
+    this.visited = visited;
+    this.taken = taken;
+    for (const status of visited) this.nodes.get(status)?.classList.add("visited");
+    for (const key of taken) this.edges.get(key)?.classList.add("taken");
     this.current = null;
-    if (current) this.show(current);
+    if (current) this.mark(current);
   }
 
   /** A gently curved edge, bent to the left of its direction so that a ⇄ pair stays apart;
@@ -130,15 +136,26 @@ export class PhaseDiagram {
     for (const g of this.nodes.values()) g.classList.remove("visited", "current");
     for (const p of this.edges.values()) p.classList.remove("taken");
     this.current = null;
+    this.visited = new Set();
+    this.taken = new Set();
   }
 
-  /** Marks `status` as current and the edge that led there as taken. */
+  /** Marks `status` as current and the edge that led there as taken. The trail (statuses
+   *  left and edges taken since the last reset) is kept here, not only in the drawing, so
+   *  `build` redraws it in the new shape. */
   show(status) {
     if (status === this.current) return;
     if (this.current) {
+      this.visited.add(this.current);
+      this.taken.add(`${this.current}>${status}`);
       this.nodes.get(this.current)?.classList.replace("current", "visited");
       this.edges.get(`${this.current}>${status}`)?.classList.add("taken");
     }
+    this.mark(status);
+  }
+
+  /** Outlines `status` as the current one and moves the dot there. */
+  mark(status) {
     const node = this.nodes.get(status);
     node?.classList.add("current");
     const [x, y] = this.centre(status);
