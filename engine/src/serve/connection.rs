@@ -77,38 +77,35 @@ impl Connection {
         self.flush_output(); // the greeting
         let mut buf = vec![0u8; 256 << 10];
         loop {
-            {
+            // Requests can appear without new input: a reply that frees a slot lets the
+            // session parse input it held back. So events are drained, under the session
+            // lock, before every decision to wait or to read; a reply (always made under
+            // that lock) notifies `room`, so none is missed.
+            let mut requests = Vec::new();
+            let mut closed = false;
+            let reading = {
                 let mut session = lock(&self.session);
-                while !session.wants_input() && !session.is_closed() {
+                loop {
+                    while let Some(event) = session.poll_event() {
+                        match event {
+                            ServerEvent::Request(request) => {
+                                self.pending.fetch_add(1, Ordering::SeqCst);
+                                requests.push(request);
+                            }
+                            ServerEvent::Closed(_) => closed = true,
+                            _ => {}
+                        }
+                    }
+                    closed |= session.is_closed();
+                    if closed || !requests.is_empty() || session.wants_input() {
+                        break;
+                    }
                     session = self
                         .room
                         .wait(session)
                         .unwrap_or_else(PoisonError::into_inner);
                 }
-                if session.is_closed() {
-                    break;
-                }
-            }
-            let n = match reader.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            let mut requests = Vec::new();
-            let closed = {
-                let mut session = lock(&self.session);
-                session.handle_input(&buf[..n]);
-                let mut closed = false;
-                while let Some(event) = session.poll_event() {
-                    match event {
-                        ServerEvent::Request(request) => {
-                            self.pending.fetch_add(1, Ordering::SeqCst);
-                            requests.push(request);
-                        }
-                        ServerEvent::Closed(_) => closed = true,
-                        _ => {}
-                    }
-                }
-                closed
+                !closed && requests.is_empty()
             };
             for request in requests {
                 let cost = payload_cost(&request.command);
@@ -127,6 +124,14 @@ impl Connection {
             if closed {
                 break;
             }
+            if !reading {
+                continue; // look again: the session may want input now, or hold more
+            }
+            let n = match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            lock(&self.session).handle_input(&buf[..n]);
         }
         // Answer what is in flight before hanging up (a stopping server drains).
         {
