@@ -69,6 +69,9 @@ impl Connection {
 
     fn flush_output(&self) {
         send_output(&self.writer, &self.session);
+        // Output that left frees room too (the session counts unsent bytes against its
+        // bound): a reader waiting for room must look again.
+        self.room.notify_all();
     }
 
     /// Reads the socket until the client leaves, the session closes or the server stops,
