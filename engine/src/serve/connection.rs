@@ -80,8 +80,8 @@ impl Connection {
         self.flush_output(); // the greeting
         let mut buf = vec![0u8; 256 << 10];
         loop {
-            // Requests can appear without new input: a reply that frees a slot lets the
-            // session parse input it held back. So events are drained, under the session
+            // Requests can appear without new input: room that comes back (a reply, output
+            // sent) lets the session parse input it held back. So events are drained, under the session
             // lock, before every decision to wait or to read; a reply (always made under
             // that lock) notifies `room`, so none is missed.
             let mut requests = Vec::new();
@@ -89,6 +89,9 @@ impl Connection {
             let reading = {
                 let mut session = lock(&self.session);
                 loop {
+                    // Room may have come back since the input was given (a reply, or output
+                    // that left): let the session parse what it held back.
+                    session.handle_input(&[]);
                     while let Some(event) = session.poll_event() {
                         match event {
                             ServerEvent::Request(request) => {
