@@ -37,11 +37,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import random
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -112,32 +110,10 @@ class StorageDaemon(Qemu):
     """``qemu-storage-daemon`` with a QMP monitor on a unix socket, spoken to by ``Qemu``'s
     client: the block layer and its jobs alone, as a VM would run them."""
 
-    def __init__(self, workdir: str) -> None:
-        sock = os.path.join(workdir, f"qsd-{os.getpid()}-{time.monotonic_ns()}.sock")
-        self.sock_path = sock
-        self.proc = subprocess.Popen(
-            ["qemu-storage-daemon", "--chardev", f"socket,path={sock},server=on,wait=off,id=qmp0",
-             "--monitor", "chardev=qmp0"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while True:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                self.sock.connect(sock)
-                break
-            except (ConnectionRefusedError, FileNotFoundError):
-                self.sock.close()
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("qemu-storage-daemon did not start")
-                time.sleep(0.01)
-        self.file = self.sock.makefile("rwb", buffering=0)
-        self.replies: "queue.Queue[Dict[str, Any]]" = queue.Queue()
-        self.events: "queue.Queue[Dict[str, Any]]" = queue.Queue()
-        self.lock = threading.Lock()
-        json.loads(self.file.readline())  # greeting
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        self.cmd("qmp_capabilities")
+    @staticmethod
+    def command(sock_path: str) -> List[str]:
+        return ["qemu-storage-daemon", "--chardev", f"socket,path={sock_path},server=on,wait=off,id=qmp0",
+                "--monitor", "chardev=qmp0"]
 
 
 def timed_qemu(workdir: str, src: str, dst: str, direct: bool) -> Dict[str, float]:

@@ -25,8 +25,15 @@ class Qemu:
 
     def __init__(self, workdir: str, extra_args: Optional[List[str]] = None) -> None:
         self.sock_path = os.path.join(workdir, f"qmp-{os.getpid()}-{time.monotonic_ns()}.sock")
-        args = ["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none",
-                "-qmp", f"unix:{self.sock_path},server=on,wait=off", *(extra_args or [])]
+        self._start(self.command(self.sock_path) + (extra_args or []))
+
+    @staticmethod
+    def command(sock_path: str) -> List[str]:
+        """The program and arguments that start the QEMU with its QMP socket at ``sock_path``."""
+        return ["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none",
+                "-qmp", f"unix:{sock_path},server=on,wait=off"]
+
+    def _start(self, args: List[str]) -> None:
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
