@@ -32,6 +32,7 @@
 //! - [`identity`]: which storage an open handle reaches (the same-file check).
 //! - [`extents`]: the source's holes (SEEK_DATA/SEEK_HOLE), declared to the job up front.
 //! - [`buffers`]: 4096-aligned copy buffers that free themselves, and their pool.
+//! - [`zero_runs`]: the parts of one copy that read as zero (written as zero, not as data).
 //! - [`io_ops`]: pread/pwrite, zero ranges (punch hole / zero range / plain zeroes), fdatasync,
 //!   and the mapping of OS errors to the job's error kinds.
 //! - [`locks`]: QEMU-compatible image locks (OFD byte-range locks), so QEMU and the mirror
@@ -73,6 +74,7 @@ pub mod target;
 mod task;
 mod uring;
 mod workers;
+pub mod zero_runs;
 
 pub use target::MirrorTarget;
 pub use engine::{FileMirror, GuestIoError, MirrorSetup, Snapshot, StartError, VerbError, WaitOutcome};
