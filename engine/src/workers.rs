@@ -147,6 +147,9 @@ fn write_copy(
         let at = offset + range.start as u64;
         let length = range.len() as u64;
         if zero {
+            if let Some(kind) = shared.faults.check(FaultSide::Target, FaultOp::Zero) {
+                return Err(kind);
+            }
             if io_result(target.zero_range(at, length, shared.unmap))? {
                 written.punched += length;
             }
