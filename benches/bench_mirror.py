@@ -197,14 +197,76 @@ def timed_cmd(args: List[str], dst: str) -> Dict[str, float]:
     return {"s": time.perf_counter() - t0, "cpu_s": children_cpu() - c0}
 
 
+def thread_cpu() -> Dict[Tuple[int, str], float]:
+    """CPU seconds (user + system) of each live thread of this process, by (tid, name)."""
+    out: Dict[Tuple[int, str], float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+        except FileNotFoundError:
+            continue  # it ended meanwhile
+        fields = rest.split()
+        out[(int(tid), head.split("(", 1)[1])] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+class ThreadSampler:
+    """Samples every thread's CPU time while a call runs (the mirror's threads end with it,
+    so their last sample is kept): the CPU per thread group of one mirror."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.last: Dict[Tuple[int, str], float] = {}
+        self.start = thread_cpu()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.last.update(thread_cpu())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "ThreadSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.last.update(thread_cpu())
+
+    def by_group(self) -> Dict[str, float]:
+        """CPU seconds during the call per thread kind: the io_uring thread, the I/O workers,
+        the driver, and this process's other threads (Python: the caller, the sampler)."""
+        groups: Dict[str, float] = {}
+        for (tid, name), cpu in self.last.items():
+            used = cpu - self.start.get((tid, name), 0.0)
+            if name.startswith("blockmirror-io"):
+                group = "workers"
+            elif name.startswith("blockmirror-ur"):  # thread names are cut to 15 bytes
+                group = "uring"
+            elif name.startswith("blockmirror"):
+                group = "driver+other"
+            else:
+                group = "python"
+            groups[group] = groups.get(group, 0.0) + used
+        return groups
+
+
 def timed_bm(src: str, dst: str, options: Dict[str, Any]) -> Dict[str, float]:
     """``blockmirror.mirror`` in this process (it flushes the target before READY)."""
     import blockmirror as bm
 
     c0 = self_cpu()
-    t0 = time.perf_counter()
-    bm.mirror(src, dst, **options)
-    return {"s": time.perf_counter() - t0, "cpu_s": self_cpu() - c0}
+    with ThreadSampler() as sampler:
+        t0 = time.perf_counter()
+        bm.mirror(src, dst, **options)
+        seconds = time.perf_counter() - t0
+    run = {"s": seconds, "cpu_s": self_cpu() - c0}
+    run.update({f"cpu_{group}": cpu for group, cpu in sampler.by_group().items()})
+    return run
 
 
 def parse_variant(text: str) -> Tuple[str, Dict[str, Any]]:
@@ -274,6 +336,17 @@ def paired_table(res: Dict[str, List[Dict[str, float]]], size: int, label: str) 
                      f"{m['dev_write_kib']:.0f} | {m['dev_queue']:.1f} |")
         print(f"| {name} | {min(rates):.0f} / {statistics.median(rates):.0f} / {max(rates):.0f} "
               f"| {to_dd:.2f}x | {to_q} | {cpu:.2f} |" + extra, flush=True)
+    threads = [n for n in names if any(k.startswith("cpu_") and k != "cpu_s" for k in res[n][0])]
+    if threads:
+        print("\nCPU s per GiB by thread (median; python = the caller and the sampler):\n")
+        print("| copy | uring | workers | driver+other | python |")
+        print("|---|---|---|---|---|")
+        for name in threads:
+            cells = []
+            for group in ("uring", "workers", "driver+other", "python"):
+                cpu = statistics.median(r.get(f"cpu_{group}", 0.0) for r in res[name]) / (size / (1 << 30))
+                cells.append(f"{cpu:.2f}")
+            print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
 class BmGuest(threading.Thread):

@@ -7,16 +7,18 @@
 //! written: the only way to free one is to drop it.
 //!
 //! Buffers of [`HUGE_PAGE_BYTES`] or more start on a huge-page boundary and ask the kernel
-//! for transparent huge pages. An O_DIRECT request is limited by the device's segment
-//! count (254 on a virtio disk): with scattered 4 KiB pages a 4 MiB buffer reaches the
-//! device as several requests of about 1 MiB, with 2 MiB pages as one.
+//! for transparent huge pages; a [`BufferPool`] of smaller buffers carves them out of such
+//! huge-page mappings (two 1 MiB buffers per 2 MiB page). An O_DIRECT request is limited
+//! by the device's segment count (254 on a virtio disk): with scattered 4 KiB pages a 4 MiB
+//! buffer reaches the device as several requests of about 600 KiB, and a 1 MiB one as two;
+//! with 2 MiB pages each is one request.
 //!
 //! [`BufferPool`] keeps released buffers for reuse so a long copy allocates only as many
 //! buffers as were ever in flight at once (the job bounds that by `buf_size`).
 
 use std::ffi::c_void;
 use std::ptr::NonNull;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rustix::mm::{madvise, mmap_anonymous, munmap, Advice, MapFlags, ProtFlags};
 
@@ -27,82 +29,63 @@ pub const ALIGN_BYTES: usize = 4096;
 /// this large or larger are aligned to it and advised to use huge pages.
 pub const HUGE_PAGE_BYTES: usize = 2 << 20;
 
-/// A zero-initialised buffer of anonymous memory whose address is a multiple of
-/// [`ALIGN_BYTES`] (of [`HUGE_PAGE_BYTES`] when it is at least that large).
-pub struct AlignedBuf {
+/// Pooled buffers at least this large (and below [`HUGE_PAGE_BYTES`]) are carved out of
+/// huge-page mappings; smaller ones gain little and would waste the page's remainder.
+const CARVE_MIN_BYTES: usize = 256 << 10;
+
+/// An anonymous private mapping, unmapped when its last buffer is dropped.
+struct Mapping {
     ptr: NonNull<u8>,
-    /// Bytes mapped (a multiple of [`ALIGN_BYTES`]).
-    capacity: usize,
-    /// Bytes in use (`<= capacity`); slices cover only these.
     len: usize,
 }
 
-// SAFETY: AlignedBuf uniquely owns its mapping (like Vec<u8>); no aliasing handles exist.
-unsafe impl Send for AlignedBuf {}
-// SAFETY: shared references only give `&[u8]`, which is Sync.
-unsafe impl Sync for AlignedBuf {}
+// SAFETY: the mapping is plain memory; which buffer may touch which part of it is decided by
+// the `AlignedBuf`s that share it (disjoint ranges, see `AlignedBuf::carve`).
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `Mapping` itself gives no access to the bytes.
+unsafe impl Sync for Mapping {}
 
-impl AlignedBuf {
-    /// A buffer of `capacity` bytes rounded up to the alignment (at least one block).
-    /// Aborts, as an allocation failure does, when the kernel gives no memory.
-    pub fn new(capacity: usize) -> Self {
-        let capacity = Self::new_capacity(capacity);
-        let huge = capacity >= HUGE_PAGE_BYTES;
+impl Mapping {
+    /// `len` bytes (a multiple of [`ALIGN_BYTES`]), zeroed; with `huge`, aligned to
+    /// [`HUGE_PAGE_BYTES`] and advised to use huge pages. Aborts, as an allocation failure
+    /// does, when the kernel gives no memory.
+    fn new(len: usize, huge: bool) -> Self {
         // A huge-page-aligned start is found inside a mapping one huge page longer; the
         // unused head and tail are unmapped again.
         let extra = if huge { HUGE_PAGE_BYTES } else { 0 };
-        let ptr = map(capacity + extra);
+        let raw = map(len + extra);
         let start = if huge {
-            let addr = ptr as usize;
+            let addr = raw as usize;
             let aligned = addr.next_multiple_of(HUGE_PAGE_BYTES);
             let (head, tail) = (aligned - addr, extra - (aligned - addr));
             // SAFETY: both ranges lie inside the mapping just made and are never used.
             unsafe {
                 if head > 0 {
-                    let _ = munmap(ptr, head);
+                    let _ = munmap(raw, head);
                 }
                 if tail > 0 {
-                    let _ = munmap((aligned + capacity) as *mut c_void, tail);
+                    let _ = munmap((aligned + len) as *mut c_void, tail);
                 }
             }
-            // SAFETY: the range is this buffer's own, untouched mapping. Advice only: a
-            // kernel without transparent huge pages refuses it and small pages serve.
-            let _ = unsafe { madvise(aligned as *mut c_void, capacity, Advice::LinuxHugepage) };
+            // SAFETY: the range is this mapping's own and untouched. Advice only: a kernel
+            // without transparent huge pages refuses it and small pages serve.
+            let _ = unsafe { madvise(aligned as *mut c_void, len, Advice::LinuxHugepage) };
             aligned as *mut u8
         } else {
-            ptr.cast::<u8>()
+            raw.cast::<u8>()
         };
-        let ptr = NonNull::new(start).expect("mmap never maps address zero");
-        Self { ptr, capacity, len: capacity }
+        Self { ptr: NonNull::new(start).expect("mmap never maps address zero"), len }
     }
+}
 
-    /// Bytes allocated.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Sets the bytes in use; `len` must not exceed the capacity.
-    pub fn set_len(&mut self, len: usize) {
-        assert!(len <= self.capacity(), "buffer length {len} exceeds capacity {}", self.capacity());
-        self.len = len;
-    }
-
-    /// The bytes in use.
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: ptr is valid for `capacity` initialised bytes (anonymous mappings read as
-        // zero until written) and len <= capacity.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-
-    /// The bytes in use, writable.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, and &mut self guarantees exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-
-    /// The capacity `new(capacity)` would allocate.
-    fn new_capacity(capacity: usize) -> usize {
-        capacity.max(1).div_ceil(ALIGN_BYTES) * ALIGN_BYTES
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: exactly this range was mapped (or kept, for a huge-page mapping) for this
+        // `Mapping`, no buffer uses it any more (they hold the `Arc`), and it is unmapped
+        // once, here.
+        unsafe {
+            let _ = munmap(self.ptr.as_ptr().cast(), self.len);
+        }
     }
 }
 
@@ -118,12 +101,78 @@ fn map(len: usize) -> *mut c_void {
     }
 }
 
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: exactly this range was mapped for this buffer and is unmapped once, here.
-        unsafe {
-            let _ = munmap(self.ptr.as_ptr().cast(), self.capacity);
-        }
+/// A zero-initialised buffer of anonymous memory whose address is a multiple of
+/// [`ALIGN_BYTES`] (of [`HUGE_PAGE_BYTES`] when it is at least that large). It uses a range
+/// of a mapping that no other buffer uses; the mapping lives until its last buffer is gone.
+pub struct AlignedBuf {
+    mapping: Arc<Mapping>,
+    ptr: NonNull<u8>,
+    /// Bytes of the mapping this buffer owns (a multiple of [`ALIGN_BYTES`]).
+    capacity: usize,
+    /// Bytes in use (`<= capacity`); slices cover only these.
+    len: usize,
+}
+
+// SAFETY: an AlignedBuf uniquely owns its range of the mapping (like Vec<u8> its heap block).
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared references only give `&[u8]`, which is Sync.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// A buffer of `capacity` bytes rounded up to the alignment (at least one block), in a
+    /// mapping of its own.
+    pub fn new(capacity: usize) -> Self {
+        let capacity = Self::new_capacity(capacity);
+        let mapping = Arc::new(Mapping::new(capacity, capacity >= HUGE_PAGE_BYTES));
+        let ptr = mapping.ptr;
+        Self { mapping, ptr, capacity, len: capacity }
+    }
+
+    /// As many buffers of `capacity` bytes (rounded up to the alignment, below
+    /// [`HUGE_PAGE_BYTES`]) as fit one huge page, carved out of one huge-page mapping.
+    fn carve(capacity: usize) -> Vec<Self> {
+        let capacity = Self::new_capacity(capacity);
+        debug_assert!(capacity < HUGE_PAGE_BYTES);
+        let mapping = Arc::new(Mapping::new(HUGE_PAGE_BYTES, true));
+        (0..HUGE_PAGE_BYTES / capacity)
+            .map(|i| {
+                // SAFETY: `i * capacity + capacity <= HUGE_PAGE_BYTES`: inside the mapping, and
+                // each buffer gets a range no other buffer has.
+                let ptr = unsafe { NonNull::new_unchecked(mapping.ptr.as_ptr().add(i * capacity)) };
+                Self { mapping: Arc::clone(&mapping), ptr, capacity, len: capacity }
+            })
+            .collect()
+    }
+
+    /// Bytes allocated.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Sets the bytes in use; `len` must not exceed the capacity.
+    pub fn set_len(&mut self, len: usize) {
+        assert!(len <= self.capacity(), "buffer length {len} exceeds capacity {}", self.capacity());
+        self.len = len;
+    }
+
+    /// The bytes in use.
+    pub fn as_slice(&self) -> &[u8] {
+        debug_assert!(self.mapping.len >= self.capacity);
+        // SAFETY: ptr is valid for `capacity` initialised bytes of the mapping this buffer
+        // keeps alive (anonymous mappings read as zero until written) and len <= capacity.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The bytes in use, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self guarantees exclusive access to this buffer's
+        // range, which no other buffer covers.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The capacity `new(capacity)` would allocate.
+    fn new_capacity(capacity: usize) -> usize {
+        capacity.max(1).div_ceil(ALIGN_BYTES) * ALIGN_BYTES
     }
 }
 
@@ -143,8 +192,15 @@ impl BufferPool {
     /// get a one-off buffer that is not kept).
     pub fn take(&self, len: usize) -> AlignedBuf {
         let mut buf = if len <= self.buffer_bytes {
-            let reused = self.free.lock().expect("buffer pool lock poisoned").pop();
-            reused.unwrap_or_else(|| AlignedBuf::new(self.buffer_bytes))
+            let mut free = self.free.lock().expect("buffer pool lock poisoned");
+            if free.is_empty() {
+                if (CARVE_MIN_BYTES..HUGE_PAGE_BYTES).contains(&AlignedBuf::new_capacity(self.buffer_bytes)) {
+                    free.extend(AlignedBuf::carve(self.buffer_bytes));
+                } else {
+                    free.push(AlignedBuf::new(self.buffer_bytes));
+                }
+            }
+            free.pop().expect("the free list was just filled")
         } else {
             AlignedBuf::new(len)
         };
@@ -184,6 +240,24 @@ mod tests {
         pool.give_back(a);
         let b = pool.take(100);
         assert_eq!(b.as_slice().as_ptr(), addr);
+    }
+
+    #[test]
+    fn small_pooled_buffers_share_a_huge_page_and_outlive_each_other() {
+        let pool = BufferPool::new(1 << 20);
+        let mut a = pool.take(1 << 20);
+        let mut b = pool.take(4096);
+        let (pa, pb) = (a.as_slice().as_ptr() as usize, b.as_slice().as_ptr() as usize);
+        assert_eq!(pa.min(pb) % HUGE_PAGE_BYTES, 0, "the pair starts a huge page");
+        assert_eq!(pa.abs_diff(pb), 1 << 20, "two disjoint halves of it");
+        a.as_mut_slice().fill(1);
+        b.as_mut_slice().fill(2);
+        drop(a);
+        // The mapping stays while `b` uses it.
+        assert!(b.as_slice().iter().all(|&x| x == 2));
+        let big = AlignedBuf::new(4 << 20);
+        assert_eq!(big.as_slice().as_ptr() as usize % HUGE_PAGE_BYTES, 0);
+        assert!(is_all_zero(big.as_slice()));
     }
 
     #[test]
