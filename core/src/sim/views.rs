@@ -46,6 +46,19 @@ impl Simulation {
         self.disks.mismatched_chunks()
     }
 
+    /// Guest writes that have taken a queue slot and are not yet acknowledged (at most the
+    /// guest's queue depth). With the writes completed per second, Little's law gives
+    /// their mean latency.
+    pub fn guest_writes_in_flight(&self) -> u32 {
+        self.guest_outstanding
+    }
+
+    /// Bytes the guest has written so far, and the number of writes (counted when each
+    /// reaches its disk).
+    pub fn guest_written(&self) -> (u64, u64) {
+        (self.stats.guest_bytes, self.stats.guest_writes)
+    }
+
     /// Whether the guest has been switched over to the target.
     pub fn pivoted(&self) -> bool {
         self.pivoted
