@@ -311,7 +311,7 @@ impl Demo {
     /// is told the time and asked; the job itself is untouched). Call once per frame.
     pub fn refresh_readouts(&mut self) {
         let (bytes, writes) = self.sim.guest_written();
-        self.guest_meter.sample(self.sim.now_ns(), bytes, writes, self.sim.guest_writes_in_flight());
+        self.guest_meter.sample(self.sim.now_ns(), bytes, writes, self.sim.guest_in_flight_integral_ns());
         self.convergence.update(&self.sim);
         let mut readouts = Readouts::of(&self.sim, Some(&self.readouts));
         readouts.guest = self.guest_meter.cost();
