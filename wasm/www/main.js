@@ -93,6 +93,7 @@ class App {
     this.playing = false;
     this.stale = true;
     this.summaryAtMs = -Infinity;
+    this.plotsAtMs = -Infinity;
     this.demo = null;
     this.scenarioState = {};
     this.lastStatus = null;
@@ -615,9 +616,14 @@ class App {
       this.ratePlot.push(nowVirtualMs, [copyRate, guestRate, dirtying]);
       this.guestPlot.push(nowVirtualMs, [latency]);
     }
-    this.dirtyPlot.draw();
-    this.ratePlot.draw();
-    this.guestPlot.draw();
+    // Plots are redrawn ten times a second while running (a line moving by a pixel needs
+    // no more), and always once the clock stops.
+    if (!this.playing || t0 - this.plotsAtMs >= 100) {
+      this.plotsAtMs = t0;
+      this.dirtyPlot.draw();
+      this.ratePlot.draw();
+      this.guestPlot.draw();
+    }
 
     if (events.length > 0) {
       this.log.append(events);

@@ -147,6 +147,6 @@ export class TimePlot {
     }
     ctx.textAlign = "left";
     ctx.fillStyle = "#4a4a55";
-    ctx.fillText(`whole run: ${formatDuration(t1 - t0)}`, left + 4, 1);
+    ctx.fillText(`whole run: ${formatDuration(this.times[this.count - 1] - t0)}`, left + 4, 1);
   }
 }
