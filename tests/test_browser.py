@@ -322,7 +322,7 @@ def test_scenario_2_never_converges_and_3_write_blocking_does(demo: PageUnderTes
     assert "set_copy_mode(write-blocking)" in page.inner_text("#log li[data-type='COMMAND']")
     demo.wait_for_step("Ready now — press Complete.")
     # ...and so does scenario 3, which starts in write-blocking mode, at the guest's cost.
-    demo.start_scenario(3, "Less than the target's 100 MiB/s")
+    demo.start_scenario(3, "At most the target's 100 MiB/s")
     demo.wait_for_log("[data-type='BLOCK_JOB_READY']")
     demo.wait_for_status("ready")
     assert "BLOCK_JOB_NOT_CONVERGING" not in demo.log_types()

@@ -67,7 +67,7 @@ export const SCENARIOS = [
     id: 3, title: "3 Write-blocking's price", settings: { ...BUSY, copyMode: "write-blocking" },
     steps: [
       { plot: "rates", ask: { question: "Same load in write-blocking mode. How much of its 160 MiB/s will the guest get?",
-          choices: [{ label: "All of it" }, { label: "Less than the target's 100 MiB/s", right: true }] },
+          choices: [{ label: "All of it" }, { label: "At most the target's 100 MiB/s", right: true }] },
         text: "Watch guest writes (red) in the rates plot.", until: ready },
       { plot: "guest", prompt: "Ready: the dirty bytes only shrank.",
         text: "Read the cost: Guest writes and Guest write latency in the readouts, and the latency plot." },
