@@ -2,9 +2,10 @@
 //! mirror job, plus the few things a page needs around it: live knobs, a per-chunk state
 //! buffer that stays put in memory, and verbs that return typed errors.
 
+use crate::guest_meter::{GuestCost, GuestMeter};
 use crate::settings::{bytes_from_js, DemoError, DemoSettings, FaultChoice};
-use blockmirror_core::job::{CopyMode, JobStatus, MirrorJob, Nanos, Progress, Rates, Verb};
-use blockmirror_core::sim::{Command, Goal, Pattern, SimEvent, Simulation};
+use blockmirror_core::job::{CopyMode, Event, JobStatus, MirrorJob, Nanos, Progress, Rates, Verb};
+use blockmirror_core::sim::{Command, Goal, Pattern, SimEvent, SimEventKind, Simulation};
 
 /// "Step" advances to the next event, but never more than this much virtual time (when
 /// nothing at all is pending, e.g. an idle guest and a job stopped by an error).
@@ -22,6 +23,53 @@ pub struct Demo {
     target_fault: FaultChoice,
     /// The readouts as of the last [`Demo::refresh_readouts`].
     readouts: Readouts,
+    /// The guest's throughput and latency, sampled at each refresh of the readouts.
+    guest_meter: GuestMeter,
+    /// The guest write rate the page asked for, bytes per second.
+    asked_write_rate: u64,
+    /// Whether the job's last `BLOCK_JOB_NOT_CONVERGING` still holds, and how far the
+    /// events have been read for it.
+    convergence: ConvergenceWatch,
+}
+
+/// Whether a `BLOCK_JOB_NOT_CONVERGING` verdict still holds, so that every readout agrees
+/// with it (an ETA next to that event must not promise a finite time).
+///
+/// The verdict holds from the event until the job becomes ready, leaves `running`, mirrors
+/// in write-blocking mode (which converges under any write rate), or its dirty bytes fall
+/// below three quarters of what they were at the event (the backlog is clearly shrinking;
+/// the job itself re-arms its event only after dirty bytes shrink).
+#[derive(Debug, Clone, Default)]
+struct ConvergenceWatch {
+    /// Dirty bytes at the event, while the verdict holds.
+    dirty_at_event: Option<u64>,
+    /// Events already looked at.
+    events_read: usize,
+}
+
+impl ConvergenceWatch {
+    fn update(&mut self, sim: &Simulation) {
+        let events = sim.events();
+        for event in &events[self.events_read.min(events.len())..] {
+            match &event.kind {
+                SimEventKind::Job(Event::NotConverging { dirty_bytes, .. }) => self.dirty_at_event = Some(*dirty_bytes),
+                SimEventKind::Job(Event::Ready { .. } | Event::AutoConverge { .. }) => self.dirty_at_event = None,
+                _ => {}
+            }
+        }
+        self.events_read = events.len();
+        let job = sim.job();
+        let over = job.status() != JobStatus::Running
+            || job.config().copy_mode == CopyMode::WriteBlocking
+            || self.dirty_at_event.is_some_and(|at| job.bitmap().count() < at / 4 * 3);
+        if over {
+            self.dirty_at_event = None;
+        }
+    }
+
+    fn holds(&self) -> bool {
+        self.dirty_at_event.is_some()
+    }
 }
 
 /// What the page shows besides the chunks, taken at one instant of virtual time so that
@@ -34,6 +82,10 @@ pub struct Readouts {
     pub rates: Rates,
     /// The verbs the job would accept now, in [`Verb::ALL`] order.
     pub accepted_verbs: Vec<Verb>,
+    /// What mirroring costs the guest, over the last 2 s.
+    pub guest: GuestCost,
+    /// Whether the job's `BLOCK_JOB_NOT_CONVERGING` still holds (see [`ConvergenceWatch`]).
+    pub not_converging: bool,
     /// The simulation's event count and the job's status when `accepted_verbs` was asked.
     /// What a verb's extra checks look at (a pause or cancel requested, an error winding the
     /// job down, ready reached) only changes through a command or a job event, and every one
@@ -58,6 +110,8 @@ impl Readouts {
         Self {
             rates,
             accepted_verbs,
+            guest: GuestCost::default(),
+            not_converging: false,
             verbs_asked_at: key,
         }
     }
@@ -99,6 +153,9 @@ impl Demo {
             source_fault: FaultChoice::None,
             target_fault: FaultChoice::None,
             readouts,
+            guest_meter: GuestMeter::default(),
+            asked_write_rate: 0,
+            convergence: ConvergenceWatch::default(),
         };
         demo.refresh_chunk_states();
         Ok(demo)
@@ -120,6 +177,7 @@ impl Demo {
     pub fn set_write_rate(&mut self, bytes_per_sec: f64) -> Result<(), DemoError> {
         let rate = bytes_from_js("write rate", bytes_per_sec)?;
         self.sim.set_write_rate(rate);
+        self.asked_write_rate = rate;
         Ok(())
     }
 
@@ -252,7 +310,35 @@ impl Demo {
     /// Takes the rates and the accepted verbs at the simulation's clock (a copy of the job
     /// is told the time and asked; the job itself is untouched). Call once per frame.
     pub fn refresh_readouts(&mut self) {
-        self.readouts = Readouts::of(&self.sim, Some(&self.readouts));
+        let (bytes, writes) = self.sim.guest_written();
+        self.guest_meter.sample(self.sim.now_ns(), bytes, writes, self.sim.guest_in_flight_integral_ns());
+        self.convergence.update(&self.sim);
+        let mut readouts = Readouts::of(&self.sim, Some(&self.readouts));
+        readouts.guest = self.guest_meter.cost();
+        readouts.not_converging = self.convergence.holds();
+        self.readouts = readouts;
+    }
+
+    /// What mirroring costs the guest (throughput and latency over the last 2 s), as of the
+    /// last [`refresh_readouts`](Self::refresh_readouts).
+    pub fn guest_cost(&self) -> GuestCost {
+        self.readouts.guest
+    }
+
+    /// Whether the job's `BLOCK_JOB_NOT_CONVERGING` still holds, as of the last
+    /// [`refresh_readouts`](Self::refresh_readouts): then there is no time to ready to show.
+    pub fn not_converging(&self) -> bool {
+        self.readouts.not_converging
+    }
+
+    /// The guest write rate asked for (what the guest would write if nothing held it back).
+    pub fn asked_write_rate(&self) -> u64 {
+        self.asked_write_rate
+    }
+
+    /// The copy mode in force now (a running job may have been switched).
+    pub fn copy_mode(&self) -> CopyMode {
+        self.sim.job().config().copy_mode
     }
 
     /// Bytes dirty in the job's bitmap.
@@ -407,6 +493,100 @@ mod tests {
     fn write_blocking_reaches_ready_under_the_same_load() {
         let d = busy("write-blocking", 4_000);
         assert_eq!(d.status(), JobStatus::Ready);
+    }
+
+    /// A 32 MiB demo under `policy` whose target either fails one write once (EIO) or is
+    /// full from the start (every write: ENOSPC); run for `ms` of virtual time.
+    fn policy_run(policy: &str, full: bool, ms: u64) -> Demo {
+        let mut settings = DemoSettings::parse(32.0 * MIB, 65536.0, "background", "report", policy, 3).unwrap();
+        if !full {
+            settings.target_error_once_at_write = 5;
+        }
+        let mut d = Demo::new(settings).unwrap();
+        d.set_write_rate(2.0 * MIB).unwrap();
+        d.set_target_bandwidth(100.0 * MIB).unwrap();
+        if full {
+            d.set_target_fault("full").unwrap();
+        }
+        for _ in 0..ms / 16 {
+            d.run_for(16_000_000, 1_000_000);
+        }
+        d
+    }
+
+    fn errors(d: &Demo) -> usize {
+        job_events(d).iter().filter(|&&t| t == "BLOCK_JOB_ERROR").count()
+    }
+
+    /// The four policies against a one-off error and a target that stays full: what the
+    /// page's policy scenarios tell.
+    #[test]
+    fn the_four_error_policies_against_a_one_off_error_and_a_full_target() {
+        // report: the first error ends the job, either way (with a full target every write
+        // then in flight fails too, and each says so).
+        for full in [false, true] {
+            let d = policy_run("report", full, 3_000);
+            assert_eq!(d.status(), JobStatus::Concluded, "report, full={full}");
+            assert!(errors(&d) >= 1 && (full || errors(&d) == 1), "{}", errors(&d));
+        }
+        // ignore: a one-off error is retried and the job gets ready; a full target is
+        // retried for ever.
+        let d = policy_run("ignore", false, 3_000);
+        assert_eq!((d.status(), errors(&d)), (JobStatus::Ready, 1));
+        let d = policy_run("ignore", true, 3_000);
+        assert_eq!(d.status(), JobStatus::Running);
+        assert!(errors(&d) > 10, "the retry loop: {} errors", errors(&d));
+        // stop: any error pauses the job until resume.
+        for full in [false, true] {
+            let d = policy_run("stop", full, 3_000);
+            assert_eq!(d.status(), JobStatus::Paused, "stop, full={full}");
+        }
+        let mut d = policy_run("stop", false, 3_000);
+        d.resume().unwrap();
+        run_until(&mut d, 5_000, |d| d.status() == JobStatus::Ready);
+        // enospc: stops for "no space", reports anything else.
+        assert_eq!(policy_run("enospc", true, 3_000).status(), JobStatus::Paused);
+        assert_eq!(policy_run("enospc", false, 3_000).status(), JobStatus::Concluded);
+    }
+
+    /// Runs a busy demo frame by frame, refreshing the readouts as the page does.
+    fn busy_with_readouts(mode: &str, virtual_ms: u64) -> Demo {
+        let settings = DemoSettings::parse(256.0 * MIB, 65536.0, mode, "report", "report", 5).unwrap();
+        let mut d = Demo::new(settings).unwrap();
+        d.set_write_rate(160.0 * MIB).unwrap();
+        d.set_target_bandwidth(100.0 * MIB).unwrap();
+        for _ in 0..virtual_ms / 16 {
+            d.run_for(16_000_000, 1_000_000);
+            d.refresh_readouts();
+        }
+        d
+    }
+
+    /// Write-blocking's price: guest writes wait for the slower target, so the guest gets
+    /// far less than it asks and each write takes much longer than in background mode.
+    #[test]
+    fn write_blocking_costs_the_guest_throughput_and_latency() {
+        let background = busy_with_readouts("background", 3_000);
+        let blocking = busy_with_readouts("write-blocking", 3_000);
+        let (b, w) = (background.guest_cost(), blocking.guest_cost());
+        let asked = 160.0 * MIB;
+        assert!(b.bytes_per_sec > 0.9 * asked, "background: the guest gets its rate: {b:?}");
+        assert!(w.bytes_per_sec < 0.5 * asked, "write-blocking: the guest is held back: {w:?}");
+        let (lb, lw) = (b.latency_ns.unwrap(), w.latency_ns.unwrap());
+        assert!(lw > 5.0 * lb, "write-blocking latency {lw} ns against background {lb} ns");
+        assert_eq!(blocking.asked_write_rate(), 160 << 20);
+    }
+
+    /// While NOT_CONVERGING holds no readout promises a time to ready.
+    #[test]
+    fn the_not_converging_verdict_holds_until_write_blocking_takes_over() {
+        let mut d = busy_with_readouts("background", 12_000);
+        assert!(job_events(&d).contains(&"BLOCK_JOB_NOT_CONVERGING"));
+        assert!(d.not_converging(), "the verdict holds while the backlog does not shrink");
+        d.set_copy_mode("write-blocking").unwrap();
+        d.run_for(16_000_000, 1_000_000);
+        d.refresh_readouts();
+        assert!(!d.not_converging(), "write-blocking converges under any write rate");
     }
 
     #[test]

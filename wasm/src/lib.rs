@@ -11,6 +11,7 @@
 
 pub mod demo;
 pub mod event_fields;
+pub mod guest_meter;
 pub mod settings;
 
 use blockmirror_core::job::{IoErrorKind, JobStatus, Verb, TRANSITIONS};
@@ -81,7 +82,8 @@ pub struct WasmDemo {
 impl WasmDemo {
     /// A fresh simulation; the job is started at virtual time 0 and the guest is idle
     /// until `set_write_rate`. Names: copy mode `background`|`write-blocking`, policies
-    /// `report`|`ignore`|`stop`|`enospc`.
+    /// `report`|`ignore`|`stop`|`enospc`. `target_error_once_at_write` (when given and
+    /// above 0): that target write, counting from 1, fails once with an I/O error.
     #[wasm_bindgen(constructor)]
     pub fn new(
         disk_bytes: f64,
@@ -90,9 +92,11 @@ impl WasmDemo {
         on_source_error: &str,
         on_target_error: &str,
         seed: u32,
+        target_error_once_at_write: Option<u32>,
     ) -> Result<WasmDemo, JsError> {
-        let settings =
+        let mut settings =
             settings::DemoSettings::parse(disk_bytes, granularity, copy_mode, on_source_error, on_target_error, seed)?;
+        settings.target_error_once_at_write = u64::from(target_error_once_at_write.unwrap_or(0));
         Ok(WasmDemo { inner: demo::Demo::new(settings)? })
     }
 
@@ -248,6 +252,36 @@ impl WasmDemo {
     /// last `refresh_readouts`).
     pub fn eta_ready_ms(&self) -> f64 {
         self.inner.rates().eta_ready_ns.map_or(f64::NAN, |ns| ns as f64 / 1e6)
+    }
+
+    /// The guest's achieved write throughput over the last 2 s, bytes per second (as of
+    /// the last `refresh_readouts`).
+    pub fn guest_bytes_per_sec(&self) -> f64 {
+        self.inner.guest_cost().bytes_per_sec
+    }
+
+    /// The mean latency of the guest's writes over the last 2 s in ms (queue slot to
+    /// acknowledgement), or NaN when none completed (as of the last `refresh_readouts`).
+    pub fn guest_latency_ms(&self) -> f64 {
+        self.inner.guest_cost().latency_ns.map_or(f64::NAN, |ns| ns / 1e6)
+    }
+
+    /// The guest write rate asked for, bytes per second.
+    pub fn asked_write_rate(&self) -> f64 {
+        self.inner.asked_write_rate() as f64
+    }
+
+    /// Whether the job's `BLOCK_JOB_NOT_CONVERGING` still holds (as of the last
+    /// `refresh_readouts`): until the job gets ready, leaves `running`, mirrors in
+    /// write-blocking mode, or its dirty bytes fall below three quarters of their level at
+    /// the event. The ETA then has no finite value to show.
+    pub fn not_converging(&self) -> bool {
+        self.inner.not_converging()
+    }
+
+    /// The copy mode in force: `background` or `write-blocking`.
+    pub fn copy_mode(&self) -> String {
+        self.inner.copy_mode().to_string()
     }
 
     /// Virtual time in ms.

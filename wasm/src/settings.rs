@@ -1,6 +1,7 @@
 //! What the page may choose, checked before any simulation is built: bad input from the
 //! page is a [`DemoError`], never a panic.
 
+use blockmirror_core::fault::{FaultOp, FaultRule, Side};
 use blockmirror_core::job::{ConfigError, CopyMode, ErrorPolicy, IoErrorKind, JobError, MirrorConfig};
 use blockmirror_core::sim::{Pattern, SimConfig, SimConfigError, SimError};
 
@@ -125,6 +126,9 @@ pub struct DemoSettings {
     pub on_target_error: ErrorPolicy,
     /// Seed of every random choice in the simulation.
     pub seed: u64,
+    /// The target write (counting from 1) that fails once with an I/O error, a one-off
+    /// fault next to the lasting ones the page switches on and off; 0: none.
+    pub target_error_once_at_write: u64,
 }
 
 impl DemoSettings {
@@ -148,6 +152,7 @@ impl DemoSettings {
             on_source_error: on_source_error.parse()?,
             on_target_error: on_target_error.parse()?,
             seed: u64::from(seed),
+            target_error_once_at_write: 0,
         })
     }
 
@@ -177,6 +182,11 @@ impl DemoSettings {
         config.guest.pattern = Pattern::Uniform;
         // The page plots its own samples, once per frame.
         config.sample_interval_ns = 0;
+        if self.target_error_once_at_write > 0 {
+            let once = FaultRule::new(Side::Target, FaultOp::Write, self.target_error_once_at_write, 1, IoErrorKind::Io)
+                .expect("nth is at least 1");
+            config.faults.scripted.push(once);
+        }
         Ok(config)
     }
 }

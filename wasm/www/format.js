@@ -11,7 +11,7 @@ export function formatBytes(bytes) {
     value /= 1024;
     unit += 1;
   }
-  const digits = unit === 0 || value >= 100 ? 0 : value >= 10 ? 1 : 2;
+  const digits = unit === 0 || value >= 100 || Number.isInteger(value) ? 0 : value >= 10 ? 1 : 2;
   return `${value.toFixed(digits)} ${UNITS[unit]}`;
 }
 
@@ -23,6 +23,7 @@ export function formatRate(bytesPerSec) {
 /** Milliseconds as "850 ms", "12.4 s" or "3 min 05 s". */
 export function formatDuration(ms) {
   if (!Number.isFinite(ms)) return "–";
+  if (ms > 0 && ms < 9.95) return `${ms.toPrecision(2)} ms`;
   if (ms < 1000) return `${Math.round(ms)} ms`;
   const seconds = ms / 1000;
   if (seconds < 120) return `${seconds.toFixed(seconds < 10 ? 2 : 1)} s`;

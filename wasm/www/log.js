@@ -1,6 +1,8 @@
 // The event log: one line per job event, newest at the bottom, in words. A run of identical
 // lines (same type and words, e.g. a refused verb pressed again, or an error retried) is
-// one line with a count, so a retry loop does not push everything else out of view.
+// one line with a count, so a retry loop does not push everything else out of view. Errors
+// count as the same line when only the failing range differs (a full target fails chunk
+// after chunk; the count and the last range say it).
 
 import { formatBytes, formatDuration, formatRate } from "./format.js";
 import { error_message } from "./pkg/blockmirror_wasm.js";
@@ -64,7 +66,7 @@ export class EventLog {
     const atBottom = this.list.scrollTop + this.list.clientHeight >= this.list.scrollHeight - 4;
     for (const e of events) {
       const words = describe(e);
-      const key = `${e.type}|${words}`;
+      const key = e.type === "BLOCK_JOB_ERROR" ? `${e.type}|${e.operation}|${e.error}|${e.action}` : `${e.type}|${words}`;
       const last = this.list.lastElementChild;
       if (last?.dataset.key === key) {
         this.repeat(last, e);
@@ -72,7 +74,8 @@ export class EventLog {
       }
       const li = document.createElement("li");
       li.dataset.key = key;
-      li.className = CLASS_OF[e.type] ?? "";
+      // A job that ended with an error failed, whatever its event is called.
+      li.className = e.type === "BLOCK_JOB_COMPLETED" && e.error ? "failed" : CLASS_OF[e.type] ?? "";
       li.dataset.type = e.type;
       if (e.status) li.dataset.status = e.status;
       if (e.action) li.dataset.action = e.action;
@@ -99,6 +102,7 @@ export class EventLog {
       badge.className = "count";
       li.append(" ", badge);
     }
-    badge.textContent = `×${count}, last at ${formatDuration(e.time_ms)}`;
+    const where = e.type === "BLOCK_JOB_ERROR" ? ` (${formatBytes(e.length)} at ${formatBytes(e.offset)})` : "";
+    badge.textContent = `×${count}, last at ${formatDuration(e.time_ms)}${where}`;
   }
 }

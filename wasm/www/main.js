@@ -48,6 +48,26 @@ const STATUS_WORDS = {
   null: "Dismissed.",
 };
 
+// What each choice does, in words, shown under its selector.
+const POLICY_WORDS = {
+  report: "report: the first error ends the job (BLOCK_JOB_COMPLETED with the error: a failure).",
+  ignore: "ignore: logs the error, keeps the chunk dirty and copies it again later; a lasting fault retries for ever.",
+  stop: "stop: pauses the job at any error until you press Resume job; nothing is lost.",
+  enospc: "enospc: pauses like stop when the target is full (no space left), fails like report on any other error.",
+};
+const COPY_MODE_WORDS = {
+  background: "Guest writes only mark chunks dirty; the job copies them later. Free for the guest, but a busy guest can outrun the copy.",
+  "write-blocking": "A guest write to a copied chunk also goes to the target before the guest hears back: always converges, but guest writes wait for the target.",
+};
+const PATTERN_WORDS = {
+  uniform: "Anywhere on the disk.",
+  "hot-spot": "Mostly a small region (90 % of writes to 10 % of the disk).",
+  sequential: "Front to back, like a log.",
+};
+const FAULT_WORDS = {
+  none: "", io: "now and then an I/O error (about 2 % of operations)", full: "every write: no space left on device",
+};
+
 class App {
   constructor(wasm) {
     this.memory = wasm.memory;
@@ -56,17 +76,24 @@ class App {
     ChunkGrid.fillLegend($("legend"), this.stateNames);
     // Phones get the diagram turned upright (two columns), so its words stay readable.
     const narrow = window.matchMedia("(max-width: 560px)");
-    this.phase = new PhaseDiagram($("phase"), job_statuses(), job_transitions(), narrow.matches ? "tall" : "wide");
+    this.phase = new PhaseDiagram($("phase"), job_statuses(), job_transitions(), narrow.matches ? "tall" : "wide", $("phase-why"));
     narrow.addEventListener("change", (e) => this.phase.build(e.matches ? "tall" : "wide"));
     this.log = new EventLog($("log"));
-    this.dirtyPlot = new TimePlot($("plot-dirty"), [{ name: "dirty", color: "#e69f00" }]);
+    this.dirtyPlot = new TimePlot($("plot-dirty"), [{ name: "dirty", color: "#e69f00" }], "bytes");
     this.ratePlot = new TimePlot($("plot-rate"), [
       { name: "copy", color: "#0072b2" },
+      { name: "guest", color: "#d55e00" },
       { name: "dirtying", color: "#cc79a7", dash: [5, 4] },
-    ], formatRate);
+    ], "rate");
+    this.guestPlot = new TimePlot($("plot-guest"), [{ name: "latency", color: "#009e73" }], "ms");
+    // The guest's cost last measured in each copy mode, kept across restarts.
+    this.costByMode = {};
+    this.stepIndex = 0;
+    this.counts = new Map();
     this.playing = false;
     this.stale = true;
     this.summaryAtMs = -Infinity;
+    this.plotsAtMs = -Infinity;
     this.demo = null;
     this.scenarioState = {};
     this.lastStatus = null;
@@ -81,6 +108,7 @@ class App {
     this.buildScenarioButtons();
     this.wireControls();
     this.showSliderValues();
+    this.showWords();
     this.restart();
     requestAnimationFrame((t) => this.frame(t));
   }
@@ -101,7 +129,8 @@ class App {
     let demo;
     try {
       demo = new Demo(Number($("disk-size").value), Number($("granularity").value),
-        $("copy-mode").value, $("source-policy").value, $("target-policy").value, 1);
+        $("copy-mode").value, $("source-policy").value, $("target-policy").value, 1,
+        this.scenarioState.fault === "full" ? 0 : (this.scenario?.settings.oneOffWrite ?? 0));
     } catch (e) {
       // A choice the core refuses (a typed error): keep the running demo and say why.
       this.notice(`Cannot restart: ${e.message ?? e}`);
@@ -111,10 +140,11 @@ class App {
     this.demo = demo;
     this.nextSeq = 0;
     this.lastStatus = null;
-    this.scenarioState = {};
+    this.counts = new Map();
     this.log.clear();
     this.dirtyPlot.clear();
     this.ratePlot.clear();
+    this.guestPlot.clear();
     this.phase.reset();
     this.applyLiveSettings();
     const perCell = this.grid.resize(demo.chunk_count());
@@ -163,10 +193,13 @@ class App {
     $("force-cancel").addEventListener("click", () => this.verb(() => this.demo.cancel(true)));
     $("pause-job").addEventListener("click", () => this.verb(() => this.demo.pause()));
     $("resume-job").addEventListener("click", () => this.verb(() => this.demo.resume()));
-    $("copy-mode").addEventListener("change", () => this.verb(() => this.demo.set_copy_mode($("copy-mode").value)));
-    $("pattern").addEventListener("change", () => this.demo.set_pattern($("pattern").value));
-    $("source-fault").addEventListener("change", () => this.demo.set_source_fault($("source-fault").value));
-    $("target-fault").addEventListener("change", () => this.demo.set_target_fault($("target-fault").value));
+    $("copy-mode").addEventListener("change", () => {
+      this.verb(() => this.demo.set_copy_mode($("copy-mode").value));
+      this.showWords();
+    });
+    $("pattern").addEventListener("change", () => { this.demo.set_pattern($("pattern").value); this.showWords(); });
+    $("source-fault").addEventListener("change", () => { this.demo.set_source_fault($("source-fault").value); this.showWords(); });
+    $("target-fault").addEventListener("change", () => { this.demo.set_target_fault($("target-fault").value); this.showWords(); });
     for (const id of ["speed", "write-rate", "bandwidth", "job-speed"]) {
       $(id).addEventListener("input", () => {
         this.showSliderValues();
@@ -176,7 +209,10 @@ class App {
       });
     }
     for (const id of ["disk-size", "granularity", "source-policy", "target-policy"]) {
-      $(id).addEventListener("change", () => this.notice("Press Restart (R) to apply the new disk or policy."));
+      $(id).addEventListener("change", () => {
+        this.showWords();
+        this.notice("This applies at the next start: press Restart (R). The running job keeps its settings.");
+      });
     }
     document.addEventListener("keydown", (e) => this.onKey(e));
     window.addEventListener("resize", () => this.invalidate());
@@ -198,7 +234,18 @@ class App {
     else if (key === "r") this.restart();
     else if (key === "c") this.verb(() => this.demo.complete());
     else if (key === "x") this.verb(() => this.demo.cancel(false));
-    else if (/^[1-5]$/.test(key)) this.startScenario(Number(key));
+    else if (/^[1-9]$/.test(key) && SCENARIOS.some((s) => s.id === Number(key))) this.startScenario(Number(key));
+  }
+
+  /** The words under each selector: what the chosen value does. */
+  showWords() {
+    $("copy-mode-words").textContent = COPY_MODE_WORDS[$("copy-mode").value] ?? "";
+    $("pattern-words").textContent = PATTERN_WORDS[$("pattern").value] ?? "";
+    const faults = [["Source reads", $("source-fault").value], ["Target writes", $("target-fault").value]]
+      .filter(([, v]) => v !== "none").map(([side, v]) => `${side} fail ${FAULT_WORDS[v]}.`);
+    $("fault-words").textContent = faults.length ? faults.join(" ") : "No faults: every read and write succeeds.";
+    $("source-policy-words").textContent = POLICY_WORDS[$("source-policy").value] ?? "";
+    $("target-policy-words").textContent = POLICY_WORDS[$("target-policy").value] ?? "";
   }
 
   showSliderValues() {
@@ -228,11 +275,24 @@ class App {
   setTargetFault(kind) {
     $("target-fault").value = kind;
     this.demo.set_target_fault(kind);
+    this.showWords();
   }
 
+  /** Clears a full target; resumes the job when an error has paused it. */
   freeSpaceAndResume() {
     this.setTargetFault("none");
-    this.verb(() => this.demo.resume());
+    this.demo.refresh_readouts();
+    if (this.demo.allowed_verbs().includes("resume")) this.verb(() => this.demo.resume());
+    this.invalidate();
+  }
+
+  /** Whether an event of `type` has happened in this run; how many. */
+  seen(type) {
+    return this.counts.has(type);
+  }
+
+  count(type) {
+    return this.counts.get(type) ?? 0;
   }
 
   // ---- scenarios ----
@@ -251,9 +311,8 @@ class App {
     }
   }
 
-  startScenario(id) {
-    const s = SCENARIOS.find((x) => x.id === id);
-    const v = s.settings;
+  /** Sets the controls to a scenario's settings. */
+  applyScenarioSettings(v) {
     $("disk-size").value = String(v.diskBytes);
     $("granularity").value = String(v.granularity);
     this.setSlider("write-rate", v.writeRate);
@@ -267,25 +326,148 @@ class App {
     this.setSlider("job-speed", v.jobSpeed);
     this.setSlider("speed", v.timeSpeed);
     this.showSliderValues();
+    this.showWords();
+  }
+
+  startScenario(id) {
+    const s = SCENARIOS.find((x) => x.id === id);
     for (const b of document.querySelectorAll("button.scenario")) {
       b.setAttribute("aria-current", String(b.id === `scenario-${id}`));
     }
+    this.scenario = s;
+    this.scenarioState = { answers: {} };
+    this.applyScenarioSettings(s.settings);
+    this.restart();
+    this.showStep(0);
+  }
+
+  /** Starts the current scenario again with `state` (e.g. a target that stays full), at
+   *  step `step` (the next one by default); the answers given so far are kept. */
+  rerun(state, step = this.stepIndex + 1) {
+    const s = this.scenario;
+    this.scenarioState = { answers: this.scenarioState.answers ?? {}, ...state };
+    this.applyScenarioSettings(s.settings);
+    this.restart();
+    this.showStep(step);
+  }
+
+  /** Shows step `index` of the current scenario: its words, its question or prompt, and
+   *  the plot and button it names, all brought into view together. */
+  showStep(index) {
+    const s = this.scenario;
+    if (!s) return;
+    this.stepIndex = Math.max(0, Math.min(index, s.steps.length - 1));
+    const step = s.steps[this.stepIndex];
     const box = $("scenario-text");
     const h = document.createElement("h3");
-    h.textContent = s.title;
-    const paragraphs = s.text.map((t) => { const p = document.createElement("p"); p.textContent = t; return p; });
-    const actions = (s.actions ?? []).map((a) => {
+    const title = document.createElement("span");
+    title.textContent = s.title;
+    const no = document.createElement("span");
+    no.className = "step-no";
+    no.textContent = `step ${this.stepIndex + 1} of ${s.steps.length}`;
+    h.append(title, no);
+    const parts = [h];
+    const para = (text, cls) => {
+      const p = document.createElement("p");
+      if (cls) p.className = cls;
+      p.textContent = text;
+      parts.push(p);
+      return p;
+    };
+    // The answer to the previous step's question, now that it can be seen.
+    const previous = s.steps[this.stepIndex - 1];
+    const answer = this.scenarioState.answers?.[this.stepIndex - 1];
+    if (previous?.ask && answer) {
+      para(`You predicted “${answer.label}”: ${answer.right ? "right." : "not this time — see why below."}`, "verdict");
+    }
+    if (step.prompt) para(step.prompt, "prompt");
+    const text = typeof step.text === "function" ? step.text(this) : step.text;
+    if (step.ask) para(step.ask.question, "prompt");
+    if (text) para(text);
+    const answered = this.scenarioState.answers?.[this.stepIndex];
+    if (step.ask) {
+      const row = document.createElement("div");
+      row.className = "choices";
+      row.setAttribute("role", "group");
+      row.setAttribute("aria-label", "Your prediction");
+      for (const choice of step.ask.choices) {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.textContent = choice.label;
+        b.setAttribute("aria-pressed", String(answered?.label === choice.label));
+        b.addEventListener("click", () => this.answer(choice));
+        row.append(b);
+      }
+      parts.push(row);
+      if (!answered) para("Predict first: the clock starts when you answer.", "hint");
+    }
+    const nav = document.createElement("div");
+    nav.className = "nav";
+    const wanted = new Set([step.button, ...(step.also ?? [])]);
+    for (const a of [...(s.actions ?? []).filter((a) => wanted.has(a.id)), ...(step.actions ?? [])]) {
       const b = document.createElement("button");
       b.type = "button";
       b.id = a.id;
       b.textContent = a.label;
       b.addEventListener("click", () => a.run(this));
-      return b;
-    });
-    box.replaceChildren(h, ...paragraphs, ...actions);
-    this.scenario = s;
-    this.restart();
-    this.setPlaying(true);
+      nav.append(b);
+    }
+    if (this.stepIndex > 0) {
+      const back = document.createElement("button");
+      back.type = "button";
+      back.textContent = "‹ Back";
+      back.addEventListener("click", () => this.showStep(this.stepIndex - 1));
+      nav.append(back);
+    }
+    // No Next where the step's own action (e.g. "Run again") leads on.
+    const actionLeads = (s.actions ?? []).some((a) => a.id === step.button) || (step.actions ?? []).length > 0;
+    if (!step.until && !step.ask && !actionLeads && this.stepIndex < s.steps.length - 1) {
+      const next = document.createElement("button");
+      next.type = "button";
+      next.id = "step-next";
+      next.textContent = "Next ›";
+      next.addEventListener("click", () => this.showStep(this.stepIndex + 1));
+      nav.append(next);
+    }
+    if (nav.childElementCount) parts.push(nav);
+    box.replaceChildren(...parts);
+    // Highlight what the step is about.
+    for (const f of document.querySelectorAll(".charts figure")) f.classList.toggle("named", f.dataset.plot === step.plot);
+    for (const b of document.querySelectorAll(".named")) if (b.tagName !== "FIGURE") b.classList.remove("named");
+    if (step.button) $(step.button)?.classList.add("named");
+    // A question holds the clock; otherwise the scenario runs (until the job has ended).
+    this.setPlaying(!(step.ask && !answered) && !this.demo.ended());
+    this.bringStepIntoView();
+  }
+
+  answer(choice) {
+    this.scenarioState.answers[this.stepIndex] = choice;
+    this.showStep(this.stepIndex);
+  }
+
+  /** Scrolls so that the step, the disk, the named plot and the named button show together
+   *  (they do without scrolling on a desktop screen; on a phone the step goes to the top). */
+  bringStepIntoView() {
+    const step = this.scenario?.steps[this.stepIndex];
+    if (!step) return;
+    const named = [$("scenario-text"), $("grid"), document.querySelector(".charts figure.named"), step.button && $(step.button)];
+    const inView = (el) => {
+      if (!el) return true;
+      const r = el.getBoundingClientRect();
+      return r.top >= 0 && r.bottom <= window.innerHeight;
+    };
+    if (!named.every(inView)) {
+      const top = $("scenario-text").getBoundingClientRect().top + window.scrollY - 4;
+      window.scrollTo({ top, behavior: "instant" });
+    }
+  }
+
+  /** Opens the next step when the current one's moment has come. */
+  followStory() {
+    const step = this.scenario?.steps[this.stepIndex];
+    if (!step?.until) return;
+    if (step.ask && !this.scenarioState.answers?.[this.stepIndex]) return;
+    if (step.until(this, this.demo)) this.showStep(this.stepIndex + 1);
   }
 
   // ---- the frame loop ----
@@ -369,7 +551,10 @@ class App {
     // Every status change is an event: the diagram's trail takes them from the log, so a
     // status that lasted less than a frame (waiting, pending) still leaves its mark.
     const events = d.events_since(this.nextSeq);
-    for (const e of events) if (e.type === "JOB_STATUS_CHANGE") this.phase.show(e.status);
+    for (const e of events) {
+      if (e.type === "JOB_STATUS_CHANGE") this.phase.show(e.status);
+      this.counts.set(e.type, (this.counts.get(e.type) ?? 0) + 1);
+    }
 
     const status = d.status();
     const statusChanged = status !== this.lastStatus;
@@ -400,26 +585,51 @@ class App {
     const nowVirtualMs = d.now_ms();
     const ended = d.ended();
     const dirty = d.dirty_bytes(), copyRate = d.copy_bytes_per_sec(), dirtying = d.dirty_bytes_per_sec();
+    const guestRate = d.guest_bytes_per_sec(), latency = d.guest_latency_ms(), asked = d.asked_write_rate();
     $("stat-time").textContent = formatDuration(nowVirtualMs) +
       (this.playing ? ` · ${this.achievedSpeed < 10 ? this.achievedSpeed.toFixed(1) : this.achievedSpeed.toFixed(0)}×` : "");
     $("stat-dirty").textContent = formatBytes(dirty);
     // An ended job copies nothing and tracks nothing: no rate applies to it.
     $("stat-copy").textContent = ended ? "– (ended)" : formatRate(copyRate);
     $("stat-dirtying").textContent = ended ? "– (ended)" : formatRate(dirtying);
+    $("stat-guest").textContent = asked === 0 ? "idle" :
+      `${formatRate(guestRate)} of ${formatRate(asked)} asked (${Math.round((100 * guestRate) / asked)} %)`;
+    $("stat-latency").textContent = Number.isFinite(latency) ? formatDuration(latency) : "– (no writes)";
+    // The ETA agrees with the convergence verdict: no finite time while it holds.
     const eta = d.eta_ready_ms();
-    $("stat-eta").textContent = status === "running" && Number.isFinite(eta) ? formatDuration(eta) : "–";
+    const etaBox = $("stat-eta");
+    const noEta = status === "running" && (d.not_converging() || !Number.isFinite(eta));
+    etaBox.textContent = status === "ready" ? "ready now" : status !== "running" ? "–" :
+      noEta ? "not at this rate" : formatDuration(eta);
+    etaBox.classList.toggle("warn", noEta);
+    const mode = d.copy_mode();
+    if (!ended && asked > 0 && nowVirtualMs > 2000 && Number.isFinite(latency)) {
+      this.costByMode[mode] = { rate: guestRate, asked, latency };
+    }
+    $("stat-modes").textContent = ["background", "write-blocking"].map((m) => {
+      const c = this.costByMode[m];
+      return c ? `${m}: ${formatRate(c.rate)} of ${formatRate(c.asked)}, ${formatDuration(c.latency)} per write` : `${m}: not measured yet`;
+    }).join(" · ");
 
     if (!ended) {
       this.dirtyPlot.push(nowVirtualMs, [dirty]);
-      this.ratePlot.push(nowVirtualMs, [copyRate, dirtying]);
+      this.ratePlot.push(nowVirtualMs, [copyRate, guestRate, dirtying]);
+      this.guestPlot.push(nowVirtualMs, [latency]);
     }
-    this.dirtyPlot.draw();
-    this.ratePlot.draw();
+    // Plots are redrawn ten times a second while running (a line moving by a pixel needs
+    // no more), and always once the clock stops.
+    if (!this.playing || t0 - this.plotsAtMs >= 100) {
+      this.plotsAtMs = t0;
+      this.dirtyPlot.draw();
+      this.ratePlot.draw();
+      this.guestPlot.draw();
+    }
 
     if (events.length > 0) {
       this.log.append(events);
       this.nextSeq = events[events.length - 1].seq + 1;
     }
+    this.followStory();
   }
 
   // ---- measurement mode (used by tests/test_browser.py and docs/PERFORMANCE.md) ----

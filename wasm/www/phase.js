@@ -1,9 +1,11 @@
 // The job status diagram. Nodes and edges come from the core's transition table (exported
 // by the wasm module); only the positions on screen are chosen here. Wide screens get the
 // statuses in two rows, narrow (phone) screens the same picture turned into two columns.
+// Every arrow's reason is shown in words next to the diagram: for the change last taken,
+// and for any arrow focused with the keyboard, tapped or pointed at.
 
 const SVG_NS = "http://www.w3.org/2000/svg";
-const NODE_W = 98, NODE_H = 30;
+const NODE_W = 104, NODE_H = 30;
 
 // Position along the happy path and lane of each status: the happy path is lane 0.
 const LAYOUT = {
@@ -13,9 +15,9 @@ const LAYOUT = {
 
 const GEOMETRY = {
   // Lanes are rows; positions run left to right.
-  wide: { viewBox: "0 0 560 185", centre: (pos, lane) => [52 + pos * 114, [52, 128][lane]], arc: [0, -80, 80] },
+  wide: { viewBox: "0 0 600 190", centre: (pos, lane) => [56 + pos * 122, [54, 132][lane]], arc: [0, -82, 82] },
   // Lanes are columns; positions run top to bottom.
-  tall: { viewBox: "0 0 280 350", centre: (pos, lane) => [[75, 205][lane], 28 + pos * 74], arc: [1, -120, 120] },
+  tall: { viewBox: "0 0 290 350", centre: (pos, lane) => [[72, 218][lane], 28 + pos * 74], arc: [1, -120, 120] },
 };
 
 function place(status) {
@@ -34,9 +36,12 @@ export class PhaseDiagram {
    * @param {string[]} statuses every status name
    * @param {[string, string, string][]} transitions allowed status changes and why, from the core
    * @param {"wide" | "tall"} shape
+   * @param {HTMLElement | null} why where the reasons are written
    */
-  constructor(svg, statuses, transitions, shape = "wide") {
+  constructor(svg, statuses, transitions, shape = "wide", why = null) {
     this.svg = svg;
+    this.why = why;
+    this.lastChange = "";
     this.statuses = statuses;
     this.transitions = transitions;
     this.build(shape);
@@ -74,11 +79,25 @@ export class PhaseDiagram {
       const qemuOnly = why.startsWith("(QEMU only)");
       const path = el("path", { class: qemuOnly ? "edge qemu-only" : "edge", d: this.edgePath(from, to),
         "marker-end": "url(#arrow)" });
+      const words = `${from} → ${to}: ${why}`;
+      // A wide invisible twin takes focus, taps and the pointer: the drawn line is too thin
+      // to hit with a finger, and SVG titles only show on hover.
+      const hit = el("path", { class: "hit", d: path.getAttribute("d"), tabindex: "0", role: "button",
+        "aria-label": words, "data-edge": `${from}>${to}` });
       const title = el("title", {});
-      title.textContent = `${from} → ${to}: ${why}`;
-      path.append(title);
-      edgeLayer.append(path);
+      title.textContent = words;
+      hit.append(title);
+      const explain = () => { path.classList.add("explained"); this.say(words); };
+      const restore = () => { path.classList.remove("explained"); this.say(this.lastChange); };
+      hit.addEventListener("focus", explain);
+      hit.addEventListener("blur", restore);
+      hit.addEventListener("pointerenter", explain);
+      hit.addEventListener("pointerleave", () => { if (document.activeElement !== hit) restore(); });
+      hit.addEventListener("click", () => { hit.focus(); explain(); });
+      edgeLayer.append(path, hit);
       this.edges.set(`${from}>${to}`, path);
+      this.reasons ??= new Map();
+      this.reasons.set(`${from}>${to}`, why);
     }
     for (const status of this.statuses) {
       const [x, y] = this.centre(status);
@@ -138,6 +157,12 @@ export class PhaseDiagram {
     this.current = null;
     this.visited = new Set();
     this.taken = new Set();
+    this.lastChange = "";
+    this.say("");
+  }
+
+  say(text) {
+    if (this.why) this.why.textContent = text || "–";
   }
 
   /** Marks `status` as current and the edge that led there as taken. The trail (statuses
@@ -150,6 +175,9 @@ export class PhaseDiagram {
       this.taken.add(`${this.current}>${status}`);
       this.nodes.get(this.current)?.classList.replace("current", "visited");
       this.edges.get(`${this.current}>${status}`)?.classList.add("taken");
+      const why = this.reasons?.get(`${this.current}>${status}`);
+      this.lastChange = `Last change, ${this.current} → ${status}: ${why ?? "(not in the table)"}`;
+      if (!this.svg.contains(document.activeElement)) this.say(this.lastChange);
     }
     this.mark(status);
   }

@@ -146,6 +146,10 @@ pub(super) struct Stats {
     pub bytes_recopied: u64,
     pub guest_bytes: u64,
     pub guest_writes: u64,
+    /// The guest's writes in flight integrated over time (writes × ns) up to
+    /// `guest_in_flight_since_ns`: divided by the writes completed, the mean latency.
+    pub guest_in_flight_ns: u128,
+    pub guest_in_flight_since_ns: u64,
     pub job_events: u64,
     pub ready_events: u64,
     pub error_events: u64,
@@ -417,6 +421,7 @@ impl Simulation {
             return;
         }
         let (offset, length) = self.workload.next_range();
+        self.integrate_guest_in_flight();
         self.guest_outstanding += 1;
         if self.quiesced {
             self.held.push_back((offset, length));
@@ -468,6 +473,15 @@ impl Simulation {
         }
     }
 
+    /// Adds the writes in flight since the last change to their time integral (call before
+    /// every change of `guest_outstanding`).
+    fn integrate_guest_in_flight(&mut self) {
+        let since = self.stats.guest_in_flight_since_ns;
+        let elapsed = u128::from(self.now_ns.saturating_sub(since));
+        self.stats.guest_in_flight_ns += u128::from(self.guest_outstanding) * elapsed;
+        self.stats.guest_in_flight_since_ns = self.now_ns;
+    }
+
     fn note_recent_write(&mut self, offset: u64, length: u64) {
         let window = self.config.recent_write_window_ns;
         while self.recent_writes.front().is_some_and(|&(t, _, _)| t.saturating_add(window) < self.now_ns) {
@@ -480,6 +494,7 @@ impl Simulation {
     /// once no started write is left.
     pub(super) fn acknowledge_guest(&mut self, _id: u64) {
         self.guest_issued -= 1;
+        self.integrate_guest_in_flight();
         self.guest_outstanding -= 1;
         if self.guest_issued == 0 {
             if let Some(op) = self.pending_quiesce.take() {

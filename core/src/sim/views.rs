@@ -46,6 +46,22 @@ impl Simulation {
         self.disks.mismatched_chunks()
     }
 
+    /// The guest's writes in flight (queue slot taken, not yet acknowledged) integrated
+    /// over virtual time up to now, in write-nanoseconds. Its growth over an interval,
+    /// divided by the writes completed in it, is their mean latency (Little's law, exact
+    /// when the interval starts and ends with nothing in flight, close otherwise).
+    pub fn guest_in_flight_integral_ns(&self) -> u128 {
+        let since = self.stats.guest_in_flight_since_ns;
+        let elapsed = u128::from(self.now_ns.saturating_sub(since));
+        self.stats.guest_in_flight_ns + u128::from(self.guest_outstanding) * elapsed
+    }
+
+    /// Bytes the guest has written so far, and the number of writes (counted when each
+    /// reaches its disk).
+    pub fn guest_written(&self) -> (u64, u64) {
+        (self.stats.guest_bytes, self.stats.guest_writes)
+    }
+
     /// Whether the guest has been switched over to the target.
     pub fn pivoted(&self) -> bool {
         self.pivoted
