@@ -27,6 +27,12 @@ fn io_result<T>(r: std::io::Result<T>) -> Result<T, IoErrorKind> {
 /// write will copy in the kernel); otherwise reads everything and checks for zeroes.
 fn read_or_probe(shared: &Shared, offset: u64, mut buf: AlignedBuf) -> Result<ReadDone, IoErrorKind> {
     let files = &shared.files;
+    if let Some(image) = &files.source_image {
+        // An image's guest view exists only through imago (never offloaded).
+        io_result(image.read(buf.as_mut_slice(), offset))?;
+        let zero = is_all_zero(buf.as_slice());
+        return Ok(ReadDone { buf, zero, offloaded: false });
+    }
     let len = buf.as_slice().len();
     if shared.offload && len > OFFLOAD_PROBE_BYTES {
         let probe = &mut buf.as_mut_slice()[..OFFLOAD_PROBE_BYTES];
@@ -117,6 +123,7 @@ pub(crate) fn run(shared: &Shared, task: Task) -> TaskOutcome {
                     TargetSide::File(target) => write_copy_local(shared, target, offset, &mut buf, offloaded),
                     // Offload is never on with a remote target: the buffer holds the range.
                     TargetSide::Nbd(nbd) => io_result(nbd.write(offset, buf.as_slice())).map(|()| false),
+                    TargetSide::Image(image) => io_result(image.write(buf.as_slice(), offset)).map(|()| false),
                 },
             };
             let copied_in_kernel = matches!(result, Ok(true));
