@@ -48,6 +48,17 @@ pub enum OpenBacking {
 pub struct Chain {
     access: FormatAccess<ImagoFile>,
     layers: Vec<Layer>,
+    cluster_size: Option<u64>,
+}
+
+/// The top layer's cluster size, from the qcow2 header's `cluster_bits` field (big-endian
+/// u32 at byte 20), which imago does not expose; `None` when it cannot be read or is out of
+/// qcow2's range (512 B to 2 MiB).
+fn header_cluster_size(file: &File) -> Option<u64> {
+    let mut bits = [0u8; 4];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut bits, 20).ok()?;
+    let bits = u32::from_be_bytes(bits);
+    (9..=21).contains(&bits).then(|| 1u64 << bits)
 }
 
 /// Device and inode of an open file.
@@ -80,6 +91,11 @@ impl Chain {
         backing: OpenBacking,
     ) -> Result<Self, ImageError> {
         let mut layers = Vec::new();
+        let cluster_size = if format == ImageFormat::Qcow2 {
+            header_cluster_size(&file)
+        } else {
+            None
+        };
         let access = open_layer(
             path,
             file,
@@ -88,7 +104,11 @@ impl Chain {
             backing == OpenBacking::FromHeader,
             &mut layers,
         )?;
-        Ok(Chain { access, layers })
+        Ok(Chain {
+            access,
+            layers,
+            cluster_size,
+        })
     }
 
     /// The layers, top first (only the top one when opened [`OpenBacking::Without`]).
@@ -99,6 +119,11 @@ impl Chain {
     /// The top layer.
     pub fn top(&self) -> &Layer {
         &self.layers[0]
+    }
+
+    /// The top layer's cluster size (qcow2 only).
+    pub fn cluster_size(&self) -> Option<u64> {
+        self.cluster_size
     }
 
     /// The virtual size in bytes (the disk's length).

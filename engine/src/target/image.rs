@@ -10,9 +10,9 @@
 //! the target is opened without its backing file and the engine reads what the target
 //! does not hold from the live source ([`Below`]). A write that covers a cluster only in
 //! part would make imago fill the rest with zeroes (it sees no backing file); so before
-//! such a write the ranges around it that the target does not hold, up to the largest
-//! qcow2 cluster boundary (2 MiB: imago does not tell an image's cluster size), are
-//! written from the source first. Those writes and the write itself hold one lock, so
+//! such a write the ranges around it that the target does not hold, up to the target's
+//! cluster boundaries (read from its header: imago does not tell; the largest qcow2
+//! cluster, 2 MiB, when unknown), are written from the source first. Those writes and the write itself hold one lock, so
 //! two writes into one cluster cannot interleave.
 
 use std::fs::File;
@@ -26,7 +26,8 @@ use crate::files::Side;
 use crate::image::Chain;
 use crate::io_ops;
 
-/// The largest qcow2 cluster: edges are filled up to multiples of it.
+/// The largest qcow2 cluster: edges are filled up to multiples of it when the target's
+/// cluster size is unknown.
 const FILL_ALIGN: u64 = 2 << 20;
 
 /// Where the ranges a `sync=none` target does not hold are read from: the live source.
@@ -97,23 +98,23 @@ impl ImageTarget {
         Ok(out)
     }
 
-    /// Copies from `below` the ranges around `[offset, offset+length)`, up to
-    /// [`FILL_ALIGN`] boundaries, that the target does not hold.
+    /// Copies from `below` the ranges around `[offset, offset+length)`, up to cluster
+    /// boundaries, that the target does not hold. Both edges are looked up before either
+    /// is written: writing the head allocates its cluster (imago fills the rest of it with
+    /// zeroes), after which the tail would look held.
     fn fill_edges(&self, below: &Below, offset: u64, length: u64) -> io::Result<()> {
         let size = self.chain.size();
+        let align = self.chain.cluster_size().unwrap_or(FILL_ALIGN);
         let end = offset + length;
-        let start = offset / FILL_ALIGN * FILL_ALIGN;
-        let stop = end
-            .div_ceil(FILL_ALIGN)
-            .saturating_mul(FILL_ALIGN)
-            .min(size);
+        let start = offset / align * align;
+        let stop = end.div_ceil(align).saturating_mul(align).min(size);
+        let mut holes = self.unheld(start..offset)?;
+        holes.extend(self.unheld(end..stop)?);
         let mut buf = Vec::new();
-        for edge in [start..offset, end..stop] {
-            for hole in self.unheld(edge)? {
-                buf.resize((hole.end - hole.start) as usize, 0);
-                below.read(&mut buf, hole.start)?;
-                self.chain.write(&buf, hole.start)?;
-            }
+        for hole in holes {
+            buf.resize((hole.end - hole.start) as usize, 0);
+            below.read(&mut buf, hole.start)?;
+            self.chain.write(&buf, hole.start)?;
         }
         Ok(())
     }

@@ -1,0 +1,237 @@
+"""qcow2 sources, targets and backing chains, judged by QEMU's own tools: ``qemu-img compare``
+(whole chain against the target's chain), ``qemu-img check`` on every qcow2 written,
+``qemu-img info`` for the backing file and format, ``qemu-img map`` for what the target
+allocates itself. Chains are built with ``qemu-img create -b`` and filled with ``qemu-io``
+patterns at random offsets per layer."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+from typing import Dict, List, Set, Tuple
+
+import pytest
+
+import blockmirror as bm
+
+MiB = 1 << 20
+KiB = 1 << 10
+CLUSTER = 64 * KiB
+SIZE = 16 * MiB
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is required (CI installs qemu-utils)"
+    return path
+
+
+def run(*args: str) -> str:
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+def qemu_io(path: str, *commands: str, fmt: str = "qcow2") -> None:
+    args = [_tool("qemu-io"), "-f", fmt]
+    for c in commands:
+        args += ["-c", c]
+    run(*args, path)
+
+
+def compare(a: str, b: str) -> None:
+    out = subprocess.run([_tool("qemu-img"), "compare", "-U", a, b], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def check(path: str) -> None:
+    out = subprocess.run([_tool("qemu-img"), "check", "-U", path], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "No errors were found" in out.stdout, out.stdout
+
+
+def info(path: str) -> Dict[str, object]:
+    return json.loads(run(_tool("qemu-img"), "info", "-U", "--output=json", path))
+
+
+def own_clusters(path: str) -> Set[int]:
+    """The clusters ``path``'s top layer holds itself (data or zero clusters)."""
+    entries = json.loads(run(_tool("qemu-img"), "map", "-U", "--output=json", path))
+    held: Set[int] = set()
+    for e in entries:
+        if e["depth"] == 0 and (e["data"] or e["zero"]) and e.get("present", True):
+            # A layer without a backing file reports unallocated ranges as depth 0 zero
+            # too; those are not "present" in the top layer.
+            held.update(range(e["start"] // CLUSTER, (e["start"] + e["length"]) // CLUSTER))
+    return held
+
+
+def allocated_in_top(path: str) -> Set[int]:
+    """Clusters allocated in ``path``'s own layer, from a map that stops at the layer."""
+    entries = json.loads(run(_tool("qemu-img"), "map", "-U", "--output=json", path))
+    held: Set[int] = set()
+    for e in entries:
+        if e["depth"] == 0 and e["present"]:
+            held.update(range(e["start"] // CLUSTER, (e["start"] + e["length"]) // CLUSTER))
+    return held
+
+
+def make_chain(tmp: str, layers: int = 3, seed: int = 1, size: int = SIZE) -> List[str]:
+    """A chain of ``layers`` qcow2 images (base first), each with patterns (and one zero
+    write in the upper layers) at random cluster-aligned and unaligned offsets."""
+    rng = random.Random(seed)
+    paths: List[str] = []
+    for i in range(layers):
+        path = os.path.join(tmp, f"layer{i}.qcow2")
+        if paths:
+            run(_tool("qemu-img"), "create", "-q", "-f", "qcow2", "-b", paths[-1], "-F", "qcow2", path)
+        else:
+            run(_tool("qemu-img"), "create", "-q", "-f", "qcow2", path, str(size))
+        commands = []
+        for _ in range(6):
+            length = rng.choice([4 * KiB, CLUSTER, 300 * KiB, MiB])
+            offset = rng.randrange(0, size - length) // 512 * 512
+            commands.append(f"write -P 0x{0x10 * (i + 1) + rng.randrange(15):02x} {offset} {length}")
+        if i:
+            offset = rng.randrange(0, size - CLUSTER) // CLUSTER * CLUSTER
+            commands.append(f"write -z {offset} {CLUSTER}")
+        qemu_io(path, *commands)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def chain(tmp_path) -> List[str]:
+    return make_chain(str(tmp_path))
+
+
+@pytest.mark.parametrize("target_format", ["qcow2", "raw"])
+def test_full_makes_a_standalone_copy_of_the_whole_chain(chain, tmp_path, target_format):
+    top = chain[-1]
+    target = str(tmp_path / f"full.{target_format}")
+    result = bm.mirror(top, target, target_format=target_format)
+    assert result.pivoted
+    compare(top, target)
+    if target_format == "qcow2":
+        check(target)
+        assert "backing-filename" not in info(target)
+    assert info(target)["format"] == target_format
+
+
+def test_full_from_a_raw_source_onto_a_qcow2_target(tmp_path):
+    source = str(tmp_path / "src.raw")
+    with open(source, "wb") as f:
+        f.truncate(SIZE)
+    qemu_io(source, "write -P 0x5a 1M 3M", "write -P 0x5b 9M 64k", fmt="raw")
+    target = str(tmp_path / "dst.qcow2")
+    bm.mirror(source, target, target_format="qcow2")
+    check(target)
+    compare(source, target)
+    # Only what holds data was allocated (the raw file's holes are not written).
+    assert len(allocated_in_top(target)) * CLUSTER <= 4 * MiB + CLUSTER
+
+
+def test_top_copies_only_the_top_layer_onto_a_target_with_the_same_backing(chain, tmp_path):
+    top = chain[-1]
+    target = str(tmp_path / "top.qcow2")
+    bm.mirror(top, target, sync="top")
+    check(target)
+    compare(top, target)
+    meta = info(target)
+    assert meta["backing-filename"] == os.path.abspath(chain[-2])
+    assert meta["backing-filename-format"] == "qcow2"
+    assert allocated_in_top(target) == allocated_in_top(top)
+
+
+@pytest.mark.parametrize("copy_mode", ["background", "write-blocking"])
+@pytest.mark.parametrize("sync", ["full", "top"])
+def test_live_guest_writes_allocate_in_the_top_layer_and_are_mirrored(chain, tmp_path, sync, copy_mode):
+    top = chain[-1]
+    before = allocated_in_top(top)
+    target = str(tmp_path / "live.qcow2")
+    rng = random.Random(7)
+    written: Set[int] = set()
+    with bm.Mirror(top, target, sync=sync, copy_mode=copy_mode) as m:
+        for i in range(12):
+            length = rng.choice([512, 4 * KiB, CLUSTER, 200 * KiB])
+            offset = rng.randrange(0, SIZE - length) // 512 * 512
+            m.write(offset, bytes([0xA0 + i]) * length)
+            written.update(range(offset // CLUSTER, (offset + length - 1) // CLUSTER + 1))
+        m.wait_ready()
+        m.complete()
+        # After the switch-over the guest reads through the target's chain.
+        after = m.read(0, SIZE)
+    # The source's metadata is on disk once the mirror is closed.
+    assert after == _read_chain(top)
+    check(top)
+    check(target)
+    compare(top, target)
+    assert allocated_in_top(top) == before | written
+    if sync == "top":
+        assert allocated_in_top(target) == before | written
+        assert info(target)["backing-filename"] == os.path.abspath(chain[-2])
+
+
+def _read_chain(path: str) -> bytes:
+    raw = path + ".flat"
+    run(_tool("qemu-img"), "convert", "-U", "-O", "raw", path, raw)
+    with open(raw, "rb") as f:
+        data = f.read()
+    os.unlink(raw)
+    return data
+
+
+@pytest.mark.parametrize("copy_mode", ["background", "write-blocking"])
+def test_none_copies_only_new_writes_onto_a_target_backed_by_the_source(chain, tmp_path, copy_mode):
+    top = chain[-1]
+    target = str(tmp_path / "none.qcow2")
+    rng = random.Random(11)
+    written: Set[int] = set()
+    with bm.Mirror(top, target, sync="none", copy_mode=copy_mode) as m:
+        for i in range(10):
+            # Unaligned writes: the target must fill the rest of each cluster from the source.
+            length = rng.choice([512, 3 * KiB, 70 * KiB])
+            offset = rng.randrange(0, SIZE - length) // 512 * 512
+            m.write(offset, bytes([0xC0 + i]) * length)
+            written.update(range(offset // CLUSTER, (offset + length - 1) // CLUSTER + 1))
+        m.wait_ready()
+        m.complete()
+        after = m.read(0, SIZE)
+        # After the switch-over, guest writes land on the target only.
+        m.write(5 * MiB + 100, b"\xee" * 1000)
+    check(top)
+    check(target)
+    meta = info(target)
+    assert meta["backing-filename"] == os.path.abspath(top)
+    assert meta["backing-filename-format"] == "qcow2"
+    assert after == _read_chain(top)
+    flat = _read_chain(target)
+    expected = bytearray(after)
+    expected[5 * MiB + 100:5 * MiB + 1100] = b"\xee" * 1000
+    assert flat == bytes(expected)
+    # The target holds nothing of the source's old data beyond the clusters written.
+    assert allocated_in_top(target) == written | {(5 * MiB) // CLUSTER}
+
+
+def test_reuse_top_needs_the_same_backing_file(chain, tmp_path):
+    top = chain[-1]
+    good = str(tmp_path / "good.qcow2")
+    run(_tool("qemu-img"), "create", "-q", "-f", "qcow2", "-b", chain[-2], "-F", "qcow2", good)
+    bm.mirror(top, good, sync="top", reuse=True)
+    compare(top, good)
+    check(good)
+    wrong = str(tmp_path / "wrong.qcow2")
+    run(_tool("qemu-img"), "create", "-q", "-f", "qcow2", "-b", chain[0], "-F", "qcow2", wrong)
+    with pytest.raises(bm.ImageError) as exc:
+        bm.mirror(top, wrong, sync="top", reuse=True)
+    assert exc.value.kind == "wrong_backing"
+
+
+def test_three_layer_chain_opens_every_layer_once(chain, tmp_path):
+    target = str(tmp_path / "t.qcow2")
+    with bm.Mirror(chain[-1], target) as m:
+        assert m.length == SIZE
+        m.wait_ready()
+        m.complete()
+    compare(chain[-1], target)
