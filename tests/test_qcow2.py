@@ -235,3 +235,122 @@ def test_three_layer_chain_opens_every_layer_once(chain, tmp_path):
         m.wait_ready()
         m.complete()
     compare(chain[-1], target)
+
+
+# -- refusals: typed errors before anything is written -----------------------------------
+
+def _refused(source: str, target: str, kind: str, **kwargs) -> None:
+    existed = os.path.exists(target)
+    before = open(target, "rb").read() if existed else None
+    with pytest.raises(bm.ImageError) as exc:
+        bm.mirror(source, target, **kwargs)
+    assert exc.value.kind == kind, str(exc.value)
+    assert isinstance(exc.value, bm.InvalidArgument)
+    if existed:
+        assert open(target, "rb").read() == before, "a refused target was written"
+    else:
+        assert not os.path.exists(target), "a refused target was left behind"
+
+
+def test_missing_backing_file_is_refused(chain, tmp_path):
+    os.rename(chain[0], chain[0] + ".gone")
+    _refused(chain[-1], str(tmp_path / "t.qcow2"), "missing_backing")
+
+
+def test_unreadable_backing_file_is_refused(chain, tmp_path):
+    # A directory in the backing file's place (root reads any file, so no chmod test).
+    os.rename(chain[0], chain[0] + ".moved")
+    os.mkdir(chain[0])
+    _refused(chain[-1], str(tmp_path / "t.qcow2"), "unreadable_backing")
+
+
+def test_format_mismatch_is_refused(tmp_path):
+    raw = str(tmp_path / "disk.raw")
+    with open(raw, "wb") as f:
+        f.write(b"\x01" * MiB)
+    _refused(raw, str(tmp_path / "t.qcow2"), "format_mismatch", format="qcow2")
+    # A backing format in the header that is not the file's.
+    top = str(tmp_path / "over.qcow2")
+    run(_tool("qemu-img"), "create", "-q", "-f", "qcow2", "-b", raw, "-F", "raw", top)
+    run(_tool("qemu-img"), "rebase", "-q", "-u", "-b", raw, "-F", "qcow2", top)
+    _refused(top, str(tmp_path / "t2.qcow2"), "format_mismatch")
+
+
+def test_corrupt_header_is_refused(tmp_path):
+    bad = str(tmp_path / "bad.qcow2")
+    with open(bad, "wb") as f:
+        f.write(b"QFI\xfb" + b"\xff" * 4092)
+    _refused(bad, str(tmp_path / "t.qcow2"), "corrupt")
+
+
+def test_backing_loop_is_refused(tmp_path):
+    a, b = str(tmp_path / "a.qcow2"), str(tmp_path / "b.qcow2")
+    run(_tool("qemu-img"), "create", "-q", "-f", "qcow2", a, str(MiB))
+    run(_tool("qemu-img"), "create", "-q", "-f", "qcow2", "-b", a, "-F", "qcow2", b)
+    run(_tool("qemu-img"), "rebase", "-q", "-u", "-b", b, "-F", "qcow2", a)
+    _refused(b, str(tmp_path / "t.qcow2"), "backing_loop")
+
+
+def test_a_target_in_the_source_chain_is_refused(chain):
+    _refused(chain[-1], chain[0], "target_in_chain", reuse=True)
+
+
+def test_none_onto_a_new_raw_target_is_refused(chain, tmp_path):
+    _refused(chain[-1], str(tmp_path / "t.raw"), "needs_backing_target", sync="none",
+             target_format="raw")
+
+
+def test_none_onto_an_existing_target_needs_the_source_as_backing(chain, tmp_path):
+    target = str(tmp_path / "t.qcow2")
+    run(_tool("qemu-img"), "create", "-q", "-f", "qcow2", "-b", chain[-2], "-F", "qcow2", target)
+    _refused(chain[-1], target, "wrong_backing", sync="none", reuse=True)
+    os.unlink(target)
+    run(_tool("qemu-img"), "create", "-q", "-f", "qcow2", "-b", chain[-1], "-F", "qcow2", target)
+    bm.mirror(chain[-1], target, sync="none", reuse=True)
+    compare(chain[-1], target)
+
+
+def test_an_image_in_use_is_refused(chain, tmp_path):
+    # qemu-io holds the image's write lock while it waits on its stdin.
+    holder = subprocess.Popen([_tool("qemu-io"), "-f", "qcow2", chain[-1]], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        holder.stdin.write(b"write -P 0x77 0 4k\n")
+        holder.stdin.flush()
+        assert b"wrote" in holder.stdout.readline() + holder.stdout.readline()
+        with pytest.raises(bm.IoError) as exc:
+            bm.mirror(chain[-1], str(tmp_path / "t.qcow2"))
+        assert exc.value.operation == "lock"
+    finally:
+        holder.stdin.close()
+        holder.wait()
+
+
+def test_unknown_format_name_is_refused(chain, tmp_path):
+    with pytest.raises(bm.InvalidArgument):
+        bm.mirror(chain[-1], str(tmp_path / "t.qcow2"), format="vmdk")
+
+
+# -- a sparse image copies only what it allocates ----------------------------------------
+
+def test_a_sparse_1gib_image_copies_only_its_allocated_percent(tmp_path):
+    size = 1 << 30
+    source = str(tmp_path / "sparse.qcow2")
+    run(_tool("qemu-img"), "create", "-q", "-f", "qcow2", source, str(size))
+    rng = random.Random(3)
+    allocated = set()
+    commands = []
+    while len(allocated) * CLUSTER < size // 100:
+        cluster = rng.randrange(size // CLUSTER)
+        if cluster not in allocated:
+            allocated.add(cluster)
+            commands.append(f"write -P 0x{rng.randrange(1, 256):02x} {cluster * CLUSTER} {CLUSTER}")
+    for i in range(0, len(commands), 200):
+        qemu_io(source, *commands[i:i + 200])
+    target = str(tmp_path / "copy.qcow2")
+    result = bm.mirror(source, target)
+    assert result.bytes_read == len(allocated) * CLUSTER
+    assert result.bytes_written == len(allocated) * CLUSTER
+    check(target)
+    compare(source, target)
+    assert allocated_in_top(target) == allocated

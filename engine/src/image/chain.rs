@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use imago::file::File as ImagoFile;
@@ -251,10 +251,19 @@ fn open_backing_file(
             }
         }
     })?;
-    let key = file_key(&file).map_err(|source| ImageError::Os {
+    let meta = file.metadata().map_err(|source| ImageError::Os {
         path: backing.clone(),
         source,
     })?;
+    if !meta.is_file() && !meta.file_type().is_block_device() {
+        let source = io::Error::other("not a regular file or block device");
+        return Err(ImageError::UnreadableBacking {
+            image: image.to_owned(),
+            backing,
+            source,
+        });
+    }
+    let key = (meta.dev(), meta.ino());
     if layers.iter().any(|layer| layer.key == key) {
         return Err(ImageError::BackingLoop {
             image: image.to_owned(),
