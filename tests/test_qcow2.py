@@ -354,3 +354,26 @@ def test_a_sparse_1gib_image_copies_only_its_allocated_percent(tmp_path):
     check(target)
     compare(source, target)
     assert allocated_in_top(target) == allocated
+
+
+# -- the command line ---------------------------------------------------------------------
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    import sys
+    return subprocess.run([sys.executable, "-m", "blockmirror", "mirror", "--quiet", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_mirrors_qcow2_with_probed_and_forced_formats(chain, tmp_path):
+    top = chain[-1]
+    out = _cli("--sync", "top", top, str(tmp_path / "top.qcow2"))
+    assert out.returncode == 0, out.stderr
+    compare(top, str(tmp_path / "top.qcow2"))
+    assert info(str(tmp_path / "top.qcow2"))["backing-filename"] == os.path.abspath(chain[-2])
+    out = _cli("--target-format", "raw", top, str(tmp_path / "flat.raw"))
+    assert out.returncode == 0, out.stderr
+    compare(top, str(tmp_path / "flat.raw"))
+    out = _cli("--format", "qcow2", str(tmp_path / "flat.raw"), str(tmp_path / "x.qcow2"))
+    assert out.returncode == 2
+    assert "is not a qcow2 image" in out.stderr
+    assert not os.path.exists(tmp_path / "x.qcow2")
