@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::target::{NbdTarget, TargetSide};
+use crate::target::{ImageTarget, NbdTarget, TargetSide};
 
 use super::FileMirror;
 
@@ -33,6 +33,16 @@ impl FileMirror {
         match &self.shared.files.target {
             TargetSide::File(_) | TargetSide::Image(_) => None,
             TargetSide::Nbd(nbd) => Some(Arc::clone(nbd)),
+        }
+    }
+
+    /// The qcow2 target, when the mirror writes to one: the mirror's own opening of it
+    /// (imago's caches and, with `sync=none`, its reads from the source), so that a server
+    /// keeps serving the disk from it after the switch-over. `None` for any other target.
+    pub fn image_target(&self) -> Option<Arc<ImageTarget>> {
+        match &self.shared.files.target {
+            TargetSide::Image(image) => Some(Arc::clone(image)),
+            TargetSide::File(_) | TargetSide::Nbd(_) => None,
         }
     }
 

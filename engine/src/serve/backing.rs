@@ -1,5 +1,6 @@
 //! What holds the served disk's data while no job runs: a local file (the source, or a
-//! file target after a switch-over) or an NBD export (an NBD target after a switch-over).
+//! file target after a switch-over), an NBD export (an NBD target after a switch-over) or
+//! a qcow2 image (a qcow2 target after a switch-over, read through its backing chain).
 
 use std::fs::File;
 use std::io;
@@ -11,7 +12,7 @@ use rustix::io::Errno;
 
 use crate::io_ops;
 use crate::locks::ImageLock;
-use crate::target::NbdTarget;
+use crate::target::{ImageTarget, NbdTarget};
 
 const PUNCH_HOLE: FallocateFlags = FallocateFlags::PUNCH_HOLE.union(FallocateFlags::KEEP_SIZE);
 const ZERO_RANGE: FallocateFlags = FallocateFlags::ZERO_RANGE.union(FallocateFlags::KEEP_SIZE);
@@ -27,6 +28,12 @@ pub(super) enum Backing {
     },
     /// A remote export, reconnected after a failure as the job's target was.
     Nbd(Arc<NbdTarget>),
+    /// A qcow2 image: the mirror's own opening of its target (with the target's image lock
+    /// on its file), kept after the mirror is gone.
+    Image {
+        target: Arc<ImageTarget>,
+        path: PathBuf,
+    },
 }
 
 /// A fast zeroing the backing cannot do: the client's FAST_ZERO request is refused.
@@ -36,16 +43,16 @@ impl Backing {
     /// The file or the URI, for messages and for a new job's source.
     pub(super) fn describe(&self) -> String {
         match self {
-            Backing::File { path, .. } => path.display().to_string(),
+            Backing::File { path, .. } | Backing::Image { path, .. } => path.display().to_string(),
             Backing::Nbd(target) => target.uri().to_string(),
         }
     }
 
-    /// The local path, if the disk lives in a local file.
+    /// The local path, if the disk lives in a local raw file (a new job's source).
     pub(super) fn path(&self) -> Option<&PathBuf> {
         match self {
             Backing::File { path, .. } => Some(path),
-            Backing::Nbd(_) => None,
+            Backing::Nbd(_) | Backing::Image { .. } => None,
         }
     }
 
@@ -53,6 +60,7 @@ impl Backing {
         match self {
             Backing::File { file, .. } => io_ops::read_exact(file, buf, offset),
             Backing::Nbd(target) => target.read(offset, buf),
+            Backing::Image { target, .. } => target.read(buf, offset),
         }
     }
 
@@ -60,6 +68,7 @@ impl Backing {
         match self {
             Backing::File { file, .. } => io_ops::write_all(file, data, offset),
             Backing::Nbd(target) => target.write(offset, data),
+            Backing::Image { target, .. } => target.write(data, offset),
         }
     }
 
@@ -70,6 +79,7 @@ impl Backing {
                 io_ops::zero_range(file, offset, length, unmap).map(|_| ())
             }
             Backing::Nbd(target) => target.write_zeroes(offset, length, unmap),
+            Backing::Image { target, .. } => target.write_zeroes(offset, length),
         }
     }
 
@@ -95,6 +105,7 @@ impl Backing {
         match self {
             Backing::File { file, .. } => io_ops::datasync(file),
             Backing::Nbd(target) => target.flush(),
+            Backing::Image { target, .. } => target.flush(),
         }
     }
 
@@ -105,7 +116,7 @@ impl Backing {
     ) -> io::Result<Vec<std::ops::Range<u64>>> {
         match self {
             Backing::File { file, .. } => crate::extents::holes_within(file, range),
-            Backing::Nbd(_) => Ok(Vec::new()),
+            Backing::Nbd(_) | Backing::Image { .. } => Ok(Vec::new()),
         }
     }
 }

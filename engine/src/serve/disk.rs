@@ -71,9 +71,9 @@ pub enum StartMirrorError {
     /// The mirror refused to start.
     #[error(transparent)]
     Start(#[from] StartError),
-    /// The disk lives on an NBD export (after a switch-over to one): a job needs a local
-    /// source.
-    #[error("the disk now lives on {0}: a new job needs a local source")]
+    /// The disk lives on an NBD export or a qcow2 image (after a switch-over to one): a job
+    /// needs a local raw source.
+    #[error("the disk now lives on {0}: a new job needs a local raw source")]
     RemoteSource(String),
 }
 
@@ -302,11 +302,15 @@ impl ServedDisk {
             let next = match &job.target {
                 // A duplicate of the mirror's own target descriptor: the same open file
                 // description, so the target's image lock carries over to the served disk.
-                MirrorTarget::Path(path) => job.mirror.target_handle().map(|file| Backing::File {
-                    file,
-                    path: path.clone(),
-                    _lock: None,
-                }),
+                // A qcow2 target is served through the mirror's own opening of it.
+                MirrorTarget::Path(path) => match job.mirror.image_target() {
+                    Some(target) => Ok(Backing::Image { target, path: path.clone() }),
+                    None => job.mirror.target_handle().map(|file| Backing::File {
+                        file,
+                        path: path.clone(),
+                        _lock: None,
+                    }),
+                },
                 MirrorTarget::Nbd(_) => job
                     .mirror
                     .nbd_target()
