@@ -326,6 +326,28 @@ def test_an_image_in_use_is_refused(chain, tmp_path):
         holder.wait()
 
 
+def test_a_backing_file_in_use_is_refused_and_locked_while_mirroring(chain, tmp_path):
+    base = chain[0]
+    holder = subprocess.Popen([_tool("qemu-io"), "-f", "qcow2", base], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        holder.stdin.write(b"write -P 0x77 0 4k\n")
+        holder.stdin.flush()
+        assert b"wrote" in holder.stdout.readline() + holder.stdout.readline()
+        with pytest.raises(bm.IoError) as exc:
+            bm.mirror(chain[-1], str(tmp_path / "t.qcow2"))
+        assert exc.value.operation == "lock"
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    # While a mirror runs, a writer of the base is refused (QEMU's own lock check).
+    with bm.Mirror(chain[-1], str(tmp_path / "t2.qcow2"), speed=1) as m:
+        out = subprocess.run([_tool("qemu-io"), "-f", "qcow2", "-c", "write 0 4k", base],
+                             capture_output=True, text=True)
+        assert out.returncode != 0 and "lock" in (out.stdout + out.stderr).lower(), out
+        m.cancel(force=True)
+
+
 def test_unknown_format_name_is_refused(chain, tmp_path):
     with pytest.raises(bm.InvalidArgument):
         bm.mirror(chain[-1], str(tmp_path / "t.qcow2"), format="vmdk")

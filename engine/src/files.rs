@@ -46,7 +46,17 @@ pub enum OpenError {
     Locked(#[from] LockError),
     /// An image or its backing chain cannot be used (see [`ImageError`]).
     #[error(transparent)]
-    Image(#[from] ImageError),
+    Image(ImageError),
+}
+
+impl From<ImageError> for OpenError {
+    /// A backing file another program writes is refused as any locked image is.
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::Locked(e) => OpenError::Locked(e),
+            other => OpenError::Image(other),
+        }
+    }
 }
 
 impl OpenError {
@@ -280,7 +290,8 @@ pub fn open_source_image(path: &Path, side: &Side, spec: &OpenOptionsSpec) -> Re
         ImageFormat::Raw => Ok(None),
         format => {
             let top = side.buffered.try_clone().map_err(|e| OpenError::os(path, e))?;
-            Ok(Some(Chain::open(path, top, format, spec.guest_writes, OpenBacking::FromHeader)?))
+            let chain = Chain::open(path, top, format, spec.guest_writes, OpenBacking::FromHeader, spec.lock_source)?;
+            Ok(Some(chain))
         }
     }
 }
@@ -432,7 +443,7 @@ fn open_target_image(
     // opening of it (see `target::image`), never a second one.
     let below = spec.sync == SyncMode::None && needed.is_some();
     let open_backing = if below { OpenBacking::Without } else { OpenBacking::FromHeader };
-    let chain = Chain::open(path, dup(&side.buffered)?, ImageFormat::Qcow2, true, open_backing)?;
+    let chain = Chain::open(path, dup(&side.buffered)?, ImageFormat::Qcow2, true, open_backing, spec.lock_target)?;
     if !created && spec.sync != SyncMode::Full {
         plan::check_existing_backing(path, chain.top(), needed, spec.sync)?;
     }

@@ -123,7 +123,7 @@ pub(crate) fn run(shared: &Shared, task: Task) -> TaskOutcome {
                     TargetSide::File(target) => write_copy_local(shared, target, offset, &mut buf, offloaded),
                     // Offload is never on with a remote target: the buffer holds the range.
                     TargetSide::Nbd(nbd) => io_result(nbd.write(offset, buf.as_slice())).map(|()| false),
-                    TargetSide::Image(image) => io_result(image.write(buf.as_slice(), offset)).map(|()| false),
+                    TargetSide::Image(image) => io_result(image.write_copy(buf.as_slice(), offset)).map(|()| false),
                 },
             };
             let copied_in_kernel = matches!(result, Ok(true));

@@ -4,7 +4,10 @@
 //! itself), so that every file of it is known: its resolved path, its format, and its
 //! device and inode, for the loop check while opening and for the target checks of
 //! [`plan`](super::plan). Only the top layer may be writable; backing files are opened
-//! read-only, as QEMU opens them.
+//! read-only, as QEMU opens them, and (when asked) locked as QEMU locks a backing file:
+//! consistent reads held, writes and resizes not shared, so a program writing a backing
+//! file refuses to start while the chain is open, and a backing file such a program
+//! writes refuses the chain. The top layer's lock is its opener's business.
 
 use std::fs::File;
 use std::io;
@@ -17,6 +20,7 @@ use imago::raw::Raw;
 use imago::{FormatAccess, StorageOpenOptions};
 
 use super::{ImageError, ImageFormat, MAX_CHAIN_LENGTH};
+use crate::locks::{mirror_perms, ImageLock};
 
 /// One file of a chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +53,8 @@ pub struct Chain {
     access: FormatAccess<ImagoFile>,
     layers: Vec<Layer>,
     cluster_size: Option<u64>,
+    /// The backing files' locks (released when their descriptors, held by imago, close).
+    _locks: Vec<ImageLock>,
 }
 
 /// The top layer's cluster size, from the qcow2 header's `cluster_bits` field (big-endian
@@ -82,15 +88,17 @@ pub fn resolve_backing(image: &Path, name: &str) -> PathBuf {
 
 impl Chain {
     /// Opens `file` (already open, at `path`) as an image of `format`, writable in its top
-    /// layer when `writable`, with its backing chain as `backing` says.
+    /// layer when `writable`, with its backing chain as `backing` says; with
+    /// `lock_backing`, each backing file is locked (see the module doc).
     pub fn open(
         path: &Path,
         file: File,
         format: ImageFormat,
         writable: bool,
         backing: OpenBacking,
+        lock_backing: bool,
     ) -> Result<Self, ImageError> {
-        let mut layers = Vec::new();
+        let mut walk = Walk { layers: Vec::new(), locks: Vec::new(), lock_backing };
         let cluster_size = if format == ImageFormat::Qcow2 {
             header_cluster_size(&file)
         } else {
@@ -102,11 +110,12 @@ impl Chain {
             format,
             writable,
             backing == OpenBacking::FromHeader,
-            &mut layers,
+            &mut walk,
         )?;
         Ok(Chain {
             access,
-            layers,
+            layers: walk.layers,
+            _locks: walk.locks,
             cluster_size,
         })
     }
@@ -159,14 +168,22 @@ impl Chain {
     }
 }
 
+/// What opening a chain has gathered so far.
+struct Walk {
+    layers: Vec<Layer>,
+    locks: Vec<ImageLock>,
+    lock_backing: bool,
+}
+
 fn open_layer(
     path: &Path,
     file: File,
     format: ImageFormat,
     writable: bool,
     open_backing: bool,
-    layers: &mut Vec<Layer>,
+    walk: &mut Walk,
 ) -> Result<FormatAccess<ImagoFile>, ImageError> {
+    let layers = &mut walk.layers;
     let os = |source| ImageError::Os {
         path: path.to_owned(),
         source,
@@ -216,7 +233,7 @@ fn open_layer(
                     path,
                     &name,
                     header_format.as_deref(),
-                    layers,
+                    walk,
                 )?),
                 None => None,
             };
@@ -231,8 +248,9 @@ fn open_backing_file(
     image: &Path,
     name: &str,
     header_format: Option<&str>,
-    layers: &mut Vec<Layer>,
+    walk: &mut Walk,
 ) -> Result<FormatAccess<ImagoFile>, ImageError> {
+    let layers = &walk.layers;
     let backing = resolve_backing(image, name);
     if layers.len() >= MAX_CHAIN_LENGTH {
         return Err(ImageError::ChainTooLong(layers[0].path.clone()));
@@ -283,5 +301,9 @@ fn open_backing_file(
             source,
         })?,
     };
-    open_layer(&backing, file, format, false, true, layers)
+    if walk.lock_backing {
+        let (held, unshared) = mirror_perms(false);
+        walk.locks.push(ImageLock::acquire(&file, &backing, held, unshared)?);
+    }
+    open_layer(&backing, file, format, false, true, walk)
 }

@@ -130,6 +130,10 @@ pub enum ImageError {
     /// Something this engine does not support for images.
     #[error("{0}")]
     Unsupported(String),
+    /// Another program uses a backing file in a way that conflicts with the mirror's
+    /// shared read lock on it (it writes or resizes it).
+    #[error(transparent)]
+    Locked(#[from] crate::locks::LockError),
     /// The OS failed while opening or creating an image.
     #[error("{path}: {source}")]
     Os {
@@ -156,6 +160,7 @@ impl ImageError {
             ImageError::NeedsBackingTarget { .. } => "needs_backing_target",
             ImageError::SizeMismatch { .. } => "size_mismatch",
             ImageError::Unsupported(_) => "unsupported",
+            ImageError::Locked(_) => "locked",
             ImageError::Os { .. } => "os",
         }
     }

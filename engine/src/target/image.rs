@@ -119,6 +119,17 @@ impl ImageTarget {
         Ok(())
     }
 
+    /// Writes a copy range, then starts the writeback of where it landed in the file (as
+    /// the raw copy path does): the flush before READY then has little left to write.
+    pub fn write_copy(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.write(data, offset)?;
+        let length = data.len() as u64;
+        if let Ok((imago::Mapping::Raw { offset: host, .. }, mapped)) = self.chain.access().get_mapping(offset, length) {
+            io_ops::start_writeback(&self.side.copy, host, mapped);
+        }
+        Ok(())
+    }
+
     /// Writes `data` at `offset`.
     pub fn write(&self, data: &[u8], offset: u64) -> io::Result<()> {
         match &self.below {
