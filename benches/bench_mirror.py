@@ -83,6 +83,41 @@ def warm(path: str) -> None:
             pass
 
 
+def block_device(path: str) -> Optional[str]:
+    """The name in /proc/diskstats of the disk (or partition) holding ``path``."""
+    st = os.stat(path)
+    link = f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    return os.path.basename(os.path.realpath(link)) if os.path.exists(link) else None
+
+
+def diskstats(name: Optional[str]) -> Optional[List[int]]:
+    """The device's counters: reads, read merges, read sectors, read ms, the same four for
+    writes, I/Os in progress, ms busy, weighted ms (the queue's time integral)."""
+    if name is None:
+        return None
+    with open("/proc/diskstats") as f:
+        for line in f:
+            fields = line.split()
+            if fields[2] == name:
+                return [int(x) for x in fields[3:14]]
+    return None
+
+
+def device_delta(before: Optional[List[int]], after: Optional[List[int]], seconds: float) -> Dict[str, float]:
+    """What the device saw during one run: requests and their mean size per direction, and
+    the mean number of requests in the device's queue (weighted ms / elapsed ms). Other
+    traffic on a shared disk is counted too."""
+    if before is None or after is None:
+        return {}
+    d = [a - b for a, b in zip(after, before)]
+    reads, read_sectors, writes, write_sectors, weighted_ms = d[0], d[2], d[4], d[6], d[10]
+    return {
+        "dev_reads": reads, "dev_read_kib": read_sectors / 2 / reads if reads else 0.0,
+        "dev_writes": writes, "dev_write_kib": write_sectors / 2 / writes if writes else 0.0,
+        "dev_queue": weighted_ms / (seconds * 1000) if seconds > 0 else 0.0,
+    }
+
+
 def fresh(path: str) -> None:
     if os.path.exists(path):
         os.remove(path)
@@ -197,13 +232,17 @@ def throughput(args: argparse.Namespace, src: str, direct: bool) -> Dict[str, Li
         tools = {k: tools[k] for k in keep}
     results: Dict[str, List[Dict[str, float]]] = {name: [] for name in tools}
     names = list(tools)
+    device = block_device(args.dir)
     for rep in range(args.reps):
         order = names[rep % len(names):] + names[:rep % len(names)]  # alternate the order
         for name in order:
             fresh(dst)
             if not direct:
                 warm(src)
-            results[name].append(tools[name]())
+            before = diskstats(device)
+            run = tools[name]()
+            run.update(device_delta(before, diskstats(device), run["s"]))
+            results[name].append(run)
             print(f"  rep {rep + 1} {name}: {results[name][-1]['s']:.2f} s", file=sys.stderr, flush=True)
     fresh(dst)
     return results
@@ -216,16 +255,25 @@ def paired_table(res: Dict[str, List[Dict[str, float]]], size: int, label: str) 
     dd = next(n for n in names if n.startswith("dd"))
     qemu = next((n for n in names if n.startswith("QEMU")), None)
     print(f"\n### {label}: {mib:.0f} MiB of random data, {len(res[dd])} alternating repetitions\n")
-    print("| copy | MiB/s min / median / max | median ratio to dd | median ratio to QEMU | CPU s per GiB |")
-    print("|---|---|---|---|---|")
+    device = all("dev_queue" in r for n in names for r in res[n])
+    extra_head = " device reads: n, KiB each | device writes: n, KiB each | device queue |" if device else ""
+    print("| copy | MiB/s min / median / max | median ratio to dd | median ratio to QEMU | CPU s per GiB |"
+          + extra_head)
+    print("|---|---|---|---|---|" + ("---|---|---|" if device else ""))
     for name in names:
         rates = [mib / r["s"] for r in res[name]]
         to_dd = statistics.median(res[dd][i]["s"] / r["s"] for i, r in enumerate(res[name]))
         to_q = (f"{statistics.median(res[qemu][i]['s'] / r['s'] for i, r in enumerate(res[name])):.2f}x"
                 if qemu else "-")
         cpu = statistics.median(r["cpu_s"] for r in res[name]) / (size / (1 << 30))
+        extra = ""
+        if device:
+            m = {k: statistics.median(r[k] for r in res[name])
+                 for k in ("dev_reads", "dev_read_kib", "dev_writes", "dev_write_kib", "dev_queue")}
+            extra = (f" {m['dev_reads']:.0f}, {m['dev_read_kib']:.0f} | {m['dev_writes']:.0f}, "
+                     f"{m['dev_write_kib']:.0f} | {m['dev_queue']:.1f} |")
         print(f"| {name} | {min(rates):.0f} / {statistics.median(rates):.0f} / {max(rates):.0f} "
-              f"| {to_dd:.2f}x | {to_q} | {cpu:.2f} |", flush=True)
+              f"| {to_dd:.2f}x | {to_q} | {cpu:.2f} |" + extra, flush=True)
 
 
 class BmGuest(threading.Thread):

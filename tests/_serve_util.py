@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import shutil
 import subprocess
 import time
@@ -31,6 +32,16 @@ def wait_until(condition: Callable[[], bool], what: str, proc: Optional[subproce
             raise AssertionError(f"{what}: the process exited with {proc.returncode}: {out}")
         time.sleep(0.005)
     raise AssertionError(f"gave up waiting for {what}")
+
+
+def accepts(path: str) -> bool:
+    """Whether a unix socket at ``path`` accepts a connection now (closed at once)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+    return True
 
 
 def holds_qemu_write_lock(image: str) -> bool:
@@ -84,7 +95,8 @@ def qsd_peer(tmp: str, image: str) -> Iterator[Peer]:
          "--monitor", "chardev=mon0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_until(lambda: os.path.exists(nbd_socket) and os.path.exists(qmp_path), "qemu-storage-daemon's sockets", proc)
+        # A socket's path exists from bind(), before listen(): wait until both accept.
+        wait_until(lambda: accepts(nbd_socket) and accepts(qmp_path), "qemu-storage-daemon's sockets", proc)
         yield Peer("qemu-storage-daemon", f"nbd+unix:///{EXPORT}?socket={nbd_socket}", qmp_path, nbd_socket)
     finally:
         proc.terminate()

@@ -234,7 +234,7 @@ def test_defaults_are_the_cores() -> None:
     from blockmirror.cli import add_job_options
 
     d = bm.DEFAULTS
-    assert (d["granularity"], d["buf_size"], d["max_io"], d["max_in_flight"]) == (64 << 10, 16 << 20, 1 << 20, 16)
+    assert (d["granularity"], d["buf_size"], d["max_io"], d["max_in_flight"]) == (64 << 10, 16 << 20, 4 << 20, 16)
     knobs = ("granularity", "sync", "copy_mode", "on_source_error", "on_target_error", "speed", "buf_size",
              "max_in_flight", "max_io")
     job = inspect.signature(bm.MirrorJob).parameters
@@ -251,5 +251,5 @@ def test_defaults_are_the_cores() -> None:
     parser = argparse.ArgumentParser()
     add_job_options(parser)
     help_text = " ".join(parser.format_help().split())
-    for shown in ("chunk size (default 64K)", "copy buffers in flight (default 16M)", "(default 16)", "default: 1M"):
+    for shown in ("chunk size (default 64K)", "copy buffers in flight (default 16M)", "(default 16)", "default: 4M"):
         assert shown in help_text, shown

@@ -34,6 +34,7 @@
 //! - [`image`]: qcow2 images and backing chains (through imago), and what each sync mode
 //!   asks of the target's backing file.
 //! - [`buffers`]: 4096-aligned copy buffers that free themselves, and their pool.
+//! - [`zero_runs`]: the parts of one copy that read as zero (written as zero, not as data).
 //! - [`io_ops`]: pread/pwrite, zero ranges (punch hole / zero range / plain zeroes), fdatasync,
 //!   and the mapping of OS errors to the job's error kinds.
 //! - [`locks`]: QEMU-compatible image locks (OFD byte-range locks), so QEMU and the mirror
@@ -76,6 +77,7 @@ pub mod target;
 mod task;
 mod uring;
 mod workers;
+pub mod zero_runs;
 
 pub use target::MirrorTarget;
 pub use engine::{FileMirror, GuestIoError, MirrorSetup, Snapshot, StartError, VerbError, WaitOutcome};

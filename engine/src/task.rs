@@ -10,6 +10,7 @@ use std::sync::Arc;
 use blockmirror_core::job::{IoErrorKind, OpId};
 
 use crate::buffers::AlignedBuf;
+use crate::zero_runs::ZeroRuns;
 
 /// One unit of I/O for a worker (or, for copy reads and writes, the io_uring thread).
 pub enum Task {
@@ -28,10 +29,13 @@ pub enum Task {
         op: OpId,
         /// First byte.
         offset: u64,
-        /// The data (only its first block when `offloaded`).
+        /// The data (with `offloaded`, only the probed blocks and the zero pieces).
         buf: AlignedBuf,
-        /// The read only probed the first block: copy the range inside the kernel now.
+        /// The read only probed the data pieces: copy them inside the kernel now.
         offloaded: bool,
+        /// The parts that read as zero: made zero on the target instead of written. A
+        /// write with any is done by the worker pool (the ring writes whole buffers only).
+        zero_runs: ZeroRuns,
     },
     /// Mirror a guest write to the target (write-blocking mode).
     GuestWrite {
@@ -77,12 +81,31 @@ pub enum GuestPayload {
 
 /// A successful read.
 pub struct ReadDone {
-    /// The data (only the first block when `offloaded`).
+    /// The data (with `offloaded`, only the probed blocks and the zero pieces).
     pub buf: AlignedBuf,
     /// Every byte of the range was zero.
     pub zero: bool,
-    /// Only the first block was read (it held data): the write copies in the kernel.
+    /// Data pieces were only probed (their first block held data): the write copies them
+    /// in the kernel.
     pub offloaded: bool,
+    /// The zero pieces of a range that is not all zero.
+    pub zero_runs: ZeroRuns,
+    /// Bytes read into user space (the whole range, or with `offloaded` the zero pieces:
+    /// the probes are not counted).
+    pub bytes_read: u64,
+}
+
+/// How a successful copy write put its range on the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyWritten {
+    /// Bytes written from the buffer or copied in the kernel.
+    pub data: u64,
+    /// Of `data`, bytes the kernel copied (`copy_file_range`).
+    pub in_kernel: u64,
+    /// Bytes made zero instead (the zero pieces).
+    pub zeroed: u64,
+    /// Of `zeroed`, bytes deallocated.
+    pub punched: u64,
 }
 
 /// How a task ended, handed back to the shared state. A buffer a task carried comes back
@@ -91,10 +114,10 @@ pub struct ReadDone {
 pub enum TaskOutcome {
     /// A read, or the error.
     Read { op: OpId, result: Result<ReadDone, IoErrorKind> },
-    /// A copy write: the buffer goes back to the pool; `offloaded` when the kernel copied.
-    /// No buffer only for a failed write whose buffer the kernel may still use (a failed
-    /// io_uring ring withholds it): it must not be reused.
-    Write { op: OpId, buf: Option<AlignedBuf>, offloaded: bool, result: Result<(), IoErrorKind> },
+    /// A copy write: the buffer goes back to the pool. No buffer only for a failed write
+    /// whose buffer the kernel may still use (a failed io_uring ring withholds it): it
+    /// must not be reused.
+    Write { op: OpId, buf: Option<AlignedBuf>, result: Result<CopyWritten, IoErrorKind> },
     /// A write-blocking guest write.
     GuestWrite { op: OpId, length: u64, result: Result<(), IoErrorKind> },
     /// A zero write or discard; `punched` when it deallocated the range.

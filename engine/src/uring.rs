@@ -33,10 +33,10 @@ use crossbeam_channel::TryRecvError;
 use io_uring::{opcode, types, IoUring};
 use rustix::io::Errno;
 
-use crate::buffers::{is_all_zero, AlignedBuf};
+use crate::buffers::AlignedBuf;
 use crate::faults::{FaultOp, FaultSide};
 use crate::shared::{guarded, Shared};
-use crate::task::{ReadDone, Task, TaskOutcome, TaskReceiver};
+use crate::task::{CopyWritten, Task, TaskOutcome, TaskReceiver};
 
 /// Fewest submission entries a ring is made with.
 const MIN_RING_ENTRIES: u32 = 8;
@@ -162,7 +162,10 @@ impl Ring {
         }
         let (op, offset, buf, is_read) = match task {
             Task::Read { op, offset, buf } => (op, offset, buf, true),
-            Task::Write { op, offset, buf, .. } => (op, offset, buf, false),
+            Task::Write { op, offset, buf, zero_runs, .. } => {
+                debug_assert!(zero_runs.is_empty(), "a write with zero pieces goes to the workers");
+                (op, offset, buf, false)
+            }
             _ => unreachable!("only copy reads and writes are routed to the ring"),
         };
         let (side, fault_op) =
@@ -225,7 +228,7 @@ impl Ring {
             let outcome = if io.is_read {
                 TaskOutcome::Read { op: io.op, result: Err(kind) }
             } else {
-                TaskOutcome::Write { op: io.op, buf: None, offloaded: false, result: Err(kind) }
+                TaskOutcome::Write { op: io.op, buf: None, result: Err(kind) }
             };
             shared.finish_task_routed(outcome);
         }
@@ -236,13 +239,11 @@ fn finish(shared: &Shared, io: InFlight, result: Result<(), IoErrorKind>) {
     let outcome = if io.is_read {
         TaskOutcome::Read {
             op: io.op,
-            result: result.map(|()| {
-                let zero = is_all_zero(io.buf.as_slice());
-                ReadDone { buf: io.buf, zero, offloaded: false }
-            }),
+            result: result.map(|()| crate::workers::full_read_done(io.buf, io.offset, shared.zero_piece)),
         }
     } else {
-        TaskOutcome::Write { op: io.op, buf: Some(io.buf), offloaded: false, result }
+        let data = io.buf.as_slice().len() as u64;
+        TaskOutcome::Write { op: io.op, buf: Some(io.buf), result: result.map(|()| CopyWritten { data, ..Default::default() }) }
     };
     // Whatever this completion causes goes through the shared state's dispatch, which
     // routes copy I/O back to this ring's queue: nothing is kept for this thread.

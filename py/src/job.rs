@@ -91,10 +91,10 @@ impl PyMirrorJob {
     // numbers; tests/test_job_driver.py checks them against `_native.DEFAULTS`.
     #[pyo3(signature = (length, granularity=UInt(65536), sync="full", copy_mode="background",
         on_source_error="report", on_target_error="report", speed=UInt(0), buf_size=UInt(16777216),
-        max_in_flight=UInt(16), max_io=UInt(1048576), discard_reads_zero=false),
+        max_in_flight=UInt(16), max_io=UInt(4194304), discard_reads_zero=false),
         text_signature = "(length, granularity=65536, sync='full', copy_mode='background', \
         on_source_error='report', on_target_error='report', speed=0, buf_size=16777216, \
-        max_in_flight=16, max_io=1048576, discard_reads_zero=False)")]
+        max_in_flight=16, max_io=4194304, discard_reads_zero=False)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         length: UInt,

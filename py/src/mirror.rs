@@ -187,12 +187,12 @@ impl FileMirror {
     #[new]
     #[pyo3(signature = (source, target, *, granularity=UInt(65536), sync="full", copy_mode="background",
         on_source_error="report", on_target_error="report", speed=UInt(0), buf_size=UInt(16 << 20),
-        max_in_flight=UInt(16), max_io=UInt(1 << 20), direct=false, reuse=false, unmap=true,
+        max_in_flight=UInt(16), max_io=UInt(4 << 20), direct=false, reuse=false, unmap=true,
         guest_writes=true, offload=true, io_uring=true, auto_converge=false, not_converging_window=10.0, faults=None,
         lock=true, format=None, target_format=None),
         text_signature = "(source, target, *, granularity=65536, sync='full', copy_mode='background', \
         on_source_error='report', on_target_error='report', speed=0, buf_size=16777216, max_in_flight=16, \
-        max_io=1048576, direct=False, reuse=False, unmap=True, guest_writes=True, offload=True, io_uring=True, \
+        max_io=4194304, direct=False, reuse=False, unmap=True, guest_writes=True, offload=True, io_uring=True, \
         auto_converge=False, not_converging_window=10.0, faults=None, lock=True, format=None, target_format=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(

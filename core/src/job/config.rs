@@ -136,12 +136,12 @@ pub const MIN_GRANULARITY: u64 = 512;
 pub const MAX_GRANULARITY: u64 = 64 << 20;
 /// Default bytes of copy buffers in flight (16 MiB).
 pub const DEFAULT_BUF_SIZE: u64 = 16 << 20;
-/// Default largest single copy (1 MiB). 4 MiB copies cost a quarter less CPU per GiB in
-/// the bulk phase at the same rate, but a copy's read is checked for zeroes as a whole, so
-/// a copy that mixes data and zero chunks writes its zero chunks as data (a sparse source
-/// loses more of its holes on the target): a larger default waits for zero detection per
-/// chunk within a copy.
-pub const DEFAULT_MAX_IO: u64 = 1 << 20;
+/// Default largest single copy (4 MiB, four in flight with the default `buf_size`). A
+/// contiguous dirty run is copied in steps this long: a disk that splits requests at its
+/// segment limit gets each copy as one or two requests instead of four or more, and each
+/// copy costs one completion, wake-up and job step. Drivers are expected to find a long
+/// copy's zero parts and write them as zeroes, as shorter copies would have.
+pub const DEFAULT_MAX_IO: u64 = 4 << 20;
 /// Largest `max_io` accepted (64 MiB, the largest granularity): it bounds the size of one
 /// copy buffer.
 pub const MAX_MAX_IO: u64 = 64 << 20;
@@ -337,6 +337,7 @@ mod tests {
     fn largest_copy_follows_the_budget_the_mode_and_the_speed() {
         let mut c = MirrorConfig::new(1 << 30);
         assert_eq!(c.largest_copy(), DEFAULT_MAX_IO, "the defaults copy whole max_io runs");
+        assert!(DEFAULT_MAX_IO <= DEFAULT_BUF_SIZE / 2, "two default copies fit the default budget");
         c.max_io = 32 << 20;
         assert_eq!(c.largest_copy(), DEFAULT_BUF_SIZE / 2, "half the buffer budget");
         c.buf_size = 100 << 10;

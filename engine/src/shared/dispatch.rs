@@ -4,7 +4,7 @@
 
 use blockmirror_core::job::{Action, ActionKind, ErrorAction, Event, IoErrorKind, OpResult};
 
-use super::{Shared, State};
+use super::{ReadBuf, Shared, State};
 use crate::stats::Failure;
 use crate::task::Task;
 
@@ -13,7 +13,13 @@ impl State {
     /// by a worker's own completion back to that worker, anything else to the pool.
     fn send(&mut self, task: Task) {
         self.tasks_in_flight += 1;
-        if let (Some(ring), Task::Read { .. } | Task::Write { .. }) = (&self.uring_tasks, &task) {
+        let for_ring = match &task {
+            Task::Read { .. } => true,
+            // The ring writes whole buffers: a copy with zero pieces is split by a worker.
+            Task::Write { zero_runs, .. } => zero_runs.is_empty(),
+            _ => false,
+        };
+        if let (Some(ring), true) = (&self.uring_tasks, for_ring) {
             ring.send(task).expect("the ring thread lives until its sender is dropped");
             return;
         }
@@ -35,8 +41,8 @@ impl State {
                 None
             }
             ActionKind::Write => match self.read_bufs.remove(&op) {
-                Some((buf, offloaded)) => {
-                    self.send(Task::Write { op, offset, buf, offloaded });
+                Some(ReadBuf { buf, offloaded, zero_runs }) => {
+                    self.send(Task::Write { op, offset, buf, offloaded, zero_runs });
                     None
                 }
                 None => {
@@ -45,8 +51,8 @@ impl State {
                 }
             },
             ActionKind::WriteZeroes | ActionKind::Discard => {
-                if let Some((buf, _)) = self.read_bufs.remove(&op) {
-                    shared.pool.give_back(buf);
+                if let Some(read) = self.read_bufs.remove(&op) {
+                    shared.pool.give_back(read.buf);
                 }
                 self.send(Task::Zero { op, offset, length, discard: kind == ActionKind::Discard });
                 None

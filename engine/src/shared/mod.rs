@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use blockmirror_core::job::{CopyMode, IoErrorKind, MirrorConfig, MirrorJob, Nanos, OpResult};
 
 pub use gate::GuestGate;
-pub use state::State;
+pub use state::{ReadBuf, State};
 
 use crate::buffers::BufferPool;
 use crate::faults::FaultInjector;
@@ -47,6 +47,8 @@ pub struct Shared {
     pub unmap: bool,
     /// Copies of ranges that hold data run in the kernel (`copy_file_range`).
     pub offload: bool,
+    /// The piece size a copy's zeroes are found in (see `zero_runs`).
+    pub zero_piece: usize,
     /// Time zero of this mirror.
     pub clock: Instant,
 }
@@ -68,6 +70,7 @@ impl Shared {
             ..job.config().clone()
         };
         let buffer_bytes = longest.largest_copy() as usize;
+        let zero_piece = crate::zero_runs::piece_bytes(longest.granularity);
         Self {
             state: Mutex::new(State::new(job, tasks)),
             driver_wake: Condvar::new(),
@@ -77,6 +80,7 @@ impl Shared {
             faults,
             unmap,
             offload,
+            zero_piece,
             clock: Instant::now(),
         }
     }
@@ -171,33 +175,30 @@ impl Shared {
         let (op, result) = match outcome {
             TaskOutcome::Read { op, result } => match result {
                 Ok(done) => {
-                    if !done.offloaded {
-                        st.stats.bytes_read += done.buf.as_slice().len() as u64;
-                    }
+                    st.stats.bytes_read += done.bytes_read;
                     if done.zero {
                         st.stats.zero_reads += 1;
                         self.pool.give_back(done.buf);
                         (op, OpResult::OkZeroes)
                     } else {
-                        st.read_bufs.insert(op, (done.buf, done.offloaded));
+                        st.read_bufs.insert(op, ReadBuf { buf: done.buf, offloaded: done.offloaded, zero_runs: done.zero_runs });
                         (op, OpResult::Ok)
                     }
                 }
                 Err(kind) => (op, OpResult::Failed(kind)),
             },
-            TaskOutcome::Write { op, buf, offloaded, result } => {
-                let len = buf.as_ref().map_or(0, |b| b.as_slice().len() as u64);
+            TaskOutcome::Write { op, buf, result } => {
                 if let Some(buf) = buf {
                     self.pool.give_back(buf);
                 }
-                if result.is_ok() {
-                    st.stats.bytes_written += len;
-                    if offloaded {
-                        st.stats.bytes_read += len;
-                        st.stats.bytes_offloaded += len;
-                    }
+                if let Ok(written) = result {
+                    st.stats.bytes_written += written.data;
+                    st.stats.bytes_read += written.in_kernel;
+                    st.stats.bytes_offloaded += written.in_kernel;
+                    st.stats.bytes_zeroed += written.zeroed;
+                    st.stats.bytes_punched += written.punched;
                 }
-                (op, to_op_result(result))
+                (op, to_op_result(result.map(drop)))
             }
             TaskOutcome::GuestWrite { op, length, result } => {
                 if result.is_ok() {

@@ -10,14 +10,24 @@ use crate::buffers::AlignedBuf;
 use crate::events::EventLog;
 use crate::stats::{Failure, Stats};
 use crate::task::{GuestPayload, Task, TaskSender};
+use crate::zero_runs::ZeroRuns;
+
+/// A completed copy read, kept until the job asks for its write.
+pub struct ReadBuf {
+    /// The data.
+    pub buf: AlignedBuf,
+    /// The data pieces were only probed: the write copies them in the kernel.
+    pub offloaded: bool,
+    /// The pieces that read as zero.
+    pub zero_runs: ZeroRuns,
+}
 
 /// Everything behind the lock.
 pub struct State {
     /// The job.
     pub job: MirrorJob,
-    /// Buffers of completed reads, waiting for the job's write action for the same op, and
-    /// whether the read was only a probe (the write then copies in the kernel).
-    pub(super) read_bufs: HashMap<OpId, (AlignedBuf, bool)>,
+    /// Completed reads, waiting for the job's write action for the same op.
+    pub(super) read_bufs: HashMap<OpId, ReadBuf>,
     /// Guest writes that waited for their chunks and were admitted (their `admit` action
     /// came); the waiting guest call removes its entry and writes the source.
     pub guest_admitted: HashSet<OpId>,

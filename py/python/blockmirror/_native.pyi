@@ -209,7 +209,7 @@ class MirrorJob:
         speed: int = 0,
         buf_size: int = 16777216,
         max_in_flight: int = 16,
-        max_io: int = 1048576,
+        max_io: int = 4194304,
         discard_reads_zero: bool = False,
     ) -> MirrorJob: ...
     @property
@@ -285,7 +285,7 @@ class Simulation:
         speed: int = 0,
         buf_size: int = 16777216,
         max_in_flight: int = 16,
-        max_io: int = 1048576,
+        max_io: int = 4194304,
         discard_reads_zero: bool = False,
         not_converging_window_ns: int = 10000000000,
         write_rate: int = 0,

@@ -59,7 +59,9 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-in-flight", type=_count, default=int(d["max_in_flight"]),
                    help=f"copies in flight (default {d['max_in_flight']})")
     p.add_argument("--max-io", type=parse_size, default=None,
-                   help=f"largest single copy (default: {size_text(max_io)}, or the granularity when larger)")
+                   help=f"largest single copy (default: {size_text(max_io)}, or the granularity when larger); "
+                        "copies are also at most half of --buf-size (raise it for copies above that) "
+                        "and 1M in write-blocking mode")
     p.add_argument("--sync", choices=["full", "top", "none"], default=d["sync"], help=SYNC_HELP)
     p.add_argument("--copy-mode", choices=["background", "write-blocking"], default=d["copy_mode"],
                    help=COPY_MODE_HELP)
