@@ -71,3 +71,38 @@ impl std::str::FromStr for ImageFormat {
         Self::parse(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_ones_are_refused() {
+        for format in [ImageFormat::Raw, ImageFormat::Qcow2] {
+            assert_eq!(ImageFormat::parse(format.name()).unwrap(), format);
+        }
+        assert!(
+            matches!(ImageFormat::parse("vmdk"), Err(ImageError::UnknownFormat(name)) if name == "vmdk")
+        );
+    }
+
+    #[test]
+    fn the_probe_reads_the_magic_and_calls_short_files_raw() {
+        let dir = std::env::temp_dir().join(format!("bm-image-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        for (bytes, expected) in [
+            (&b"QFI\xfb\0\0\0\x03"[..], ImageFormat::Qcow2),
+            (&b"QFI"[..], ImageFormat::Raw),
+            (&b""[..], ImageFormat::Raw),
+            (&b"QFI\xfa...."[..], ImageFormat::Raw),
+        ] {
+            std::fs::write(&path, bytes).unwrap();
+            assert_eq!(
+                ImageFormat::probe(&File::open(&path).unwrap()).unwrap(),
+                expected
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

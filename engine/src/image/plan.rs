@@ -120,3 +120,82 @@ pub fn refuse_raw_without_backing(
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(name: &str, key: (u64, u64)) -> Layer {
+        Layer {
+            path: PathBuf::from(name),
+            format: ImageFormat::Qcow2,
+            key,
+            header_backing: None,
+        }
+    }
+
+    #[test]
+    fn each_sync_mode_names_its_backing_layer() {
+        let layers = [layer("/top", (1, 1)), layer("/base", (1, 2))];
+        assert_eq!(TargetBacking::for_sync(SyncMode::Full).layer(&layers), None);
+        assert_eq!(
+            TargetBacking::for_sync(SyncMode::Top).layer(&layers),
+            Some(&layers[1])
+        );
+        assert_eq!(
+            TargetBacking::for_sync(SyncMode::None).layer(&layers),
+            Some(&layers[0])
+        );
+        assert_eq!(
+            TargetBacking::for_sync(SyncMode::Top).layer(&layers[..1]),
+            None
+        );
+    }
+
+    #[test]
+    fn a_target_among_the_layers_is_refused() {
+        let layers = [layer("/top", (1, 1)), layer("/base", (1, 2))];
+        assert!(matches!(
+            refuse_target_in_chain(Path::new("/t"), (1, 2), &layers),
+            Err(ImageError::TargetInChain { layer, .. }) if layer == Path::new("/base")
+        ));
+        assert!(refuse_target_in_chain(Path::new("/t"), (1, 3), &layers).is_ok());
+    }
+
+    #[test]
+    fn backing_names_resolve_against_the_naming_image() {
+        use super::super::chain::resolve_backing;
+        assert_eq!(
+            resolve_backing(Path::new("/a/b/top.qcow2"), "base.qcow2"),
+            Path::new("/a/b/base.qcow2")
+        );
+        assert_eq!(
+            resolve_backing(Path::new("/a/b/top.qcow2"), "/c/base"),
+            Path::new("/c/base")
+        );
+        assert_eq!(
+            resolve_backing(Path::new("top.qcow2"), "../base"),
+            Path::new("../base")
+        );
+    }
+
+    #[test]
+    fn a_missing_or_extra_backing_is_wrong() {
+        let mut top = layer("/t", (9, 9));
+        let needed = layer("/base", (1, 2));
+        assert!(matches!(
+            check_existing_backing(Path::new("/t"), &top, Some(&needed), SyncMode::Top),
+            Err(ImageError::WrongBacking { .. })
+        ));
+        assert!(check_existing_backing(Path::new("/t"), &top, None, SyncMode::Top).is_ok());
+        top.header_backing = Some("/nonexistent-backing".into());
+        assert!(matches!(
+            check_existing_backing(Path::new("/t"), &top, None, SyncMode::Top),
+            Err(ImageError::WrongBacking { .. })
+        ));
+        assert!(matches!(
+            check_existing_backing(Path::new("/t"), &top, Some(&needed), SyncMode::None),
+            Err(ImageError::WrongBacking { .. })
+        ));
+    }
+}
