@@ -179,8 +179,9 @@ impl JobHost {
         let mut setup = self.setup.clone();
         let config = &mut setup.config;
         // A raw image has no backing file: `top` copies the whole disk, as QEMU does
-        // (`sync=top` without a backing file becomes `full`).
-        config.sync = if args.sync == SyncMode::Top {
+        // (`sync=top` without a backing file becomes `full`). A qcow2 disk's `top` is its
+        // own (the target gets the same backing file).
+        config.sync = if args.sync == SyncMode::Top && self.disk.format() == ImageFormat::Raw {
             SyncMode::Full
         } else {
             args.sync

@@ -371,6 +371,7 @@ class NbdServer:
         max_clients: int = 64,
         direct: bool = False,
         not_converging_window: float = 10.0,
+        format: Literal["raw", "qcow2"] | None = None,
     ) -> NbdServer: ...
     @property
     def uri(self) -> str: ...
