@@ -399,3 +399,51 @@ def test_cli_mirrors_qcow2_with_probed_and_forced_formats(chain, tmp_path):
     assert out.returncode == 2
     assert "is not a qcow2 image" in out.stderr
     assert not os.path.exists(tmp_path / "x.qcow2")
+
+
+# -- raw and qcow2 on either side, with live guest writes ---------------------------------
+
+def _raw_copy_of(chain_top: str, tmp_path) -> str:
+    raw = str(tmp_path / "src.raw")
+    run(_tool("qemu-img"), "convert", "-U", "-O", "raw", chain_top, raw)
+    return raw
+
+
+def _live_writes(m: "bm.Mirror", seed: int) -> None:
+    rng = random.Random(seed)
+    for i in range(8):
+        length = rng.choice([512, 5 * KiB, 100 * KiB])
+        offset = rng.randrange(0, SIZE - length) // 512 * 512
+        m.write(offset, bytes([0x80 + i]) * length)
+
+
+@pytest.mark.parametrize("copy_mode", ["background", "write-blocking"])
+@pytest.mark.parametrize("source_format,target_format", [("qcow2", "raw"), ("raw", "qcow2")])
+def test_full_across_formats_with_live_writes(chain, tmp_path, source_format, target_format, copy_mode):
+    source = chain[-1] if source_format == "qcow2" else _raw_copy_of(chain[-1], tmp_path)
+    target = str(tmp_path / f"dst.{target_format}")
+    with bm.Mirror(source, target, target_format=target_format, copy_mode=copy_mode) as m:
+        _live_writes(m, 5)
+        m.wait_ready()
+        m.complete()
+    if target_format == "qcow2":
+        check(target)
+    compare(source, target)
+
+
+@pytest.mark.parametrize("copy_mode", ["background", "write-blocking"])
+def test_none_from_a_raw_source_onto_a_qcow2_target_backed_by_it(chain, tmp_path, copy_mode):
+    source = _raw_copy_of(chain[-1], tmp_path)
+    target = str(tmp_path / "none.qcow2")
+    with bm.Mirror(source, target, sync="none", target_format="qcow2", copy_mode=copy_mode) as m:
+        _live_writes(m, 9)
+        m.wait_ready()
+        m.complete()
+        seen = m.read(0, SIZE)
+    check(target)
+    meta = info(target)
+    assert meta["backing-filename"] == os.path.abspath(source)
+    assert meta["backing-filename-format"] == "raw"
+    with open(source, "rb") as f:
+        assert seen == f.read()
+    compare(source, target)
