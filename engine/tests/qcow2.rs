@@ -35,17 +35,85 @@ fn s(path: &Path) -> &str {
 
 /// base (8 MiB) <- mid <- top, each with its own patterns; mid zeroes one cluster.
 fn chain(dir: &TestDir) -> [std::path::PathBuf; 3] {
-    let (base, mid, top) = (dir.path("base.qcow2"), dir.path("mid.qcow2"), dir.path("top.qcow2"));
+    let (base, mid, top) = (
+        dir.path("base.qcow2"),
+        dir.path("mid.qcow2"),
+        dir.path("top.qcow2"),
+    );
     tool("qemu-img", &["create", "-q", "-f", "qcow2", s(&base), "8M"]);
-    tool("qemu-io", &["-f", "qcow2", "-c", "write -P 0x11 0 1M", "-c", "write -P 0x12 3M 512k", s(&base)]);
-    tool("qemu-img", &["create", "-q", "-f", "qcow2", "-b", s(&base), "-F", "qcow2", s(&mid)]);
-    tool("qemu-io", &["-f", "qcow2", "-c", "write -P 0x21 512k 1M", "-c", "write -z 3M 64k", s(&mid)]);
-    tool("qemu-img", &["create", "-q", "-f", "qcow2", "-b", s(&mid), "-F", "qcow2", s(&top)]);
-    tool("qemu-io", &["-f", "qcow2", "-c", "write -P 0x31 5M 100k", "-c", "write -P 0x32 7000000 5000", s(&top)]);
+    tool(
+        "qemu-io",
+        &[
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x11 0 1M",
+            "-c",
+            "write -P 0x12 3M 512k",
+            s(&base),
+        ],
+    );
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            s(&base),
+            "-F",
+            "qcow2",
+            s(&mid),
+        ],
+    );
+    tool(
+        "qemu-io",
+        &[
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x21 512k 1M",
+            "-c",
+            "write -z 3M 64k",
+            s(&mid),
+        ],
+    );
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            s(&mid),
+            "-F",
+            "qcow2",
+            s(&top),
+        ],
+    );
+    tool(
+        "qemu-io",
+        &[
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x31 5M 100k",
+            "-c",
+            "write -P 0x32 7000000 5000",
+            s(&top),
+        ],
+    );
     [base, mid, top]
 }
 
-fn run(source: &Path, target: &Path, setup: MirrorSetup, guest: impl FnOnce(&FileMirror)) -> FileMirror {
+fn run(
+    source: &Path,
+    target: &Path,
+    setup: MirrorSetup,
+    guest: impl FnOnce(&FileMirror),
+) -> FileMirror {
     let mirror = FileMirror::start(source, target, setup).expect("start");
     guest(&mirror);
     assert_eq!(mirror.wait_ready(None), WaitOutcome::Reached);
@@ -74,7 +142,12 @@ fn full_copies_the_whole_chain_into_a_standalone_qcow2() {
     let dir = TestDir::new("qcow2", "full");
     let [_, _, top] = chain(&dir);
     let target = dir.path("full.qcow2");
-    let mirror = run(&top, &target, setup(SyncMode::Full, CopyMode::Background), |_| {});
+    let mirror = run(
+        &top,
+        &target,
+        setup(SyncMode::Full, CopyMode::Background),
+        |_| {},
+    );
     // Only what the chain allocates was read: 1.5 MiB + 448 KiB + two top-layer clusters'
     // worth (the 64 KiB zero cluster of mid hides base there and is skipped).
     assert_eq!(mirror.snapshot().stats.bytes_read, 2_228_224);
@@ -99,7 +172,10 @@ fn top_with_guest_writes_in_both_copy_modes() {
         check_and_compare(&top, &target);
         let info = tool("qemu-img", &["info", "-U", s(&target)]);
         let abs = std::path::absolute(&mid).unwrap();
-        assert!(info.contains(&format!("backing file: {}", abs.display())), "{info}");
+        assert!(
+            info.contains(&format!("backing file: {}", abs.display())),
+            "{info}"
+        );
         assert!(info.contains("backing file format: qcow2"), "{info}");
     }
 }
@@ -126,13 +202,22 @@ fn a_raw_source_onto_a_forced_qcow2_target_and_back() {
     let dir = TestDir::new("qcow2", "raw");
     let raw = dir.path("src.raw");
     std::fs::write(&raw, vec![0u8; 4 << 20]).unwrap();
-    tool("qemu-io", &["-f", "raw", "-c", "write -P 0x5a 1M 1M", s(&raw)]);
+    tool(
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x5a 1M 1M", s(&raw)],
+    );
     let qcow2 = dir.path("dst.qcow2");
-    let setup_q = MirrorSetup { target_format: Some(ImageFormat::Qcow2), ..MirrorSetup::default() };
+    let setup_q = MirrorSetup {
+        target_format: Some(ImageFormat::Qcow2),
+        ..MirrorSetup::default()
+    };
     drop(run(&raw, &qcow2, setup_q, |_| {}));
     check_and_compare(&raw, &qcow2);
     let back = dir.path("back.raw");
-    let setup_r = MirrorSetup { target_format: Some(ImageFormat::Raw), ..MirrorSetup::default() };
+    let setup_r = MirrorSetup {
+        target_format: Some(ImageFormat::Raw),
+        ..MirrorSetup::default()
+    };
     drop(run(&qcow2, &back, setup_r, |_| {}));
     assert_eq!(std::fs::read(&raw).unwrap(), std::fs::read(&back).unwrap());
 }
@@ -141,7 +226,11 @@ fn refused(source: &Path, target: &Path, setup: MirrorSetup) -> ImageError {
     let existed = target.exists();
     match FileMirror::start(source, target, setup) {
         Err(StartError::Open(OpenError::Image(e))) => {
-            assert_eq!(target.exists(), existed, "a refused start left a created target");
+            assert_eq!(
+                target.exists(),
+                existed,
+                "a refused start left a created target"
+            );
             e
         }
         Err(other) => panic!("expected an image error, got {other}"),
@@ -154,7 +243,14 @@ fn broken_chains_are_refused_with_typed_errors() {
     let dir = TestDir::new("qcow2", "errors");
     let [base, mid, top] = chain(&dir);
     let target = dir.path("t.qcow2");
-    let e = refused(&top, &base, MirrorSetup { reuse: true, ..MirrorSetup::default() });
+    let e = refused(
+        &top,
+        &base,
+        MirrorSetup {
+            reuse: true,
+            ..MirrorSetup::default()
+        },
+    );
     assert!(matches!(e, ImageError::TargetInChain { .. }), "{e}");
     let e = refused(&top, &dir.path("t.raw"), {
         let mut s = setup(SyncMode::None, CopyMode::Background);
@@ -162,17 +258,34 @@ fn broken_chains_are_refused_with_typed_errors() {
         s
     });
     assert!(matches!(e, ImageError::NeedsBackingTarget { .. }), "{e}");
-    tool("qemu-img", &["rebase", "-q", "-u", "-b", s(&top), "-F", "qcow2", s(&base)]);
+    tool(
+        "qemu-img",
+        &["rebase", "-q", "-u", "-b", s(&top), "-F", "qcow2", s(&base)],
+    );
     let e = refused(&top, &target, MirrorSetup::default());
     assert!(matches!(e, ImageError::BackingLoop { .. }), "{e}");
     std::fs::remove_file(&base).unwrap();
     let e = refused(&top, &target, MirrorSetup::default());
     assert!(matches!(e, ImageError::MissingBacking { .. }), "{e}");
-    let e = refused(&mid, &target, MirrorSetup { format: Some(ImageFormat::Qcow2), ..MirrorSetup::default() });
+    let e = refused(
+        &mid,
+        &target,
+        MirrorSetup {
+            format: Some(ImageFormat::Qcow2),
+            ..MirrorSetup::default()
+        },
+    );
     assert!(matches!(e, ImageError::MissingBacking { .. }), "{e}");
     let raw = dir.path("plain.raw");
     std::fs::write(&raw, vec![1u8; 65536]).unwrap();
-    let e = refused(&raw, &target, MirrorSetup { format: Some(ImageFormat::Qcow2), ..MirrorSetup::default() });
+    let e = refused(
+        &raw,
+        &target,
+        MirrorSetup {
+            format: Some(ImageFormat::Qcow2),
+            ..MirrorSetup::default()
+        },
+    );
     assert!(matches!(e, ImageError::FormatMismatch { .. }), "{e}");
     let bad = dir.path("bad.qcow2");
     std::fs::write(&bad, [&b"QFI\xfb"[..], &[0xff; 508]].concat()).unwrap();

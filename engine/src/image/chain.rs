@@ -98,7 +98,11 @@ impl Chain {
         backing: OpenBacking,
         lock_backing: bool,
     ) -> Result<Self, ImageError> {
-        let mut walk = Walk { layers: Vec::new(), locks: Vec::new(), lock_backing };
+        let mut walk = Walk {
+            layers: Vec::new(),
+            locks: Vec::new(),
+            lock_backing,
+        };
         let cluster_size = if format == ImageFormat::Qcow2 {
             header_cluster_size(&file)
         } else {
@@ -303,7 +307,8 @@ fn open_backing_file(
     };
     if walk.lock_backing {
         let (held, unshared) = mirror_perms(false);
-        walk.locks.push(ImageLock::acquire(&file, &backing, held, unshared)?);
+        walk.locks
+            .push(ImageLock::acquire(&file, &backing, held, unshared)?);
     }
     open_layer(&backing, file, format, false, true, walk)
 }

@@ -124,7 +124,9 @@ impl ImageTarget {
     pub fn write_copy(&self, data: &[u8], offset: u64) -> io::Result<()> {
         self.write(data, offset)?;
         let length = data.len() as u64;
-        if let Ok((imago::Mapping::Raw { offset: host, .. }, mapped)) = self.chain.access().get_mapping(offset, length) {
+        if let Ok((imago::Mapping::Raw { offset: host, .. }, mapped)) =
+            self.chain.access().get_mapping(offset, length)
+        {
             io_ops::start_writeback(&self.side.copy, host, mapped);
         }
         Ok(())
