@@ -31,6 +31,8 @@
 //! - [`files`]: opening both sides (sizes, block devices, sparse creation, O_DIRECT).
 //! - [`identity`]: which storage an open handle reaches (the same-file check).
 //! - [`extents`]: the source's holes (SEEK_DATA/SEEK_HOLE), declared to the job up front.
+//! - [`image`]: qcow2 images and backing chains (through imago), and what each sync mode
+//!   asks of the target's backing file.
 //! - [`buffers`]: 4096-aligned copy buffers that free themselves, and their pool.
 //! - [`zero_runs`]: the parts of one copy that read as zero (written as zero, not as data).
 //! - [`io_ops`]: pread/pwrite, zero ranges (punch hole / zero range / plain zeroes), fdatasync,
@@ -62,6 +64,7 @@ pub mod extents;
 pub mod faults;
 pub mod files;
 pub mod identity;
+pub mod image;
 pub mod io_ops;
 pub mod locks;
 pub mod nbd;

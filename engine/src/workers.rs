@@ -29,6 +29,11 @@ fn io_result<T>(r: std::io::Result<T>) -> Result<T, IoErrorKind> {
 /// everything and finds its zero pieces.
 fn read_or_probe(shared: &Shared, offset: u64, mut buf: AlignedBuf) -> Result<ReadDone, IoErrorKind> {
     let files = &shared.files;
+    if let Some(image) = &files.source_image {
+        // An image's guest view exists only through imago (never offloaded).
+        io_result(image.read(buf.as_mut_slice(), offset))?;
+        return Ok(full_read_done(buf, offset, shared.zero_piece));
+    }
     let len = buf.as_slice().len();
     if shared.offload && len > OFFLOAD_PROBE_BYTES {
         return probe_pieces(shared, offset, buf);
@@ -161,6 +166,7 @@ fn write_copy(
             TargetSide::File(side) => write_copy_local(shared, side, at, bytes, offloaded)?,
             // Offload is never on with a remote target: the buffer holds the range.
             TargetSide::Nbd(nbd) => io_result(nbd.write(at, bytes)).map(|()| false)?,
+            TargetSide::Image(image) => io_result(image.write_copy(bytes, at)).map(|()| false)?,
         };
         written.data += length;
         if in_kernel {

@@ -17,6 +17,7 @@ use blockmirror_core::job::{CopyMode, JobError};
 use blockmirror_engine::engine::{FileMirror as Engine, GuestIoError, MirrorSetup, Snapshot, StartError, VerbError, WaitOutcome};
 use blockmirror_engine::faults::{InjectedFault, PanicAt};
 use blockmirror_engine::files::OpenError;
+use blockmirror_engine::image::ImageFormat;
 use blockmirror_engine::nbd::NbdUri;
 use blockmirror_engine::target::MirrorTarget;
 use blockmirror_engine::locks::LockError;
@@ -59,6 +60,7 @@ fn mirror_target(target: PathBuf) -> PyResult<MirrorTarget> {
 fn start_error(e: StartError) -> PyErr {
     match e {
         StartError::Open(OpenError::Invalid(msg)) => invalid_argument(msg),
+        StartError::Open(OpenError::Image(e)) => crate::errors::image_error(e),
         // `FileMirror::start` reports lock refusals as `StartError::Locked`.
         StartError::Open(OpenError::Locked(e)) => io_error(libc::EAGAIN, "lock", None, e.to_string()),
         StartError::Open(OpenError::Os { path, source }) => io_error(
@@ -187,11 +189,11 @@ impl FileMirror {
         on_source_error="report", on_target_error="report", speed=UInt(0), buf_size=UInt(16 << 20),
         max_in_flight=UInt(16), max_io=UInt(4 << 20), direct=false, reuse=false, unmap=true,
         guest_writes=true, offload=true, io_uring=true, auto_converge=false, not_converging_window=10.0, faults=None,
-        lock=true),
+        lock=true, format=None, target_format=None),
         text_signature = "(source, target, *, granularity=65536, sync='full', copy_mode='background', \
         on_source_error='report', on_target_error='report', speed=0, buf_size=16777216, max_in_flight=16, \
         max_io=4194304, direct=False, reuse=False, unmap=True, guest_writes=True, offload=True, io_uring=True, \
-        auto_converge=False, not_converging_window=10.0, faults=None, lock=True)")]
+        auto_converge=False, not_converging_window=10.0, faults=None, lock=True, format=None, target_format=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -216,7 +218,13 @@ impl FileMirror {
         not_converging_window: f64,
         faults: Option<&Bound<'_, PyList>>,
         lock: bool,
+        format: Option<&str>,
+        target_format: Option<&str>,
     ) -> PyResult<Self> {
+        let format_arg = |name: Option<&str>| -> PyResult<Option<ImageFormat>> {
+            name.map(|n| ImageFormat::parse(n).map_err(invalid_argument)).transpose()
+        };
+        let (format, target_format) = (format_arg(format)?, format_arg(target_format)?);
         // The length is set once the source is opened.
         let mut config = crate::job::mirror_config(
             0,
@@ -246,6 +254,8 @@ impl FileMirror {
             faults: fault_rules(faults)?,
             lock_source: lock,
             lock_target: lock,
+            format,
+            target_format,
         };
         let target = mirror_target(target)?;
         let engine = py.detach(|| Engine::start_to(&source, target, setup)).map_err(start_error)?;

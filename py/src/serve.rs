@@ -154,9 +154,9 @@ impl NbdServer {
 impl NbdServer {
     #[new]
     #[pyo3(signature = (source, *, socket=None, listen=None, export="disk", qmp=None, read_only=false,
-        max_clients=UInt(64), direct=false, not_converging_window=10.0),
+        max_clients=UInt(64), direct=false, not_converging_window=10.0, format=None),
         text_signature = "(source, *, socket=None, listen=None, export='disk', qmp=None, read_only=False, \
-        max_clients=64, direct=False, not_converging_window=10.0)")]
+        max_clients=64, direct=False, not_converging_window=10.0, format=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -169,6 +169,7 @@ impl NbdServer {
         max_clients: UInt,
         direct: bool,
         not_converging_window: f64,
+        format: Option<&str>,
     ) -> PyResult<Self> {
         let export = export.to_owned();
         let mut config = ServeConfig::new(source, export.clone(), listen_address(socket, listen)?);
@@ -176,6 +177,9 @@ impl NbdServer {
         config.read_only = read_only;
         config.max_clients = usize::try_from(max_clients.0).unwrap_or(usize::MAX);
         config.mirror.direct = direct;
+        config.mirror.format = format
+            .map(|name| blockmirror_engine::image::ImageFormat::parse(name).map_err(invalid_argument))
+            .transpose()?;
         // Jobs started over QMP take this watch from the server (drive-mirror has no such
         // parameter): 0 turns it off, a window beyond a century never passes.
         config.mirror.config.not_converging_window_ns = window_ns(not_converging_window)?;

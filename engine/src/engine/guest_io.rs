@@ -108,7 +108,7 @@ impl FileMirror {
             (st.gate.pivoted, st.job.config().copy_mode == CopyMode::WriteBlocking)
         };
         if !pivoted {
-            io_ops::datasync(&files.source.buffered).map_err(os)?;
+            files.source_flush().map_err(os)?;
         }
         // A switch-over during the source's sync moved the guest to the target: sync it too.
         if pivoted || mirrored || self.pivoted() {
@@ -146,10 +146,8 @@ impl FileMirror {
             workers::write_guest_payload(shared, &shared.files.target, offset, length, &payload)
         } else {
             match &payload {
-                GuestPayload::Data(data) => io_ops::write_all(&shared.files.source.buffered, data, offset),
-                GuestPayload::Zeroes { unmap } => {
-                    io_ops::zero_range(&shared.files.source.buffered, offset, length, *unmap).map(drop)
-                }
+                GuestPayload::Data(data) => shared.files.source_write(data, offset),
+                GuestPayload::Zeroes { unmap } => shared.files.source_zero_range(offset, length, *unmap),
             }
         };
 
@@ -237,7 +235,7 @@ impl FileMirror {
         let read = if to_target {
             files.target.read_exact(&mut buf, offset)
         } else {
-            io_ops::read_exact(&files.source.buffered, &mut buf, offset)
+            files.source_read(&mut buf, offset)
         };
         read.map_err(|source| GuestIoError::Os { source })?;
         Ok(buf)

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::target::{NbdTarget, TargetSide};
+use crate::target::{ImageTarget, NbdTarget, TargetSide};
 
 use super::FileMirror;
 
@@ -17,6 +17,7 @@ impl FileMirror {
     pub fn target_handle(&self) -> std::io::Result<std::fs::File> {
         match &self.shared.files.target {
             TargetSide::File(side) => side.buffered.try_clone(),
+            TargetSide::Image(image) => image.side.buffered.try_clone(),
             TargetSide::Nbd(nbd) => Err(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
                 format!("the target is the NBD export {}, not a file", nbd.uri()),
@@ -30,8 +31,18 @@ impl FileMirror {
     /// local target (see [`target_handle`](Self::target_handle)).
     pub fn nbd_target(&self) -> Option<Arc<NbdTarget>> {
         match &self.shared.files.target {
-            TargetSide::File(_) => None,
+            TargetSide::File(_) | TargetSide::Image(_) => None,
             TargetSide::Nbd(nbd) => Some(Arc::clone(nbd)),
+        }
+    }
+
+    /// The qcow2 target, when the mirror writes to one: the mirror's own opening of it
+    /// (imago's caches and, with `sync=none`, its reads from the source), so that a server
+    /// keeps serving the disk from it after the switch-over. `None` for any other target.
+    pub fn image_target(&self) -> Option<Arc<ImageTarget>> {
+        match &self.shared.files.target {
+            TargetSide::Image(image) => Some(Arc::clone(image)),
+            TargetSide::File(_) | TargetSide::Nbd(_) => None,
         }
     }
 
@@ -46,7 +57,7 @@ impl FileMirror {
     /// locked or their locks were turned off.
     pub fn lock_warnings(&self) -> Vec<String> {
         let files = &self.shared.files;
-        let target_lock = files.target.file().and_then(|side| side.lock.as_ref());
+        let target_lock = files.target.local_file().and_then(|side| side.lock.as_ref());
         files.source.lock.iter().chain(target_lock).filter_map(|l| l.warning()).collect()
     }
 }

@@ -4,6 +4,7 @@
 use blockmirror_core::job::MirrorConfig;
 
 use crate::faults::InjectedFault;
+use crate::image::ImageFormat;
 
 /// Everything needed to start a mirror, besides the source and the target.
 #[derive(Debug, Clone)]
@@ -37,13 +38,20 @@ pub struct MirrorSetup {
     /// Take QEMU-compatible image locks on the target (see `lock_source` for why a caller
     /// would turn it off). Not for an NBD target: its server locks its own image.
     pub lock_target: bool,
+    /// The source's format; `None` probes it (a qcow2 magic means qcow2, else raw; block
+    /// devices are raw). A qcow2 source is read (and written by the guest) through its
+    /// backing chain; O_DIRECT, io_uring and in-kernel copies apply to raw files only.
+    pub format: Option<ImageFormat>,
+    /// The target's format; `None` probes an existing target and gives a created one the
+    /// source's format.
+    pub target_format: Option<ImageFormat>,
 }
 
 impl Default for MirrorSetup {
     /// The job's defaults ([`MirrorConfig::new`]) with buffered I/O into a new sparse target:
     /// no O_DIRECT (so no io_uring), no reuse of an existing target, holes punched for zero
     /// ranges, guest writes possible, in-kernel copies where the files allow, no
-    /// faults, both images locked. The same choices as the Python `FileMirror`'s defaults.
+    /// faults, both images locked, formats probed. The same choices as the Python `FileMirror`'s defaults.
     fn default() -> Self {
         Self {
             config: MirrorConfig::new(0),
@@ -56,6 +64,8 @@ impl Default for MirrorSetup {
             faults: Vec::new(),
             lock_source: true,
             lock_target: true,
+            format: None,
+            target_format: None,
         }
     }
 }

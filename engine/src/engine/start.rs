@@ -10,7 +10,8 @@ use blockmirror_core::job::{JobError, MirrorConfig, MirrorJob, RangeState, SyncM
 
 use crate::extents;
 use crate::faults::FaultInjector;
-use crate::files::{open_files, open_source, OpenOptionsSpec};
+use crate::files::{open_files, open_source, open_source_image, OpenOptionsSpec};
+use crate::image::allocation;
 use crate::shared::Shared;
 use crate::target::{MirrorTarget, NbdTarget, Sides, TargetSide};
 use crate::task;
@@ -24,17 +25,25 @@ use super::{FileMirror, MirrorSetup, StartError};
 /// scan: `full` skips holes when the target was created here (it reads zero); `top` skips
 /// what the source does not allocate, documented as copying only allocated extents onto a
 /// target that reads zero; `none` ignores declarations.
+///
+/// For a qcow2 source the holes come from imago's mapping instead: `full` skips what reads
+/// as zero through the whole chain, `top` what the top layer does not hold itself (a
+/// created target reads it from the same backing file).
 fn declare_holes(job: &mut MirrorJob, shared_files: &Sides, config: &MirrorConfig) -> Result<(), StartError> {
     let state = match config.sync {
         SyncMode::Full if shared_files.target_created => RangeState::Zero,
         SyncMode::Top => RangeState::Unallocated,
         _ => return Ok(()),
     };
-    if shared_files.source.is_block_device {
+    let holes = if let Some(chain) = &shared_files.source_image {
+        let scan = if state == RangeState::Zero { allocation::zero_in_chain(chain) } else { allocation::below_top(chain) };
+        scan.map_err(|source| StartError::Os { what: "reading the source image's allocation", source })?
+    } else if shared_files.source.is_block_device {
         return Ok(());
-    }
-    let holes = extents::holes(&shared_files.source.copy, config.length)
-        .map_err(|source| StartError::Os { what: "scanning the source's allocation (SEEK_DATA/SEEK_HOLE)", source })?;
+    } else {
+        extents::holes(&shared_files.source.copy, config.length)
+            .map_err(|source| StartError::Os { what: "scanning the source's allocation (SEEK_DATA/SEEK_HOLE)", source })?
+    };
     for hole in holes {
         if let Some(chunks) = extents::whole_chunks(&hole, config.granularity, config.length) {
             job.declare(chunks.start, chunks.end - chunks.start, state)?;
@@ -82,13 +91,19 @@ impl FileMirror {
             guest_writes: setup.guest_writes,
             lock_source: setup.lock_source,
             lock_target: setup.lock_target,
+            format: setup.format,
+            target_format: setup.target_format,
+            sync: setup.config.sync,
         };
         let files: Sides = match &target {
             MirrorTarget::Path(path) => open_files(source, path, &spec)?.into(),
             MirrorTarget::Nbd(uri) => {
-                let (source_side, length) = open_source(source, &spec)?;
+                let (source_side, file_length) = open_source(source, &spec)?;
+                let source_image = open_source_image(source, &source_side, &spec)?.map(Arc::new);
+                let length = source_image.as_ref().map_or(file_length, |chain| chain.size());
                 let nbd = NbdTarget::open(uri, length, setup.config.granularity).map_err(nbd_start_error)?;
-                Sides { source: source_side, target: TargetSide::Nbd(Arc::new(nbd)), length, target_created: false }
+                let target = TargetSide::Nbd(Arc::new(nbd));
+                Sides { source: source_side, source_image, target, length, target_created: false }
             }
         };
         let mut config = setup.config.clone();
@@ -113,16 +128,19 @@ impl FileMirror {
         let worker_count = config.max_in_flight.clamp(1, 32);
         let (task_tx, task_rx) = task::queue();
         let local_target = files.target.file().is_some();
+        // io_uring and in-kernel copies reach files directly: raw files only.
+        let raw_source = files.source_image.is_none();
         let offload = setup.offload
             && !setup.direct
             && local_target
+            && raw_source
             && !files.source.is_block_device
             && !files.target.is_block_device();
         let shared =
             Arc::new(Shared::new(job, files, FaultInjector::new(setup.faults), (setup.unmap, offload), task_tx));
         let mut workers = workers::spawn(&shared, task_rx, worker_count)
             .map_err(|source| StartError::Os { what: "starting the I/O threads", source })?;
-        if setup.direct && setup.io_uring && local_target {
+        if setup.direct && setup.io_uring && local_target && raw_source {
             let (ring_tx, ring_rx) = task::queue();
             // Refused by the kernel (or a sandbox): the workers do all the I/O instead.
             // Sized for twice the job's copy operations (each has one I/O in the ring at a

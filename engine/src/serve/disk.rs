@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::backing::{Backing, NotFast};
+use crate::image::chain::OpenBacking;
+use crate::image::{Chain, ImageFormat};
 use crate::engine::{FileMirror, GuestIoError, MirrorSetup, StartError};
 use crate::locks::{self, ImageLock};
 use crate::nbd::{Extent, NbdError};
@@ -71,9 +73,9 @@ pub enum StartMirrorError {
     /// The mirror refused to start.
     #[error(transparent)]
     Start(#[from] StartError),
-    /// The disk lives on an NBD export (after a switch-over to one): a job needs a local
-    /// source.
-    #[error("the disk now lives on {0}: a new job needs a local source")]
+    /// The disk lives on an NBD export or a qcow2 image (after a switch-over to one): a job
+    /// needs a local raw source.
+    #[error("the disk now lives on {0}: a new job needs a local raw source")]
     RemoteSource(String),
 }
 
@@ -88,6 +90,13 @@ impl ServedDisk {
     /// Opens `path` (read-write unless `read_only`) and locks it as blockmirror's images are
     /// locked, so that no other program writes it behind the export's back.
     pub fn open(path: &Path, read_only: bool) -> Result<Self, DiskError> {
+        Self::open_as(path, read_only, None)
+    }
+
+    /// [`open`](Self::open) with the image's format: `None` probes it (a regular file with
+    /// the qcow2 magic is qcow2). A qcow2 disk is served through its backing chain (its
+    /// backing files locked as QEMU locks them).
+    pub fn open_as(path: &Path, read_only: bool, format: Option<ImageFormat>) -> Result<Self, DiskError> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(!read_only)
@@ -108,6 +117,25 @@ impl ServedDisk {
         }
         let (held, unshared) = locks::mirror_perms(!read_only);
         let lock = Some(ImageLock::acquire(&file, path, held, unshared)?);
+        let is_file = file.metadata().is_ok_and(|m| m.is_file());
+        let format = match format {
+            Some(format) => format,
+            None if is_file => ImageFormat::probe(&file).map_err(|source| DiskError::Open { path: path.to_owned(), source })?,
+            None => ImageFormat::Raw,
+        };
+        if format == ImageFormat::Qcow2 {
+            let top = file.try_clone().map_err(|source| DiskError::Open { path: path.to_owned(), source })?;
+            let chain = Chain::open(path, top, format, !read_only, OpenBacking::FromHeader, true)
+                .map_err(|e| DiskError::Invalid(e.to_string()))?;
+            return Ok(Self {
+                length: chain.size(),
+                read_only,
+                route: RwLock::new(Route {
+                    held: Backing::Chain { chain, file, path: path.to_owned(), writable: !read_only, _lock: lock },
+                    job: None,
+                }),
+            });
+        }
         Ok(Self {
             length,
             read_only,
@@ -130,6 +158,11 @@ impl ServedDisk {
     /// Whether clients may only read.
     pub fn read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// The format of the image that holds the disk now (a new job's source format).
+    pub fn format(&self) -> ImageFormat {
+        self.read_route().held.format()
     }
 
     fn read_route(&self) -> RwLockReadGuard<'_, Route> {
@@ -283,6 +316,9 @@ impl ServedDisk {
         let Some(source) = route.held.path().cloned() else {
             return Err(StartMirrorError::RemoteSource(route.held.describe()));
         };
+        // The job opens the image itself: it must find this opening's metadata on disk.
+        setup.format = Some(route.held.format());
+        route.held.flush().map_err(|source| StartError::Os { what: "flushing the served image", source })?;
         let mirror = Arc::new(FileMirror::start_to(&source, target.clone(), setup)?);
         route.job = Some(RunningJob {
             mirror: Arc::clone(&mirror),
@@ -302,11 +338,15 @@ impl ServedDisk {
             let next = match &job.target {
                 // A duplicate of the mirror's own target descriptor: the same open file
                 // description, so the target's image lock carries over to the served disk.
-                MirrorTarget::Path(path) => job.mirror.target_handle().map(|file| Backing::File {
-                    file,
-                    path: path.clone(),
-                    _lock: None,
-                }),
+                // A qcow2 target is served through the mirror's own opening of it.
+                MirrorTarget::Path(path) => match job.mirror.image_target() {
+                    Some(target) => Ok(Backing::Image { target, path: path.clone() }),
+                    None => job.mirror.target_handle().map(|file| Backing::File {
+                        file,
+                        path: path.clone(),
+                        _lock: None,
+                    }),
+                },
                 MirrorTarget::Nbd(_) => job
                     .mirror
                     .nbd_target()
@@ -320,6 +360,10 @@ impl ServedDisk {
                     return Err(e);
                 }
             }
+        } else if route.held.format() == ImageFormat::Qcow2 {
+            // The job's own opening of the image writes its metadata out first.
+            job.mirror.guest_flush().map_err(io::Error::other)?;
+            route.held.reopen()?;
         }
         Ok(Some(job.mirror))
     }

@@ -25,6 +25,7 @@ use super::disk::{ServedDisk, StartMirrorError};
 use super::output::lock;
 use crate::engine::{FileMirror, MirrorSetup, StartError, VerbError};
 use crate::events::EventRecord;
+use crate::image::ImageFormat;
 use crate::nbd::NbdUri;
 use crate::qmp::{
     self, verbs, Command, DriveMirrorArgs, JobView, NewImageMode, QmpError, QmpEvent,
@@ -160,11 +161,16 @@ impl JobHost {
 
     /// The mirror setup for a `drive-mirror`: the server's file options, the command's job.
     fn job_setup(&self, args: &DriveMirrorArgs) -> Result<MirrorSetup, QmpError> {
-        if let Some(format) = args.format.as_deref().filter(|f| *f != "raw") {
-            return Err(QmpError::generic(format!(
-                "blockmirror serve mirrors raw images only: format '{format}' is not supported"
-            )));
-        }
+        // The target's format (QEMU's default: the source's, raw here). A qcow2 target gets
+        // the backing file its sync mode needs (see `image::plan`).
+        let target_format = match args.format.as_deref() {
+            None => None,
+            Some(name) => Some(ImageFormat::parse(name).map_err(|_| {
+                QmpError::generic(format!(
+                    "blockmirror serve writes raw and qcow2 targets only: format '{name}' is not supported"
+                ))
+            })?),
+        };
         if !args.auto_finalize || !args.auto_dismiss {
             return Err(QmpError::generic(
                 "blockmirror serve runs jobs with auto-finalize and auto-dismiss on (QEMU's defaults) only",
@@ -173,8 +179,9 @@ impl JobHost {
         let mut setup = self.setup.clone();
         let config = &mut setup.config;
         // A raw image has no backing file: `top` copies the whole disk, as QEMU does
-        // (`sync=top` without a backing file becomes `full`).
-        config.sync = if args.sync == SyncMode::Top {
+        // (`sync=top` without a backing file becomes `full`). A qcow2 disk's `top` is its
+        // own (the target gets the same backing file).
+        config.sync = if args.sync == SyncMode::Top && self.disk.format() == ImageFormat::Raw {
             SyncMode::Full
         } else {
             args.sync
@@ -192,6 +199,7 @@ impl JobHost {
         config.validate().map_err(|e| verbs::config_error(&e))?;
         setup.unmap = args.unmap;
         setup.reuse = args.mode == NewImageMode::Existing;
+        setup.target_format = target_format;
         Ok(setup)
     }
 

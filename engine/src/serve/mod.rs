@@ -180,7 +180,7 @@ impl Server {
                 "max_clients and io_threads must be at least 1".into(),
             ));
         }
-        let disk = Arc::new(ServedDisk::open(&config.source, config.read_only)?);
+        let disk = Arc::new(ServedDisk::open_as(&config.source, config.read_only, config.mirror.format)?);
         let os = |what: String| move |source| ServeError::Os { what, source };
         let listener = Listener::bind(&config.listen)
             .map_err(os(format!("listening on {}", config.listen)))?;

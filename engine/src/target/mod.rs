@@ -12,7 +12,10 @@
 //!
 //! - [`nbd`]: [`NbdTarget`], the export behind a connection that is made again after it
 //!   failed.
+//! - [`image`]: [`ImageTarget`], a qcow2 target written through imago (no io_uring, no
+//!   O_DIRECT, no in-kernel copies: its data goes where imago maps it).
 
+pub mod image;
 pub mod nbd;
 
 use std::io;
@@ -20,9 +23,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::files::{OpenedFiles, Side};
+use crate::image::Chain;
 use crate::io_ops;
 use crate::nbd::NbdUri;
 
+pub use image::{Below, ImageTarget};
 pub use nbd::{NbdTarget, NbdTargetError};
 
 /// What a mirror writes to.
@@ -43,6 +48,8 @@ pub enum TargetSide {
     File(Side),
     /// A remote NBD export.
     Nbd(Arc<NbdTarget>),
+    /// A local qcow2 image.
+    Image(Arc<ImageTarget>),
 }
 
 impl TargetSide {
@@ -50,6 +57,15 @@ impl TargetSide {
     pub fn file(&self) -> Option<&Side> {
         match self {
             TargetSide::File(side) => Some(side),
+            TargetSide::Nbd(_) | TargetSide::Image(_) => None,
+        }
+    }
+
+    /// The local file under the target, raw or image (for its lock and descriptors).
+    pub fn local_file(&self) -> Option<&Side> {
+        match self {
+            TargetSide::File(side) => Some(side),
+            TargetSide::Image(image) => Some(&image.side),
             TargetSide::Nbd(_) => None,
         }
     }
@@ -65,6 +81,7 @@ impl TargetSide {
         match self {
             TargetSide::File(side) => io_ops::write_all(&side.buffered, data, offset),
             TargetSide::Nbd(nbd) => nbd.write(offset, data),
+            TargetSide::Image(image) => image.write(data, offset),
         }
     }
 
@@ -73,6 +90,7 @@ impl TargetSide {
         match self {
             TargetSide::File(side) => io_ops::read_exact(&side.buffered, buf, offset),
             TargetSide::Nbd(nbd) => nbd.read(offset, buf),
+            TargetSide::Image(image) => image.read(buf, offset),
         }
     }
 
@@ -84,6 +102,8 @@ impl TargetSide {
             TargetSide::File(side) => io_ops::zero_range(&side.buffered, offset, length, unmap)
                 .map(|m| m == io_ops::ZeroMethod::PunchHole),
             TargetSide::Nbd(nbd) => nbd.write_zeroes(offset, length, unmap).map(|()| false),
+            // Zero clusters whatever `unmap` says: nothing is deallocated.
+            TargetSide::Image(image) => image.write_zeroes(offset, length).map(|()| false),
         }
     }
 
@@ -92,6 +112,7 @@ impl TargetSide {
         match self {
             TargetSide::File(side) => io_ops::datasync(&side.copy),
             TargetSide::Nbd(nbd) => nbd.flush(),
+            TargetSide::Image(image) => image.flush(),
         }
     }
 
@@ -102,7 +123,7 @@ impl TargetSide {
             TargetSide::File(side) => {
                 io_ops::punch_hole_supported(&side.buffered, side.is_block_device)
             }
-            TargetSide::Nbd(_) => false,
+            TargetSide::Nbd(_) | TargetSide::Image(_) => false,
         }
     }
 }
@@ -111,7 +132,11 @@ impl TargetSide {
 #[derive(Debug)]
 pub struct Sides {
     /// The source (copy handle read-only; buffered handle writable when guest writes are on).
+    /// For a qcow2 source these are the top layer's file: its data is read and written
+    /// through `source_image` only.
     pub source: Side,
+    /// The source's image when it is qcow2 (`None`: the source is raw).
+    pub source_image: Option<Arc<Chain>>,
     /// The target.
     pub target: TargetSide,
     /// The source's length in bytes (the mirror's disk length).
@@ -122,11 +147,51 @@ pub struct Sides {
 
 impl From<OpenedFiles> for Sides {
     fn from(files: OpenedFiles) -> Self {
+        let target = match files.target_image {
+            Some((chain, below)) => TargetSide::Image(Arc::new(ImageTarget::new(files.target, chain, below))),
+            None => TargetSide::File(files.target),
+        };
         Sides {
             source: files.source,
-            target: TargetSide::File(files.target),
+            source_image: files.source_image,
+            target,
             length: files.length,
             target_created: files.target_created,
+        }
+    }
+}
+
+impl Sides {
+    /// Reads the source's guest view (through its chain when it is an image).
+    pub fn source_read(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match &self.source_image {
+            Some(chain) => chain.read(buf, offset),
+            None => io_ops::read_exact(&self.source.buffered, buf, offset),
+        }
+    }
+
+    /// Writes the guest's data to the source (its top layer when it is an image).
+    pub fn source_write(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        match &self.source_image {
+            Some(chain) => chain.write(data, offset),
+            None => io_ops::write_all(&self.source.buffered, data, offset),
+        }
+    }
+
+    /// Makes a source range read as zeroes (zero clusters on an image, see
+    /// [`io_ops::zero_range`] on a raw file).
+    pub fn source_zero_range(&self, offset: u64, length: u64, unmap: bool) -> io::Result<()> {
+        match &self.source_image {
+            Some(chain) => chain.write_zeroes(offset, length),
+            None => io_ops::zero_range(&self.source.buffered, offset, length, unmap).map(drop),
+        }
+    }
+
+    /// Makes the guest's source writes durable.
+    pub fn source_flush(&self) -> io::Result<()> {
+        match &self.source_image {
+            Some(chain) => chain.flush(),
+            None => io_ops::datasync(&self.source.buffered),
         }
     }
 }

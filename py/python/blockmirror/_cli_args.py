@@ -77,3 +77,27 @@ def _seconds_parser(allow_zero: bool) -> Callable[[str], float]:
 
 _seconds = _seconds_parser(allow_zero=False)
 _non_negative_seconds = _seconds_parser(allow_zero=True)
+
+
+IMAGE_FORMATS = ("raw", "qcow2")
+
+
+def add_format_arguments(parser: argparse.ArgumentParser, target: bool) -> None:
+    """``--format`` (and with ``target``, ``--target-format``): force an image's format as
+    QEMU's options do; by default it is probed (a created DST takes SRC's)."""
+    parser.add_argument("--format", choices=IMAGE_FORMATS, default=None,
+                        help="SRC's format (default: probed; qcow2 is read through its backing chain)")
+    if target:
+        parser.add_argument("--target-format", choices=IMAGE_FORMATS, default=None,
+                            help="DST's format (default: probed, or SRC's for a DST this run creates)")
+
+
+def is_qcow2(path: str, forced: "str | None") -> bool:
+    """Whether ``path`` is (or is forced to be) a qcow2 image; a missing file is not."""
+    if forced is not None:
+        return forced == "qcow2"
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"QFI\xfb"
+    except OSError:
+        return False

@@ -28,6 +28,7 @@ from blockmirror._native import DEFAULTS, InvalidArgument, IoError, Timeout
 from blockmirror._progress import format_bytes, format_rate
 from blockmirror._report import Reporter
 from blockmirror._cli_args import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, Terminated
+from blockmirror._cli_args import is_qcow2
 
 __all__ = ["run_mirror"]
 
@@ -58,6 +59,13 @@ def _sync_refusal(args: argparse.Namespace) -> Optional[str]:
     if args.target_holds_base and not args.reuse:
         return "--target-holds-base needs --reuse: a DST this run creates holds nothing yet"
     if args.target_holds_base:
+        return None
+    # A qcow2 DST gets (or must already have) the backing file the mode needs, which is what
+    # makes top and none whole images: the library checks it.
+    target_format = getattr(args, "target_format", None)
+    source_qcow2 = is_qcow2(args.source, getattr(args, "format", None))
+    if is_qcow2(args.target, target_format) or (
+            source_qcow2 and target_format is None and not os.path.exists(args.target)):
         return None
     if args.sync == "none":
         return ("--sync none copies only writes made during the job, and this command makes "
@@ -91,7 +99,8 @@ def run_mirror(args: argparse.Namespace) -> int:
             on_target_error=args.on_target_error, speed=args.speed, buf_size=args.buf_size,
             max_in_flight=args.max_in_flight, max_io=max_io, direct=args.direct,
             reuse=args.reuse, unmap=args.unmap, offload=args.offload, io_uring=args.io_uring,
-            auto_converge=args.auto_converge, guest_writes=False),
+            auto_converge=args.auto_converge, guest_writes=False,
+            format=getattr(args, "format", None), target_format=getattr(args, "target_format", None)),
             args.target, remove_on_interrupt=not args.keep_partial)
     except InvalidArgument as exc:
         print(f"blockmirror: error: {cli_message(str(exc))}", file=err)

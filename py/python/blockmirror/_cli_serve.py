@@ -6,10 +6,10 @@ import argparse
 import ipaddress
 import sys
 
-from blockmirror._cli_args import EXIT_OK, Terminated
+from blockmirror._cli_args import EXIT_OK, Terminated, add_format_arguments
 
 SERVE_DESCRIPTION = """\
-Export SOURCE (a raw image or block device) over NBD so that real programs (a VM, fio,
+Export SOURCE (a raw image, a qcow2 image with its backing chain, or a block device) over NBD so that real programs (a VM, fio,
 qemu-io, a filesystem through nbd-client) use it while blockmirror mirrors it. Control is
 over QMP, QEMU's monitor protocol: qemu.qmp, qmp-shell or scripts written for QEMU send
 drive-mirror, query-block-jobs, block-job-complete, block-job-cancel, ... to --qmp PATH.
@@ -43,6 +43,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-clients", type=int, default=64, metavar="N",
                    help="connections beyond N are refused (default 64)")
     p.add_argument("--direct", action="store_true", help="jobs open their files with O_DIRECT")
+    add_format_arguments(p, target=False)
 
 
 def _is_loopback(hostport: str) -> bool:
@@ -63,7 +64,7 @@ def run_serve(args: argparse.Namespace) -> int:
               f"{args.listen} can read and write {args.source}", file=sys.stderr)
     server = blockmirror.serve(args.source, socket=args.socket, listen=args.listen, export=args.export,
                                qmp=args.qmp, read_only=args.read_only, max_clients=args.max_clients,
-                               direct=args.direct)
+                               direct=args.direct, format=args.format)
     with server:
         reason = "quit over QMP"
         # The whole wait is inside the try: a signal may arrive as soon as the line is out.

@@ -131,6 +131,15 @@ class Mirror:
     ``qemu-img compare``, anything with ``-U``) keep working. Turn it off only when this
     process already holds an image's lock on a descriptor of its own.
 
+    ``format`` / ``target_format`` (``"raw"`` or ``"qcow2"``; default: probed, a created
+    target taking the source's) force the images' formats, as QEMU's options do. A qcow2
+    source is read through its backing chain; the sync mode decides the target's backing
+    file as QEMU's drive-mirror does: ``full`` makes it standalone, ``top`` copies only the
+    top layer's clusters and gives a created target the source's backing file (an existing
+    one must already have it), ``none`` copies only new writes onto a target whose backing
+    file is the source. A chain that cannot be used raises :class:`ImageError` (``.kind``)
+    before anything is written.
+
     ``on_event`` is called from a background thread for every event, in order.
     ``faults``: a list of dicts ``{"side": "source"|"target", "op": "read"|"write"|"zero"|
     "flush"|"any", "nth": 1, "count": 1, "error": "nospace"|"io"|"readonly"|errno}``: the
@@ -162,6 +171,8 @@ class Mirror:
         on_event: Optional[EventCallback] = None,
         guest_writes: bool = True,
         lock: bool = True,
+        format: Optional[str] = None,
+        target_format: Optional[str] = None,
     ) -> None:
         self.source = os.fspath(source)
         self.target = os.fspath(target)
@@ -172,6 +183,7 @@ class Mirror:
             reuse=reuse, unmap=unmap, guest_writes=guest_writes, offload=offload, io_uring=io_uring,
             auto_converge=auto_converge, not_converging_window=not_converging_window,
             faults=list(faults) if faults is not None else None, lock=lock,
+            format=format, target_format=target_format,
         )
         self._started = time.monotonic()
         self._log = _EventLog()
@@ -468,6 +480,8 @@ def mirror(
     faults: Optional[Sequence[Dict[str, Any]]] = None,
     on_event: Optional[EventCallback] = None,
     lock: bool = True,
+    format: Optional[str] = None,
+    target_format: Optional[str] = None,
 ) -> MirrorResult:
     """Copies ``source`` to ``target`` and completes (the target is then the new image).
 
@@ -495,7 +509,8 @@ def mirror(
                        direct=direct, reuse=reuse, unmap=unmap, offload=offload,
                        io_uring=io_uring, auto_converge=auto_converge,
                        not_converging_window=not_converging_window, faults=faults,
-                       on_event=on_event, guest_writes=False, lock=lock),
+                       on_event=on_event, guest_writes=False, lock=lock, format=format,
+                       target_format=target_format),
         os.fspath(target), remove_on_interrupt=not keep_partial)
 
     def show_progress() -> None:

@@ -12,6 +12,9 @@ __version__: str
 
 class BlockMirrorError(Exception): ...
 class InvalidArgument(BlockMirrorError, ValueError): ...
+
+class ImageError(InvalidArgument):
+    kind: str
 class JobStateError(BlockMirrorError): ...
 class Timeout(BlockMirrorError, TimeoutError): ...
 
@@ -92,6 +95,8 @@ class FileMirror:
         not_converging_window: float = 10.0,
         faults: list[dict[str, Any]] | None = None,
         lock: bool = True,
+        format: Literal["raw", "qcow2"] | None = None,
+        target_format: Literal["raw", "qcow2"] | None = None,
     ) -> FileMirror: ...
     @property
     def length(self) -> int: ...
@@ -366,6 +371,7 @@ class NbdServer:
         max_clients: int = 64,
         direct: bool = False,
         not_converging_window: float = 10.0,
+        format: Literal["raw", "qcow2"] | None = None,
     ) -> NbdServer: ...
     @property
     def uri(self) -> str: ...

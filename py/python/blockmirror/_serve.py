@@ -163,6 +163,7 @@ def serve(
     max_clients: int = 64,
     direct: bool = False,
     not_converging_window: float = 10.0,
+    format: Optional[str] = None,
 ) -> Server:
     """Exports ``source`` (a raw image or block device) over NBD and returns the running
     :class:`Server`.
@@ -173,7 +174,8 @@ def serve(
     ``not_converging_window`` is their seconds without progress before a
     ``BLOCK_JOB_NOT_CONVERGING`` event (0: never). The source
     is locked as QEMU locks images: a QEMU (or qemu-nbd) writing it is refused, and it
-    refuses this disk while it is served."""
+    refuses this disk while it is served. ``format`` (``"raw"``/``"qcow2"``, default probed)
+    forces the disk's format: a qcow2 disk is served through its backing chain."""
     qmp_path = os.fspath(qmp) if qmp is not None else None
     native = NbdServer(
         os.fspath(source),
@@ -185,6 +187,7 @@ def serve(
         max_clients=max_clients,
         direct=direct,
         not_converging_window=not_converging_window,
+        format=format,
     )
     return Server(native, qmp_path)
 

@@ -23,6 +23,7 @@ from blockmirror._cli_args import (  # noqa: F401  (re-exported: the CLI's publi
     EXIT_USAGE,
     Terminated,
     _count,
+    add_format_arguments,
     _non_negative_seconds,
     _seconds,
     parse_size,
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("target", metavar="DST")
     add_job_options(m)
     m.add_argument("--direct", action="store_true", help="O_DIRECT on both files")
+    add_format_arguments(m, target=True)
     m.add_argument("--reuse", action="store_true", help="mirror into an existing DST of the same size")
     m.add_argument("--target-holds-base", action="store_true",
                    help="with --reuse: DST already holds what SRC's unallocated ranges (--sync top) "
