@@ -205,7 +205,7 @@ def thread_cpu() -> Dict[Tuple[int, str], float]:
         try:
             with open(f"/proc/self/task/{tid}/stat") as f:
                 head, rest = f.read().rsplit(")", 1)
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             continue  # it ended meanwhile
         fields = rest.split()
         out[(int(tid), head.split("(", 1)[1])] = (int(fields[11]) + int(fields[12])) / tick
@@ -216,17 +216,23 @@ class ThreadSampler:
     """Samples every thread's CPU time while a call runs (the mirror's threads end with it,
     so their last sample is kept): the CPU per thread group of one mirror."""
 
-    def __init__(self, interval: float = 0.02) -> None:
+    def __init__(self, interval: float = 0.05) -> None:
         self.interval = interval
         self.last: Dict[Tuple[int, str], float] = {}
         self.start = thread_cpu()
+        self.own_tid: Optional[int] = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        self.own_tid = threading.get_native_id()
         while not self._stop.is_set():
             self.last.update(thread_cpu())
             self._stop.wait(self.interval)
+
+    def own_cpu(self) -> float:
+        """CPU seconds the sampler itself used (not the mirror's: subtracted from it)."""
+        return sum(cpu for (tid, _), cpu in self.last.items() if tid == self.own_tid)
 
     def __enter__(self) -> "ThreadSampler":
         self._thread.start()
@@ -239,9 +245,12 @@ class ThreadSampler:
 
     def by_group(self) -> Dict[str, float]:
         """CPU seconds during the call per thread kind: the io_uring thread, the I/O workers,
-        the driver, and this process's other threads (Python: the caller, the sampler)."""
+        the driver, and this process's other threads (Python's: the caller; the sampler's
+        own are left out)."""
         groups: Dict[str, float] = {}
         for (tid, name), cpu in self.last.items():
+            if tid == self.own_tid:
+                continue
             used = cpu - self.start.get((tid, name), 0.0)
             if name.startswith("blockmirror-io"):
                 group = "workers"
@@ -264,7 +273,7 @@ def timed_bm(src: str, dst: str, options: Dict[str, Any]) -> Dict[str, float]:
         t0 = time.perf_counter()
         bm.mirror(src, dst, **options)
         seconds = time.perf_counter() - t0
-    run = {"s": seconds, "cpu_s": self_cpu() - c0}
+    run = {"s": seconds, "cpu_s": self_cpu() - c0 - sampler.own_cpu()}
     run.update({f"cpu_{group}": cpu for group, cpu in sampler.by_group().items()})
     return run
 
@@ -338,7 +347,7 @@ def paired_table(res: Dict[str, List[Dict[str, float]]], size: int, label: str) 
               f"| {to_dd:.2f}x | {to_q} | {cpu:.2f} |" + extra, flush=True)
     threads = [n for n in names if any(k.startswith("cpu_") and k != "cpu_s" for k in res[n][0])]
     if threads:
-        print("\nCPU s per GiB by thread (median; python = the caller and the sampler):\n")
+        print("\nCPU s per GiB by thread (median; python = the calling thread, waiting):\n")
         print("| copy | uring | workers | driver+other | python |")
         print("|---|---|---|---|---|")
         for name in threads:
