@@ -10,11 +10,12 @@ point gives the same row wherever it runs.
 from __future__ import annotations
 
 import concurrent.futures
+import importlib
 import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Union
+from typing import Any, Union, cast
 
 from blockmirror import _native
 
@@ -54,7 +55,8 @@ def sweep(
     if executor is None:
         if batch_size is not None:
             raise _native.InvalidArgument("batch_size needs an executor")
-        return _native.sweep(params, threads=threads, progress=progress)
+        # The native sweep checks the type itself ("sweep takes a list of dicts").
+        return _native.sweep(cast("list[dict[str, Any]]", params), threads=threads, progress=progress)
     points = list(params)
     size = _batch_size(len(points), batch_size)
     batches = [points[start:start + size] for start in range(0, len(points), size)]
@@ -105,7 +107,7 @@ def _run_batch(offset: int, batch: Sequence[dict[str, Any]], threads: int | None
     """One task on a worker: the native sweep of `batch`, whose first point is number
     `offset` of the whole sweep (so that an error names the point's index in it)."""
     try:
-        return _native.sweep(batch, threads=threads)
+        return _native.sweep(list(batch), threads=threads)
     except _native.InvalidArgument as error:
         message = _ITEM.sub(lambda m: f"sweep item {offset + int(m.group(1))}", str(error), count=1)
         raise _native.InvalidArgument(message) from None
@@ -121,8 +123,8 @@ class _Progress:
         if progress is None or progress is False:
             return
         if progress is True:
-            from tqdm.auto import tqdm
-
+            # A dependency of the package; imported by name so that its stubs are optional.
+            tqdm = importlib.import_module("tqdm.auto").tqdm
             self.bar = tqdm(total=total, desc="sweep", unit="run", file=sys.stderr)
         elif callable(progress):
             self.callback = progress
