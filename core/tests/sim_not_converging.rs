@@ -24,8 +24,8 @@ fn hot_spot(seed: u64, write_rate: u64) -> SimConfig {
 
 /// 6.6 % of the target's bandwidth: the guest then newly dirties about as much as the job
 /// copies, and the backlog hovers at a few chunks, touching new lows now and then. The stall
-/// rule alone (no new low for the 10 s window) stayed silent for 27 s here, and the job got
-/// ready by chance at 28.5 s; the forecast reports it within two windows.
+/// rule alone (no new low for the 10 s window) stays silent here, and the job gets ready
+/// only by chance after about 30 s; the forecast reports it within two windows.
 const HOT_SPOT_EQUILIBRIUM_RATE: u64 = 1_099_848;
 
 #[test]
