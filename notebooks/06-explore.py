@@ -25,6 +25,8 @@
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 from IPython.display import display
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
 
 import blockmirror as bm
 from blockmirror import plots
@@ -41,6 +43,11 @@ DEFAULTS = dict(
     copy_mode="background",
     fault=False,
 )
+# The teaching page's colour-blind-safe palette (Okabe-Ito), state by state: the page's
+# "dirty" for chunks waiting for their first copy, its "clean" for chunks in sync, the
+# guest's colour for chunks dirtied again, its "writing" for chunks being copied.
+PAGE_COLOURS = {"not yet copied": "#e69f00", "in sync": "#e9e9ee", "re-dirtied": "#cc79a7",
+                "copying": "#0072b2", "failed": "#1b1b1b"}
 
 
 def simulate(write_fraction, pattern, speed_mib_s, granularity_kib, copy_mode, fault):
@@ -59,41 +66,62 @@ def simulate(write_fraction, pattern, speed_mib_s, granularity_kib, copy_mode, f
         on_target_error="ignore",
         faults=[dict(side="target", rate=0.05, error="io")] if fault else [],
     )
-    return plots.trace_simulation(sim, duration_ns=DURATION_S * NS_PER_S, samples=120)
+    trace = plots.trace_simulation(sim, duration_ns=DURATION_S * NS_PER_S, samples=120)
+    return trace, sim
+
+
+def guest_cost(sim, write_fraction, speed_mib_s):
+    """What the mirror cost the guest: its achieved write rate against the one it asked for."""
+    result = sim.result()
+    asked = write_fraction * speed_mib_s
+    achieved = result["guest_bytes_written"] / MIB * NS_PER_S / max(result["time_ns"], 1)
+    return asked, achieved
 
 
 def render(**settings):
-    trace = simulate(**settings)
+    trace, sim = simulate(**settings)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), layout="constrained",
                                       height_ratios=(3, 2))
     plots.plot_chunk_states(trace, ax=top)
+    palette = ListedColormap([PAGE_COLOURS[name] for name in plots.CHUNK_STATE_NAMES])
+    for artist in [*top.images, *top.collections]:
+        artist.set_cmap(palette)
+    top.legend(handles=[Patch(color=PAGE_COLOURS[n], label=n) for n in plots.CHUNK_STATE_NAMES],
+               loc="upper right", fontsize="small", ncol=len(PAGE_COLOURS))
     plots.plot_progress(trace, ax=bottom)
+    asked, achieved = guest_cost(sim, settings["write_fraction"], settings["speed_mib_s"])
+    share = f"{achieved / asked:.0%}" if asked > 0 else "-"
+    fig.suptitle(f"guest writes: asked {asked:.2f} MiB/s, achieved {achieved:.2f} MiB/s "
+                 f"({share}) - the price of {settings['copy_mode']}", fontsize="medium")
     plt.show()
-    return trace
+    return trace, sim
 
 # %% [markdown]
-# The default picture. Grey chunks still wait for their first copy, green ones are in sync,
-# orange ones were in sync once and have been dirtied again by the guest, blue ones are being
-# copied (or written through by the guest), red ones failed their last I/O.
+# The default picture, in the teaching page's colours. Orange chunks still wait for their
+# first copy, light grey ones are in sync, purple ones were in sync once and have been
+# dirtied again by the guest, blue ones are being copied (or written through by the guest),
+# black ones failed their last I/O. The title line is the guest's cost: the write rate it
+# achieved against the one it asked for (write-blocking makes its writes wait).
 
 # %%
-default_trace = render(**DEFAULTS)
+default_trace, default_sim = render(**DEFAULTS)
 
 # %% [markdown]
-# The controls. In a live notebook, every change redraws the picture below them.
+# The controls. In a live notebook, releasing a slider (or pressing a button) redraws the
+# picture below them; a slider does not rerun the simulation on every step of a drag.
 
 # %%
 controls = dict(
     write_fraction=widgets.FloatLogSlider(value=DEFAULTS["write_fraction"], base=10, min=-3,
-                                          max=0.3, step=0.1,
+                                          max=0.3, step=0.1, continuous_update=False,
                                           description="writes / speed"),
     pattern=widgets.ToggleButtons(options=["uniform", "hot-spot", "sequential"],
                                   value=DEFAULTS["pattern"], description="pattern"),
     speed_mib_s=widgets.IntSlider(value=DEFAULTS["speed_mib_s"], min=4, max=128, step=4,
-                                  description="speed MiB/s"),
+                                  continuous_update=False, description="speed MiB/s"),
     granularity_kib=widgets.SelectionSlider(options=[4, 16, 64, 256, 1024, 4096],
                                             value=DEFAULTS["granularity_kib"],
-                                            description="chunk KiB"),
+                                            continuous_update=False, description="chunk KiB"),
     copy_mode=widgets.ToggleButtons(options=["background", "write-blocking"],
                                     value=DEFAULTS["copy_mode"], description="copy mode"),
     fault=widgets.Checkbox(value=DEFAULTS["fault"], description="target I/O errors (5 %)"),
@@ -110,8 +138,6 @@ def redraw(_change=None):
 for w in controls.values():
     w.observe(redraw, names="value")
 display(widgets.VBox(list(controls.values())), output)
-# The same settings as the default picture: the widgets start where DEFAULTS says.
-assert {name: w.value for name, w in controls.items()} == DEFAULTS
 
 # %% [markdown]
 # One comparison to read the picture by: the same run with the guest writing four times as
@@ -127,14 +153,18 @@ def summary(trace):
 
 faster_settings = {**DEFAULTS, "write_fraction": 4 * DEFAULTS["write_fraction"]}
 (base_when, base_redirtied) = summary(default_trace)
-(fast_when, fast_redirtied) = summary(simulate(**faster_settings))
+fast_trace, fast_sim = simulate(**faster_settings)
+(fast_when, fast_redirtied) = summary(fast_trace)
 print(
     f"Answer (defaults): with the guest writing {DEFAULTS['pattern']} at "
     f"{DEFAULTS['write_fraction']:.0%} of the {DEFAULTS['speed_mib_s']} MiB/s copy speed, "
     f"the {DEFAULTS['copy_mode']} job was {base_when}, with at most {base_redirtied} chunks "
-    f"dirty again at once (orange). At {faster_settings['write_fraction']:.0%} it was "
-    f"{fast_when}, with up to {fast_redirtied}: the orange area is the re-copy work the "
-    f"guest's writes cause, and it grows with the write rate."
+    f"dirty again at once (purple). At {faster_settings['write_fraction']:.0%} it was "
+    f"{fast_when}, with up to {fast_redirtied}: the purple area is the re-copy work the "
+    f"guest's writes cause, and it grows with the write rate. The guest got "
+    f"{guest_cost(default_sim, DEFAULTS['write_fraction'], DEFAULTS['speed_mib_s'])[1]:.2f} and "
+    f"{guest_cost(fast_sim, faster_settings['write_fraction'], DEFAULTS['speed_mib_s'])[1]:.2f} "
+    f"MiB/s of writes through."
     if fast_redirtied > base_redirtied else
     f"Answer (defaults): the {DEFAULTS['copy_mode']} job was {base_when} "
     f"(at most {base_redirtied} chunks dirty again at once); at four times the write rate it "

@@ -513,13 +513,21 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 /// The sweep's thread pool for `threads` (0: one per core). The last one built is kept and
 /// reused while calls ask for the same count (a notebook sweeps many times; starting the
 /// threads each time cost more than a small sweep); another count replaces it, so at most
-/// one idle pool stays alive.
+/// one idle pool stays alive. A pool built before a `fork` (a `ProcessPoolExecutor` worker
+/// on Linux) has no threads in the child: the child builds its own, and leaks the stale one
+/// rather than dropping it (dropping would signal threads that do not exist there).
 fn sweep_pool(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
-    static LAST: Mutex<Option<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
+    static LAST: Mutex<Option<(u32, usize, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
     let mut last = LAST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((count, pool)) = last.as_ref() {
-        if *count == threads {
+    let pid = std::process::id();
+    if let Some((built_in, count, pool)) = last.as_ref() {
+        if *built_in == pid && *count == threads {
             return Ok(Arc::clone(pool));
+        }
+    }
+    if let Some((built_in, _, stale)) = last.take() {
+        if built_in != pid {
+            std::mem::forget(stale);
         }
     }
     let pool = rayon::ThreadPoolBuilder::new()
@@ -528,6 +536,6 @@ fn sweep_pool(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
         .build()
         .map(Arc::new)
         .map_err(|e| PyOSError::new_err(format!("could not start the sweep's threads: {e}")))?;
-    *last = Some((threads, Arc::clone(&pool)));
+    *last = Some((pid, threads, Arc::clone(&pool)));
     Ok(pool)
 }

@@ -144,13 +144,20 @@ pub enum Event {
         error: IoErrorKind,
     },
     /// `BLOCK_JOB_NOT_CONVERGING`: in background mode, dirty bytes did not shrink over the
-    /// configured window. Emitted once per episode (again only after dirty bytes shrink).
+    /// configured window (the stall), or, while running, the time to ready forecast from
+    /// the rates over the last window exceeds
+    /// [`NOT_CONVERGING_ETA_WINDOWS`](super::NOT_CONVERGING_ETA_WINDOWS) windows with the
+    /// guest dirtying at least half as fast as the job copies (a backlog that shrinks too
+    /// slowly, or a noisy equilibrium). Emitted once per episode of either rule (a stall
+    /// ends when dirty bytes shrink to a new low, a forecast with a window that is fast
+    /// enough again).
     NotConverging {
         /// Dirty bytes now.
         dirty_bytes: u64,
-        /// Estimated guest dirtying rate, bytes/s.
+        /// Estimated guest dirtying rate, bytes/s: over the last 2 s for a stall, over the
+        /// forecast's window for a forecast.
         dirty_bytes_per_sec: u64,
-        /// Estimated copy rate, bytes/s.
+        /// Estimated copy rate, bytes/s, over the same span.
         copy_bytes_per_sec: u64,
     },
     /// `BLOCK_JOB_AUTO_CONVERGE` (beyond QEMU): with `auto_converge`, background copying

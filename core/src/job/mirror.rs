@@ -8,7 +8,7 @@
 use super::ops::{CopyStage, GuestStage, OpKind, OpTable};
 use super::policy::RetryBackoff;
 use super::ratelimit::RateLimiter;
-use super::rates::{ConvergenceWatch, RaceWatch, RateWindow};
+use super::rates::{Backlog, ConvergenceWatch, NotConvergingRule, RaceWatch, RateWindow};
 use super::*;
 use crate::bitmap::HBitmap;
 use std::collections::VecDeque;
@@ -353,15 +353,33 @@ impl MirrorJob {
             && !matches!(self.ending, Ending::Abort(_));
         let dirty_bytes = self.dirty_bytes();
         let window_ns = self.config.not_converging_window_ns;
-        let not_converging = self
+        let backlog = Backlog {
+            dirty_bytes,
+            remaining_bytes: dirty_bytes + self.bytes_in_flight(),
+            copied_bytes: self.copy_rate.total_bytes(),
+            dirtied_bytes: self.dirty_rate.total_bytes(),
+        };
+        // The forecast is of the time to ready: it stops mattering once ready was reached.
+        let forecasting = self.status == JobStatus::Running && !self.ready_reached;
+        let rule = self
             .convergence
-            .observe(self.now, dirty_bytes, watching, window_ns);
+            .observe(self.now, backlog, watching, forecasting, window_ns);
+        let not_converging = rule.is_some();
         let rates = self.rates();
+        // The event carries the rates its rule went by: the forecast's window, or the
+        // last 2 s for a stall.
+        let (dirty_bytes_per_sec, copy_bytes_per_sec) = match rule {
+            Some(NotConvergingRule::TooSlow {
+                dirty_bytes_per_sec,
+                copy_bytes_per_sec,
+            }) => (dirty_bytes_per_sec, copy_bytes_per_sec),
+            _ => (rates.dirty_bytes_per_sec, rates.copy_bytes_per_sec),
+        };
         if not_converging {
             self.emit(Event::NotConverging {
                 dirty_bytes,
-                dirty_bytes_per_sec: rates.dirty_bytes_per_sec,
-                copy_bytes_per_sec: rates.copy_bytes_per_sec,
+                dirty_bytes_per_sec,
+                copy_bytes_per_sec,
             });
         }
         if !self.config.auto_converge {
@@ -390,8 +408,8 @@ impl MirrorJob {
         self.emit(Event::AutoConverge {
             trigger,
             dirty_bytes,
-            dirty_bytes_per_sec: rates.dirty_bytes_per_sec,
-            copy_bytes_per_sec: rates.copy_bytes_per_sec,
+            dirty_bytes_per_sec,
+            copy_bytes_per_sec,
         });
         // As `set_copy_mode` does; the watch stays quiet now (write-blocking).
         self.pump();

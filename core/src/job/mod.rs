@@ -145,5 +145,6 @@ pub use mirror::MirrorJob;
 pub use time::Nanos;
 pub use policy::{RETRY_BACKOFF_FIRST_NS, RETRY_BACKOFF_MAX_NS};
 pub use ratelimit::SLICE_NS;
+pub use rates::NOT_CONVERGING_ETA_WINDOWS;
 pub use status::{render_phase_diagram, JobStatus, Verb, TRANSITIONS, VERB_TABLE};
 pub use views::{OpView, OpViewKind, Progress, Rates};

@@ -20,11 +20,11 @@ from blockmirror._native import (
     SimulationJob,
     Timeout,
     __version__,
-    sweep,
 )
 from blockmirror._events import MirrorEvent, MirrorResult
 from blockmirror._mirror import Mirror, mirror
 from blockmirror._serve import Server, serve
+from blockmirror._sweep import sweep
 
 # Submodules loaded on first use: `blockmirror.aio` (asyncio facade) and `blockmirror.plots`
 # (matplotlib) must work after a bare `import blockmirror`, without costing every import.
