@@ -70,6 +70,7 @@ pub mod serve;
 mod shared;
 pub mod stats;
 pub mod target;
+pub mod verify;
 mod task;
 mod uring;
 mod workers;

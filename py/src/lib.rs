@@ -15,6 +15,7 @@ mod serve;
 mod job;
 mod sim;
 mod sim_params;
+mod verify;
 
 /// The native module. Every export is listed here.
 #[pymodule]
@@ -28,6 +29,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<serve::NbdServer>()?;
     m.add("QmpError", m.py().get_type::<serve::QmpError>())?;
     m.add_class::<nbd_client::NbdClient>()?;
+    m.add_function(wrap_pyfunction!(verify::verify, m)?)?;
     job::register(m)?;
     sim::register(m)?;
     Ok(())

@@ -24,6 +24,7 @@ from blockmirror._native import (
 from blockmirror._events import MirrorEvent, MirrorResult
 from blockmirror._mirror import Mirror, mirror
 from blockmirror._serve import Server, serve
+from blockmirror._verify import VerifyReport, verify
 
 # Submodules loaded on first use: `blockmirror.aio` (asyncio facade) and `blockmirror.plots`
 # (matplotlib) must work after a bare `import blockmirror`, without costing every import.
@@ -59,8 +60,10 @@ __all__ = [
     "Server",
     "SimulationJob",
     "Timeout",
+    "VerifyReport",
     "__version__",
     "mirror",
     "serve",
     "sweep",
+    "verify",
 ]

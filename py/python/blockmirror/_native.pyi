@@ -422,3 +422,12 @@ class NbdClient:
 def is_nbd_uri(target: str) -> bool:
     """Whether ``target`` names an NBD export rather than a local path."""
     ...
+
+def verify(
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    granularity: int = 1048576,
+    repair: bool = False,
+) -> dict[str, Any]:
+    """Compares two images chunk by chunk (see blockmirror.verify); the report as a dict."""
+    ...

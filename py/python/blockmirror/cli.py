@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blockmirror", description="Live block-device mirroring.",
                                      epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"blockmirror {blockmirror.__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{mirror,serve,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{mirror,serve,verify,demo}")
 
     m = sub.add_parser("mirror", help="mirror SRC onto DST (a raw image or block device)",
                        description=MIRROR_DESCRIPTION, epilog=EXIT_CODES,
@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(sub.add_parser("serve", help="export a live disk over NBD, mirror it under QMP control",
                                        description=SERVE_DESCRIPTION, epilog=EXIT_CODES,
                                        formatter_class=argparse.RawDescriptionHelpFormatter))
+
+    from blockmirror._cli_verify import VERIFY_DESCRIPTION, VERIFY_EXIT_CODES, add_verify_arguments
+
+    add_verify_arguments(sub.add_parser("verify", help="compare SRC and DST chunk by chunk (and repair DST)",
+                                        description=VERIFY_DESCRIPTION, epilog=VERIFY_EXIT_CODES,
+                                        formatter_class=argparse.RawDescriptionHelpFormatter))
 
     from blockmirror._demo import add_demo_arguments
 
@@ -174,6 +180,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 from blockmirror._cli_serve import run_serve
 
                 return run_serve(args)
+            if args.command == "verify":
+                from blockmirror._cli_verify import run_verify
+
+                return run_verify(args)
             from blockmirror._demo import run_demo
 
             return run_demo(args)
