@@ -65,6 +65,7 @@ pub mod io_ops;
 pub mod locks;
 pub mod nbd;
 pub mod net;
+pub mod persist;
 pub mod qmp;
 pub mod serve;
 mod shared;

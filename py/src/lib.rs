@@ -11,6 +11,7 @@ mod errors;
 mod faults;
 mod mirror;
 mod nbd_client;
+mod persist;
 mod serve;
 mod job;
 mod sim;
@@ -30,6 +31,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("QmpError", m.py().get_type::<serve::QmpError>())?;
     m.add_class::<nbd_client::NbdClient>()?;
     m.add_function(wrap_pyfunction!(verify::verify, m)?)?;
+    persist::register(m)?;
     job::register(m)?;
     sim::register(m)?;
     Ok(())

@@ -73,6 +73,7 @@ fn start_error(e: StartError) -> PyErr {
         }
         StartError::Locked(e) => io_error(libc::EAGAIN, "lock", None, e.to_string()),
         StartError::Job(e) => job_error(e),
+        StartError::Bitmap(e) => crate::persist::persist_error(e),
         StartError::Os { what, source } => {
             io_error(source.raw_os_error().unwrap_or(libc::EIO), "open", None, format!("{what}: {source}"))
         }
@@ -187,11 +188,12 @@ impl FileMirror {
         on_source_error="report", on_target_error="report", speed=UInt(0), buf_size=UInt(16 << 20),
         max_in_flight=UInt(16), max_io=UInt(1 << 20), direct=false, reuse=false, unmap=true,
         guest_writes=true, offload=true, io_uring=true, auto_converge=false, not_converging_window=10.0, faults=None,
-        lock=true),
+        lock=true, bitmap=None, resume=false, bitmap_interval=1.0),
         text_signature = "(source, target, *, granularity=65536, sync='full', copy_mode='background', \
         on_source_error='report', on_target_error='report', speed=0, buf_size=16777216, max_in_flight=16, \
         max_io=1048576, direct=False, reuse=False, unmap=True, guest_writes=True, offload=True, io_uring=True, \
-        auto_converge=False, not_converging_window=10.0, faults=None, lock=True)")]
+        auto_converge=False, not_converging_window=10.0, faults=None, lock=True, bitmap=None, resume=False, \
+        bitmap_interval=1.0)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -216,6 +218,9 @@ impl FileMirror {
         not_converging_window: f64,
         faults: Option<&Bound<'_, PyList>>,
         lock: bool,
+        bitmap: Option<PathBuf>,
+        resume: bool,
+        bitmap_interval: f64,
     ) -> PyResult<Self> {
         // The length is set once the source is opened.
         let mut config = crate::job::mirror_config(
@@ -246,8 +251,10 @@ impl FileMirror {
             faults: fault_rules(faults)?,
             lock_source: lock,
             lock_target: lock,
+            bitmap: None,
         };
         let target = mirror_target(target)?;
+        let setup = MirrorSetup { bitmap: crate::persist::bitmap_setup(bitmap, resume, bitmap_interval)?, ..setup };
         let engine = py.detach(|| Engine::start_to(&source, target, setup)).map_err(start_error)?;
         Ok(Self {
             length: engine.length(),

@@ -37,6 +37,9 @@ pub struct MirrorSetup {
     /// Take QEMU-compatible image locks on the target (see `lock_source` for why a caller
     /// would turn it off). Not for an NBD target: its server locks its own image.
     pub lock_target: bool,
+    /// Keep a persistent write-intent bitmap file (see [`persist`](crate::persist)), or
+    /// resume from one.
+    pub bitmap: Option<crate::persist::BitmapSetup>,
 }
 
 impl Default for MirrorSetup {
@@ -56,6 +59,7 @@ impl Default for MirrorSetup {
             faults: Vec::new(),
             lock_source: true,
             lock_target: true,
+            bitmap: None,
         }
     }
 }

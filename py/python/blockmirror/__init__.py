@@ -4,6 +4,7 @@ from blockmirror._native import (
     CHUNK_STATE_NAMES,
     DEFAULTS,
     Action,
+    BitmapError,
     BlockMirrorError,
     Event,
     FileMirror,
@@ -19,6 +20,7 @@ from blockmirror._native import (
     SimulationJob,
     Timeout,
     __version__,
+    read_bitmap,
     sweep,
 )
 from blockmirror._events import MirrorEvent, MirrorResult
@@ -42,6 +44,7 @@ __all__ = [
     "CHUNK_STATE_NAMES",
     "DEFAULTS",
     "Action",
+    "BitmapError",
     "BlockMirrorError",
     "Event",
     "FileMirror",
@@ -62,6 +65,7 @@ __all__ = [
     "Timeout",
     "VerifyReport",
     "__version__",
+    "read_bitmap",
     "mirror",
     "serve",
     "sweep",

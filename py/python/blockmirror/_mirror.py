@@ -95,6 +95,21 @@ def open_tracking_creation(open_mirror: Callable[[], "Mirror"], target: str,
     return m, created
 
 
+def bitmap_path_for(target: str, bitmap: Union[None, bool, PathArg], resume: bool) -> Optional[str]:
+    """The bitmap file a mirror uses: none (``bitmap`` None/False without ``resume``), the
+    default ``TARGET.bmbitmap`` (``True``, or ``resume`` alone), or the path given. An NBD
+    target has no default: ``InvalidArgument``."""
+    if bitmap is None or bitmap is False:
+        if not resume:
+            return None
+        bitmap = True
+    if bitmap is True:
+        if is_nbd_uri(target):
+            raise InvalidArgument("an NBD target needs an explicit bitmap path (bitmap=PATH, --bitmap PATH)")
+        return target + ".bmbitmap"
+    return os.fspath(bitmap)
+
+
 class Mirror:
     """A live mirror of ``source`` onto ``target`` (raw image files or block devices).
 
@@ -131,6 +146,17 @@ class Mirror:
     ``qemu-img compare``, anything with ``-U``) keep working. Turn it off only when this
     process already holds an image's lock on a descriptor of its own.
 
+    ``bitmap`` keeps a persistent write-intent bitmap file (``True``: ``TARGET.bmbitmap``
+    beside a local target; or a path, required for an NBD target): every write through
+    :meth:`write` is marked in it, durably, before it reaches the source, and chunks are
+    cleared once their copy is on the target and flushed. After a crash (even ``kill -9``)
+    ``resume=True`` (implies ``reuse=True`` and the default bitmap path when none is given)
+    copies only what the file marks. A bitmap file that exists without ``resume``, or one
+    that is damaged or made for another source, target, size or granularity, raises
+    :class:`BitmapError` (``.reason`` says which). The file is removed when the job
+    completes with the switch-over. ``bitmap_interval`` is the seconds between clearing
+    rounds (also how long a written chunk stays marked).
+
     ``on_event`` is called from a background thread for every event, in order.
     ``faults``: a list of dicts ``{"side": "source"|"target", "op": "read"|"write"|"zero"|
     "flush"|"any", "nth": 1, "count": 1, "error": "nospace"|"io"|"readonly"|errno}``: the
@@ -162,9 +188,14 @@ class Mirror:
         on_event: Optional[EventCallback] = None,
         guest_writes: bool = True,
         lock: bool = True,
+        bitmap: Union[None, bool, PathArg] = None,
+        resume: bool = False,
+        bitmap_interval: float = 1.0,
     ) -> None:
         self.source = os.fspath(source)
         self.target = os.fspath(target)
+        self.bitmap_path = bitmap_path_for(self.target, bitmap, resume)
+        reuse = reuse or resume
         self._native = FileMirror(
             self.source, self.target, granularity=granularity, sync=sync, copy_mode=copy_mode,
             on_source_error=on_source_error, on_target_error=on_target_error, speed=speed,
@@ -172,6 +203,7 @@ class Mirror:
             reuse=reuse, unmap=unmap, guest_writes=guest_writes, offload=offload, io_uring=io_uring,
             auto_converge=auto_converge, not_converging_window=not_converging_window,
             faults=list(faults) if faults is not None else None, lock=lock,
+            bitmap=self.bitmap_path, resume=resume, bitmap_interval=bitmap_interval,
         )
         self._started = time.monotonic()
         self._log = _EventLog()

@@ -92,6 +92,9 @@ class FileMirror:
         not_converging_window: float = 10.0,
         faults: list[dict[str, Any]] | None = None,
         lock: bool = True,
+        bitmap: str | os.PathLike[str] | None = None,
+        resume: bool = False,
+        bitmap_interval: float = 1.0,
     ) -> FileMirror: ...
     @property
     def length(self) -> int: ...
@@ -430,4 +433,14 @@ def verify(
     repair: bool = False,
 ) -> dict[str, Any]:
     """Compares two images chunk by chunk (see blockmirror.verify); the report as a dict."""
+    ...
+
+class BitmapError(BlockMirrorError):
+    """A persistent bitmap file was refused; ``reason`` names why."""
+
+    reason: str
+
+def read_bitmap(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a bitmap file holds: generation, length, granularity, source, target,
+    dirty_chunks, dirty_bytes."""
     ...
