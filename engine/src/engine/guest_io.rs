@@ -133,7 +133,8 @@ impl FileMirror {
         let shared = &self.shared;
         // Write intent: the chunks are durably marked in the bitmap file before the source
         // changes; the ticket keeps them from being cleared until the job has the landing.
-        let _intent = crate::persist::mark_guest_write(shared, offset, length).map_err(|source| GuestIoError::Os { source })?;
+        let _intent =
+            crate::persist::mark_guest_write(shared, offset, length).map_err(|source| GuestIoError::Os { source })?;
         let mut st = shared.lock();
         while st.gate.held && !st.gate.pivoted && !st.finished() {
             st = shared.wait_changed(st, Duration::from_secs(1));

@@ -110,7 +110,9 @@ impl FileMirror {
             remove_created(&files);
             return Err(e);
         }
-        let intent = match setup.bitmap.as_ref().map(|b| crate::persist::attach(b, &files, &target, setup.reuse, &mut job, &config)) {
+        let attached =
+            setup.bitmap.as_ref().map(|b| crate::persist::attach(b, &files, &target, setup.reuse, &mut job, &config));
+        let intent = match attached {
             Some(Err(e)) => {
                 remove_created(&files);
                 return Err(e.into());
