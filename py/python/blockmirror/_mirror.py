@@ -17,7 +17,7 @@ from blockmirror._event_log import EventCallback, _EventLog, _close_native, _pum
 from blockmirror._events import MirrorEvent, MirrorResult
 from blockmirror._types import CopyMode, ErrorPolicy, SyncMode
 from blockmirror._native import (
-    DEFAULTS, ERRNO_BY_NAME, FileMirror, InvalidArgument, IoError, JobStateError, Timeout, is_nbd_uri,
+    DEFAULTS, ERRNO_BY_NAME, BitmapError, FileMirror, InvalidArgument, IoError, JobStateError, Timeout, is_nbd_uri,
 )
 
 # The core's job defaults (blockmirror.DEFAULTS), typed for the signatures below.
@@ -101,6 +101,7 @@ def bitmap_path_for(target: str, bitmap: Union[None, bool, PathArg], resume: boo
     target has no default: ``InvalidArgument``."""
     if bitmap is None or bitmap is False:
         if not resume:
+            _refuse_leftover_bitmap(target)
             return None
         bitmap = True
     if bitmap is True:
@@ -108,6 +109,18 @@ def bitmap_path_for(target: str, bitmap: Union[None, bool, PathArg], resume: boo
             raise InvalidArgument("an NBD target needs an explicit bitmap path (bitmap=PATH, --bitmap PATH)")
         return target + ".bmbitmap"
     return os.fspath(bitmap)
+
+
+def _refuse_leftover_bitmap(target: str) -> None:
+    """A mirror without a bitmap into a target whose default bitmap file exists would make
+    that file lie (it would no longer mark what differs): refuse, saying what to do."""
+    leftover = target + ".bmbitmap"
+    if not is_nbd_uri(target) and os.path.exists(leftover):
+        exc = BitmapError(f"bitmap file {leftover} exists: a previous mirror of this target did not "
+                          f"finish; pass resume=True (--resume) to copy only what it left to do, or "
+                          f"remove the file to start over")
+        exc.reason = "exists"
+        raise exc
 
 
 class Mirror:

@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --direct: blocking worker threads instead of io_uring")
     m.add_argument("--no-offload", dest="offload", action="store_false",
                    help="copy through user space even where copy_file_range could be used")
+    m.add_argument("--bitmap", metavar="PATH", default=None,
+                   help="keep a crash-safe bitmap of the chunks left to copy at PATH (default with "
+                   "--resume: DST.bmbitmap; required for an NBD DST); an interrupted or killed run "
+                   "then keeps DST and resumes with --resume")
+    m.add_argument("--resume", action="store_true",
+                   help="resume an interrupted mirror from its bitmap (implies --reuse): copy only "
+                   "the chunks it marks")
     m.add_argument("--finish", action="store_true",
                    help="cancel at ready: DST is a consistent copy, no switch-over")
     m.add_argument("--timeout", type=_seconds, default=None, help="give up after S seconds (exit 1)")

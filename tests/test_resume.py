@@ -1,0 +1,208 @@
+"""Crash-safe mirroring: a mirror with a persistent bitmap, killed with SIGKILL at random
+moments while a guest writes through ``Mirror.write`` (in a child process), resumes and
+completes with the target equal to the source, copying again only what its bitmap marks.
+Also: the refusals (an existing bitmap without resume, resume without a bitmap, a damaged
+or foreign bitmap), and the CLI's ``--bitmap`` / ``--resume``."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import blockmirror
+from blockmirror.cli import main
+
+MiB = 1 << 20
+GRANULARITY = 64 << 10
+LENGTH = 16 * MiB
+
+# The child: starts (or resumes) a mirror with a bitmap and writes random 4 KiB blocks
+# through it, printing one line per write that returned; the parent kills it after a
+# random number of lines.
+CHILD = textwrap.dedent("""
+    import os, random, sys
+    import blockmirror
+    src, dst, resume, seed, speed = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4]), int(sys.argv[5])
+    rng = random.Random(seed)
+    m = blockmirror.Mirror(src, dst, granularity=65536, bitmap=True, resume=resume,
+                           bitmap_interval=0.02, speed=speed)
+    print("started", flush=True)
+    while True:
+        offset = rng.randrange(0, %d // 4096) * 4096
+        m.write(offset, rng.randbytes(4096))
+        print("w", flush=True)
+""" % LENGTH)
+
+
+def make_source(path, length=LENGTH):
+    rng = random.Random(7)
+    with open(path, "wb") as f:
+        f.write(rng.randbytes(length))
+
+
+def generation(dst):
+    return blockmirror.read_bitmap(str(dst) + ".bmbitmap")["generation"]
+
+
+def run_and_kill(src, dst, resume, seed, lines, speed, settle=False):
+    """Runs the child until it printed `lines` write lines (or died), then SIGKILLs it.
+    With `settle`, the lines are counted only once the bitmap file was written twice by
+    this child (a clearing round has run, so the file reflects this child's copying)."""
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(src), str(dst), "1" if resume else "0",
+                              str(seed), str(speed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        first = child.stdout.readline()
+        assert first == "started\n", child.stderr.read()
+        if settle:
+            start = generation(dst)
+            for _ in range(100_000):
+                if generation(dst) >= start + 2 or not child.stdout.readline():
+                    break
+        for _ in range(lines):
+            if not child.stdout.readline():
+                break
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+        child.stderr.close()
+    assert child.returncode == -9
+
+
+def resume_and_complete(src, dst):
+    """Resumes, completes; returns (bytes the bitmap marked, bytes copied)."""
+    marked = blockmirror.read_bitmap(str(dst) + ".bmbitmap")["dirty_bytes"]
+    with blockmirror.Mirror(src, dst, granularity=GRANULARITY, resume=True) as m:
+        m.wait_ready(timeout=120)
+        result = m.complete(timeout=120)
+        assert result.pivoted
+        stats = m.stats()
+    copied = stats["bytes_written"] + stats["bytes_zeroed"]
+    assert stats["initial_total"] == marked  # only the marked chunks were selected
+    assert not os.path.exists(str(dst) + ".bmbitmap")  # completed: nothing left to resume
+    return marked, copied
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_kill_9_at_random_moments_then_resume_gives_the_source(tmp_path, round_):
+    """Ten SIGKILLs per round (fifty over the five rounds) of a child writing through
+    Mirror.write; after them, resume and complete: target == source, and the bytes copied
+    by the resume are those the bitmap marked, which stay a small multiple of what really
+    differed at the last kill."""
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    make_source(src)
+    rng = random.Random(1000 + round_)
+    for kill in range(10):
+        # A slow copy (the job's speed limit) so kills land before READY as well as after.
+        speed = rng.choice([4 * MiB, 16 * MiB, 0])
+        # The last kill comes after a clearing round, so what the file marks can be
+        # compared with what differs.
+        run_and_kill(src, dst, resume=kill > 0, seed=rng.randrange(1 << 30), lines=rng.randrange(0, 200),
+                     speed=speed, settle=kill == 9)
+    differing = blockmirror.verify(src, dst, granularity=GRANULARITY).differing_bytes
+    marked, copied = resume_and_complete(src, dst)
+    assert copied <= marked
+    # What is marked but equal: chunks copied since the last clearing round, and the
+    # activity window's chunks (written in the last round; each write marks one chunk).
+    assert marked <= 2 * differing + 4 * MiB, (marked, differing)
+    with open(src, "rb") as a, open(dst, "rb") as b:
+        assert a.read() == b.read()
+
+
+def test_resume_after_a_clean_cancel_copies_only_what_was_written(tmp_path):
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    make_source(src)
+    m = blockmirror.Mirror(src, dst, granularity=GRANULARITY, bitmap=True, bitmap_interval=0.02)
+    m.wait_ready(timeout=60)
+    for i in range(3):
+        m.write(i * 5 * MiB + 100, b"z" * 10)
+    m.cancel()
+    m.close()
+    marked, copied = resume_and_complete(src, dst)
+    # Three chunks written after READY, at most a round's worth of others still marked.
+    assert 3 * GRANULARITY <= marked <= 3 * GRANULARITY + 2 * MiB
+    assert copied == marked
+    with open(src, "rb") as a, open(dst, "rb") as b:
+        assert a.read() == b.read()
+
+
+def test_refusals(tmp_path):
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    make_source(src, MiB)
+    m = blockmirror.Mirror(src, dst, bitmap=True)
+    m.cancel(force=True)
+    m.close()
+    bitmap = str(dst) + ".bmbitmap"
+    for kwargs in ({"bitmap": True}, {}):
+        with pytest.raises(blockmirror.BitmapError, match="resume") as info:
+            blockmirror.Mirror(src, dst, reuse=True, **kwargs)
+        assert info.value.reason == "exists"
+    other = tmp_path / "other.img"
+    make_source(other, MiB)
+    with pytest.raises(blockmirror.BitmapError) as info:
+        blockmirror.Mirror(other, dst, resume=True)
+    assert info.value.reason == "other_source"
+    with pytest.raises(blockmirror.BitmapError) as info:
+        blockmirror.Mirror(src, dst, resume=True, granularity=128 << 10)
+    assert info.value.reason == "other_granularity"
+    with open(bitmap, "r+b") as f:
+        f.truncate(64)
+    with pytest.raises(blockmirror.BitmapError) as info:
+        blockmirror.Mirror(src, dst, resume=True)
+    assert info.value.reason == "truncated"
+    os.remove(bitmap)
+    with pytest.raises(blockmirror.BitmapError) as info:
+        blockmirror.Mirror(src, dst, resume=True)
+    assert info.value.reason == "missing"
+    with pytest.raises(blockmirror.InvalidArgument, match="bitmap path"):
+        blockmirror.Mirror(src, "nbd://127.0.0.1:1/x", resume=True)
+
+
+def test_cli_keeps_the_target_and_resumes(tmp_path, capsys):
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    make_source(src, 4 * MiB)
+    # A run that times out keeps DST and its bitmap and says how to resume.
+    code = main(["mirror", str(src), str(dst), "--bitmap", str(dst) + ".bmbitmap", "--speed", "1M",
+                 "--timeout", "0.5", "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "--resume" in err and dst.exists() and os.path.exists(str(dst) + ".bmbitmap")
+    assert main(["mirror", str(src), str(dst), "--reuse", "--quiet"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["mirror", str(src), str(dst), "--resume", "--quiet"]) == 0
+    assert not os.path.exists(str(dst) + ".bmbitmap")
+    assert blockmirror.verify(src, dst).equal
+
+
+def test_kill_9_of_the_mirror_command_then_resume(tmp_path):
+    """`blockmirror mirror --bitmap` killed five times at random points of its progress
+    (counted in its --json lines); each run resumes; the last completes: DST == SRC, and
+    the resumed runs together copied little more than the disk once."""
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    make_source(src)
+    bitmap = str(dst) + ".bmbitmap"
+    rng = random.Random(5)
+    base = [sys.executable, "-m", "blockmirror", "mirror", str(src), str(dst), "--json",
+            "--progress-interval", "0.02", "--speed", "2M", "--bitmap", bitmap]
+    for kill in range(5):
+        cmd = base + (["--resume"] if kill else [])
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for _ in range(rng.randrange(1, 10)):
+            if not child.stdout.readline():
+                break
+        child.kill()
+        child.wait()
+        child.stdout.close()
+        assert child.returncode == -9
+    marked = blockmirror.read_bitmap(bitmap)["dirty_bytes"]
+    assert main(["mirror", str(src), str(dst), "--resume", "--quiet"]) == 0
+    assert not os.path.exists(bitmap)
+    assert marked <= LENGTH
+    with open(src, "rb") as a, open(dst, "rb") as b:
+        assert a.read() == b.read()
