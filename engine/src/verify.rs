@@ -245,6 +245,9 @@ fn push_merged(ranges: &mut Vec<Range<u64>>, range: Range<u64>) {
     }
 }
 
+/// Differing ranges (merged) and the bytes read to find them.
+type Compared = (Vec<Range<u64>>, u64);
+
 /// Compares the chunks covering `within` (whole chunks) and returns the differing ones
 /// merged, and the bytes read from each side.
 fn compare(
@@ -253,10 +256,10 @@ fn compare(
     within: &[Range<u64>],
     granularity: u64,
     zero: &ZeroDigests,
-) -> Result<(Vec<Range<u64>>, u64), VerifyError> {
+) -> Result<Compared, VerifyError> {
     let segment_bytes = SEGMENT_BYTES.max(granularity) / granularity * granularity;
     let segments: Vec<Range<u64>> = within.iter().flat_map(|r| chunks(r.clone(), segment_bytes)).collect();
-    let results: Vec<Result<(Vec<Range<u64>>, u64), VerifyError>> = segments
+    let results: Vec<Result<Compared, VerifyError>> = segments
         .par_iter()
         .map(|segment| {
             if source.in_hole(segment) && target.in_hole(segment) {
@@ -324,7 +327,7 @@ pub fn verify(source: &Path, target: &Path, options: VerifyOptions) -> Result<Ve
     }
     let length = source_length;
     let zero = ZeroDigests::new(length, granularity);
-    let (differing, mut bytes_read) = compare(&source_image, &target_image, &[0..length], granularity, &zero)?;
+    let (differing, mut bytes_read) = compare(&source_image, &target_image, std::slice::from_ref(&(0..length)), granularity, &zero)?;
     let differing_bytes = differing.iter().map(|r| r.end - r.start).sum();
     let (mut repaired_bytes, mut still_differing) = (0, Vec::new());
     if options.repair && !differing.is_empty() {

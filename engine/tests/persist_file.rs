@@ -97,7 +97,8 @@ fn a_torn_newer_slot_falls_back_to_the_older_one() {
 
 #[test]
 fn damage_in_both_slots_is_refused_with_its_own_error() {
-    let cases: [(&str, u64, fn(&PersistError) -> bool); 4] = [
+    type Case = (&'static str, u64, fn(&PersistError) -> bool);
+    let cases: [Case; 4] = [
         ("magic", 0, |e| matches!(e, PersistError::BadMagic)),
         ("version", 9, |e| matches!(e, PersistError::UnsupportedVersion { .. })),
         ("header", 26, |e| matches!(e, PersistError::HeaderChecksum)),
