@@ -72,6 +72,7 @@ mod shared;
 pub mod stats;
 pub mod target;
 pub mod verify;
+pub mod verify_online;
 mod task;
 mod uring;
 mod workers;

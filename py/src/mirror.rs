@@ -283,6 +283,15 @@ impl FileMirror {
         py.detach(|| engine.guest_write(offset, bytes)).map_err(|e| guest_error(e, "write", offset))
     }
 
+    /// Compares the source and the target while the mirror runs (see
+    /// `blockmirror.Mirror.verify`); the report as a dict.
+    #[pyo3(signature = (granularity=UInt(1 << 20)))]
+    fn verify<'py>(&self, py: Python<'py>, granularity: UInt) -> PyResult<Bound<'py, PyDict>> {
+        let engine = self.live_or_closed()?;
+        let report = py.detach(|| engine.verify_online(granularity.0)).map_err(crate::verify::verify_error)?;
+        crate::verify::online_report(py, &report)
+    }
+
     /// The guest reads `length` bytes at `offset`.
     fn read<'py>(
         &self,

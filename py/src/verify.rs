@@ -7,11 +7,13 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use blockmirror_engine::verify::{verify as engine_verify, VerifyError, VerifyOptions, DEFAULT_VERIFY_GRANULARITY};
+use blockmirror_engine::verify_online::OnlineVerifyReport;
 
 use crate::convert::UInt;
 use crate::errors::{invalid_argument, io_error};
 
-fn verify_error(e: VerifyError) -> PyErr {
+/// The Python exception for a verify error.
+pub fn verify_error(e: VerifyError) -> PyErr {
     let errno = |source: &std::io::Error| source.raw_os_error().unwrap_or(libc::EIO);
     match &e {
         VerifyError::SizeMismatch { .. } | VerifyError::Granularity(_) => invalid_argument(e),
@@ -46,5 +48,18 @@ pub fn verify<'py>(
     d.set_item("still_differing", pairs(&report.still_differing))?;
     d.set_item("elapsed", report.elapsed_secs)?;
     d.set_item("equal", report.equal())?;
+    Ok(d)
+}
+
+/// An online report as a dict (ranges as `(start, end)` pairs).
+pub fn online_report<'py>(py: Python<'py>, report: &OnlineVerifyReport) -> PyResult<Bound<'py, PyDict>> {
+    let pairs = |ranges: &[std::ops::Range<u64>]| ranges.iter().map(|r| (r.start, r.end)).collect::<Vec<_>>();
+    let d = PyDict::new(py);
+    d.set_item("length", report.length)?;
+    d.set_item("granularity", report.granularity)?;
+    d.set_item("verified_bytes", report.verified_bytes)?;
+    d.set_item("differing", pairs(&report.differing))?;
+    d.set_item("skipped", pairs(&report.skipped))?;
+    d.set_item("elapsed", report.elapsed_secs)?;
     Ok(d)
 }

@@ -11,11 +11,14 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Union, cast
 
 from blockmirror._event_log import EventCallback, _EventLog, _close_native, _pump_events
 from blockmirror._events import MirrorEvent, MirrorResult
 from blockmirror._types import CopyMode, ErrorPolicy, SyncMode
+
+if TYPE_CHECKING:
+    from blockmirror._verify import OnlineVerifyReport
 from blockmirror._native import (
     DEFAULTS, ERRNO_BY_NAME, BitmapError, FileMirror, InvalidArgument, IoError, JobStateError, Timeout, is_nbd_uri,
 )
@@ -286,6 +289,16 @@ class Mirror:
             raise TypeError(f"data must be a bytes-like object (bytes, bytearray, memoryview), "
                             f"not {type(data).__name__}") from None
         self._native.write(offset, data)
+
+    def verify(self, granularity: int = 1 << 20) -> "OnlineVerifyReport":
+        """Compares the source and the target now, while writes go on, in segments of
+        ``granularity`` bytes (a power of two, 4 KiB to 64 MiB). A segment is compared only
+        while it is clean, no copy or write is on it and no write landed during its reads;
+        one that stays busy is reported in ``skipped``. So ``differing`` never holds a
+        range a concurrent write explains. Local targets only (``IoError`` for NBD)."""
+        from blockmirror._verify import OnlineVerifyReport
+
+        return OnlineVerifyReport.from_native(self._native.verify(granularity))
 
     def read(self, offset: int, length: int) -> bytes:
         """The guest reads ``length`` bytes at ``offset``."""

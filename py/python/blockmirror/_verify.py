@@ -51,6 +51,31 @@ class VerifyReport:
         }
 
 
+@dataclass(frozen=True)
+class OnlineVerifyReport:
+    """The outcome of :meth:`Mirror.verify`: ``differing`` lists ranges found different
+    while neither side changed (a real difference); ``skipped`` those that were dirty or
+    being written on every try (the mirror copies them anyway)."""
+
+    length: int
+    granularity: int
+    verified_bytes: int
+    differing: List[Tuple[int, int]]
+    skipped: List[Tuple[int, int]]
+    elapsed: float
+
+    @property
+    def equal(self) -> bool:
+        """No difference in what could be compared."""
+        return not self.differing
+
+    @classmethod
+    def from_native(cls, d: dict) -> "OnlineVerifyReport":
+        return cls(length=d["length"], granularity=d["granularity"], verified_bytes=d["verified_bytes"],
+                   differing=[tuple(r) for r in d["differing"]], skipped=[tuple(r) for r in d["skipped"]],
+                   elapsed=d["elapsed"])
+
+
 def verify(source: Union[str, os.PathLike], target: Union[str, os.PathLike], *,
            granularity: int = DEFAULT_VERIFY_GRANULARITY, repair: bool = False) -> VerifyReport:
     """Compares ``source`` and ``target`` (same size) in chunks of ``granularity`` bytes (a
@@ -69,4 +94,4 @@ def verify(source: Union[str, os.PathLike], target: Union[str, os.PathLike], *,
     )
 
 
-__all__ = ["VerifyReport", "verify", "DEFAULT_VERIFY_GRANULARITY"]
+__all__ = ["OnlineVerifyReport", "VerifyReport", "verify", "DEFAULT_VERIFY_GRANULARITY"]
