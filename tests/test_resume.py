@@ -30,7 +30,7 @@ CHILD = textwrap.dedent("""
     src, dst, resume, seed, speed = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4]), int(sys.argv[5])
     rng = random.Random(seed)
     m = blockmirror.Mirror(src, dst, granularity=65536, bitmap=True, resume=resume,
-                           bitmap_interval=0.02, speed=speed)
+                           bitmap_interval=0.02, bitmap_granularity=65536, speed=speed)
     print("started", flush=True)
     while True:
         offset = rng.randrange(0, %d // 4096) * 4096
@@ -78,7 +78,7 @@ def run_and_kill(src, dst, resume, seed, lines, speed, settle=False):
 def resume_and_complete(src, dst):
     """Resumes, completes; returns (bytes the bitmap marked, bytes copied)."""
     marked = blockmirror.read_bitmap(str(dst) + ".bmbitmap")["dirty_bytes"]
-    with blockmirror.Mirror(src, dst, granularity=GRANULARITY, resume=True) as m:
+    with blockmirror.Mirror(src, dst, granularity=GRANULARITY, resume=True, bitmap_granularity=GRANULARITY) as m:
         m.wait_ready(timeout=120)
         result = m.complete(timeout=120)
         assert result.pivoted
@@ -118,7 +118,8 @@ def test_kill_9_at_random_moments_then_resume_gives_the_source(tmp_path, round_)
 def test_resume_after_a_clean_cancel_copies_only_what_was_written(tmp_path):
     src, dst = tmp_path / "src.img", tmp_path / "dst.img"
     make_source(src)
-    m = blockmirror.Mirror(src, dst, granularity=GRANULARITY, bitmap=True, bitmap_interval=0.02)
+    m = blockmirror.Mirror(src, dst, granularity=GRANULARITY, bitmap=True, bitmap_interval=0.02,
+                           bitmap_granularity=GRANULARITY)
     m.wait_ready(timeout=60)
     for i in range(3):
         m.write(i * 5 * MiB + 100, b"z" * 10)
@@ -149,8 +150,10 @@ def test_refusals(tmp_path):
         blockmirror.Mirror(other, dst, resume=True)
     assert info.value.reason == "other_source"
     with pytest.raises(blockmirror.BitmapError) as info:
-        blockmirror.Mirror(src, dst, resume=True, granularity=128 << 10)
+        blockmirror.Mirror(src, dst, resume=True, bitmap_granularity=2 * MiB)
     assert info.value.reason == "other_granularity"
+    with pytest.raises(blockmirror.InvalidArgument, match="granularity"):
+        blockmirror.Mirror(src, dst, resume=True, bitmap_granularity=4096)
     with open(bitmap, "r+b") as f:
         f.truncate(64)
     with pytest.raises(blockmirror.BitmapError) as info:

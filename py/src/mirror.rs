@@ -188,12 +188,12 @@ impl FileMirror {
         on_source_error="report", on_target_error="report", speed=UInt(0), buf_size=UInt(16 << 20),
         max_in_flight=UInt(16), max_io=UInt(1 << 20), direct=false, reuse=false, unmap=true,
         guest_writes=true, offload=true, io_uring=true, auto_converge=false, not_converging_window=10.0, faults=None,
-        lock=true, bitmap=None, resume=false, bitmap_interval=1.0),
+        lock=true, bitmap=None, resume=false, bitmap_interval=1.0, bitmap_granularity=None),
         text_signature = "(source, target, *, granularity=65536, sync='full', copy_mode='background', \
         on_source_error='report', on_target_error='report', speed=0, buf_size=16777216, max_in_flight=16, \
         max_io=1048576, direct=False, reuse=False, unmap=True, guest_writes=True, offload=True, io_uring=True, \
         auto_converge=False, not_converging_window=10.0, faults=None, lock=True, bitmap=None, resume=False, \
-        bitmap_interval=1.0)")]
+        bitmap_interval=1.0, bitmap_granularity=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -221,6 +221,7 @@ impl FileMirror {
         bitmap: Option<PathBuf>,
         resume: bool,
         bitmap_interval: f64,
+        bitmap_granularity: Option<UInt>,
     ) -> PyResult<Self> {
         // The length is set once the source is opened.
         let mut config = crate::job::mirror_config(
@@ -254,7 +255,7 @@ impl FileMirror {
             bitmap: None,
         };
         let target = mirror_target(target)?;
-        let setup = MirrorSetup { bitmap: crate::persist::bitmap_setup(bitmap, resume, bitmap_interval)?, ..setup };
+        let setup = MirrorSetup { bitmap: crate::persist::bitmap_setup(bitmap, resume, bitmap_interval, bitmap_granularity.map(|g| g.0))?, ..setup };
         let engine = py.detach(|| Engine::start_to(&source, target, setup)).map_err(start_error)?;
         Ok(Self {
             length: engine.length(),

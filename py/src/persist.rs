@@ -40,6 +40,7 @@ fn reason(e: &PersistError) -> &'static str {
         PersistError::ResumeNeedsReuse => "resume_needs_reuse",
         PersistError::ResumeWithSyncNone => "resume_with_sync_none",
         PersistError::NeedsPath => "needs_path",
+        PersistError::Granularity { .. } => "granularity",
         PersistError::Io { .. } => "io",
     }
 }
@@ -48,9 +49,10 @@ fn reason(e: &PersistError) -> &'static str {
 /// `IoError`, every refusal of a file `BitmapError` with its `.reason`.
 pub fn persist_error(e: PersistError) -> PyErr {
     match &e {
-        PersistError::ResumeNeedsReuse | PersistError::ResumeWithSyncNone | PersistError::NeedsPath => {
-            invalid_argument(e)
-        }
+        PersistError::ResumeNeedsReuse
+        | PersistError::ResumeWithSyncNone
+        | PersistError::NeedsPath
+        | PersistError::Granularity { .. } => invalid_argument(e),
         PersistError::Io { source, .. } => {
             io_error(source.raw_os_error().unwrap_or(libc::EIO), "bitmap", None, e.to_string())
         }
@@ -65,13 +67,19 @@ pub fn persist_error(e: PersistError) -> PyErr {
 }
 
 /// The engine's bitmap setup from `FileMirror`'s arguments (`resume` needs a path).
-pub fn bitmap_setup(path: Option<PathBuf>, resume: bool, interval: f64) -> PyResult<Option<BitmapSetup>> {
+pub fn bitmap_setup(
+    path: Option<PathBuf>,
+    resume: bool,
+    interval: f64,
+    granularity: Option<u64>,
+) -> PyResult<Option<BitmapSetup>> {
     if !(interval.is_finite() && interval > 0.0 && interval < 1e6) {
         return Err(invalid_argument(format!("bitmap_interval must be positive seconds, not {interval}")));
     }
     match path {
         Some(path) => Ok(Some(BitmapSetup {
             clean_interval: Duration::from_secs_f64(interval),
+            granularity,
             ..BitmapSetup::new(path, resume)
         })),
         None if resume => Err(invalid_argument("resume=True needs bitmap=PATH")),

@@ -34,7 +34,7 @@ pub use format::{BitmapIdentity, DecodedSlot, SideIdentity, MAGIC, VERSION};
 pub use intent::IntentStats;
 pub use intent::{IntentTicket, WriteIntent};
 pub(crate) use setup::attach;
-pub use setup::{default_bitmap_path, BitmapSetup, DEFAULT_CLEAN_INTERVAL};
+pub use setup::{default_bitmap_path, BitmapSetup, DEFAULT_BITMAP_GRANULARITY, DEFAULT_CLEAN_INTERVAL};
 
 /// Marks the chunks of a guest write of `[offset, offset+length)` in the mirror's bitmap
 /// file, durably, before the write touches the source; `None` for a mirror without one.
@@ -140,6 +140,14 @@ pub enum PersistError {
     /// Resuming needs the target as it was left: `reuse` must be on.
     #[error("resuming needs the existing target: pass reuse=True (--reuse) with resume")]
     ResumeNeedsReuse,
+    /// The bitmap's granularity is not a power of two at least the job's.
+    #[error("bitmap granularity {requested} must be a power of two and at least the job's granularity {job}")]
+    Granularity {
+        /// What was asked for.
+        requested: u64,
+        /// The job's granularity.
+        job: u64,
+    },
     /// Resuming with `sync=none` would copy nothing the bitmap marks.
     #[error("resuming needs sync full or top (sync none ignores the bitmap)")]
     ResumeWithSyncNone,

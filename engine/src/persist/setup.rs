@@ -16,6 +16,11 @@ use crate::target::{MirrorTarget, Sides};
 /// activity window (a chunk written within it stays marked).
 pub const DEFAULT_CLEAN_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The least bytes per bit of the file when the caller names none: a coarser bitmap than
+/// the job's keeps more of a guest's working set marked (a write into a marked chunk costs
+/// no I/O), at the price of copying whole bitmap chunks on resume.
+pub const DEFAULT_BITMAP_GRANULARITY: u64 = 1 << 20;
+
 /// A mirror's persistent bitmap: where it lives and whether to resume from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BitmapSetup {
@@ -29,12 +34,15 @@ pub struct BitmapSetup {
     pub min_generation: u64,
     /// Time between cleaning rounds (and the activity window's length).
     pub clean_interval: Duration,
+    /// Bytes per bit of the file: a power of two, at least the job's granularity. `None`:
+    /// the job's granularity or [`DEFAULT_BITMAP_GRANULARITY`], whichever is larger.
+    pub granularity: Option<u64>,
 }
 
 impl BitmapSetup {
     /// A bitmap at `path`, resumed from when `resume`, with the default clean interval.
     pub fn new(path: impl Into<PathBuf>, resume: bool) -> Self {
-        Self { path: path.into(), resume, min_generation: 0, clean_interval: DEFAULT_CLEAN_INTERVAL }
+        Self { path: path.into(), resume, min_generation: 0, clean_interval: DEFAULT_CLEAN_INTERVAL, granularity: None }
     }
 }
 
@@ -93,7 +101,12 @@ pub(crate) fn attach(
     job: &mut MirrorJob,
     config: &MirrorConfig,
 ) -> Result<Arc<WriteIntent>, PersistError> {
-    let identity = identity(files, target, config.granularity, &setup.path)?;
+    let granularity = setup.granularity.unwrap_or(DEFAULT_BITMAP_GRANULARITY.max(config.granularity));
+    // A bit must cover whole job chunks, so a clean bit never hides part of a dirty chunk.
+    if !granularity.is_power_of_two() || granularity < config.granularity {
+        return Err(PersistError::Granularity { requested: granularity, job: config.granularity });
+    }
+    let identity = identity(files, target, granularity, &setup.path)?;
     let (file, bitmap) = if setup.resume {
         if !reuse && matches!(target, MirrorTarget::Path(_)) {
             return Err(PersistError::ResumeNeedsReuse);
@@ -123,5 +136,5 @@ pub(crate) fn attach(
         let file = BitmapFile::create(&setup.path, identity, &all)?;
         (file, all)
     };
-    Ok(Arc::new(WriteIntent::new(file, bitmap, config.granularity)))
+    Ok(Arc::new(WriteIntent::new(file, bitmap, granularity)))
 }

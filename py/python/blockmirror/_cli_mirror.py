@@ -37,6 +37,7 @@ _DEFAULT_MAX_IO = int(DEFAULTS["max_io"])  # the core's default
 _FLAG_NAMES: List[Tuple["re.Pattern[str]", Union[str, Callable[["re.Match[str]"], str]]]] = [
     (re.compile(r"reuse=True(?: \(--reuse\))?"), "--reuse"),
     (re.compile(r"resume=True(?: \(--resume\))?"), "--resume"),
+    (re.compile(r"\bbitmap granularity\b"), "--bitmap-granularity"),
     (re.compile(r"bitmap=PATH(?:, --bitmap PATH)?"), "--bitmap PATH"),
     (re.compile(r"\b(max_io|buf_size|max_in_flight|on_source_error|on_target_error|copy_mode|"
                 r"not_converging_window)\b"), lambda m: "--" + m.group(1).replace("_", "-")),
@@ -97,7 +98,8 @@ def run_mirror(args: argparse.Namespace) -> int:
             on_target_error=args.on_target_error, speed=args.speed, buf_size=args.buf_size,
             max_in_flight=args.max_in_flight, max_io=max_io, direct=args.direct,
             reuse=args.reuse, unmap=args.unmap, offload=args.offload, io_uring=args.io_uring,
-            auto_converge=args.auto_converge, guest_writes=False, bitmap=bitmap, resume=resume),
+            auto_converge=args.auto_converge, guest_writes=False, bitmap=bitmap, resume=resume,
+            bitmap_granularity=getattr(args, "bitmap_granularity", None)),
             args.target, remove_on_interrupt=not keep_partial)
     except BitmapError as exc:
         print(f"blockmirror: error: {cli_message(str(exc))}", file=err)

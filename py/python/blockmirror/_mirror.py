@@ -171,7 +171,10 @@ class Mirror:
     that is damaged or made for another source, target, size or granularity, raises
     :class:`BitmapError` (``.reason`` says which). The file is removed when the job
     completes with the switch-over. ``bitmap_interval`` is the seconds between clearing
-    rounds (also how long a written chunk stays marked).
+    rounds (also how long a written chunk stays marked). ``bitmap_granularity``: bytes per
+    bit of the file (a power of two, at least ``granularity``; default the larger of
+    ``granularity`` and 1 MiB): coarser keeps more of the guest's working set marked, so
+    fewer writes wait for the file, and makes a resume copy whole bitmap chunks.
 
     ``on_event`` is called from a background thread for every event, in order.
     ``faults``: a list of dicts ``{"side": "source"|"target", "op": "read"|"write"|"zero"|
@@ -207,6 +210,7 @@ class Mirror:
         bitmap: Union[None, bool, PathArg] = None,
         resume: bool = False,
         bitmap_interval: float = 1.0,
+        bitmap_granularity: Optional[int] = None,
     ) -> None:
         self.source = os.fspath(source)
         self.target = os.fspath(target)
@@ -220,6 +224,7 @@ class Mirror:
             auto_converge=auto_converge, not_converging_window=not_converging_window,
             faults=list(faults) if faults is not None else None, lock=lock,
             bitmap=self.bitmap_path, resume=resume, bitmap_interval=bitmap_interval,
+            bitmap_granularity=bitmap_granularity,
         )
         self._started = time.monotonic()
         self._log = _EventLog()

@@ -95,6 +95,7 @@ class FileMirror:
         bitmap: str | os.PathLike[str] | None = None,
         resume: bool = False,
         bitmap_interval: float = 1.0,
+        bitmap_granularity: int | None = None,
     ) -> FileMirror: ...
     @property
     def length(self) -> int: ...

@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep a crash-safe bitmap of the chunks left to copy at PATH (default with "
                    "--resume: DST.bmbitmap; required for an NBD DST); an interrupted or killed run "
                    "then keeps DST and resumes with --resume")
+    m.add_argument("--bitmap-granularity", type=parse_size, default=None, metavar="N",
+                   help="bytes per bit of the bitmap (a power of two, at least --granularity; "
+                   "default the larger of --granularity and 1M; a resume must use the same)")
     m.add_argument("--resume", action="store_true",
                    help="resume an interrupted mirror from its bitmap (implies --reuse): copy only "
                    "the chunks it marks")
