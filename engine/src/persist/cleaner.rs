@@ -1,6 +1,8 @@
 //! The cleaning thread of a mirror with a bitmap file: every interval it clears the chunks
-//! the job has made equal (see the rule in the module above), and when the mirror ends it
-//! removes the file if the guest was switched to the target.
+//! the job has made equal (see the rule in the module above), and as soon as the guest is
+//! switched to the target it removes the file (a crash in between the switch and the
+//! removal leaves a file that `--resume` would wrongly act on: the window is one wake-up
+//! of this thread).
 //!
 //! One round: take the candidates (marked, outside the activity window, under no guest
 //! write); under the job's lock remove every chunk the job holds dirty or has a copy or a
@@ -44,8 +46,8 @@ fn clean_once(shared: &Shared, intent: &WriteIntent) -> bool {
     true
 }
 
-/// Runs cleaning rounds every `interval` until the mirror finishes, then removes the file
-/// if the guest was switched over to the target (nothing is left to resume).
+/// Runs cleaning rounds every `interval` until the mirror finishes, or until the guest is
+/// switched over to the target: then the file is removed (nothing is left to resume).
 pub(crate) fn spawn_cleaner(
     shared: &Arc<Shared>,
     intent: Arc<WriteIntent>,
@@ -58,19 +60,21 @@ pub(crate) fn spawn_cleaner(
             loop {
                 let deadline = Instant::now() + interval;
                 let mut st = shared.lock();
-                while !st.finished() {
+                while !st.finished() && !st.gate.pivoted {
                     let now = Instant::now();
                     if now >= deadline {
                         break;
                     }
                     st = shared.wait_changed(st, deadline - now);
                 }
-                if st.finished() {
-                    let completed = st.gate.pivoted && st.failure.is_none() && !st.broken;
+                // Once the guest uses the target, nothing may ever be copied onto it from
+                // the source again: the file goes at once (a resume then has nothing).
+                if st.gate.pivoted {
                     drop(st);
-                    if completed {
-                        let _ = intent.remove_file();
-                    }
+                    let _ = intent.remove_file();
+                    return;
+                }
+                if st.finished() {
                     return;
                 }
                 drop(st);
