@@ -88,7 +88,8 @@ pub fn bitmap_setup(
 }
 
 /// What a bitmap file holds (its newest valid slot), without checking it against any
-/// mirror: generation, length, granularity, dirty chunks and bytes.
+/// mirror: generation, length, granularity, dirty chunks and bytes, and the dirty ranges
+/// (`(start, end)` pairs, ascending).
 #[pyfunction]
 pub fn read_bitmap(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>> {
     let found = py.detach(|| inspect(&path)).map_err(persist_error)?;
@@ -105,6 +106,14 @@ pub fn read_bitmap(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>>
         dirty -= found.identity.granularity - tail;
     }
     d.set_item("dirty_bytes", dirty)?;
+    let bitmap = &found.bitmap;
+    let mut ranges = Vec::new();
+    let mut position = 0;
+    while let Some(run) = bitmap.next_dirty_area(position, bitmap.size(), u64::MAX) {
+        position = run.end;
+        ranges.push((run.start, run.end));
+    }
+    d.set_item("ranges", ranges)?;
     Ok(d)
 }
 

@@ -444,5 +444,5 @@ class BitmapError(BlockMirrorError):
 
 def read_bitmap(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What a bitmap file holds: generation, length, granularity, source, target,
-    dirty_chunks, dirty_bytes."""
+    dirty_chunks, dirty_bytes, ranges (the dirty ``(start, end)`` runs)."""
     ...
