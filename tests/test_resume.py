@@ -129,9 +129,10 @@ def test_kill_9_at_random_moments_then_resume_gives_the_source(tmp_path, round_)
     assert copied <= marked
     # Marked beyond the job's backlog at the kill: the hot region the guest keeps writing
     # (the activity window keeps it marked) and what was copied since the last clearing
-    # round and its target flush (at 4 MiB/s, under 4 MiB unless a flush took over a second).
+    # round and its target flush (at 4 MiB/s: 8 MiB allows two seconds for a round and its
+    # flush on a loaded machine; the disk is 32 MiB).
     if remaining is not None:
-        assert marked <= remaining + HOT + 4 * MiB, (marked, remaining)
+        assert marked <= remaining + HOT + 8 * MiB, (marked, remaining)
     with open(src, "rb") as a, open(dst, "rb") as b:
         assert a.read() == b.read()
 
