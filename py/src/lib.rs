@@ -11,10 +11,12 @@ mod errors;
 mod faults;
 mod mirror;
 mod nbd_client;
+mod persist;
 mod serve;
 mod job;
 mod sim;
 mod sim_params;
+mod verify;
 
 /// The native module. Every export is listed here.
 #[pymodule]
@@ -28,6 +30,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<serve::NbdServer>()?;
     m.add("QmpError", m.py().get_type::<serve::QmpError>())?;
     m.add_class::<nbd_client::NbdClient>()?;
+    m.add_function(wrap_pyfunction!(verify::verify, m)?)?;
+    persist::register(m)?;
     job::register(m)?;
     sim::register(m)?;
     Ok(())

@@ -75,6 +75,7 @@ fn start_error(e: StartError) -> PyErr {
         }
         StartError::Locked(e) => io_error(libc::EAGAIN, "lock", None, e.to_string()),
         StartError::Job(e) => job_error(e),
+        StartError::Bitmap(e) => crate::persist::persist_error(e),
         StartError::Os { what, source } => {
             io_error(source.raw_os_error().unwrap_or(libc::EIO), "open", None, format!("{what}: {source}"))
         }
@@ -189,11 +190,13 @@ impl FileMirror {
         on_source_error="report", on_target_error="report", speed=UInt(0), buf_size=UInt(16 << 20),
         max_in_flight=UInt(16), max_io=UInt(4 << 20), direct=false, reuse=false, unmap=true,
         guest_writes=true, offload=true, io_uring=true, auto_converge=false, not_converging_window=10.0, faults=None,
-        lock=true, format=None, target_format=None),
+        lock=true, format=None, target_format=None, bitmap=None, resume=false, bitmap_interval=1.0,
+        bitmap_granularity=None),
         text_signature = "(source, target, *, granularity=65536, sync='full', copy_mode='background', \
         on_source_error='report', on_target_error='report', speed=0, buf_size=16777216, max_in_flight=16, \
         max_io=4194304, direct=False, reuse=False, unmap=True, guest_writes=True, offload=True, io_uring=True, \
-        auto_converge=False, not_converging_window=10.0, faults=None, lock=True, format=None, target_format=None)")]
+        auto_converge=False, not_converging_window=10.0, faults=None, lock=True, format=None, target_format=None, \
+        bitmap=None, resume=False, bitmap_interval=1.0, bitmap_granularity=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -220,6 +223,10 @@ impl FileMirror {
         lock: bool,
         format: Option<&str>,
         target_format: Option<&str>,
+        bitmap: Option<PathBuf>,
+        resume: bool,
+        bitmap_interval: f64,
+        bitmap_granularity: Option<UInt>,
     ) -> PyResult<Self> {
         let format_arg = |name: Option<&str>| -> PyResult<Option<ImageFormat>> {
             name.map(|n| ImageFormat::parse(n).map_err(invalid_argument)).transpose()
@@ -256,8 +263,10 @@ impl FileMirror {
             lock_target: lock,
             format,
             target_format,
+            bitmap: None,
         };
         let target = mirror_target(target)?;
+        let setup = MirrorSetup { bitmap: crate::persist::bitmap_setup(bitmap, resume, bitmap_interval, bitmap_granularity.map(|g| g.0))?, ..setup };
         let engine = py.detach(|| Engine::start_to(&source, target, setup)).map_err(start_error)?;
         Ok(Self {
             length: engine.length(),
@@ -284,6 +293,15 @@ impl FileMirror {
         };
         let engine = self.live_or_closed()?;
         py.detach(|| engine.guest_write(offset, bytes)).map_err(|e| guest_error(e, "write", offset))
+    }
+
+    /// Compares the source and the target while the mirror runs (see
+    /// `blockmirror.Mirror.verify`); the report as a dict.
+    #[pyo3(signature = (granularity=UInt(1 << 20)))]
+    fn verify<'py>(&self, py: Python<'py>, granularity: UInt) -> PyResult<Bound<'py, PyDict>> {
+        let engine = self.live_or_closed()?;
+        let report = py.detach(|| engine.verify_online(granularity.0)).map_err(crate::verify::verify_error)?;
+        crate::verify::online_report(py, &report)
     }
 
     /// The guest reads `length` bytes at `offset`.

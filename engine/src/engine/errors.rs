@@ -22,6 +22,9 @@ pub enum StartError {
     /// The job rejected its configuration.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// The persistent bitmap file was refused, or could not be created or read.
+    #[error(transparent)]
+    Bitmap(#[from] crate::persist::PersistError),
     /// The source's allocation could not be read, or a thread could not start.
     #[error("{what}: {source}")]
     Os {

@@ -131,6 +131,10 @@ impl FileMirror {
     /// the job asks for one (see [`guest_write`](Self::guest_write)).
     fn guest_modify(&self, offset: u64, length: u64, payload: GuestPayload) -> Result<(), GuestIoError> {
         let shared = &self.shared;
+        // Write intent: the chunks are durably marked in the bitmap file before the source
+        // changes; the ticket keeps them from being cleared until the job has the landing.
+        let _intent =
+            crate::persist::mark_guest_write(shared, offset, length).map_err(|source| GuestIoError::Os { source })?;
         let mut st = shared.lock();
         while st.gate.held && !st.gate.pivoted && !st.finished() {
             st = shared.wait_changed(st, Duration::from_secs(1));

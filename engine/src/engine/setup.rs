@@ -45,6 +45,9 @@ pub struct MirrorSetup {
     /// The target's format; `None` probes an existing target and gives a created one the
     /// source's format.
     pub target_format: Option<ImageFormat>,
+    /// Keep a persistent write-intent bitmap file (see [`persist`](crate::persist)), or
+    /// resume from one.
+    pub bitmap: Option<crate::persist::BitmapSetup>,
 }
 
 impl Default for MirrorSetup {
@@ -66,6 +69,7 @@ impl Default for MirrorSetup {
             lock_target: true,
             format: None,
             target_format: None,
+            bitmap: None,
         }
     }
 }

@@ -125,6 +125,15 @@ impl FileMirror {
             remove_created(&files);
             return Err(e);
         }
+        let attached =
+            setup.bitmap.as_ref().map(|b| crate::persist::attach(b, &files, &target, setup.reuse, &mut job, &config));
+        let intent = match attached {
+            Some(Err(e)) => {
+                remove_created(&files);
+                return Err(e.into());
+            }
+            attached => attached.and_then(Result::ok),
+        };
         let worker_count = config.max_in_flight.clamp(1, 32);
         let (task_tx, task_rx) = task::queue();
         let local_target = files.target.file().is_some();
@@ -138,6 +147,9 @@ impl FileMirror {
             && !files.target.is_block_device();
         let shared =
             Arc::new(Shared::new(job, files, FaultInjector::new(setup.faults), (setup.unmap, offload), task_tx));
+        if let Some(intent) = &intent {
+            let _ = shared.intent.set(Arc::clone(intent));
+        }
         let mut workers = workers::spawn(&shared, task_rx, worker_count)
             .map_err(|source| StartError::Os { what: "starting the I/O threads", source })?;
         if setup.direct && setup.io_uring && local_target && raw_source {
@@ -173,6 +185,10 @@ impl FileMirror {
             .map_err(|source| StartError::Os { what: "starting the driver thread", source })?;
         let mut threads = workers;
         threads.push(driver);
+        // Without its cleaning thread the bitmap only grows: still correct, resumes copy more.
+        if let (Some(intent), Some(b)) = (intent, &setup.bitmap) {
+            threads.extend(crate::persist::spawn_cleaner(&shared, intent, b.clean_interval).ok());
+        }
         // `drive` runs inside `guarded`: a panic there marks the mirror broken.
         Ok(Self { shared, threads: Mutex::new(threads), closed: AtomicBool::new(false) })
     }

@@ -16,7 +16,7 @@ mod dispatch;
 mod gate;
 mod state;
 
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use blockmirror_core::job::{CopyMode, IoErrorKind, MirrorConfig, MirrorJob, Nanos, OpResult};
@@ -51,6 +51,8 @@ pub struct Shared {
     pub zero_piece: usize,
     /// Time zero of this mirror.
     pub clock: Instant,
+    /// The persistent write-intent bitmap, when the mirror keeps one (set once, at start).
+    pub intent: OnceLock<Arc<crate::persist::WriteIntent>>,
 }
 
 impl Shared {
@@ -82,6 +84,7 @@ impl Shared {
             offload,
             zero_piece,
             clock: Instant::now(),
+            intent: OnceLock::new(),
         }
     }
 

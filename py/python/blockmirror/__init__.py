@@ -4,6 +4,7 @@ from blockmirror._native import (
     CHUNK_STATE_NAMES,
     DEFAULTS,
     Action,
+    BitmapError,
     BlockMirrorError,
     Event,
     FileMirror,
@@ -20,11 +21,13 @@ from blockmirror._native import (
     SimulationJob,
     Timeout,
     __version__,
+    read_bitmap,
 )
 from blockmirror._events import MirrorEvent, MirrorResult
 from blockmirror._mirror import Mirror, mirror
 from blockmirror._serve import Server, serve
 from blockmirror._sweep import sweep
+from blockmirror._verify import VerifyReport, verify
 
 # Submodules loaded on first use: `blockmirror.aio` (asyncio facade) and `blockmirror.plots`
 # (matplotlib) must work after a bare `import blockmirror`, without costing every import.
@@ -42,6 +45,7 @@ __all__ = [
     "CHUNK_STATE_NAMES",
     "DEFAULTS",
     "Action",
+    "BitmapError",
     "BlockMirrorError",
     "Event",
     "FileMirror",
@@ -61,8 +65,11 @@ __all__ = [
     "Server",
     "SimulationJob",
     "Timeout",
+    "VerifyReport",
     "__version__",
+    "read_bitmap",
     "mirror",
     "serve",
     "sweep",
+    "verify",
 ]

@@ -24,7 +24,7 @@ import sys
 from typing import Callable, List, Optional, Tuple, Union
 
 from blockmirror._mirror import Mirror, open_tracking_creation
-from blockmirror._native import DEFAULTS, InvalidArgument, IoError, Timeout
+from blockmirror._native import DEFAULTS, BitmapError, InvalidArgument, IoError, Timeout
 from blockmirror._progress import format_bytes, format_rate
 from blockmirror._report import Reporter
 from blockmirror._cli_args import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, Terminated
@@ -37,6 +37,9 @@ _DEFAULT_MAX_IO = int(DEFAULTS["max_io"])  # the core's default
 # Messages from the library name Python parameters; the command's users know its flags.
 _FLAG_NAMES: List[Tuple["re.Pattern[str]", Union[str, Callable[["re.Match[str]"], str]]]] = [
     (re.compile(r"reuse=True(?: \(--reuse\))?"), "--reuse"),
+    (re.compile(r"resume=True(?: \(--resume\))?"), "--resume"),
+    (re.compile(r"\bbitmap granularity\b"), "--bitmap-granularity"),
+    (re.compile(r"bitmap=PATH(?:, --bitmap PATH)?"), "--bitmap PATH"),
     (re.compile(r"\b(max_io|buf_size|max_in_flight|on_source_error|on_target_error|copy_mode|"
                 r"not_converging_window)\b"), lambda m: "--" + m.group(1).replace("_", "-")),
 ]
@@ -91,6 +94,10 @@ def run_mirror(args: argparse.Namespace) -> int:
         print(f"blockmirror: error: {refusal}", file=err)
         return EXIT_USAGE
     max_io = args.max_io if args.max_io is not None else max(_DEFAULT_MAX_IO, args.granularity)
+    bitmap = getattr(args, "bitmap", None)
+    resume = getattr(args, "resume", False)
+    # With a bitmap, a run that does not succeed leaves DST for --resume to finish.
+    keep_partial = args.keep_partial or bitmap is not None or resume
     try:
         stamp = _stamp(args.source) if os.path.exists(args.source) else None
         m, created = open_tracking_creation(lambda: Mirror(
@@ -100,8 +107,12 @@ def run_mirror(args: argparse.Namespace) -> int:
             max_in_flight=args.max_in_flight, max_io=max_io, direct=args.direct,
             reuse=args.reuse, unmap=args.unmap, offload=args.offload, io_uring=args.io_uring,
             auto_converge=args.auto_converge, guest_writes=False,
-            format=getattr(args, "format", None), target_format=getattr(args, "target_format", None)),
-            args.target, remove_on_interrupt=not args.keep_partial)
+            format=getattr(args, "format", None), target_format=getattr(args, "target_format", None),
+            bitmap=bitmap, resume=resume, bitmap_granularity=getattr(args, "bitmap_granularity", None)),
+            args.target, remove_on_interrupt=not keep_partial)
+    except BitmapError as exc:
+        print(f"blockmirror: error: {cli_message(str(exc))}", file=err)
+        return EXIT_USAGE
     except InvalidArgument as exc:
         print(f"blockmirror: error: {cli_message(str(exc))}", file=err)
         return EXIT_USAGE
@@ -128,7 +139,11 @@ def run_mirror(args: argparse.Namespace) -> int:
         if rep is not None:
             rep.close()
         m.close()  # idempotent: for an interrupt that came before `with m`
-        if code != EXIT_OK and created is not None:
+        if code != EXIT_OK and m.bitmap_path is not None:
+            bitmap_flag = "" if m.bitmap_path == args.target + ".bmbitmap" else f" --bitmap {m.bitmap_path}"
+            print(f"blockmirror: {args.target} and its bitmap {m.bitmap_path} are kept; resume with: "
+                  f"blockmirror mirror {args.source} {args.target} --resume{bitmap_flag}", file=err)
+        elif code != EXIT_OK and created is not None:
             if args.keep_partial:
                 print(f"blockmirror: the partial target is kept at {created.path} (not a usable "
                       f"copy; a re-run into it needs --reuse)", file=err)

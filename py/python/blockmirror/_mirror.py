@@ -11,13 +11,16 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Union, cast
 
 from blockmirror._event_log import EventCallback, _EventLog, _close_native, _pump_events
 from blockmirror._events import MirrorEvent, MirrorResult
 from blockmirror._types import CopyMode, ErrorPolicy, SyncMode
+
+if TYPE_CHECKING:
+    from blockmirror._verify import OnlineVerifyReport
 from blockmirror._native import (
-    DEFAULTS, ERRNO_BY_NAME, FileMirror, InvalidArgument, IoError, JobStateError, Timeout, is_nbd_uri,
+    DEFAULTS, ERRNO_BY_NAME, BitmapError, FileMirror, InvalidArgument, IoError, JobStateError, Timeout, is_nbd_uri,
 )
 
 # The core's job defaults (blockmirror.DEFAULTS), typed for the signatures below.
@@ -95,6 +98,34 @@ def open_tracking_creation(open_mirror: Callable[[], "Mirror"], target: str,
     return m, created
 
 
+def bitmap_path_for(target: str, bitmap: Union[None, bool, PathArg], resume: bool) -> Optional[str]:
+    """The bitmap file a mirror uses: none (``bitmap`` None/False without ``resume``), the
+    default ``TARGET.bmbitmap`` (``True``, or ``resume`` alone), or the path given. An NBD
+    target has no default: ``InvalidArgument``."""
+    if bitmap is None or bitmap is False:
+        if not resume:
+            _refuse_leftover_bitmap(target)
+            return None
+        bitmap = True
+    if bitmap is True:
+        if is_nbd_uri(target):
+            raise InvalidArgument("an NBD target needs an explicit bitmap path (bitmap=PATH, --bitmap PATH)")
+        return target + ".bmbitmap"
+    return os.fspath(bitmap)
+
+
+def _refuse_leftover_bitmap(target: str) -> None:
+    """A mirror without a bitmap into a target whose default bitmap file exists would make
+    that file lie (it would no longer mark what differs): refuse, saying what to do."""
+    leftover = target + ".bmbitmap"
+    if not is_nbd_uri(target) and os.path.exists(leftover):
+        exc = BitmapError(f"bitmap file {leftover} exists: a previous mirror of this target did not "
+                          f"finish; pass resume=True (--resume) to copy only what it left to do, or "
+                          f"remove the file to start over")
+        exc.reason = "exists"
+        raise exc
+
+
 class Mirror:
     """A live mirror of ``source`` onto ``target`` (raw image files or block devices).
 
@@ -139,6 +170,19 @@ class Mirror:
     one must already have it), ``none`` copies only new writes onto a target whose backing
     file is the source. A chain that cannot be used raises :class:`ImageError` (``.kind``)
     before anything is written.
+    ``bitmap`` keeps a persistent write-intent bitmap file (``True``: ``TARGET.bmbitmap``
+    beside a local target; or a path, required for an NBD target): every write through
+    :meth:`write` is marked in it, durably, before it reaches the source, and chunks are
+    cleared once their copy is on the target and flushed. After a crash (even ``kill -9``)
+    ``resume=True`` (implies ``reuse=True`` and the default bitmap path when none is given)
+    copies only what the file marks. A bitmap file that exists without ``resume``, or one
+    that is damaged or made for another source, target, size or granularity, raises
+    :class:`BitmapError` (``.reason`` says which). The file is removed when the job
+    completes with the switch-over. ``bitmap_interval`` is the seconds between clearing
+    rounds (also how long a written chunk stays marked). ``bitmap_granularity``: bytes per
+    bit of the file (a power of two, at least ``granularity``; default the larger of
+    ``granularity`` and 1 MiB): coarser keeps more of the guest's working set marked, so
+    fewer writes wait for the file, and makes a resume copy whole bitmap chunks.
 
     ``on_event`` is called from a background thread for every event, in order.
     ``faults``: a list of dicts ``{"side": "source"|"target", "op": "read"|"write"|"zero"|
@@ -173,9 +217,15 @@ class Mirror:
         lock: bool = True,
         format: Optional[str] = None,
         target_format: Optional[str] = None,
+        bitmap: Union[None, bool, PathArg] = None,
+        resume: bool = False,
+        bitmap_interval: float = 1.0,
+        bitmap_granularity: Optional[int] = None,
     ) -> None:
         self.source = os.fspath(source)
         self.target = os.fspath(target)
+        self.bitmap_path = bitmap_path_for(self.target, bitmap, resume)
+        reuse = reuse or resume
         self._native = FileMirror(
             self.source, self.target, granularity=granularity, sync=sync, copy_mode=copy_mode,
             on_source_error=on_source_error, on_target_error=on_target_error, speed=speed,
@@ -184,6 +234,8 @@ class Mirror:
             auto_converge=auto_converge, not_converging_window=not_converging_window,
             faults=list(faults) if faults is not None else None, lock=lock,
             format=format, target_format=target_format,
+            bitmap=self.bitmap_path, resume=resume, bitmap_interval=bitmap_interval,
+            bitmap_granularity=bitmap_granularity,
         )
         self._started = time.monotonic()
         self._log = _EventLog()
@@ -253,6 +305,16 @@ class Mirror:
             raise TypeError(f"data must be a bytes-like object (bytes, bytearray, memoryview), "
                             f"not {type(data).__name__}") from None
         self._native.write(offset, data)
+
+    def verify(self, granularity: int = 1 << 20) -> "OnlineVerifyReport":
+        """Compares the source and the target now, while writes go on, in segments of
+        ``granularity`` bytes (a power of two, 4 KiB to 64 MiB). A segment is compared only
+        while it is clean, no copy or write is on it and no write landed during its reads;
+        one that stays busy is reported in ``skipped``. So ``differing`` never holds a
+        range a concurrent write explains. Local targets only (``IoError`` for NBD)."""
+        from blockmirror._verify import OnlineVerifyReport
+
+        return OnlineVerifyReport.from_native(self._native.verify(granularity))
 
     def read(self, offset: int, length: int) -> bytes:
         """The guest reads ``length`` bytes at ``offset``."""

@@ -97,11 +97,16 @@ class FileMirror:
         lock: bool = True,
         format: Literal["raw", "qcow2"] | None = None,
         target_format: Literal["raw", "qcow2"] | None = None,
+        bitmap: str | os.PathLike[str] | None = None,
+        resume: bool = False,
+        bitmap_interval: float = 1.0,
+        bitmap_granularity: int | None = None,
     ) -> FileMirror: ...
     @property
     def length(self) -> int: ...
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None: ...
     def read(self, offset: int, length: int) -> bytes: ...
+    def verify(self, granularity: int = 1048576) -> dict[str, Any]: ...
     def wait_ready(self, timeout: float | None = None) -> Literal["ready", "ended", "timeout"]: ...
     def wait_end(self, timeout: float | None = None) -> bool: ...
     def next_event(self, timeout: float | None = None) -> Event | None: ...
@@ -427,4 +432,23 @@ class NbdClient:
 
 def is_nbd_uri(target: str) -> bool:
     """Whether ``target`` names an NBD export rather than a local path."""
+    ...
+
+def verify(
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    granularity: int = 1048576,
+    repair: bool = False,
+) -> dict[str, Any]:
+    """Compares two images chunk by chunk (see blockmirror.verify); the report as a dict."""
+    ...
+
+class BitmapError(BlockMirrorError):
+    """A persistent bitmap file was refused; ``reason`` names why."""
+
+    reason: str
+
+def read_bitmap(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a bitmap file holds: generation, length, granularity, source, target,
+    dirty_chunks, dirty_bytes, ranges (the dirty ``(start, end)`` runs)."""
     ...

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blockmirror", description="Live block-device mirroring.",
                                      epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"blockmirror {blockmirror.__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{mirror,serve,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{mirror,serve,verify,demo}")
 
     m = sub.add_parser("mirror", help="mirror SRC onto DST (a raw image or block device)",
                        description=MIRROR_DESCRIPTION, epilog=EXIT_CODES,
@@ -116,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --direct: blocking worker threads instead of io_uring")
     m.add_argument("--no-offload", dest="offload", action="store_false",
                    help="copy through user space even where copy_file_range could be used")
+    m.add_argument("--bitmap", metavar="PATH", default=None,
+                   help="keep a crash-safe bitmap of the chunks left to copy at PATH (default with "
+                   "--resume: DST.bmbitmap; required for an NBD DST); an interrupted or killed run "
+                   "then keeps DST and resumes with --resume")
+    m.add_argument("--bitmap-granularity", type=parse_size, default=None, metavar="N",
+                   help="bytes per bit of the bitmap (a power of two, at least --granularity; "
+                   "default the larger of --granularity and 1M; a resume must use the same)")
+    m.add_argument("--resume", action="store_true",
+                   help="resume an interrupted mirror from its bitmap (implies --reuse): copy only "
+                   "the chunks it marks")
     m.add_argument("--finish", action="store_true",
                    help="cancel at ready: DST is a consistent copy, no switch-over")
     m.add_argument("--timeout", type=_seconds, default=None, help="give up after S seconds (exit 1)")
@@ -132,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(sub.add_parser("serve", help="export a live disk over NBD, mirror it under QMP control",
                                        description=SERVE_DESCRIPTION, epilog=EXIT_CODES,
                                        formatter_class=argparse.RawDescriptionHelpFormatter))
+
+    from blockmirror._cli_verify import VERIFY_DESCRIPTION, VERIFY_EXIT_CODES, add_verify_arguments
+
+    add_verify_arguments(sub.add_parser("verify", help="compare SRC and DST chunk by chunk (and repair DST)",
+                                        description=VERIFY_DESCRIPTION, epilog=VERIFY_EXIT_CODES,
+                                        formatter_class=argparse.RawDescriptionHelpFormatter))
 
     from blockmirror._demo import add_demo_arguments
 
@@ -178,6 +194,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 from blockmirror._cli_serve import run_serve
 
                 return run_serve(args)
+            if args.command == "verify":
+                from blockmirror._cli_verify import run_verify
+
+                return run_verify(args)
             from blockmirror._demo import run_demo
 
             return run_demo(args)

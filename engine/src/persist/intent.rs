@@ -1,0 +1,297 @@
+//! [`WriteIntent`]: the in-memory side of the bitmap file: which chunks are marked, which
+//! of those the file already holds, and the batched writes that make marks durable.
+//!
+//! Three bitmaps, one bit per chunk:
+//! - `marked`: what the next write of the file will hold.
+//! - `durable`: what the file holds for certain now: the last completed write, minus what
+//!   was cleared since (a write in progress may be removing it). A mark finds its chunks
+//!   in both `marked` and `durable` and returns at once: the activity window's fast path.
+//! - `recent`: chunks marked since the last cleaning round began; that round does not
+//!   clear them (the activity window).
+//!
+//! Batching (group commit): a mark that needs a write waits for a write that *starts*
+//! after its bits were set. Whoever finds no write running becomes the writer: it takes a
+//! copy of `marked`, writes and syncs it without the lock, and wakes every waiter its copy
+//! covers; so one sync covers every write that was waiting when it started.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use blockmirror_core::bitmap::HBitmap;
+
+use super::{BitmapFile, PersistError};
+
+/// The runs of dirty items of `bitmap`, ascending.
+pub(super) fn dirty_runs(bitmap: &HBitmap) -> impl Iterator<Item = Range<u64>> + '_ {
+    let mut position = 0;
+    std::iter::from_fn(move || {
+        let run = bitmap.next_dirty_area(position, bitmap.size(), u64::MAX)?;
+        position = run.end;
+        Some(run)
+    })
+}
+
+/// Counters of the bitmap file's use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IntentStats {
+    /// Guest writes whose chunks were all marked durably already (no wait).
+    pub marks_free: u64,
+    /// Guest writes that waited for a write of the file.
+    pub marks_waited: u64,
+    /// Writes (each synced) of the file.
+    pub file_writes: u64,
+    /// Chunks cleared by cleaning rounds.
+    pub chunks_cleared: u64,
+}
+
+struct IntentState {
+    marked: HBitmap,
+    durable: HBitmap,
+    recent: HBitmap,
+    /// The chunks the cleaning round in progress may clear (marks remove theirs).
+    round: Option<HBitmap>,
+    /// Guest writes between their mark and their landing, by ticket.
+    active: HashMap<u64, Range<u64>>,
+    next_ticket: u64,
+    /// Writes of the file whose copy of `marked` was taken / that completed.
+    writes_started: u64,
+    writes_done: u64,
+    /// The newest write attempt that failed, and why.
+    failed: Option<(u64, String)>,
+    writer_active: bool,
+    stats: IntentStats,
+}
+
+/// Marks, batching and clearing for one mirror's bitmap file.
+pub struct WriteIntent {
+    length: u64,
+    granularity: u64,
+    state: Mutex<IntentState>,
+    written: Condvar,
+    /// `None` once the file was removed (the mirror completed): marks then do nothing.
+    file: Mutex<Option<BitmapFile>>,
+}
+
+/// A guest write between its mark and its landing: its chunks are not cleared while this
+/// lives. Dropping it reports the landing.
+pub struct IntentTicket {
+    intent: Arc<WriteIntent>,
+    id: u64,
+}
+
+impl Drop for IntentTicket {
+    fn drop(&mut self) {
+        self.intent.lock().active.remove(&self.id);
+    }
+}
+
+impl WriteIntent {
+    /// Tracks `file`, which holds `bitmap` now (its last write, or what was just loaded).
+    pub fn new(file: BitmapFile, bitmap: HBitmap, granularity: u64) -> Self {
+        let empty = HBitmap::new(bitmap.size(), bitmap.granularity()).expect("same shape as an existing bitmap");
+        Self {
+            length: bitmap.size(),
+            granularity,
+            state: Mutex::new(IntentState {
+                durable: bitmap.clone(),
+                marked: bitmap,
+                recent: empty,
+                round: None,
+                active: HashMap::new(),
+                next_ticket: 0,
+                writes_started: 0,
+                writes_done: 0,
+                failed: None,
+                writer_active: false,
+                stats: IntentStats::default(),
+            }),
+            written: Condvar::new(),
+            file: Mutex::new(Some(file)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, IntentState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `[offset, offset+length)` rounded out to whole chunks (clipped to the disk).
+    fn chunks(&self, offset: u64, length: u64) -> Range<u64> {
+        let g = self.granularity;
+        let start = offset / g * g;
+        let end = offset.saturating_add(length).div_ceil(g).saturating_mul(g).min(self.length);
+        start..end
+    }
+
+    /// Marks the chunks of a guest write of `[offset, offset+length)` (inside the disk,
+    /// non-empty) and returns once the file holds the mark: call before the write reaches
+    /// the source, and keep the ticket until the job has heard of its landing.
+    pub fn mark(self: &Arc<Self>, offset: u64, length: u64) -> Result<IntentTicket, PersistError> {
+        let range = self.chunks(offset, length);
+        let count = range.end - range.start;
+        let mut st = self.lock();
+        let id = st.next_ticket;
+        st.next_ticket += 1;
+        st.active.insert(id, range.clone());
+        let ticket = IntentTicket { intent: Arc::clone(self), id };
+        st.recent.set(range.start, count).expect("inside the disk");
+        if let Some(round) = st.round.as_mut() {
+            round.reset(range.start, count).expect("whole chunks");
+        }
+        let held =
+            st.marked.next_zero(range.start, count).is_none() && st.durable.next_zero(range.start, count).is_none();
+        if held {
+            st.stats.marks_free += 1;
+            return Ok(ticket);
+        }
+        st.stats.marks_waited += 1;
+        st.marked.set(range.start, count).expect("inside the disk");
+        let need = st.writes_started + 1;
+        drop(self.sync_through(st, need)?);
+        Ok(ticket)
+    }
+
+    /// Waits until a write of the file numbered `need` or later completed, doing the write
+    /// itself when none is running.
+    fn sync_through<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, IntentState>,
+        need: u64,
+    ) -> Result<MutexGuard<'a, IntentState>, PersistError> {
+        loop {
+            if st.writes_done >= need {
+                return Ok(st);
+            }
+            if let Some((attempt, why)) = &st.failed {
+                if *attempt >= need {
+                    return Err(PersistError::Io {
+                        what: "making a mark durable",
+                        path: Default::default(),
+                        source: std::io::Error::other(why.clone()),
+                    });
+                }
+            }
+            if st.writer_active {
+                st = self.written.wait(st).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            st.writer_active = true;
+            st.writes_started += 1;
+            let number = st.writes_started;
+            let snapshot = st.marked.clone();
+            drop(st);
+            let result = match self.file.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+                Some(file) => file.write(&snapshot).map(drop),
+                None => Ok(()), // removed: the mirror completed, nothing to protect
+            };
+            st = self.lock();
+            st.writer_active = false;
+            match result {
+                Ok(()) => {
+                    st.writes_done = number;
+                    st.stats.file_writes += 1;
+                    // Bits cleared since the copy was taken are not durable-for-sure:
+                    // the next write removes them.
+                    let mut durable = snapshot;
+                    let runs: Vec<Range<u64>> = dirty_runs(&durable).collect();
+                    for run in runs {
+                        clear_unmarked(&mut durable, &st.marked, run);
+                    }
+                    st.durable = durable;
+                }
+                Err(e) => st.failed = Some((number, e.to_string())),
+            }
+            self.written.notify_all();
+        }
+    }
+
+    /// Starts a cleaning round: every marked chunk not in the activity window and not under
+    /// a guest write may be cleared, unless [`exclude`](Self::exclude) or a mark removes
+    /// it before [`finish_round`](Self::finish_round). Returns false if a round runs.
+    pub fn begin_round(&self) -> bool {
+        let mut st = self.lock();
+        if st.round.is_some() {
+            return false;
+        }
+        let mut candidates = st.marked.clone();
+        for run in dirty_runs(&st.recent) {
+            candidates.reset(run.start, run.end - run.start).expect("runs of whole chunks");
+        }
+        for range in st.active.values() {
+            candidates.reset(range.start, range.end - range.start).expect("whole chunks");
+        }
+        st.recent.reset_all();
+        st.round = Some(candidates);
+        true
+    }
+
+    /// Keeps `ranges` (byte ranges; rounded out to chunks) from being cleared this round.
+    pub fn exclude(&self, ranges: impl IntoIterator<Item = Range<u64>>) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        if let Some(round) = st.round.as_mut() {
+            for r in ranges {
+                if r.end > r.start {
+                    let c = self.chunks(r.start, r.end - r.start);
+                    round.reset(c.start, c.end - c.start).expect("whole chunks");
+                }
+            }
+        }
+    }
+
+    /// Drops the round without clearing anything.
+    pub fn abandon_round(&self) {
+        self.lock().round = None;
+    }
+
+    /// Clears what is left of the round's candidates (the target was flushed after they
+    /// were observed clean) and writes the file if anything was cleared.
+    pub fn finish_round(&self) -> Result<u64, PersistError> {
+        let mut st = self.lock();
+        let Some(round) = st.round.take() else { return Ok(0) };
+        let cleared = round.dirty_granules();
+        if cleared == 0 {
+            return Ok(0);
+        }
+        for run in dirty_runs(&round) {
+            let count = run.end - run.start;
+            st.marked.reset(run.start, count).expect("whole chunks");
+            st.durable.reset(run.start, count).expect("whole chunks");
+        }
+        st.stats.chunks_cleared += cleared;
+        let need = st.writes_started + 1;
+        drop(self.sync_through(st, need)?);
+        Ok(cleared)
+    }
+
+    /// Removes the file: the mirror completed, the target is the disk now.
+    pub fn remove_file(&self) -> Result<(), PersistError> {
+        match self.file.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            Some(file) => file.remove(),
+            None => Ok(()),
+        }
+    }
+
+    /// The marked chunks now (for tests and reports).
+    pub fn marked(&self) -> HBitmap {
+        self.lock().marked.clone()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> IntentStats {
+        self.lock().stats
+    }
+}
+
+/// Clears in `durable` the chunks of `range` that `marked` does not hold.
+fn clear_unmarked(durable: &mut HBitmap, marked: &HBitmap, range: Range<u64>) {
+    let mut position = range.start;
+    while let Some(zero) = marked.next_zero(position, range.end - position) {
+        let stop = marked.next_dirty(zero, range.end - zero).unwrap_or(range.end);
+        durable.reset(zero, stop - zero).expect("whole chunks");
+        position = stop;
+        if position >= range.end {
+            break;
+        }
+    }
+}
