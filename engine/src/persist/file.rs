@@ -87,16 +87,21 @@ fn is_identity_refusal(e: &PersistError) -> bool {
 /// is refused before anything is allocated.
 const MAX_INSPECT_BODY: u64 = 256 << 20;
 
-/// What a bitmap file holds (its newest valid slot), read without comparing it with any
-/// mirror: for tools and tests. Refuses damage as [`BitmapFile::open`] does.
-pub fn inspect(path: &Path) -> Result<DecodedSlot, PersistError> {
-    let file = File::open(path).map_err(|e| {
+/// Opens an existing bitmap file; a missing one is [`PersistError::Missing`].
+fn open_existing(options: &OpenOptions, path: &Path) -> Result<File, PersistError> {
+    options.open(path).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             PersistError::Missing { path: path.to_owned() }
         } else {
             PersistError::Io { what: "opening the bitmap file", path: path.to_owned(), source: e }
         }
-    })?;
+    })
+}
+
+/// What a bitmap file holds (its newest valid slot), read without comparing it with any
+/// mirror: for tools and tests. Refuses damage as [`BitmapFile::open`] does.
+pub fn inspect(path: &Path) -> Result<DecodedSlot, PersistError> {
+    let file = open_existing(OpenOptions::new().read(true), path)?;
     let file_len = file.metadata().map_err(io_error("reading the bitmap file's size", path))?.len();
     let mut head = vec![0u8; file_len.min(format::MAX_HEADER_BYTES as u64) as usize];
     file.read_exact_at(&mut head, 0).map_err(io_error("reading the bitmap file", path))?;
@@ -161,13 +166,7 @@ impl BitmapFile {
     /// of another identity (size, granularity, source or target, checked in that order),
     /// and a generation below `min_generation`.
     pub fn open(path: &Path, expected: &BitmapIdentity, min_generation: u64) -> Result<(Self, HBitmap), PersistError> {
-        let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                PersistError::Missing { path: path.to_owned() }
-            } else {
-                PersistError::Io { what: "opening the bitmap file", path: path.to_owned(), source: e }
-            }
-        })?;
+        let file = open_existing(OpenOptions::new().read(true).write(true), path)?;
         let file_len = file.metadata().map_err(io_error("reading the bitmap file's size", path))?.len();
         let slot_size = slot_size(expected)?;
         let first = read_slot(&file, file_len, 0, expected, path);
