@@ -1,8 +1,8 @@
 //! The cleaning thread of a mirror with a bitmap file: every interval it clears the chunks
-//! the job has made equal (see the rule in the module above), and as soon as the guest is
-//! switched to the target it removes the file (a crash in between the switch and the
-//! removal leaves a file that `--resume` would wrongly act on: the window is one wake-up
-//! of this thread).
+//! the job has made equal (see the rule in the module above). The switch-over itself
+//! removes the file, before the guest moves to the target (the pivot action's dispatch);
+//! this thread stops when it sees the switch, and removes the file then only if it is
+//! still there.
 //!
 //! One round: take the candidates (marked, outside the activity window, under no guest
 //! write); under the job's lock remove every chunk the job holds dirty or has a copy or a

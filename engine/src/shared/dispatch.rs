@@ -77,7 +77,16 @@ impl State {
                 self.send(Task::Flush { op });
                 None
             }
-            ActionKind::Quiesce | ActionKind::Unquiesce | ActionKind::Pivot => self.gate_action(kind, op),
+            ActionKind::Pivot => match shared.intent.get().map(|intent| intent.remove_file()) {
+                // The bitmap file goes before the guest moves to the target: a crash after
+                // the switch must not leave a file that a resume would act on (copying the
+                // old source over the disk the guest now writes). Removing it first is safe:
+                // without a file a resume refuses or copies everything.
+                // The job fails a failed pivot: the source stays the guest's disk.
+                Some(Err(_)) => Some(OpResult::Failed(IoErrorKind::Io)),
+                _ => self.gate_action(kind, op),
+            },
+            ActionKind::Quiesce | ActionKind::Unquiesce => self.gate_action(kind, op),
             other => {
                 self.internal_error.get_or_insert(format!("unknown action {other}"));
                 Some(OpResult::Failed(IoErrorKind::Io))
