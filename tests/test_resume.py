@@ -243,3 +243,18 @@ def test_kill_9_of_the_mirror_command_then_resume(tmp_path):
     assert marked <= LENGTH
     with open(src, "rb") as a, open(dst, "rb") as b:
         assert a.read() == b.read()
+
+
+def test_mirror_call_keeps_a_failed_target_with_its_bitmap_and_resumes(tmp_path):
+    # The one-shot call with a bitmap: a failure keeps the partial target (it is what the
+    # file describes), and the resumed call completes it.
+    src, dst = str(tmp_path / "src.img"), str(tmp_path / "dst.img")
+    make_source(src)
+    fault = [{"side": "target", "op": "write", "nth": 3, "error": "io"}]
+    with pytest.raises(blockmirror.IoError):
+        blockmirror.mirror(src, dst, bitmap=True, faults=fault)
+    assert os.path.exists(dst) and os.path.exists(dst + ".bmbitmap")
+    result = blockmirror.mirror(src, dst, resume=True)
+    assert result.pivoted and not os.path.exists(dst + ".bmbitmap")
+    with open(src, "rb") as a, open(dst, "rb") as b:
+        assert a.read() == b.read()

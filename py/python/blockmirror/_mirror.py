@@ -544,6 +544,8 @@ def mirror(
     lock: bool = True,
     format: Optional[str] = None,
     target_format: Optional[str] = None,
+    bitmap: Union[None, bool, PathArg] = None,
+    resume: bool = False,
 ) -> MirrorResult:
     """Copies ``source`` to ``target`` and completes (the target is then the new image).
 
@@ -557,8 +559,15 @@ def mirror(
     A target this call created is removed when it raises (a failure, a timeout, a
     ``KeyboardInterrupt``), unless ``keep_partial=True``: a partial copy is not an image,
     and on a full filesystem it keeps the space taken. A reused target is never removed.
+
+    ``bitmap`` / ``resume`` are :class:`Mirror`'s: with a bitmap file, a target this call
+    created is kept when it raises (with the file, it is what a later ``resume=True`` call
+    continues from).
     """
     _check_timeout(timeout)
+    # A partial target with its bitmap file is a resumable copy, not debris.
+    resumable = bool(bitmap) or resume
+    keep_partial = keep_partial or resumable
     bar = None
     if progress:
         from blockmirror._progress import ProgressBar
@@ -572,7 +581,7 @@ def mirror(
                        io_uring=io_uring, auto_converge=auto_converge,
                        not_converging_window=not_converging_window, faults=faults,
                        on_event=on_event, guest_writes=False, lock=lock, format=format,
-                       target_format=target_format),
+                       target_format=target_format, bitmap=bitmap, resume=resume),
         os.fspath(target), remove_on_interrupt=not keep_partial)
 
     def show_progress() -> None:
