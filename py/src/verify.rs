@@ -26,7 +26,10 @@ pub fn verify_error(e: VerifyError) -> PyErr {
 /// Compares two images chunk by chunk; with `repair`, copies the differing chunks from the
 /// source. Returns the report as a dict (ranges as `(start, end)` pairs).
 #[pyfunction]
-#[pyo3(signature = (source, target, granularity=UInt(DEFAULT_VERIFY_GRANULARITY), repair=false))]
+#[pyo3(
+    signature = (source, target, granularity=UInt(DEFAULT_VERIFY_GRANULARITY), repair=false),
+    text_signature = "(source, target, granularity=1048576, repair=False)"
+)]
 pub fn verify<'py>(
     py: Python<'py>,
     source: PathBuf,
