@@ -7,6 +7,9 @@ e.g. a venv of the commit before a change and one of the change). The runs alter
 between builds within every repetition, so machine noise hits them alike; compare the
 ratios, not the bare times.
 
+`BLOCKMIRROR_BENCH_OPTIONS` (JSON) adds `Mirror` options in the child: a wrapper script
+that sets it and runs an interpreter compares one build's settings.
+
 Usage (from the repository root):
     .venv/bin/python benches/bench_guest_writes.py --python /tmp/old/.venv/bin/python \\
         --python .venv/bin/python --reps 5 --dir /var/tmp/bm-guest
@@ -35,7 +38,8 @@ with open(src, "wb") as f:
         f.write(rng.randbytes(1 << 20))
 latencies = []
 lock = threading.Lock()
-with bm.Mirror(src, dst, copy_mode=mode, granularity=65536) as m:
+options = json.loads(os.environ.get("BLOCKMIRROR_BENCH_OPTIONS", "{}"))
+with bm.Mirror(src, dst, copy_mode=mode, granularity=65536, **options) as m:
     m.wait_ready(timeout=120)
     barrier = threading.Barrier(threads)
     def writer(i):

@@ -3,7 +3,7 @@
 //! Protocol (as QEMU's `mirror_iteration`, which also clears dirty bits before it issues
 //! the copy): runs are picked from a persistent cursor that
 //! wraps to 0 at the end; a run is contiguous dirty chunks that no op owns and no waiting
-//! guest write wants, at most `MirrorConfig::largest_copy` bytes (`max_io`, or less in
+//! guest write wants, at most `MirrorConfig::largest_copy_in_phase` bytes (`max_io`, or less in
 //! write-blocking mode, under a speed limit or a small buffer budget) and within the free
 //! buffer budget. Its dirty
 //! bits are cleared *when the read is issued*, so a guest write that lands after that
@@ -66,7 +66,7 @@ impl MirrorJob {
     /// The next run `[first, end)` of chunks to copy, or `None`.
     fn pick_run(&mut self) -> Option<(u64, u64)> {
         let budget_chunks = (self.config.buf_size - self.copy_buffer_bytes) >> self.chunk_shift;
-        let max_chunks = (self.config.largest_copy() >> self.chunk_shift).min(budget_chunks);
+        let max_chunks = (self.config.largest_copy_in_phase(self.ready_reached) >> self.chunk_shift).min(budget_chunks);
         if max_chunks == 0 || self.bitmap.is_empty() {
             return None;
         }
