@@ -28,6 +28,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<mirror::FileMirror>()?;
     m.add_function(wrap_pyfunction!(mirror::is_nbd_uri, m)?)?;
     m.add_class::<serve::NbdServer>()?;
+    m.add_class::<serve::EventSubscription>()?;
     m.add("QmpError", m.py().get_type::<serve::QmpError>())?;
     m.add_class::<nbd_client::NbdClient>()?;
     m.add_function(wrap_pyfunction!(verify::verify, m)?)?;

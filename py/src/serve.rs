@@ -268,6 +268,54 @@ impl NbdServer {
         }
     }
 
+    /// A new, independent subscription to every job event from now on (the events
+    /// `next_event` hands out are not taken from it, nor its events from `next_event`).
+    fn subscribe(&self) -> PyResult<EventSubscription> {
+        let events = self.with(|s| s.jobs().subscribe()).ok_or_else(|| job_state_error("the server is closed"))?;
+        Ok(EventSubscription { events })
+    }
+
+    /// The running job as a live view draws it, or None when no job runs: a dict with
+    /// `job` (its id), `status`, `current` and `total` (progress bytes), `length` (disk
+    /// bytes), `granularity` (bytes per chunk), `chunks`, `dirty_bytes` and `bits` (the
+    /// dirty bitmap, one bit per chunk: chunk k is bit k % 8 of byte k / 8), read together
+    /// under the job's lock.
+    fn job_state<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some((id, mirror)) = self.with(|s| s.jobs().running_job()).flatten() else {
+            return Ok(None);
+        };
+        let state = py.detach(|| {
+            mirror.verb(|job| {
+                let bitmap = job.bitmap();
+                let bits = bitmap.serialize(0, bitmap.size()).ok();
+                Ok((
+                    job.status(),
+                    job.progress(),
+                    job.config().length,
+                    job.config().granularity,
+                    bitmap.granules(),
+                    job.dirty_bytes(),
+                    bits,
+                ))
+            })
+        });
+        // A job that broke or has just ended has no view to give: as if none ran.
+        let Ok((status, progress, length, granularity, chunks, dirty_bytes, Some(bits))) = state else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("job", id)?;
+        d.set_item("status", status.as_str())?;
+        d.set_item("current", progress.current)?;
+        d.set_item("total", progress.total)?;
+        d.set_item("length", length)?;
+        d.set_item("granularity", granularity)?;
+        d.set_item("chunks", chunks)?;
+        d.set_item("dirty_bytes", dirty_bytes)?;
+        d.set_item("bits", pyo3::types::PyBytes::new(py, &bits))?;
+        Ok(Some(d))
+    }
+
     /// The export's NBD URI.
     #[getter]
     fn uri(&self) -> String {
@@ -325,5 +373,37 @@ impl NbdServer {
     #[getter]
     fn closed(&self) -> bool {
         self.server.lock().unwrap_or_else(PoisonError::into_inner).is_none()
+    }
+}
+
+/// An independent receiver of every job event of one server, from its creation on (see
+/// `NbdServer.subscribe`); unbounded, as the server's own queue is.
+#[pyclass(frozen, module = "blockmirror._native")]
+pub struct EventSubscription {
+    events: Receiver<QmpEvent>,
+}
+
+#[pymethods]
+impl EventSubscription {
+    /// The next event as a QMP event dict, waiting up to `timeout` seconds (None: until one
+    /// comes); None on timeout or once the server is closed and every event was taken.
+    #[pyo3(signature = (timeout=None))]
+    fn next<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let timeout = crate::mirror::timeout_arg(timeout)?;
+        let step = Duration::from_millis(100);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let wait = left.map_or(step, |l| l.min(step));
+            match py.detach(|| self.events.recv_timeout(wait)) {
+                Ok(event) => return from_json(py, &event.to_json()).map(Some),
+                Err(RecvTimeoutError::Disconnected) => return Ok(None),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if left.is_some_and(|l| l <= step) {
+                return Ok(None);
+            }
+            py.check_signals()?;
+        }
     }
 }

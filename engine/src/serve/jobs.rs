@@ -203,6 +203,15 @@ impl JobHost {
         Ok(setup)
     }
 
+    /// The running job's id and mirror, if a job runs: a live view reads its status,
+    /// progress and dirty bitmap from the mirror (under the mirror's own lock).
+    pub fn running_job(&self) -> Option<(String, Arc<FileMirror>)> {
+        lock(&self.registry)
+            .job
+            .as_ref()
+            .map(|j| (j.id.clone(), Arc::clone(&j.mirror)))
+    }
+
     fn running(&self, id: &str) -> Option<Arc<FileMirror>> {
         lock(&self.registry)
             .job

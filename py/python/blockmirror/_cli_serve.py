@@ -6,7 +6,7 @@ import argparse
 import ipaddress
 import sys
 
-from blockmirror._cli_args import EXIT_OK, Terminated, add_format_arguments
+from blockmirror._cli_args import EXIT_OK, EXIT_USAGE, Terminated, add_format_arguments
 
 SERVE_DESCRIPTION = """\
 Export SOURCE (a raw image, a qcow2 image with its backing chain, or a block device) over NBD so that real programs (a VM, fio,
@@ -43,6 +43,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-clients", type=int, default=64, metavar="N",
                    help="connections beyond N are refused (default 64)")
     p.add_argument("--direct", action="store_true", help="jobs open their files with O_DIRECT")
+    p.add_argument("--web", metavar="[HOST:]PORT",
+                   help="also serve the teaching page on HTTP, with a live view of the job at /live "
+                        "(loopback only; HOST defaults to 127.0.0.1)")
     add_format_arguments(p, target=False)
 
 
@@ -58,18 +61,25 @@ def _is_loopback(hostport: str) -> bool:
 
 def run_serve(args: argparse.Namespace) -> int:
     import blockmirror
+    from blockmirror._web import parse_web_address
 
+    try:
+        web = parse_web_address(args.web) if args.web else None
+    except blockmirror.InvalidArgument as exc:
+        print(f"blockmirror serve: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.listen and not _is_loopback(args.listen):
         print(f"blockmirror serve: warning: NBD has no authentication: anyone who reaches "
               f"{args.listen} can read and write {args.source}", file=sys.stderr)
     server = blockmirror.serve(args.source, socket=args.socket, listen=args.listen, export=args.export,
                                qmp=args.qmp, read_only=args.read_only, max_clients=args.max_clients,
-                               direct=args.direct, format=args.format)
+                               direct=args.direct, format=args.format, web=web)
     with server:
         reason = "quit over QMP"
         # The whole wait is inside the try: a signal may arrive as soon as the line is out.
         try:
             qmp = f", QMP on {args.qmp}" if args.qmp else ""
+            qmp += f", live page at {server.web_url}" if server.web_url else ""
             print(f"blockmirror serve: exporting {args.source} as {server.uri}{qmp}; "
                   "stop with Ctrl-C, SIGTERM or QMP quit", file=sys.stderr, flush=True)
             while not server.wait_quit(0.5):

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, Literal, Optional, Union
+from typing import Any, Dict, Literal, Optional, Tuple, Union
 
 from blockmirror._native import NbdServer, Timeout
 from blockmirror._types import CopyMode, ErrorPolicy, SyncMode
+from blockmirror._web import LiveWeb, check_loopback
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -36,9 +37,15 @@ class Server:
     closes it (a running job is force-cancelled, requests in flight are answered, the disk
     is flushed, the sockets are removed)."""
 
-    def __init__(self, native: NbdServer, qmp: Optional[str]) -> None:
+    def __init__(self, native: NbdServer, qmp: Optional[str], web: Optional[LiveWeb] = None) -> None:
         self._native = native
         self.qmp_path = qmp
+        self._web = web
+
+    @property
+    def web_url(self) -> Optional[str]:
+        """The live page's address (``http://127.0.0.1:PORT/live``), or None without ``web=``."""
+        return self._web.url if self._web is not None else None
 
     @property
     def uri(self) -> str:
@@ -139,6 +146,8 @@ class Server:
 
     def close(self) -> None:
         """Stops serving (idempotent)."""
+        if self._web is not None:
+            self._web.close()
         self._native.close()
 
     def __enter__(self) -> "Server":
@@ -164,6 +173,7 @@ def serve(
     direct: bool = False,
     not_converging_window: float = 10.0,
     format: Optional[str] = None,
+    web: Optional[Tuple[str, int]] = None,
 ) -> Server:
     """Exports ``source`` (a raw image or block device) over NBD and returns the running
     :class:`Server`.
@@ -175,7 +185,14 @@ def serve(
     ``BLOCK_JOB_NOT_CONVERGING`` event (0: never). The source
     is locked as QEMU locks images: a QEMU (or qemu-nbd) writing it is refused, and it
     refuses this disk while it is served. ``format`` (``"raw"``/``"qcow2"``, default probed)
-    forces the disk's format: a qcow2 disk is served through its backing chain."""
+    forces the disk's format: a qcow2 disk is served through its backing chain.
+
+    ``web=(host, port)`` also serves the teaching page over HTTP, with a live view of the
+    running job at ``/live`` (its chunk grid and events, streamed): loopback hosts only
+    (127.0.0.1, ::1, localhost), anything else raises ``InvalidArgument``; port 0 picks a
+    free one (see :attr:`Server.web_url`)."""
+    if web is not None:
+        check_loopback(web[0])
     qmp_path = os.fspath(qmp) if qmp is not None else None
     native = NbdServer(
         os.fspath(source),
@@ -189,7 +206,14 @@ def serve(
         not_converging_window=not_converging_window,
         format=format,
     )
-    return Server(native, qmp_path)
+    live = None
+    if web is not None:
+        try:
+            live = LiveWeb(native, web[0], int(web[1]))
+        except BaseException:
+            native.close()
+            raise
+    return Server(native, qmp_path, live)
 
 
 __all__ = ["Server", "serve"]
