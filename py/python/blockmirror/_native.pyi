@@ -366,6 +366,7 @@ class EventSubscription:
 
     def next(self, timeout: float | None = None) -> dict[str, Any] | None: ...
 
+@final
 class NbdServer:
     """A running NBD server of one disk (see ``blockmirror.serve``)."""
 
