@@ -123,7 +123,7 @@ fn fault_rules(faults: Option<&Bound<'_, PyList>>) -> PyResult<Vec<InjectedFault
     for item in faults.iter() {
         let d = item.cast::<PyDict>().map_err(|_| invalid_argument("each fault must be a dict"))?;
         // "panic" / "panic-locked": the worker panics (tests of surviving a broken thread).
-        let (rule, special) = crate::faults::parse_rule(&d, &["panic", "panic-locked"])?;
+        let (rule, special) = crate::faults::parse_rule(d, &["panic", "panic-locked"])?;
         let fault = InjectedFault::from(rule);
         rules.push(match special {
             Some("panic") => fault.panicking(PanicAt::Io),

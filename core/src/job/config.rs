@@ -155,6 +155,8 @@ pub const WRITE_BLOCKING_MAX_COPY: u64 = 1 << 20;
 /// cost a writing guest up to a quarter of its writes per second) while the backlog is
 /// small and gains nothing from them.
 pub const READY_MAX_COPY: u64 = 1 << 20;
+// Two default copies fit the default buffer budget (one's read overlaps another's write).
+const _: () = assert!(DEFAULT_MAX_IO <= DEFAULT_BUF_SIZE / 2);
 /// Default most background copies in flight.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 /// Default window for `BLOCK_JOB_NOT_CONVERGING` (10 s).
@@ -356,7 +358,6 @@ mod tests {
         assert_eq!(c.largest_copy(), DEFAULT_MAX_IO, "the defaults copy whole max_io runs");
         assert_eq!(c.largest_copy_in_phase(false), DEFAULT_MAX_IO);
         assert_eq!(c.largest_copy_in_phase(true), READY_MAX_COPY, "shorter once ready");
-        assert!(DEFAULT_MAX_IO <= DEFAULT_BUF_SIZE / 2, "two default copies fit the default budget");
         c.max_io = 32 << 20;
         assert_eq!(c.largest_copy(), DEFAULT_BUF_SIZE / 2, "half the buffer budget");
         c.buf_size = 100 << 10;

@@ -115,7 +115,7 @@ mod tests {
 
     #[test]
     fn ln_matches_the_platform_closely_and_exponential_has_mean_one() {
-        for x in [1e-300, 1e-10, 0.001, 0.3, 0.5, 0.70710678, 1.0, 1.5, 2.0, 10.0, 1e10, 1e300] {
+        for x in [1e-300, 1e-10, 0.001, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 10.0, 1e10, 1e300] {
             let (ours, libm) = (ln(x), f64::ln(x));
             assert!((ours - libm).abs() <= 1e-14 * libm.abs().max(1.0), "ln({x}) = {ours}, libm {libm}");
         }
