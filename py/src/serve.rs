@@ -246,26 +246,7 @@ impl NbdServer {
     /// closed and every event has been taken.
     #[pyo3(signature = (timeout=None))]
     fn next_event<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let timeout = crate::mirror::timeout_arg(timeout)?;
-        // Waits in short steps with the GIL released, so Ctrl-C reaches Python promptly.
-        let step = Duration::from_millis(100);
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let wait = left.map_or(step, |l| l.min(step));
-            match py.detach(|| self.events.recv_timeout(wait)) {
-                Ok(event) => return from_json(py, &event.to_json()).map(Some),
-                Err(RecvTimeoutError::Disconnected) => return Ok(None),
-                Err(RecvTimeoutError::Timeout) => {}
-            }
-            if self.closed() && self.events.is_empty() {
-                return Ok(None);
-            }
-            if left.is_some_and(|l| l <= step) {
-                return Ok(None);
-            }
-            py.check_signals()?;
-        }
+        next_from(py, &self.events, timeout, || self.closed())
     }
 
     /// A new, independent subscription to every job event from now on (the events
@@ -389,21 +370,37 @@ impl EventSubscription {
     /// comes); None on timeout or once the server is closed and every event was taken.
     #[pyo3(signature = (timeout=None))]
     fn next<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let timeout = crate::mirror::timeout_arg(timeout)?;
-        let step = Duration::from_millis(100);
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let wait = left.map_or(step, |l| l.min(step));
-            match py.detach(|| self.events.recv_timeout(wait)) {
-                Ok(event) => return from_json(py, &event.to_json()).map(Some),
-                Err(RecvTimeoutError::Disconnected) => return Ok(None),
-                Err(RecvTimeoutError::Timeout) => {}
-            }
-            if left.is_some_and(|l| l <= step) {
-                return Ok(None);
-            }
-            py.check_signals()?;
+        next_from(py, &self.events, timeout, || false)
+    }
+}
+
+/// The next event of `events` as a QMP event dict, waiting up to `timeout` seconds (None:
+/// until one comes); None on timeout, when the sender is gone, or once `closed()` holds and
+/// nothing is queued. Waits in short steps with the GIL released, so Ctrl-C reaches Python
+/// promptly.
+fn next_from<'py>(
+    py: Python<'py>,
+    events: &Receiver<QmpEvent>,
+    timeout: Option<f64>,
+    closed: impl Fn() -> bool,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let timeout = crate::mirror::timeout_arg(timeout)?;
+    let step = Duration::from_millis(100);
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let wait = left.map_or(step, |l| l.min(step));
+        match py.detach(|| events.recv_timeout(wait)) {
+            Ok(event) => return from_json(py, &event.to_json()).map(Some),
+            Err(RecvTimeoutError::Disconnected) => return Ok(None),
+            Err(RecvTimeoutError::Timeout) => {}
         }
+        if closed() && events.is_empty() {
+            return Ok(None);
+        }
+        if left.is_some_and(|l| l <= step) {
+            return Ok(None);
+        }
+        py.check_signals()?;
     }
 }
