@@ -216,7 +216,8 @@ FULL_DISK = [{"side": "target", "op": "any", "count": 0, "error": "nospace"}]
 def test_repeated_ignored_errors_are_counted_not_stored(paths):
     # The job backs off between retries (10 ms doubling to 1 s), so a few dozen failures
     # take about a second; the native queue folds them into a handful of records.
-    fm = FileMirror(*paths, granularity=65536, on_target_error="ignore", faults=FULL_DISK)
+    # 512 KiB copies of the 2 MiB disk: several fail in each retry round.
+    fm = FileMirror(*paths, granularity=65536, max_io=512 * 1024, on_target_error="ignore", faults=FULL_DISK)
     try:
         records = total = 0
         while total < 24:
