@@ -28,6 +28,7 @@ import http.server
 import ipaddress
 import json
 import os
+import socket
 import threading
 import time
 import urllib.parse
@@ -131,7 +132,7 @@ class LiveWeb:
         handler = functools.partial(_Handler, self)
         server_class = http.server.ThreadingHTTPServer
         if ":" in host:
-            server_class = type("_V6Server", (http.server.ThreadingHTTPServer,), {"address_family": 10})
+            server_class = type("_V6Server", (http.server.ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
         try:
             self._http = server_class((host, port), handler)
         except OSError as e:
