@@ -116,6 +116,12 @@ class _EventHistory:
             return self._next, [e for n, e in self._events if n >= seq]
 
 
+class _ThreadingHTTPServerV6(http.server.ThreadingHTTPServer):
+    """The threading HTTP server on an IPv6 socket (for ``::1``)."""
+
+    address_family = socket.AF_INET6
+
+
 class LiveWeb:
     """The page and its live stream for one server (see the module doc). Started by
     :func:`blockmirror.serve` with ``web=``; stopped by ``Server.close``."""
@@ -130,9 +136,7 @@ class LiveWeb:
         self._history = _EventHistory()
         self._subscription = native.subscribe()
         handler = functools.partial(_Handler, self)
-        server_class = http.server.ThreadingHTTPServer
-        if ":" in host:
-            server_class = type("_V6Server", (http.server.ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+        server_class = _ThreadingHTTPServerV6 if ":" in host else http.server.ThreadingHTTPServer
         try:
             self._http = server_class((host, port), handler)
         except OSError as e:
