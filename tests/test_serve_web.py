@@ -27,7 +27,10 @@ CRAWL = 64 * 1024
 
 
 @pytest.fixture
-def served(tmp_path) -> Iterator[bm.Server]:
+def served(tmp_path, monkeypatch) -> Iterator[bm.Server]:
+    # The page of this checkout: an installed package (as CI installs it) ships no page.
+    monkeypatch.setenv("BLOCKMIRROR_WWW", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                       "wasm", "www"))
     image = str(tmp_path / "disk.img")
     with open(image, "wb") as f:
         f.write(os.urandom(8 * MiB))
