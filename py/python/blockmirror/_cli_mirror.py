@@ -23,7 +23,8 @@ import re
 import sys
 from typing import Callable, List, Optional, Tuple, Union
 
-from blockmirror._mirror import Mirror, open_tracking_creation
+from blockmirror._mirror import Mirror
+from blockmirror._target_files import open_tracking_creation
 from blockmirror._native import DEFAULTS, BitmapError, InvalidArgument, IoError, Timeout
 from blockmirror._progress import format_bytes, format_rate
 from blockmirror._report import Reporter

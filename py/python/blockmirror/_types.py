@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["CopyMode", "ErrorPolicy", "SyncMode"]
+__all__ = ["CopyMode", "ErrorPolicy", "ImageFormat", "SyncMode"]
 
 #: ``sync``: what the copy starts from (the whole disk, the allocated ranges, nothing).
 SyncMode = Literal["full", "top", "none"]
@@ -15,3 +15,5 @@ SyncMode = Literal["full", "top", "none"]
 CopyMode = Literal["background", "write-blocking"]
 #: ``on_source_error`` / ``on_target_error``.
 ErrorPolicy = Literal["report", "ignore", "stop", "enospc"]
+#: ``format`` / ``target_format``: an image format to use instead of probing it.
+ImageFormat = Literal["raw", "qcow2"]
