@@ -49,6 +49,11 @@ impl FileMirror {
         self.shared.files.length
     }
 
+    /// Both sides' open files (for readers inside the engine, such as the online verify).
+    pub(crate) fn sides(&self) -> &crate::target::Sides {
+        &self.shared.files
+    }
+
     /// Whether the guest was switched over: its reads and writes now go to the target.
     pub fn pivoted(&self) -> bool {
         self.shared.lock().gate.pivoted

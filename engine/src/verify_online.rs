@@ -23,7 +23,6 @@ use std::time::Instant;
 use blockmirror_core::job::{JobStatus, MirrorJob};
 
 use crate::engine::FileMirror;
-use crate::io_ops;
 use crate::verify::{VerifyError, VerifySide};
 
 /// Tries per segment before it is reported as skipped.
@@ -78,16 +77,16 @@ fn push_merged(ranges: &mut Vec<Range<u64>>, range: Range<u64>) {
 impl FileMirror {
     /// Compares the source and the target of this running mirror in segments of
     /// `granularity` bytes (a power of two of at least 4096) while guest writes go on (see
-    /// the module docs for why no write can cause a false mismatch). A local target only:
-    /// an NBD target is refused with [`VerifyError::Open`].
+    /// the module docs for why no write can cause a false mismatch). Each side is read as
+    /// the guest sees it: a qcow2 image through its chain, an NBD target over NBD.
     pub fn verify_online(&self, granularity: u64) -> Result<OnlineVerifyReport, VerifyError> {
         if !granularity.is_power_of_two() || !(4096..=(64 << 20)).contains(&granularity) {
             return Err(VerifyError::Granularity(granularity));
         }
         let started = Instant::now();
-        let open = |side, source| VerifyError::Open { side, path: "(the running mirror's)".into(), source };
-        let source = self.source_handle().map_err(|e| open(VerifySide::Source, e))?;
-        let target = self.target_handle().map_err(|e| open(VerifySide::Target, e))?;
+        // The guest's view of each side: through a qcow2 chain, or over NBD, as the job
+        // itself reads and writes them.
+        let files = self.sides();
         let length = self.length();
         let target_writes = || {
             let stats = self.snapshot().stats;
@@ -117,12 +116,12 @@ impl FileMirror {
                 if !check(&segment, false) {
                     continue;
                 }
-                io_ops::read_exact(&source, &mut a, segment.start).map_err(|e| VerifyError::Read {
+                files.source_read(&mut a, segment.start).map_err(|e| VerifyError::Read {
                     side: VerifySide::Source,
                     offset: segment.start,
                     source: e,
                 })?;
-                io_ops::read_exact(&target, &mut b, segment.start).map_err(|e| VerifyError::Read {
+                files.target.read_exact(&mut b, segment.start).map_err(|e| VerifyError::Read {
                     side: VerifySide::Target,
                     offset: segment.start,
                     source: e,

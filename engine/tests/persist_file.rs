@@ -116,6 +116,19 @@ fn damage_in_both_slots_is_refused_with_its_own_error() {
 }
 
 #[test]
+fn damage_to_a_new_files_only_slot_is_named_not_taken_for_a_missing_magic() {
+    let dir = Dir::new("new-file-damaged");
+    drop(BitmapFile::create(&dir.file(), identity(), &bitmap_with(&[1])).unwrap());
+    // The first write went to slot 1 (generation 1 % 2); slot 0 was never written.
+    let slot_one = slot_offsets(&dir.file())[1];
+    flip(&dir.file(), slot_one + 26);
+    let e = BitmapFile::open(&dir.file(), &identity(), 0).unwrap_err();
+    assert!(matches!(e, PersistError::HeaderChecksum), "{e}");
+    let e = blockmirror_engine::persist::inspect(&dir.file()).unwrap_err();
+    assert!(matches!(e, PersistError::HeaderChecksum), "{e}");
+}
+
+#[test]
 fn a_truncated_file_is_refused() {
     for len in [0, 50, 150, 1000] {
         let dir = Dir::new(&format!("truncated-{len}"));

@@ -48,16 +48,22 @@ fn reason(e: &PersistError) -> &'static str {
 /// The Python exception for a bitmap error: bad arguments are `InvalidArgument`, OS errors
 /// `IoError`, every refusal of a file `BitmapError` with its `.reason`.
 pub fn persist_error(e: PersistError) -> PyErr {
+    let message = e.to_string();
+    persist_error_saying(e, message)
+}
+
+/// [`persist_error`] with the message `message` (which says more than the error alone).
+pub fn persist_error_saying(e: PersistError, message: String) -> PyErr {
     match &e {
         PersistError::ResumeNeedsReuse
         | PersistError::ResumeWithSyncNone
         | PersistError::NeedsPath
-        | PersistError::Granularity { .. } => invalid_argument(e),
+        | PersistError::Granularity { .. } => invalid_argument(message),
         PersistError::Io { source, .. } => {
-            io_error(source.raw_os_error().unwrap_or(libc::EIO), "bitmap", None, e.to_string())
+            io_error(source.raw_os_error().unwrap_or(libc::EIO), "bitmap", None, message)
         }
         _ => Python::attach(|py| {
-            let err = BitmapError::new_err(e.to_string());
+            let err = BitmapError::new_err(message);
             if let Err(set) = err.value(py).setattr("reason", reason(&e)) {
                 return set;
             }

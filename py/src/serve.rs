@@ -95,6 +95,10 @@ fn serve_error(e: ServeError) -> PyErr {
             format!("cannot open {}: {source}", path.display()),
         ),
         ServeError::Disk(e @ DiskError::Locked(_)) => io_error(libc::EAGAIN, "open", None, e.to_string()),
+        ServeError::Disk(DiskError::Bitmap { path, source }) => {
+            let message = format!("bitmap file {}: {source}", path.display());
+            crate::persist::persist_error_saying(source, message)
+        }
         ServeError::Os { what, source } => {
             io_error(source.raw_os_error().unwrap_or(libc::EIO), "open", None, format!("{what}: {source}"))
         }
@@ -154,9 +158,9 @@ impl NbdServer {
 impl NbdServer {
     #[new]
     #[pyo3(signature = (source, *, socket=None, listen=None, export="disk", qmp=None, read_only=false,
-        max_clients=UInt(64), direct=false, not_converging_window=10.0, format=None),
+        max_clients=UInt(64), direct=false, not_converging_window=10.0, format=None, bitmap=None),
         text_signature = "(source, *, socket=None, listen=None, export='disk', qmp=None, read_only=False, \
-        max_clients=64, direct=False, not_converging_window=10.0, format=None)")]
+        max_clients=64, direct=False, not_converging_window=10.0, format=None, bitmap=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -170,11 +174,13 @@ impl NbdServer {
         direct: bool,
         not_converging_window: f64,
         format: Option<&str>,
+        bitmap: Option<PathBuf>,
     ) -> PyResult<Self> {
         let export = export.to_owned();
         let mut config = ServeConfig::new(source, export.clone(), listen_address(socket, listen)?);
         config.qmp = qmp;
         config.read_only = read_only;
+        config.bitmap = bitmap;
         config.max_clients = usize::try_from(max_clients.0).unwrap_or(usize::MAX);
         config.mirror.direct = direct;
         config.mirror.format = format
@@ -307,6 +313,13 @@ impl NbdServer {
     #[getter]
     fn address(&self) -> String {
         self.address.clone()
+    }
+
+    /// Whether a bitmap file left by an unfinished job is there (client writes are marked
+    /// in it, and a `drive-mirror` with `resume` copies only what it marks).
+    #[getter]
+    fn resumable(&self) -> bool {
+        self.with(|server| server.disk().has_left_behind_bitmap()).unwrap_or(false)
     }
 
     /// Clients connected now (0 once closed).

@@ -113,7 +113,7 @@ pub fn inspect(path: &Path) -> Result<DecodedSlot, PersistError> {
             let half = file_len / 2;
             let mut head = vec![0u8; (file_len - half).min(format::MAX_HEADER_BYTES as u64) as usize];
             file.read_exact_at(&mut head, half).map_err(io_error("reading the bitmap file", path))?;
-            format::decode_header(&head).map_err(|_| e)?.identity
+            format::decode_header(&head).map_err(|second| telling(e, second))?.identity
         }
     };
     if identity.length / identity.granularity.max(1) / 8 > MAX_INSPECT_BODY {
@@ -127,7 +127,7 @@ pub fn inspect(path: &Path) -> Result<DecodedSlot, PersistError> {
         .reduce(|a, b| match (a, b) {
             (Ok(a), Ok(b)) => Ok(if b.generation > a.generation { b } else { a }),
             (Ok(a), Err(_)) | (Err(_), Ok(a)) => Ok(a),
-            (Err(e), Err(_)) => Err(e),
+            (Err(a), Err(b)) => Err(telling(a, b)),
         })
         .expect("two slots");
     let DecodedSlot { generation, bitmap, .. } = newest?;
@@ -135,7 +135,7 @@ pub fn inspect(path: &Path) -> Result<DecodedSlot, PersistError> {
 }
 
 impl BitmapFile {
-    /// Creates a new bitmap file holding `bitmap` (generation 1 in slot 0; slot 1 empty),
+    /// Creates a new bitmap file holding `bitmap` (generation 1 in slot 1; slot 0 empty),
     /// synced, and the directory entry synced too so the file survives a crash. Refuses an
     /// existing file ([`PersistError::Exists`]).
     pub fn create(path: &Path, identity: BitmapIdentity, bitmap: &HBitmap) -> Result<Self, PersistError> {
@@ -162,7 +162,7 @@ impl BitmapFile {
 
     /// Opens an existing bitmap file and returns it with the bitmap of its newest valid
     /// slot. Refuses (each with its own error): a file too short for a slot, bad magic or
-    /// version, checksum failures (when no slot is valid: the first slot's error), a bitmap
+    /// version, checksum failures (when no slot is valid: see [`telling`]), a bitmap
     /// of another identity (size, granularity, source or target, checked in that order),
     /// and a generation below `min_generation`.
     pub fn open(path: &Path, expected: &BitmapIdentity, min_generation: u64) -> Result<(Self, HBitmap), PersistError> {
@@ -186,7 +186,7 @@ impl BitmapFile {
             }
             (Ok(a), Err(_)) => a,
             (Err(_), Ok(b)) => b,
-            (Err(e), Err(_)) => return Err(e),
+            (Err(a), Err(b)) => return Err(telling(a, b)),
         };
         if newest.generation < min_generation {
             return Err(PersistError::StaleGeneration { found: newest.generation, expected_at_least: min_generation });
@@ -224,6 +224,15 @@ impl BitmapFile {
     pub fn remove(self) -> Result<(), PersistError> {
         std::fs::remove_file(&self.path).map_err(io_error("removing the bitmap file", &self.path))?;
         sync_parent(&self.path)
+    }
+}
+
+/// Of two slots' refusals, the one that says what happened: a slot never written (no
+/// magic: a new file's first write goes to slot 1) says less than a damaged one.
+fn telling(first: PersistError, second: PersistError) -> PersistError {
+    match (&first, &second) {
+        (PersistError::BadMagic, e) if !matches!(e, PersistError::BadMagic) => second,
+        _ => first,
     }
 }
 

@@ -272,6 +272,11 @@ impl WriteIntent {
         }
     }
 
+    /// Bytes per bit.
+    pub fn granularity(&self) -> u64 {
+        self.granularity
+    }
+
     /// The marked chunks now (for tests and reports).
     pub fn marked(&self) -> HBitmap {
         self.lock().marked.clone()

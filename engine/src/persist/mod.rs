@@ -33,7 +33,7 @@ pub use file::{inspect, BitmapFile};
 pub use format::{BitmapIdentity, DecodedSlot, SideIdentity, MAGIC, VERSION};
 pub use intent::IntentStats;
 pub use intent::{IntentTicket, WriteIntent};
-pub(crate) use setup::attach;
+pub(crate) use setup::{attach, open_left_behind};
 pub use setup::{default_bitmap_path, BitmapSetup, DEFAULT_BITMAP_GRANULARITY, DEFAULT_CLEAN_INTERVAL};
 
 /// Marks the chunks of a guest write of `[offset, offset+length)` in the mirror's bitmap

@@ -2,14 +2,14 @@
 
 use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use blockmirror_core::job::{MirrorConfig, MirrorJob, RangeState, SyncMode};
 
 use super::intent::dirty_runs;
-use super::{BitmapFile, BitmapIdentity, PersistError, SideIdentity, WriteIntent};
+use super::{inspect, BitmapFile, BitmapIdentity, PersistError, SideIdentity, WriteIntent};
 use crate::target::{MirrorTarget, Sides};
 
 /// How often the cleaning thread clears chunks when the caller names nothing: also the
@@ -59,7 +59,8 @@ pub fn default_bitmap_path(target: &MirrorTarget) -> Result<PathBuf, PersistErro
     }
 }
 
-fn file_identity(file: &File) -> std::io::Result<SideIdentity> {
+/// What a bitmap header records of a local image: its inode, or a block device's number.
+pub(crate) fn file_identity(file: &File) -> std::io::Result<SideIdentity> {
     let meta = file.metadata()?;
     Ok(if meta.file_type().is_block_device() {
         SideIdentity::BlockDevice { rdev: meta.rdev() }
@@ -137,4 +138,37 @@ pub(crate) fn attach(
         (file, all)
     };
     Ok(Arc::new(WriteIntent::new(file, bitmap, granularity)))
+}
+
+/// The bitmap file an unfinished mirror of `source` (a disk of `length` bytes) left at
+/// `path`, opened to go on marking the disk's writes while no job runs: a served disk
+/// between a job that stopped short of the switch-over and the job that resumes it, or
+/// after a restart. `None` when there is no file. A file for another disk is refused, as
+/// is a damaged one (its marks can no longer be trusted, so writes must not go on as if
+/// they were recorded).
+///
+/// Why: a write that reaches the source while no job runs changes a chunk the file may
+/// hold clean; a resume that trusts the file would skip it. Marking it keeps the file's
+/// invariant (every chunk that may differ is marked) with no job there.
+pub(crate) fn open_left_behind(
+    path: &Path,
+    source: &File,
+    length: u64,
+) -> Result<Option<Arc<WriteIntent>>, PersistError> {
+    let found = match inspect(path) {
+        Ok(found) => found.identity,
+        Err(PersistError::Missing { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if found.length != length {
+        return Err(PersistError::OtherLength { found: found.length, expected: length });
+    }
+    let io = |source| PersistError::Io { what: "reading the disk's identity for the bitmap", path: path.to_owned(), source };
+    let expected = file_identity(source).map_err(io)?;
+    if found.source != expected {
+        return Err(PersistError::OtherSource { found: found.source.to_string(), expected: expected.to_string() });
+    }
+    let granularity = found.granularity;
+    let (file, bitmap) = BitmapFile::open(path, &found, 0)?;
+    Ok(Some(Arc::new(WriteIntent::new(file, bitmap, granularity))))
 }

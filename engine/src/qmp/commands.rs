@@ -91,6 +91,9 @@ pub struct DriveMirrorArgs {
     pub auto_finalize: bool,
     /// `auto-dismiss`, default true.
     pub auto_dismiss: bool,
+    /// `resume` (blockmirror's own; default false): copy only what the served disk's bitmap
+    /// file marks, left by a job that did not finish.
+    pub resume: bool,
 }
 
 /// A valid command for the driver to run. The `device` of `block-job-*` and the `id` of
@@ -164,6 +167,14 @@ pub enum Command {
     JobComplete {
         /// The job.
         id: String,
+    },
+    /// `x-blockmirror-verify` (blockmirror's own): compare the running job's source and
+    /// target while clients write, in segments of `granularity` bytes (default 1 MiB).
+    Verify {
+        /// The job.
+        id: String,
+        /// Segment size in bytes; checked by the verify.
+        granularity: Option<u64>,
     },
     /// `quit`: answer, then close (see `QmpSession::wants_quit`).
     Quit,
@@ -252,6 +263,7 @@ pub(crate) const COMMANDS: &[(&str, Handler)] = &[
         "job-complete",
         Handler::Driver(|r| id_command(r, |id| Command::JobComplete { id })),
     ),
+    ("x-blockmirror-verify", Handler::Driver(verify)),
     (
         "quit",
         Handler::Driver(|r| r.finish().map(|()| Command::Quit)),
@@ -319,6 +331,7 @@ fn drive_mirror(r: &mut ArgReader<'_>) -> Result<Command, QmpError> {
     let copy_mode = r.word("copy-mode", |w| CopyMode::from_name(w).is_some())?;
     let auto_finalize = r.boolean("auto-finalize")?;
     let auto_dismiss = r.boolean("auto-dismiss")?;
+    let resume = r.boolean("resume")?;
     r.finish()?;
 
     let sync = SyncMode::from_name(&sync)
@@ -347,6 +360,7 @@ fn drive_mirror(r: &mut ArgReader<'_>) -> Result<Command, QmpError> {
         unmap: unmap.unwrap_or(true),
         auto_finalize: auto_finalize.unwrap_or(true),
         auto_dismiss: auto_dismiss.unwrap_or(true),
+        resume: resume.unwrap_or(false),
     }))
 }
 
@@ -381,6 +395,17 @@ fn id_command(r: &mut ArgReader<'_>, make: fn(String) -> Command) -> Result<Comm
     let id = required("id", r.string("id")?)?;
     r.finish()?;
     Ok(make(id))
+}
+
+fn verify(r: &mut ArgReader<'_>) -> Result<Command, QmpError> {
+    let id = required("id", r.string("id")?)?;
+    let granularity = r.int64("granularity")?;
+    r.finish()?;
+    let granularity = match granularity {
+        Some(bytes) if bytes <= 0 => return Err(QmpError::generic("Invalid parameter 'granularity'")),
+        bytes => bytes.map(|b| b as u64),
+    };
+    Ok(Command::Verify { id, granularity })
 }
 
 fn block_job_cancel(r: &mut ArgReader<'_>) -> Result<Command, QmpError> {

@@ -63,6 +63,14 @@ impl Backing {
     }
 
     /// The local path, if the disk lives in a local raw file (a new job's source).
+    /// The local file that holds the disk (the top layer of a qcow2 chain), if it is one.
+    pub(super) fn local_file(&self) -> Option<&File> {
+        match self {
+            Backing::File { file, .. } | Backing::Chain { file, .. } => Some(file),
+            Backing::Nbd(_) | Backing::Image { .. } => None,
+        }
+    }
+
     pub(super) fn path(&self) -> Option<&PathBuf> {
         match self {
             Backing::File { path, .. } | Backing::Chain { path, .. } => Some(path),

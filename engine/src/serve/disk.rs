@@ -8,6 +8,9 @@
 //! - A route changes only under the write lock, so no request is half on one route and half
 //!   on the other: a job starts with no request in flight, and when it ends the disk stays
 //!   on the file the job left it on (the target after a switch-over, else the source).
+//! - With a bitmap file (`keep_bitmap`), the file's invariant holds between jobs too: while
+//!   a file left by a job that did not switch over exists, every write is marked in it
+//!   before it reaches the disk, so the job that resumes from it copies what changed.
 //! - The file that holds the disk keeps its image locks for as long as it holds the disk:
 //!   the source's lock is taken here once, and a job started here does not lock the source
 //!   again (two lock holders in one process would refuse each other).
@@ -23,6 +26,7 @@ use crate::image::{Chain, ImageFormat};
 use crate::engine::{FileMirror, GuestIoError, MirrorSetup, StartError};
 use crate::locks::{self, ImageLock};
 use crate::nbd::{Extent, NbdError};
+use crate::persist::{self, BitmapSetup, IntentTicket, PersistError, WriteIntent};
 use crate::target::MirrorTarget;
 
 /// What a client's write or write-zeroes changes.
@@ -43,6 +47,9 @@ struct Route {
     held: Backing,
     /// `None`: requests go straight to `held`.
     job: Option<RunningJob>,
+    /// While no job runs: the bitmap file a job left behind (it stopped short of the
+    /// switch-over, or the process died), in which writes to `held` are marked first.
+    left_behind: Option<Arc<WriteIntent>>,
 }
 
 /// Why a served disk could not be opened.
@@ -62,6 +69,14 @@ pub enum DiskError {
     /// Not a regular file or block device, or empty.
     #[error("{0}")]
     Invalid(String),
+    /// The bitmap file beside the disk was refused or could not be opened.
+    #[error("bitmap file {}: {source}", path.display())]
+    Bitmap {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: PersistError,
+    },
 }
 
 /// Why a job could not be started on the disk.
@@ -73,6 +88,9 @@ pub enum StartMirrorError {
     /// The mirror refused to start.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// Resuming was asked for, and the disk keeps no bitmap file.
+    #[error("resuming needs a bitmap file: serve the disk with a bitmap path (--bitmap PATH)")]
+    NoBitmap,
     /// The disk lives on an NBD export or a qcow2 image (after a switch-over to one): a job
     /// needs a local raw source.
     #[error("the disk now lives on {0}: a new job needs a local raw source")]
@@ -83,6 +101,8 @@ pub enum StartMirrorError {
 pub struct ServedDisk {
     length: u64,
     read_only: bool,
+    /// Where jobs keep their write-intent bitmap, if they keep one.
+    bitmap: Option<PathBuf>,
     route: RwLock<Route>,
 }
 
@@ -130,15 +150,18 @@ impl ServedDisk {
             return Ok(Self {
                 length: chain.size(),
                 read_only,
+                bitmap: None,
                 route: RwLock::new(Route {
                     held: Backing::Chain { chain, file, path: path.to_owned(), writable: !read_only, _lock: lock },
                     job: None,
+                    left_behind: None,
                 }),
             });
         }
         Ok(Self {
             length,
             read_only,
+            bitmap: None,
             route: RwLock::new(Route {
                 held: Backing::File {
                     file,
@@ -146,8 +169,31 @@ impl ServedDisk {
                     _lock: lock,
                 },
                 job: None,
+                left_behind: None,
             }),
         })
+    }
+
+    /// Jobs on this disk keep their write-intent bitmap at `path` (and a job with
+    /// `resume` resumes from it). A file already there, left by a job that did not finish,
+    /// is opened now and every write is marked in it until a job resumes from it; a file
+    /// for another disk, or a damaged one, is refused.
+    pub fn keep_bitmap(mut self, path: PathBuf) -> Result<Self, DiskError> {
+        let route = self.route.get_mut().unwrap_or_else(PoisonError::into_inner);
+        route.left_behind = open_left_behind(&path, &route.held, self.length)?;
+        self.bitmap = Some(path);
+        Ok(self)
+    }
+
+    /// The bitmap file jobs keep, if any.
+    pub fn bitmap_path(&self) -> Option<&Path> {
+        self.bitmap.as_deref()
+    }
+
+    /// Whether writes are being marked in a bitmap file left by an unfinished job (one to
+    /// resume from).
+    pub fn has_left_behind_bitmap(&self) -> bool {
+        self.read_route().left_behind.is_some()
     }
 
     /// The disk length in bytes.
@@ -229,6 +275,11 @@ impl ServedDisk {
         let route = self.read_route();
         match &route.job {
             None => {
+                let length = match &change {
+                    Change::Data(data) => data.len() as u64,
+                    Change::Zeroes { length, .. } => *length,
+                };
+                let _marked = mark_left_behind(&route, offset, length)?;
                 let held = &route.held;
                 match change {
                     Change::Data(data) => held.write(offset, &data),
@@ -262,6 +313,7 @@ impl ServedDisk {
         if route.job.is_some() {
             return Err(NbdError::NotSupported);
         }
+        let _marked = mark_left_behind(&route, offset, length)?;
         match route.held.zero_fast(offset, length, unmap) {
             Ok(result) => result.map_err(|e| nbd_error(&e))?,
             Err(NotFast) => return Err(NbdError::NotSupported),
@@ -300,15 +352,21 @@ impl ServedDisk {
     }
 
     /// Starts a mirror of the disk onto `target`. Waits for requests in flight to finish;
-    /// from then on every request goes through the job.
+    /// from then on every request goes through the job. With a bitmap file (see
+    /// [`keep_bitmap`](Self::keep_bitmap)) the job keeps it, and with `resume` copies only
+    /// what it marks.
     pub fn start_mirror(
         &self,
         target: MirrorTarget,
         mut setup: MirrorSetup,
+        resume: bool,
     ) -> Result<Arc<FileMirror>, StartMirrorError> {
         let mut route = self.write_route();
         if route.job.is_some() {
             return Err(StartMirrorError::Busy);
+        }
+        if resume && self.bitmap.is_none() {
+            return Err(StartMirrorError::NoBitmap);
         }
         // The served file already holds the source's lock on its own descriptor.
         setup.lock_source = false;
@@ -319,7 +377,21 @@ impl ServedDisk {
         // The job opens the image itself: it must find this opening's metadata on disk.
         setup.format = Some(route.held.format());
         route.held.flush().map_err(|source| StartError::Os { what: "flushing the served image", source })?;
-        let mirror = Arc::new(FileMirror::start_to(&source, target.clone(), setup)?);
+        if let Some(path) = &self.bitmap {
+            // The file holds every mark made so far (each was durable before its write),
+            // and no write is in flight: the job opens it afresh and takes over.
+            let granularity = route.left_behind.take().filter(|_| resume).map(|intent| intent.granularity());
+            setup.bitmap = Some(BitmapSetup { granularity, ..BitmapSetup::new(path.clone(), resume) });
+        }
+        let mirror = match FileMirror::start_to(&source, target.clone(), setup) {
+            Ok(mirror) => Arc::new(mirror),
+            Err(e) => {
+                if let Err(reopen) = self.reopen_left_behind(&mut route) {
+                    eprintln!("blockmirror serve: {reopen}: writes are no longer marked in it");
+                }
+                return Err(e.into());
+            }
+        };
         route.job = Some(RunningJob {
             mirror: Arc::clone(&mirror),
             target,
@@ -365,7 +437,38 @@ impl ServedDisk {
             job.mirror.guest_flush().map_err(io::Error::other)?;
             route.held.reopen()?;
         }
+        // A job that stopped short of the switch-over leaves its bitmap file: writes from
+        // now on are marked in it (after a switch-over there is none).
+        self.reopen_left_behind(&mut route).map_err(io::Error::other)?;
         Ok(Some(job.mirror))
+    }
+
+    /// Opens the bitmap file left behind, if there is one, to mark writes in it.
+    fn reopen_left_behind(&self, route: &mut Route) -> Result<(), DiskError> {
+        route.left_behind = None;
+        if let Some(path) = &self.bitmap {
+            route.left_behind = open_left_behind(path, &route.held, self.length)?;
+        }
+        Ok(())
+    }
+}
+
+/// [`persist::open_left_behind`] for the file that holds the disk (a remote or image disk,
+/// there only after a switch-over, has none to mark).
+fn open_left_behind(path: &Path, held: &Backing, length: u64) -> Result<Option<Arc<WriteIntent>>, DiskError> {
+    let Some(file) = held.local_file() else { return Ok(None) };
+    persist::open_left_behind(path, file, length).map_err(|source| DiskError::Bitmap { path: path.to_owned(), source })
+}
+
+/// Marks a write's chunks in the left-behind bitmap file, durably, before the write; the
+/// ticket is kept until the write is done.
+fn mark_left_behind(route: &Route, offset: u64, length: u64) -> Result<Option<IntentTicket>, NbdError> {
+    match &route.left_behind {
+        Some(intent) if length > 0 => intent.mark(offset, length).map(Some).map_err(|e| {
+            eprintln!("blockmirror serve: a write was refused: marking it in the bitmap file failed: {e}");
+            NbdError::Io
+        }),
+        _ => Ok(None),
     }
 }
 

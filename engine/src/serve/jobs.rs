@@ -27,10 +27,12 @@ use crate::engine::{FileMirror, MirrorSetup, StartError, VerbError};
 use crate::events::EventRecord;
 use crate::image::ImageFormat;
 use crate::nbd::NbdUri;
+use crate::persist::PersistError;
 use crate::qmp::{
     self, verbs, Command, DriveMirrorArgs, JobView, NewImageMode, QmpError, QmpEvent,
 };
 use crate::target::MirrorTarget;
+use crate::verify_online::OnlineVerifyReport;
 
 /// The job on the disk, while it runs.
 struct RunningJob {
@@ -109,6 +111,13 @@ impl JobHost {
             }
             // Jobs are dismissed by themselves once concluded: none is left to dismiss.
             Command::JobDismiss { .. } => Err(verbs::job_not_found()),
+            Command::Verify { id, granularity } => {
+                let mirror = self.running(&id).ok_or_else(verbs::job_not_found)?;
+                let report = mirror
+                    .verify_online(granularity.unwrap_or(VERIFY_GRANULARITY))
+                    .map_err(|e| QmpError::generic(e.to_string()))?;
+                Ok(verify_reply(&report))
+            }
             Command::Quit => Ok(json!({})),
         }
     }
@@ -132,7 +141,7 @@ impl JobHost {
         let target = mirror_target(&args)?;
         let mirror = self
             .disk
-            .start_mirror(target, setup)
+            .start_mirror(target, setup, args.resume)
             .map_err(|e| start_error(&args.target, e))?;
         let speed = Arc::new(AtomicU64::new(args.speed));
         // A job is born `created` without an event (its initial state); QEMU reports that
@@ -152,7 +161,7 @@ impl JobHost {
         let host = Arc::clone(self);
         let thread = std::thread::Builder::new()
             .name(format!("bm-serve-job-{id}"))
-            .spawn(move || host.forward_events(&id, &mirror, &speed))
+            .spawn(move || host.forward_events(&id, mirror, &speed))
             .map_err(|e| QmpError::generic(format!("cannot start the job's event thread: {e}")))?;
         registry.event_threads.retain(|t| !t.is_finished());
         registry.event_threads.push(thread);
@@ -289,8 +298,10 @@ impl JobHost {
     }
 
     /// The job's event thread: sends its events as they come; once the job has ended, moves
-    /// the disk, dismisses the job and sends the final events (see the module doc).
-    fn forward_events(&self, id: &str, mirror: &Arc<FileMirror>, speed: &AtomicU64) {
+    /// the disk, dismisses the job, closes it (its files and their image locks are released
+    /// unless the disk now lives on the target) and sends the final events (see the module
+    /// doc): a client that starts a new job on the same target after them finds it free.
+    fn forward_events(&self, id: &str, mirror: Arc<FileMirror>, speed: &AtomicU64) {
         let to_qmp = |record: &EventRecord| {
             qmp::job_events(
                 id,
@@ -321,9 +332,11 @@ impl JobHost {
             final_events.extend(to_qmp(&record));
         }
         registry.job = None;
-        Self::broadcast(&mut registry, final_events);
-        drop(registry);
         mirror.close();
+        // The last holder (the disk and the registry let go above; a live view or a verify
+        // holds one only for the length of a call).
+        drop(mirror);
+        Self::broadcast(&mut registry, final_events);
     }
 
     /// Force-cancels a running job and waits until it has ended and its events are out.
@@ -339,6 +352,24 @@ impl JobHost {
             let _ = thread.join();
         }
     }
+}
+
+/// `x-blockmirror-verify`'s segment size when the command names none.
+const VERIFY_GRANULARITY: u64 = 1 << 20;
+
+/// An online verify's report as QMP's reply: ranges as `{offset, length}` objects.
+fn verify_reply(report: &OnlineVerifyReport) -> Value {
+    let ranges = |ranges: &[std::ops::Range<u64>]| -> Value {
+        ranges.iter().map(|r| json!({"offset": r.start, "length": r.end - r.start})).collect()
+    };
+    json!({
+        "length": report.length,
+        "granularity": report.granularity,
+        "verified-bytes": report.verified_bytes,
+        "differing": ranges(&report.differing),
+        "skipped": ranges(&report.skipped),
+        "elapsed-secs": report.elapsed_secs,
+    })
 }
 
 fn run_verb(
@@ -359,7 +390,16 @@ fn run_verb(
 /// only with `mode: existing`, as QEMU takes an NBD target only as an existing image.
 fn mirror_target(args: &DriveMirrorArgs) -> Result<MirrorTarget, QmpError> {
     if !NbdUri::looks_like_uri(&args.target) {
-        return Ok(MirrorTarget::Path(PathBuf::from(&args.target)));
+        let path = PathBuf::from(&args.target);
+        // QEMU would create the image over it; an existing file is never replaced here.
+        if args.mode != NewImageMode::Existing && path.symlink_metadata().is_ok() {
+            return Err(QmpError::generic(format!(
+                "'{}' exists: blockmirror serve does not replace an image; pass \"mode\": \"existing\" to \
+                 mirror into it",
+                args.target
+            )));
+        }
+        return Ok(MirrorTarget::Path(path));
     }
     let uri = NbdUri::parse(&args.target)
         .map_err(|e| QmpError::generic(format!("'{}': {e}", args.target)))?;
@@ -374,7 +414,16 @@ fn mirror_target(args: &DriveMirrorArgs) -> Result<MirrorTarget, QmpError> {
 
 fn start_error(target: &str, e: StartMirrorError) -> QmpError {
     match e {
-        e @ StartMirrorError::RemoteSource(_) => QmpError::generic(e.to_string()),
+        e @ (StartMirrorError::RemoteSource(_) | StartMirrorError::NoBitmap) => QmpError::generic(e.to_string()),
+        StartMirrorError::Start(StartError::Bitmap(PersistError::Exists { path })) => QmpError::generic(format!(
+            "bitmap file {} exists: a previous mirror of this disk did not finish; pass \"resume\": true \
+             (with \"mode\": \"existing\" and the same target) to copy only what it left to do, or remove \
+             the file to start over",
+            path.display()
+        )),
+        StartMirrorError::Start(StartError::Bitmap(PersistError::ResumeNeedsReuse)) => {
+            QmpError::generic("resuming needs the existing target: pass \"mode\": \"existing\" with \"resume\"")
+        }
         StartMirrorError::Busy => QmpError::generic("block device is in use by block job: mirror"),
         StartMirrorError::Start(StartError::Job(e)) => verbs::job_error("", &e),
         StartMirrorError::Start(e) => QmpError::generic(format!("Could not open '{target}': {e}")),

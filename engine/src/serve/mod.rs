@@ -68,6 +68,10 @@ pub struct ServeConfig {
     /// How jobs started over QMP open their files (O_DIRECT, io_uring, ...); their job
     /// settings come from the command.
     pub mirror: MirrorSetup,
+    /// Jobs keep a crash-safe write-intent bitmap here, and `drive-mirror` with `resume`
+    /// resumes from it; while a file left by an unfinished job is there, every client write
+    /// is marked in it, with or without a job (see [`ServedDisk::keep_bitmap`]).
+    pub bitmap: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -88,6 +92,7 @@ impl ServeConfig {
             limits: ServerLimits { max_in_flight: 16, max_buffered_bytes: 8 << 20, ..ServerLimits::default() },
             max_payload_in_flight: 32 << 20,
             mirror: MirrorSetup::default(),
+            bitmap: None,
         }
     }
 }
@@ -180,7 +185,11 @@ impl Server {
                 "max_clients and io_threads must be at least 1".into(),
             ));
         }
-        let disk = Arc::new(ServedDisk::open_as(&config.source, config.read_only, config.mirror.format)?);
+        let mut disk = ServedDisk::open_as(&config.source, config.read_only, config.mirror.format)?;
+        if let Some(path) = &config.bitmap {
+            disk = disk.keep_bitmap(path.clone())?;
+        }
+        let disk = Arc::new(disk);
         let os = |what: String| move |source| ServeError::Os { what, source };
         let listener = Listener::bind(&config.listen)
             .map_err(os(format!("listening on {}", config.listen)))?;

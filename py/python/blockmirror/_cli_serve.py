@@ -46,6 +46,10 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--web", metavar="[HOST:]PORT",
                    help="also serve the teaching page on HTTP, with a live view of the job at /live "
                         "(loopback only; HOST defaults to 127.0.0.1)")
+    p.add_argument("--bitmap", metavar="PATH",
+                   help="jobs keep a crash-safe bitmap of what is left to copy at PATH; after a crash "
+                        "or kill, serve again with the same --bitmap and start the job with QMP "
+                        "drive-mirror \"mode\": \"existing\", \"resume\": true to copy only that")
     add_format_arguments(p, target=False)
 
 
@@ -71,15 +75,23 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.listen and not _is_loopback(args.listen):
         print(f"blockmirror serve: warning: NBD has no authentication: anyone who reaches "
               f"{args.listen} can read and write {args.source}", file=sys.stderr)
-    server = blockmirror.serve(args.source, socket=args.socket, listen=args.listen, export=args.export,
-                               qmp=args.qmp, read_only=args.read_only, max_clients=args.max_clients,
-                               direct=args.direct, format=args.format, web=web)
+    try:
+        server = blockmirror.serve(args.source, socket=args.socket, listen=args.listen, export=args.export,
+                                   qmp=args.qmp, read_only=args.read_only, max_clients=args.max_clients,
+                                   direct=args.direct, format=args.format, web=web, bitmap=args.bitmap)
+    except blockmirror.BitmapError as exc:
+        print(f"blockmirror serve: error: {exc} (remove the file to start over)", file=sys.stderr)
+        return EXIT_USAGE
     with server:
         reason = "quit over QMP"
         # The whole wait is inside the try: a signal may arrive as soon as the line is out.
         try:
             qmp = f", QMP on {args.qmp}" if args.qmp else ""
             qmp += f", live page at {server.web_url}" if server.web_url else ""
+            if server.resumable:
+                print(f"blockmirror serve: {args.bitmap} is from a mirror that did not finish: writes "
+                      "are marked in it; resume with drive-mirror \"mode\": \"existing\", \"resume\": true",
+                      file=sys.stderr, flush=True)
             print(f"blockmirror serve: exporting {args.source} as {server.uri}{qmp}; "
                   "stop with Ctrl-C, SIGTERM or QMP quit", file=sys.stderr, flush=True)
             while not server.wait_quit(0.5):

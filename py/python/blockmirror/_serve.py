@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, Literal, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Tuple, Union
 
 from blockmirror._native import NbdServer, Timeout
 from blockmirror._types import CopyMode, ErrorPolicy, SyncMode
 from blockmirror._web import LiveWeb, check_loopback
+
+if TYPE_CHECKING:
+    from blockmirror._verify import OnlineVerifyReport
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -56,6 +59,13 @@ class Server:
     def address(self) -> str:
         """Where clients connect: ``unix:PATH`` or ``tcp:HOST:PORT``."""
         return self._native.address
+
+    @property
+    def resumable(self) -> bool:
+        """Whether the server's bitmap file holds what a job that did not finish left to
+        copy: client writes are marked in it, and :meth:`mirror` with ``resume=True``
+        copies only what it marks."""
+        return self._native.resumable
 
     @property
     def client_count(self) -> int:
@@ -122,12 +132,15 @@ class Server:
         on_source_error: Optional[ErrorPolicy] = None,
         on_target_error: Optional[ErrorPolicy] = None,
         unmap: Optional[bool] = None,
+        resume: bool = False,
     ) -> str:
         """Starts a mirror of the served disk into ``target`` (QMP ``drive-mirror``) and
         returns the job id, which names the job in ``block-job-*`` (``device``) and
         ``job-*`` (``id``) commands and in its events. ``mode="absolute-paths"`` creates
         the target; ``"existing"`` mirrors into an existing file of the disk's size. Options
-        left None take QEMU's defaults. Refusals raise :class:`~blockmirror.QmpError`."""
+        left None take QEMU's defaults. ``resume=True`` (with ``mode="existing"`` and the
+        target of the job that did not finish) copies only what the server's bitmap file
+        marks (see :func:`serve`'s ``bitmap``). Refusals raise :class:`~blockmirror.QmpError`."""
         arguments: Dict[str, Any] = {
             "job-id": job_id,
             "device": self.export,
@@ -141,8 +154,26 @@ class Server:
         optional = {"granularity": granularity, "buf-size": buf_size, "on-source-error": on_source_error,
                     "on-target-error": on_target_error, "unmap": unmap}
         arguments.update({k: v for k, v in optional.items() if v is not None})
+        if resume:
+            arguments["resume"] = True
         self.execute("drive-mirror", arguments)
         return job_id
+
+    def verify(self, job_id: str = "job0", granularity: Optional[int] = None) -> "OnlineVerifyReport":
+        """Compares the running job's source and target while clients keep writing (QMP
+        ``x-blockmirror-verify``), in segments of ``granularity`` bytes (default 1 MiB): a
+        segment that was written during its comparison is tried again, or reported in
+        ``skipped``, never as a false difference. Works on every target the job writes
+        (file, qcow2 image, NBD export). Refusals raise :class:`~blockmirror.QmpError`."""
+        from blockmirror._verify import OnlineVerifyReport
+
+        arguments: Dict[str, Any] = {"id": job_id}
+        if granularity is not None:
+            arguments["granularity"] = granularity
+        r = self.execute("x-blockmirror-verify", arguments)
+        return OnlineVerifyReport(length=r["length"], granularity=r["granularity"],
+                                  verified_bytes=r["verified-bytes"], differing=_start_end(r["differing"]),
+                                  skipped=_start_end(r["skipped"]), elapsed=r["elapsed-secs"])
 
     def close(self) -> None:
         """Stops serving (idempotent)."""
@@ -161,6 +192,11 @@ class Server:
         return f"<blockmirror.Server {self.uri} qmp={self.qmp_path!r} {state}>"
 
 
+def _start_end(ranges: List[Dict[str, int]]) -> List[Tuple[int, int]]:
+    """QMP's ``{offset, length}`` ranges as ``(start, end)`` pairs."""
+    return [(r["offset"], r["offset"] + r["length"]) for r in ranges]
+
+
 def serve(
     source: PathLike,
     *,
@@ -174,6 +210,7 @@ def serve(
     not_converging_window: float = 10.0,
     format: Optional[str] = None,
     web: Optional[Tuple[str, int]] = None,
+    bitmap: Optional[PathLike] = None,
 ) -> Server:
     """Exports ``source`` (a raw image or block device) over NBD and returns the running
     :class:`Server`.
@@ -186,6 +223,13 @@ def serve(
     is locked as QEMU locks images: a QEMU (or qemu-nbd) writing it is refused, and it
     refuses this disk while it is served. ``format`` (``"raw"``/``"qcow2"``, default probed)
     forces the disk's format: a qcow2 disk is served through its backing chain.
+
+    ``bitmap`` is the path of a crash-safe write-intent bitmap that every job started on
+    this server keeps: if the server (or the machine) dies in mid-mirror, serve again with
+    the same ``bitmap`` and start the job with ``resume=True`` (QMP ``drive-mirror`` with
+    ``"resume": true``): only the chunks it marks are copied again. While a file left by an
+    unfinished job is there, every client write is marked in it first, job or no job. A
+    file made for another disk, or a damaged one, raises :class:`~blockmirror.BitmapError`.
 
     ``web=(host, port)`` also serves the teaching page over HTTP, with a live view of the
     running job at ``/live`` (its chunk grid and events, streamed): loopback hosts only
@@ -205,6 +249,7 @@ def serve(
         direct=direct,
         not_converging_window=not_converging_window,
         format=format,
+        bitmap=os.fspath(bitmap) if bitmap is not None else None,
     )
     live = None
     if web is not None:

@@ -44,6 +44,7 @@ fn drive_mirror_defaults_are_qemus() {
             unmap: true,
             auto_finalize: true,
             auto_dismiss: true,
+            resume: false,
         }
     );
 }
