@@ -17,7 +17,7 @@
 //!   selected at start unless declared otherwise, and guest writes since are tracked).
 //! - `none` ignores declarations.
 
-use super::mirror::MirrorJob;
+use super::mirror::{Ending, MirrorJob};
 use super::*;
 
 impl MirrorJob {
@@ -35,6 +35,24 @@ impl MirrorJob {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Reports that the target was found to differ from the source in `[offset,
+    /// offset+length)` (a verify read both while neither changed): its chunks are marked
+    /// dirty, so the job copies them again, as if the guest had written there (a switch-over
+    /// already asked for copies them before it pivots). Returns whether the job took it:
+    /// only while it still copies (running, paused, ready, standby, not aborting). Errors:
+    /// [`JobError::OutOfRange`], [`JobError::ZeroLength`].
+    pub fn handle_target_mismatch(&mut self, offset: u64, length: u64) -> Result<bool, JobError> {
+        self.check_range(offset, length)?;
+        if !matches!(self.status, JobStatus::Running | JobStatus::Paused | JobStatus::Ready | JobStatus::Standby)
+            || matches!(self.ending, Ending::Abort(_))
+        {
+            return Ok(false);
+        }
+        self.mark_dirty(offset, length);
+        self.pump();
+        Ok(true)
     }
 
     /// Marks the sync mode's initial selection dirty (called once, by `start`).
