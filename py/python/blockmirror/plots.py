@@ -383,8 +383,8 @@ def plot_granularity_tradeoff(
     from matplotlib.ticker import FixedLocator, NullLocator
 
     ax = _axes(ax, figsize=(7.5, 5.0))
-    unnamed = not isinstance(recopied_bytes, Mapping)
-    series = {"": recopied_bytes} if unnamed else dict(recopied_bytes)  # type: ignore[arg-type]
+    series: Mapping[str, Sequence[float | None]] = (
+        recopied_bytes if isinstance(recopied_bytes, Mapping) else {"": recopied_bytes})
     if intervals is None:
         bars: Mapping[str, Sequence[tuple[float, float] | None]] = {}
     elif isinstance(intervals, Mapping):
@@ -392,7 +392,7 @@ def plot_granularity_tradeoff(
     else:
         bars = {"": intervals}
     colours = ("#d62728", "#9467bd", "#8c564b", "#e377c2")
-    missed_handles = []
+    missed_handles: list[Any] = []
     for index, ((label, values), colour) in enumerate(zip(series.items(), colours * len(series))):
         kept = [(g, v, b) for g, v, b in zip(granularities, values, bars.get(label, [None] * len(values)))
                 if v is not None]
@@ -421,7 +421,7 @@ def plot_granularity_tradeoff(
     ax.set_yscale("log")
     ax.set_xlabel("granularity (chunk size, log scale)")
     ax.set_ylabel(f"{recopied_label} (MiB, log scale)")
-    reference_handles = []
+    reference_handles: list[Any] = []
     if reference is not None:
         at, text = reference
         reference_handles.append(ax.axvline(at, color="#CC79A7", linestyle="-.", linewidth=1.2,
