@@ -222,6 +222,27 @@ def test_figures_have_labelled_axes() -> None:
     assert legend == ["light", "heavy", "heavy: never ready", "dirty bitmap memory"]
     crosses = [line for line in ax.get_lines() if line.get_marker() == "x"]
     assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [8192, 16384]
+    # Error bars, a reference chunk size, and both sizes in MiB.
+    ax = plots.plot_granularity_tradeoff(
+        [4096, 8192, 16384], {"a": [1 << 20, None, None], "b": [2 << 20, 4 << 20, None]},
+        [2 << 20, 1 << 20, 512 << 10],
+        intervals={"a": [(0.5 * (1 << 20), 1.5 * (1 << 20)), None, None], "b": [None, None, None]},
+        reference=(8192, "QEMU default, 8 KiB"),
+    )
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["a", "b", "a: never ready", "b: never ready", "QEMU default, 8 KiB",
+                      "dirty bitmap memory"]
+    bars = [c for c in ax.containers if c.has_yerr]
+    (_, low), (_, high) = bars[0].lines[2][0].get_segments()[0]  # the one bar drawn, in MiB
+    assert (low, high) == (0.5, 1.5)
+    crosses = [line for line in ax.get_lines() if line.get_marker() == "x"]
+    heights = [line.get_ydata()[0] for line in crosses]
+    assert len(set(heights)) == 2, "each series' crosses on their own row"
+    assert any(t.get_text().strip() == "QEMU default, 8 KiB" for t in ax.texts)
+    right = ax.get_shared_x_axes().get_siblings(ax)
+    assert "MiB" in ax.get_ylabel() and any("(MiB" in a.get_ylabel() for a in right if a is not ax)
+    bitmap_line = [a for a in right if a is not ax][0].get_lines()[0]
+    assert list(bitmap_line.get_ydata()) == [2.0, 1.0, 0.5]
     plt.close("all")
 
 

@@ -150,7 +150,10 @@ impl PyMirrorJob {
         (p.current, p.total)
     }
 
-    /// Rate estimates: `dirty_bytes_per_sec`, `copy_bytes_per_sec`, `eta_ready_ns` (or None).
+    /// Rate estimates over the last 2 s: `dirty_bytes_per_sec`, `copy_bytes_per_sec`, and
+    /// `eta_ready_ns` (0 once ready). Before ready, `eta_ready_ns` is None ("not at this
+    /// rate") when the copy is not faster than the guest dirties, and throughout a
+    /// `BLOCK_JOB_NOT_CONVERGING` episode, so the ETA never contradicts that event.
     #[getter]
     fn rates<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         rates_dict(py, &self.job)

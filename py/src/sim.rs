@@ -260,7 +260,9 @@ impl SimulationJob {
         (p.current, p.total)
     }
 
-    /// Rate estimates (dict).
+    /// Rate estimates, as `MirrorJob.rates`: `eta_ready_ns` is None before ready while the
+    /// copy is not faster than the guest dirties and throughout a `BLOCK_JOB_NOT_CONVERGING`
+    /// episode.
     #[getter]
     fn rates<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         rates_dict(py, self.sim.bind(py).borrow().sim.job())

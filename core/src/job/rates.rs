@@ -132,6 +132,13 @@ impl ConvergenceWatch {
         }
     }
 
+    /// Whether a not-converging episode of either rule is under way: from the step that
+    /// emits `BLOCK_JOB_NOT_CONVERGING` until both rules have ended theirs (or the watch
+    /// stopped).
+    pub(super) fn in_episode(&self) -> bool {
+        self.stall.in_episode() || self.forecast.in_episode()
+    }
+
     /// Records the backlog at `now`. `watching` is false when convergence is not the job's
     /// business (not started, paused, write-blocking, ending): both measurements restart.
     /// `forecasting` (only meaningful with `watching`) is false once the job has been ready:
@@ -187,8 +194,8 @@ impl StallWatch {
         self.fired
     }
 
-    /// Records the dirty bytes at `now`; `watching` false restarts the measurement.
-    /// Returns true when a stall episode begins.
+    /// Records the dirty bytes at `now`; `watching` false restarts the measurement and ends
+    /// an episode. Returns true when a stall episode begins.
     pub(super) fn observe(
         &mut self,
         now: Nanos,
@@ -197,9 +204,7 @@ impl StallWatch {
         window_ns: u64,
     ) -> bool {
         if !watching || dirty_bytes == 0 || dirty_bytes < self.low_water_bytes {
-            if dirty_bytes < self.low_water_bytes || dirty_bytes == 0 {
-                self.fired = false;
-            }
+            self.fired = false;
             self.low_water_bytes = if watching { dirty_bytes } else { u64::MAX };
             self.low_water_at_ns = now.0;
             return false;
@@ -361,8 +366,10 @@ mod tests {
         // Shrinking re-arms; a new flat window fires again.
         assert!(!watch.observe(Nanos(6_000), 90, true, window));
         assert!(watch.observe(Nanos(7_000), 95, true, window));
-        // Not watching restarts the measurement.
+        assert!(watch.in_episode());
+        // Not watching restarts the measurement and ends the episode.
         assert!(!watch.observe(Nanos(8_000), 95, false, window));
+        assert!(!watch.in_episode());
         assert!(!watch.observe(Nanos(8_500), 95, true, window));
         assert!(!watch.observe(Nanos(9_000), 95, true, window));
     }

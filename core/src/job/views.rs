@@ -24,8 +24,12 @@ pub struct Rates {
     pub dirty_bytes_per_sec: u64,
     /// Bytes per second the job copies.
     pub copy_bytes_per_sec: u64,
-    /// Estimated nanoseconds until ready (0 once ready), when it can be estimated: the copy
-    /// rate must exceed the dirty rate.
+    /// Estimated nanoseconds until ready (0 once ready), or `None`: "not at this rate".
+    /// Before ready it is `None` whenever the copy rate does not exceed the dirty rate, and
+    /// whenever the job is not converging
+    /// ([`MirrorJob::is_not_converging`](super::MirrorJob::is_not_converging)): a finite
+    /// ETA and `BLOCK_JOB_NOT_CONVERGING` never contradict each other, even when the 2 s
+    /// rates here look better than the rule's window.
     pub eta_ready_ns: Option<u64>,
 }
 
@@ -108,12 +112,15 @@ impl MirrorJob {
         self.dirty_bytes() + self.bytes_in_flight()
     }
 
-    /// Dirty and copy rates over the last 2 s of virtual time, and the ETA to ready.
+    /// Dirty and copy rates over the last 2 s of virtual time, and the ETA to ready (`None`
+    /// while not converging, see [`Rates::eta_ready_ns`]).
     pub fn rates(&self) -> Rates {
         let dirty_bytes_per_sec = self.dirty_rate.per_sec(self.now);
         let copy_bytes_per_sec = self.copy_rate.per_sec(self.now);
         let eta_ready_ns = if self.ready_reached {
             Some(0)
+        } else if self.is_not_converging() {
+            None
         } else if copy_bytes_per_sec > dirty_bytes_per_sec {
             let remaining = self.remaining_bytes() as u128;
             u64::try_from(
@@ -163,6 +170,15 @@ impl MirrorJob {
     /// The error that failed the job (`report` policy, or a failed quiesce/unquiesce/pivot).
     pub fn error(&self) -> Option<IoErrorKind> {
         self.error
+    }
+
+    /// Whether a `BLOCK_JOB_NOT_CONVERGING` episode is under way: true from the step that
+    /// emits the event while its rule (the stall or the forecast, see the event) still
+    /// holds, and false once neither does or convergence stops being watched (paused,
+    /// write-blocking, holding the guest, aborting). Before ready, the ETA is `None`
+    /// throughout.
+    pub fn is_not_converging(&self) -> bool {
+        self.convergence.in_episode()
     }
 
     /// Whether READY was reached (it stays true).

@@ -226,7 +226,12 @@ class MirrorJob:
     @property
     def progress(self) -> tuple[int, int]: ...
     @property
-    def rates(self) -> dict[str, int | None]: ...
+    def rates(self) -> dict[str, int | None]:
+        """Over the last 2 s: ``dirty_bytes_per_sec``, ``copy_bytes_per_sec``, and
+        ``eta_ready_ns`` (0 once ready). Before ready, ``eta_ready_ns`` is None ("not at this
+        rate") when the copy is not faster than the guest dirties, and throughout a
+        ``BLOCK_JOB_NOT_CONVERGING`` episode, so the ETA never contradicts that event."""
+        ...
     @property
     def error(self) -> str | None: ...
     @property
@@ -259,7 +264,12 @@ class SimulationJob:
     @property
     def progress(self) -> tuple[int, int]: ...
     @property
-    def rates(self) -> dict[str, int | None]: ...
+    def rates(self) -> dict[str, int | None]:
+        """Over the last 2 s: ``dirty_bytes_per_sec``, ``copy_bytes_per_sec``, and
+        ``eta_ready_ns`` (0 once ready). Before ready, ``eta_ready_ns`` is None ("not at this
+        rate") when the copy is not faster than the guest dirties, and throughout a
+        ``BLOCK_JOB_NOT_CONVERGING`` episode, so the ETA never contradicts that event."""
+        ...
     @property
     def error(self) -> str | None: ...
     @property

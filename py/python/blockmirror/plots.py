@@ -364,41 +364,80 @@ def plot_granularity_tradeoff(
     ax: Axes | None = None,
     title: str | None = None,
     bitmap_label: str = "dirty bitmap memory",
+    intervals: Sequence[tuple[float, float] | None]
+    | Mapping[str, Sequence[tuple[float, float] | None]] | None = None,
+    reference: tuple[int, str] | None = None,
+    recopied_label: str = "re-copied",
 ) -> Axes:
-    """Re-copied MiB (left axis, solid, one line per series) and bitmap memory (right axis,
-    blue, dashed) against the chunk size; all three axes are logarithmic.
+    """Re-copied MiB (left axis, solid, one line per series) and bitmap memory in MiB (right
+    axis, blue, dashed) against the chunk size; all three axes are logarithmic, and both
+    sizes are in MiB so the two sides read alike.
 
     ``recopied_bytes`` is one series or a mapping of label to series; a None entry (the job
     never got ready at that chunk size) is drawn as a cross along the top edge.
+    ``intervals`` (the same shape, ``(low, high)`` bytes per entry or None) draws error
+    bars, e.g. a confidence interval of the mean over seeds. ``reference`` is
+    ``(granularity, label)``: a vertical line marking a chunk size to compare with.
+    ``recopied_label`` names the left axis' measure.
     """
     from matplotlib.ticker import FixedLocator, NullLocator
 
     ax = _axes(ax, figsize=(7.5, 5.0))
-    series = recopied_bytes if isinstance(recopied_bytes, Mapping) else {"": recopied_bytes}
+    series: Mapping[str, Sequence[float | None]] = (
+        recopied_bytes if isinstance(recopied_bytes, Mapping) else {"": recopied_bytes})
+    if intervals is None:
+        bars: Mapping[str, Sequence[tuple[float, float] | None]] = {}
+    elif isinstance(intervals, Mapping):
+        bars = intervals
+    else:
+        bars = {"": intervals}
     colours = ("#d62728", "#9467bd", "#8c564b", "#e377c2")
-    for (label, values), colour in zip(series.items(), colours * len(series)):
-        points = [(g, v / MIB) for g, v in zip(granularities, values) if v is not None]
-        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color=colour,
-                label=label or None)
+    missed_handles: list[Any] = []
+    for index, ((label, values), colour) in enumerate(zip(series.items(), colours * len(series))):
+        kept = [(g, v, b) for g, v, b in zip(granularities, values, bars.get(label, [None] * len(values)))
+                if v is not None]
+        xs, ys = [k[0] for k in kept], [k[1] / MIB for k in kept]
+        if label in bars:
+            # Asymmetric bars: distances from the mean to the interval's ends, in MiB.
+            below = [0.0 if b is None else max(v - b[0], 0.0) / MIB for _, v, b in kept]
+            above = [0.0 if b is None else max(b[1] - v, 0.0) / MIB for _, v, b in kept]
+            ax.errorbar(xs, ys, yerr=[below, above], fmt="o-", color=colour, capsize=3,
+                        label=label or None)
+        else:
+            ax.plot(xs, ys, "o-", color=colour, label=label or None)
         missed = [g for g, v in zip(granularities, values) if v is None]
         if missed:
-            ax.plot(missed, [1.0] * len(missed), "x", color=colour, clip_on=False,
-                    transform=ax.get_xaxis_transform(),
-                    label=f"{label}: never ready" if label else "never ready")
+            # One row of crosses per series along the top edge, so that they do not hide
+            # each other where several series miss the same chunk size.
+            missed_handles += ax.plot(missed, [1.0 - 0.035 * index] * len(missed), "x",
+                                      color=colour, clip_on=False,
+                                      transform=ax.get_xaxis_transform(),
+                                      label=f"{label}: never ready" if label else "never ready")
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(list(granularities)))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticks(list(granularities), [format_bytes(g) for g in granularities],
                   rotation=45, fontsize="small")
     ax.set_yscale("log")
-    ax.set_xlabel("granularity (bytes per chunk, log scale)")
-    ax.set_ylabel("bytes re-copied (MiB, log scale)")
+    ax.set_xlabel("granularity (chunk size, log scale)")
+    ax.set_ylabel(f"{recopied_label} (MiB, log scale)")
+    reference_handles: list[Any] = []
+    if reference is not None:
+        at, text = reference
+        reference_handles.append(ax.axvline(at, color="#CC79A7", linestyle="-.", linewidth=1.2,
+                                            label=text))
+        ax.text(at, 0.02, f" {text}", color="#CC79A7", fontsize="small", rotation=90,
+                va="bottom", ha="right", transform=ax.get_xaxis_transform())
     right = ax.twinx()
-    right.plot(granularities, [b / 1024 for b in bitmap_bytes], "s--", color="#1f77b4",
+    right.plot(granularities, [b / MIB for b in bitmap_bytes], "s--", color="#1f77b4",
                label=bitmap_label)
     right.set_yscale("log")
-    right.set_ylabel(f"{bitmap_label} (KiB, log scale)", color="#1f77b4")
-    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    right.set_ylabel(f"{bitmap_label} (MiB, log scale)", color="#1f77b4")
+    # The measured series first, then what did not get ready, then the references.
+    measured = [h for h in ax.get_legend_handles_labels()[0]
+                if h not in missed_handles and h not in reference_handles]
+    handles = (measured + missed_handles + reference_handles
+               + right.get_legend_handles_labels()[0])
     # Below the axes: the lines cross the whole plot, so any place inside would hide data.
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2,
               fontsize="small")
