@@ -11,6 +11,7 @@ import threading
 import pytest
 
 import blockmirror as bm
+from _serve_util import wait_until
 from qemu.qmp import ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
@@ -89,8 +90,19 @@ def test_no_false_difference_while_clients_write_and_a_real_one_is_found(tmp_pat
                 assert refused.value.error_class == "GenericError" and says in str(refused.value), arguments
         finally:
             monitor.close()
+        # Repair: the job copies the segment again from the source.
+        repaired = server.verify(repair=True)
+        assert repaired.differing == repaired.repaired == [(9 * MiB, 10 * MiB)], repaired
+        wait_until(lambda: job_caught_up(server), "the job to copy the repaired segment")
+        again = server.verify()
+        assert again.differing == [] and again.repaired == [], again
         server.execute("block-job-cancel", {"device": "job0", "force": True})
         server.wait_event("BLOCK_JOB_CANCELLED", timeout=120)
+
+
+def job_caught_up(server):
+    job = server.execute("query-block-jobs")[0]
+    return job["offset"] == job["len"] and not job["busy"]
 
 
 def test_verify_reads_an_nbd_target_over_nbd(tmp_path):

@@ -66,3 +66,20 @@ fn an_aborting_or_ended_job_refuses_and_bad_ranges_are_errors() {
     assert_eq!(h.job.handle_target_mismatch(0, 4096), Ok(false));
     assert_eq!(h.job.dirty_bytes(), 0);
 }
+
+#[test]
+fn the_touch_watch_records_announced_writes_per_chunk() {
+    let mut h = ready_job(CopyMode::WriteBlocking);
+    // No watch: nothing is known.
+    assert_eq!(h.job.take_guest_touches(0, 4096), Ok(true));
+    assert!(h.job.watch_guest_touches());
+    assert_eq!(h.job.take_guest_touches(0, LENGTH), Ok(false));
+    // A write-blocking write announced, mirrored and cleaned leaves no dirt and no op,
+    // but the watch has it (in whole chunks, looked at through any part of them).
+    h.job.handle_guest_write_start(70 * KIB, 4096).unwrap();
+    assert_eq!(h.job.take_guest_touches(64 * KIB + 100, 10), Ok(true));
+    assert_eq!(h.job.take_guest_touches(64 * KIB, 64 * KIB), Ok(false), "the look cleared it");
+    assert_eq!(h.job.take_guest_touches(0, 64 * KIB), Ok(false), "another chunk");
+    h.job.stop_watching_guest_touches();
+    assert_eq!(h.job.take_guest_touches(0, 4096), Ok(true));
+}

@@ -41,12 +41,19 @@ pub struct FileMirror {
     /// The driver and worker threads, joined by `close`.
     threads: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
+    /// Held by an online verify (one at a time: the job's guest-touch record is shared).
+    online_verify: Mutex<()>,
 }
 
 impl FileMirror {
     /// The disk length in bytes.
     pub fn length(&self) -> u64 {
         self.shared.files.length
+    }
+
+    /// Waits until no other online verify runs, and keeps others out while held.
+    pub(crate) fn online_verify_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.online_verify.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Both sides' open files (for readers inside the engine, such as the online verify).

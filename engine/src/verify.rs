@@ -79,6 +79,9 @@ pub enum VerifyError {
     /// The chunk size is not a power of two in [`VERIFY_GRANULARITY_RANGE`].
     #[error("granularity {0} is not a power of two between 512 bytes and 64 MiB")]
     Granularity(u64),
+    /// A running mirror cannot be verified now.
+    #[error("the running mirror cannot be verified: {0}")]
+    NotVerifiable(&'static str),
     /// Reading an image failed.
     #[error("reading the {side} at offset {offset}: {source}")]
     Read {

@@ -297,10 +297,11 @@ impl FileMirror {
 
     /// Compares the source and the target while the mirror runs (see
     /// `blockmirror.Mirror.verify`); the report as a dict.
-    #[pyo3(signature = (granularity=UInt(1 << 20)), text_signature = "($self, granularity=1048576)")]
-    fn verify<'py>(&self, py: Python<'py>, granularity: UInt) -> PyResult<Bound<'py, PyDict>> {
+    #[pyo3(signature = (granularity=UInt(1 << 20), repair=false), text_signature = "($self, granularity=1048576, repair=False)")]
+    fn verify<'py>(&self, py: Python<'py>, granularity: UInt, repair: bool) -> PyResult<Bound<'py, PyDict>> {
         let engine = self.live_or_closed()?;
-        let report = py.detach(|| engine.verify_online(granularity.0)).map_err(crate::verify::verify_error)?;
+        let report =
+            py.detach(|| engine.verify_online(granularity.0, repair)).map_err(crate::verify::verify_error)?;
         crate::verify::online_report(py, &report)
     }
 

@@ -20,6 +20,7 @@ pub fn verify_error(e: VerifyError) -> PyErr {
         VerifyError::Open { source, .. } => io_error(errno(source), "open", None, e.to_string()),
         VerifyError::Read { source, offset, .. } => io_error(errno(source), "read", Some(*offset), e.to_string()),
         VerifyError::Repair { source, offset } => io_error(errno(source), "write", Some(*offset), e.to_string()),
+        VerifyError::NotVerifiable(_) => crate::errors::job_state_error(e),
     }
 }
 
@@ -63,6 +64,7 @@ pub fn online_report<'py>(py: Python<'py>, report: &OnlineVerifyReport) -> PyRes
     d.set_item("verified_bytes", report.verified_bytes)?;
     d.set_item("differing", pairs(&report.differing))?;
     d.set_item("skipped", pairs(&report.skipped))?;
+    d.set_item("repaired", pairs(&report.repaired))?;
     d.set_item("elapsed", report.elapsed_secs)?;
     Ok(d)
 }

@@ -67,6 +67,8 @@ impl MirrorJob {
         length: u64,
     ) -> Result<GuestWriteStart, JobError> {
         self.check_range(offset, length)?;
+        // Before anything else: an untracked write still changes the source.
+        self.record_guest_touch(offset, length);
         // An aborting job copies nothing more, and waits for every op: tracking new writes
         // as ops would let a busy guest keep it from ever concluding.
         if self.tracks_no_guest_writes() || matches!(self.ending, Ending::Abort(_)) {
@@ -174,6 +176,7 @@ impl MirrorJob {
     /// [`JobError::ZeroLength`]; neither changes anything.
     pub fn handle_guest_write(&mut self, offset: u64, length: u64) -> Result<GuestWrite, JobError> {
         self.check_range(offset, length)?;
+        self.record_guest_touch(offset, length);
         if self.tracks_no_guest_writes() {
             return Ok(GuestWrite::Acknowledge);
         }

@@ -73,6 +73,9 @@ pub struct MirrorJob {
     /// The protected map could not be allocated: treat every chunk as protected (then
     /// declarations after that clean nothing, which is always safe).
     pub(super) protect_everything: bool,
+    /// While a guest-touch watch runs: the chunks guest writes were announced on since a
+    /// reader last looked (see `touches`).
+    pub(super) touched: Option<HBitmap>,
     /// Declarations made before `start()`, applied at start in order.
     pub(super) early_declarations: Vec<(u64, u64, RangeState)>,
     pub(super) status: JobStatus,
@@ -139,6 +142,7 @@ impl MirrorJob {
             bitmap,
             protected: None,
             protect_everything: false,
+            touched: None,
             early_declarations: Vec::new(),
             status: JobStatus::Created,
             now: Nanos(0),

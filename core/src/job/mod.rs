@@ -129,6 +129,7 @@ mod rates;
 mod status;
 mod sync;
 mod time;
+mod touches;
 mod verbs;
 mod views;
 

@@ -45,6 +45,7 @@ impl MirrorJob {
     /// [`JobError::OutOfRange`], [`JobError::ZeroLength`].
     pub fn handle_target_mismatch(&mut self, offset: u64, length: u64) -> Result<bool, JobError> {
         self.check_range(offset, length)?;
+        self.record_guest_touch(offset, length);
         if !matches!(self.status, JobStatus::Running | JobStatus::Paused | JobStatus::Ready | JobStatus::Standby)
             || matches!(self.ending, Ending::Abort(_))
         {

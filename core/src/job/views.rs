@@ -162,6 +162,19 @@ impl MirrorJob {
         })
     }
 
+    /// The ranges of every guest write the job knows of and has not finished with: announced
+    /// and not yet landed (owning its chunks or not), waiting for its chunks, or being
+    /// mirrored to the target. Unlike [`ops`](Self::ops), this includes a background-mode
+    /// write between its announcement and its landing, which owns nothing yet may already
+    /// be on the source: a reader that must know both sides are still (an online verify)
+    /// checks its range against these.
+    pub fn guest_writes_in_flight(&self) -> impl Iterator<Item = core::ops::Range<u64>> + '_ {
+        self.ops.iter().filter_map(|(_, entry)| match entry.kind {
+            OpKind::Guest(_) => Some(entry.offset..entry.offset + entry.length),
+            _ => None,
+        })
+    }
+
     /// Number of live ops of every kind (each owes the driver or the job a completion).
     pub fn ops_in_flight(&self) -> usize {
         self.ops.len()

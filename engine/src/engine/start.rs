@@ -190,7 +190,7 @@ impl FileMirror {
             threads.extend(crate::persist::spawn_cleaner(&shared, intent, b.clean_interval).ok());
         }
         // `drive` runs inside `guarded`: a panic there marks the mirror broken.
-        Ok(Self { shared, threads: Mutex::new(threads), closed: AtomicBool::new(false) })
+        Ok(Self { shared, threads: Mutex::new(threads), closed: AtomicBool::new(false), online_verify: Mutex::new(()) })
     }
 }
 

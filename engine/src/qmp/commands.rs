@@ -169,12 +169,15 @@ pub enum Command {
         id: String,
     },
     /// `x-blockmirror-verify` (blockmirror's own): compare the running job's source and
-    /// target while clients write, in segments of `granularity` bytes (default 1 MiB).
+    /// target while clients write, in segments of `granularity` bytes (default 1 MiB), and
+    /// with `repair` have the job copy what differs again.
     Verify {
         /// The job.
         id: String,
         /// Segment size in bytes; checked by the verify.
         granularity: Option<u64>,
+        /// Have the job copy the differing segments again (default false).
+        repair: bool,
     },
     /// `quit`: answer, then close (see `QmpSession::wants_quit`).
     Quit,
@@ -400,12 +403,13 @@ fn id_command(r: &mut ArgReader<'_>, make: fn(String) -> Command) -> Result<Comm
 fn verify(r: &mut ArgReader<'_>) -> Result<Command, QmpError> {
     let id = required("id", r.string("id")?)?;
     let granularity = r.int64("granularity")?;
+    let repair = r.boolean("repair")?.unwrap_or(false);
     r.finish()?;
     let granularity = match granularity {
         Some(bytes) if bytes <= 0 => return Err(QmpError::generic("Invalid parameter 'granularity'")),
         bytes => bytes.map(|b| b as u64),
     };
-    Ok(Command::Verify { id, granularity })
+    Ok(Command::Verify { id, granularity, repair })
 }
 
 fn block_job_cancel(r: &mut ArgReader<'_>) -> Result<Command, QmpError> {

@@ -76,8 +76,23 @@ impl JobHost {
         rx
     }
 
-    /// Runs one command. `Quit` is the monitor's business and answers `{}` here.
+    /// Runs one command. `Quit` is the monitor's business and answers `{}` here. A bug that
+    /// panics while running it becomes an error reply: the client gets an answer, and the
+    /// monitor thread that asked lives on.
     pub fn execute(self: &Arc<Self>, command: Command) -> Result<Value, QmpError> {
+        let name = format!("{command:?}");
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_command(command))).unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let what = name.split(['(', ' ', '{']).next().unwrap_or_default().to_owned();
+            Err(QmpError::generic(format!("internal error while running {what}: {why}")))
+        })
+    }
+
+    fn run_command(self: &Arc<Self>, command: Command) -> Result<Value, QmpError> {
         match command {
             Command::DriveMirror(args) => self.drive_mirror(args).map(|()| json!({})),
             Command::QueryBlockJobs => Ok(Value::Array(
@@ -111,10 +126,10 @@ impl JobHost {
             }
             // Jobs are dismissed by themselves once concluded: none is left to dismiss.
             Command::JobDismiss { .. } => Err(verbs::job_not_found()),
-            Command::Verify { id, granularity } => {
+            Command::Verify { id, granularity, repair } => {
                 let mirror = self.running(&id).ok_or_else(verbs::job_not_found)?;
                 let report = mirror
-                    .verify_online(granularity.unwrap_or(VERIFY_GRANULARITY))
+                    .verify_online(granularity.unwrap_or(VERIFY_GRANULARITY), repair)
                     .map_err(|e| QmpError::generic(e.to_string()))?;
                 Ok(verify_reply(&report))
             }
@@ -368,6 +383,7 @@ fn verify_reply(report: &OnlineVerifyReport) -> Value {
         "verified-bytes": report.verified_bytes,
         "differing": ranges(&report.differing),
         "skipped": ranges(&report.skipped),
+        "repaired": ranges(&report.repaired),
         "elapsed-secs": report.elapsed_secs,
     })
 }

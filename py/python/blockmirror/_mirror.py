@@ -233,15 +233,18 @@ class Mirror:
                             f"not {type(data).__name__}") from None
         self._native.write(offset, data)
 
-    def verify(self, granularity: int = 1 << 20) -> "OnlineVerifyReport":
+    def verify(self, granularity: int = 1 << 20, repair: bool = False) -> "OnlineVerifyReport":
         """Compares the source and the target now, while writes go on, in segments of
         ``granularity`` bytes (a power of two, 4 KiB to 64 MiB). A segment is compared only
-        while it is clean, no copy or write is on it and no write landed during its reads;
-        one that stays busy is reported in ``skipped``. So ``differing`` never holds a
-        range a concurrent write explains. Local targets only (``IoError`` for NBD)."""
+        while it is clean, no copy or write is on it and no write was announced on it during
+        its reads; one that stays busy is reported in ``skipped``. So ``differing`` never
+        holds a range a concurrent write explains. Each side is read as the guest sees it (a
+        qcow2 image through its chain, an NBD target over NBD). With ``repair=True`` the job
+        copies the differing segments again (``repaired``); wait for the job to be clean
+        (``dirty_bytes`` 0) before checking again."""
         from blockmirror._verify import OnlineVerifyReport
 
-        return OnlineVerifyReport.from_native(self._native.verify(granularity))
+        return OnlineVerifyReport.from_native(self._native.verify(granularity, repair))
 
     def read(self, offset: int, length: int) -> bytes:
         """The guest reads ``length`` bytes at ``offset``."""

@@ -159,21 +159,26 @@ class Server:
         self.execute("drive-mirror", arguments)
         return job_id
 
-    def verify(self, job_id: str = "job0", granularity: Optional[int] = None) -> "OnlineVerifyReport":
+    def verify(self, job_id: str = "job0", granularity: Optional[int] = None,
+               repair: bool = False) -> "OnlineVerifyReport":
         """Compares the running job's source and target while clients keep writing (QMP
         ``x-blockmirror-verify``), in segments of ``granularity`` bytes (default 1 MiB): a
         segment that was written during its comparison is tried again, or reported in
         ``skipped``, never as a false difference. Works on every target the job writes
-        (file, qcow2 image, NBD export). Refusals raise :class:`~blockmirror.QmpError`."""
+        (file, qcow2 image, NBD export). With ``repair=True`` the job copies the differing
+        segments again (``repaired``). Refusals raise :class:`~blockmirror.QmpError`."""
         from blockmirror._verify import OnlineVerifyReport
 
         arguments: Dict[str, Any] = {"id": job_id}
         if granularity is not None:
             arguments["granularity"] = granularity
+        if repair:
+            arguments["repair"] = True
         r = self.execute("x-blockmirror-verify", arguments)
         return OnlineVerifyReport(length=r["length"], granularity=r["granularity"],
                                   verified_bytes=r["verified-bytes"], differing=_start_end(r["differing"]),
-                                  skipped=_start_end(r["skipped"]), elapsed=r["elapsed-secs"])
+                                  skipped=_start_end(r["skipped"]), elapsed=r["elapsed-secs"],
+                                  repaired=_start_end(r["repaired"]))
 
     def close(self) -> None:
         """Stops serving (idempotent)."""

@@ -7,7 +7,7 @@ It is offline: neither image may be written by anything else meanwhile.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Tuple, Union
 
 from blockmirror import _native
@@ -63,6 +63,8 @@ class OnlineVerifyReport:
     differing: List[Tuple[int, int]]
     skipped: List[Tuple[int, int]]
     elapsed: float
+    #: With ``repair=True``: the differing ranges the job took to copy again.
+    repaired: List[Tuple[int, int]] = field(default_factory=list)
 
     @property
     def equal(self) -> bool:
@@ -73,7 +75,7 @@ class OnlineVerifyReport:
     def from_native(cls, d: dict) -> "OnlineVerifyReport":
         return cls(length=d["length"], granularity=d["granularity"], verified_bytes=d["verified_bytes"],
                    differing=[tuple(r) for r in d["differing"]], skipped=[tuple(r) for r in d["skipped"]],
-                   elapsed=d["elapsed"])
+                   elapsed=d["elapsed"], repaired=[tuple(r) for r in d["repaired"]])
 
 
 def verify(source: Union[str, os.PathLike], target: Union[str, os.PathLike], *,
