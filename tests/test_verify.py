@@ -141,4 +141,12 @@ def test_online_verify_while_the_guest_writes_finds_no_false_mismatch_and_a_real
         poke(dst, 5 * MiB + 3, b"\xff" if open(src, "rb").read()[5 * MiB + 3] != 0xFF else b"\x00")
         found = m.verify(granularity=256 << 10)
         assert found.differing == [(5 * MiB, 5 * MiB + (256 << 10))]
+        # Repair: the job copies the segment again from the source.
+        repaired = m.verify(granularity=256 << 10, repair=True)
+        assert repaired.repaired == repaired.differing == found.differing, repaired
+        for _ in range(1000):
+            after = m.verify(granularity=256 << 10)
+            if after.equal and not after.skipped:
+                break
+        assert after.equal and after.verified_bytes == 32 * MiB, after
         m.cancel(force=True)
