@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
+import sys
 import urllib.request
 import zlib
 from typing import Any, Dict, Iterator, List, Tuple
@@ -193,4 +195,16 @@ def test_serving_the_page_without_its_files_is_refused_clearly(tmp_path, monkeyp
         assert "live.html" in str(e) and "BLOCKMIRROR_WWW" in str(e)
     else:
         raise AssertionError("served a page it does not have")
+    assert not os.path.exists(tmp_path / "nbd.sock")
+
+
+def test_the_cli_refuses_to_serve_a_page_it_does_not_have(tmp_path) -> None:
+    image = str(tmp_path / "disk.img")
+    with open(image, "wb") as f:
+        f.truncate(MiB)
+    env = dict(os.environ, BLOCKMIRROR_WWW=str(tmp_path / "nowhere"))
+    run = subprocess.run([sys.executable, "-m", "blockmirror", "serve", image, "--socket",
+                          str(tmp_path / "nbd.sock"), "--web", "0"], capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode == 2, run
+    assert "error: the live page's files are not in" in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert not os.path.exists(tmp_path / "nbd.sock")

@@ -15,7 +15,8 @@ export const STATE_STYLE = {
   reading: { color: "#56b4e9", rank: 4, label: "being read from the source" },
   writing: { color: "#0072b2", rank: 5, label: "being written to the target" },
   // The live page's: a chunk the guest wrote while its copy was in flight.
-  redirtied: { color: "#d55e00", rank: 6, label: "written again while being copied" },
+  redirtied: { color: "#cc79a7", rank: 6, label: "written again while being copied" },
+  mirroring: { color: "#009e73", rank: 5, label: "guest write being mirrored (write-blocking)" },
   failed:  { color: "#1b1b1b", rank: 7, label: "copy failed (stays dirty)" },
 };
 const BACKGROUND = "#ffffff";

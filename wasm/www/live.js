@@ -137,12 +137,11 @@ class LivePage {
 
 /** The simulator needs the wasm build, which an installed package does not ship. */
 async function linkSimulatorIfBuilt() {
-  const link = $("simulator-link");
   try {
-    const r = await fetch("pkg/blockmirror_wasm_bg.wasm", { method: "HEAD" });
-    link.hidden = !r.ok;
+    const site = await (await fetch("site.json")).json();
+    $("simulator-link").hidden = !site.simulator;
   } catch {
-    link.hidden = true;
+    // A server without site.json (a plain file server of wasm/www): leave the link out.
   }
 }
 

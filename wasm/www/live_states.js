@@ -3,7 +3,7 @@
 // decoding and the CRC-32 the page checks the bitmap with.
 
 /** State names by code (the grid's STATE_STYLE gives each its colour). */
-export const LIVE_STATES = ["clean", "dirty", "reading", "writing", "redirtied", "guest_written", "waiting"];
+export const LIVE_STATES = ["clean", "dirty", "reading", "writing", "redirtied", "mirroring", "waiting"];
 const CODE = Object.fromEntries(LIVE_STATES.map((name, code) => [name, code]));
 
 /** What each state means on the live page (the legend's words). */
@@ -13,7 +13,7 @@ export const LIVE_LABELS = {
   reading: "being copied: reading the source",
   writing: "being copied: writing the target",
   redirtied: "written by the guest while being copied: copied again after",
-  guest_written: "guest write being mirrored to the target (write-blocking)",
+  mirroring: "guest write being mirrored to the target (write-blocking)",
   waiting: "guest write waiting for the copy of its chunks (write-blocking)",
 };
 
@@ -21,8 +21,8 @@ export const LIVE_LABELS = {
  *  wins a chunk. A guest write that waits owns nothing, so any owner shows over it. */
 const OVERLAY = [
   ["waiting_guest_write", () => CODE.waiting],
-  ["guest_landing", () => CODE.guest_written],
-  ["guest_writing", () => CODE.guest_written],
+  ["guest_landing", () => CODE.mirroring],
+  ["guest_writing", () => CODE.mirroring],
   // A copy clears the dirty bits of its run when it reads: a bit set again under a copy
   // in flight is a guest write that landed meanwhile.
   ["reading", (dirty) => (dirty ? CODE.redirtied : CODE.reading)],

@@ -3,7 +3,7 @@
 ``serve(..., web=("127.0.0.1", port))`` starts a :class:`LiveWeb` beside the NBD export. It
 serves the page's files (``wasm/www``) and, at ``/live``, a page that draws the REAL job's
 chunk grid and lists its events, fed by ``/events``, a server-sent event stream
-(``text/event-stream``):
+(``text/event-stream``; ``/site.json`` says whether the simulator can run here):
 
 - ``event: state``: a snapshot of the job (see :mod:`blockmirror._live_view`): ``job`` (its
   id, or null when no job runs), ``seq``, ``status``, ``current`` / ``total`` (progress
@@ -58,6 +58,10 @@ HISTORY = 500
 LIVE_FILES = ("live.html", "live.js", "live_states.js", "grid.js", "format.js", "style.css")
 
 
+#: The simulator's wasm module, built by scripts/build-wasm.sh (not in the package).
+SIMULATOR_BUILD = "pkg/blockmirror_wasm_bg.wasm"
+
+
 def packaged_root() -> Path:
     """The live page's files as the package ships them."""
     return Path(__file__).resolve().parent / "www"
@@ -77,6 +81,17 @@ def default_root() -> Path:
 def missing_files(root: Path) -> List[str]:
     """The :data:`LIVE_FILES` that ``root`` lacks."""
     return [name for name in LIVE_FILES if not (root / name).is_file()]
+
+
+def check_page_files(root: Path) -> None:
+    """Refuses (``InvalidArgument``, naming what lacks) a directory without the live page."""
+    missing = missing_files(root)
+    if missing:
+        raise InvalidArgument(
+            f"the live page's files are not in {root} (missing: {', '.join(missing)}): "
+            "reinstall blockmirror, or set BLOCKMIRROR_WWW to a directory holding them "
+            "(wasm/www of a source checkout)"
+        )
 
 
 def check_loopback(host: str) -> None:
@@ -148,13 +163,7 @@ class LiveWeb:
     def __init__(self, native: NbdServer, host: str, port: int, root: Optional[Path] = None) -> None:
         check_loopback(host)
         self.root = Path(root) if root is not None else default_root()
-        missing = missing_files(self.root)
-        if missing:
-            raise InvalidArgument(
-                f"the live page's files are not in {self.root} (missing: {', '.join(missing)}): "
-                "reinstall blockmirror, or set BLOCKMIRROR_WWW to a directory holding them "
-                "(wasm/www of a source checkout)"
-            )
+        check_page_files(self.root)
         self._native = native
         self._stopping = threading.Event()
         self._history = _EventHistory()
@@ -261,6 +270,16 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.close_connection = True
             return
         simulator = (self.web.root / "index.html").is_file()
+        if url.path == "/site.json":
+            # What the page may link to: the simulator runs only from a wasm build.
+            body = json.dumps({"simulator": simulator and (self.web.root / SIMULATOR_BUILD).is_file()}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if url.path == "/live" or (url.path in ("/", "/index.html") and ("live" in query or not simulator)):
             # Without the simulator (an installed package ships only the live page), the
             # site's root is the live page rather than a directory listing.
@@ -268,5 +287,5 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         super().do_GET()
 
 
-__all__ = ["LiveWeb", "LIVE_FILES", "check_loopback", "default_root", "job_view", "missing_files",
+__all__ = ["LiveWeb", "LIVE_FILES", "check_loopback", "check_page_files", "default_root", "job_view", "missing_files",
            "packaged_root", "parse_web_address"]
