@@ -46,18 +46,15 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 from blockmirror._live_view import JobView, StreamEncoder
 from blockmirror._native import InvalidArgument, NbdServer
 
-#: Seconds between two looks at the job's bitmap and progress.
+#: Seconds between two looks at the job's bitmap and progress: a stream sends at most one
+#: snapshot or delta per look (the bound on its bytes, see blockmirror._live_view).
 STATE_PERIOD = 0.15
-#: Seconds after which an unchanged state is sent again.
+#: Seconds without a message after which a stream sends a ``tick``.
 HEARTBEAT = 2.0
 #: Job events kept for pages that connect late.
 HISTORY = 500
-
-
 #: The files the live page loads (live.html imports the rest); the package ships these.
 LIVE_FILES = ("live.html", "live.js", "live_states.js", "grid.js", "format.js", "style.css")
-
-
 #: The simulator's wasm module, built by scripts/build-wasm.sh (not in the package).
 SIMULATOR_BUILD = "pkg/blockmirror_wasm_bg.wasm"
 
