@@ -8,6 +8,7 @@ tests/test_browser.py does, and nbdkit."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -325,8 +326,43 @@ def test_the_page_shows_copies_in_flight_and_writes_during_them(paused_target, s
         wait_summary(page, IDLE)
         assert pixel_of_chunk(page, chunk) == legend_colour(page, "clean")
         assert summary(page)["resyncs"] == "0"
+
+        # A page whose bitmap went wrong finds out at the next delta (the CRC) and resyncs.
+        page.evaluate("window.livePage.bits[0] ^= 1")
+        with bm.NbdClient(served.uri) as client:
+            client.write(4 * MiB, os.urandom(GRANULARITY))
+            client.flush()
+        wait_summary(page, "e.dataset.resyncs === '1'")
+        wait_summary(page, IDLE)
+        assert summary(page)["clean"] == str(8 * MiB // GRANULARITY)
         served.execute("block-job-complete", {"device": "job0"})
         page.wait_for_selector("#live-log li[data-event=BLOCK_JOB_COMPLETED]", timeout=WAIT_MS)
         assert under_test.errors == []
     finally:
         context.close()
+
+
+def test_the_page_shows_a_write_blocking_guest_write_being_mirrored(paused_target, served, browser) -> None:  # noqa: F811
+    page = browser.new_page()
+    under_test = PageUnderTest(page)
+    try:
+        page.goto(served.web_url)
+        served.execute("drive-mirror", {"job-id": "job0", "device": served.export, "target": paused_target.uri,
+                                        "format": "raw", "sync": "none", "mode": "existing",
+                                        "granularity": GRANULARITY, "copy-mode": "write-blocking"})
+        page.wait_for_selector("#live-log li[data-event=BLOCK_JOB_READY]", timeout=WAIT_MS)
+        wait_summary(page, IDLE)
+        paused_target.pause()
+        # The write waits for the target, so it runs beside the test.
+        with bm.NbdClient(served.uri) as client, concurrent.futures.ThreadPoolExecutor(1) as pool:
+            write = pool.submit(client.write, 2 * MiB, os.urandom(GRANULARITY))
+            wait_summary(page, "Number(e.dataset.mirroring) === 1 && Number(e.dataset.dirty) === 0")
+            assert pixel_of_chunk(page, 2 * MiB // GRANULARITY) == legend_colour(page, "mirroring")
+            assert not write.done()
+            paused_target.resume()
+            write.result(timeout=WAIT_MS / 1000)
+        wait_summary(page, IDLE + " && Number(e.dataset.mirroring) === 0")
+        assert summary(page)["resyncs"] == "0"
+        assert under_test.errors == []
+    finally:
+        page.close()

@@ -145,5 +145,8 @@ async function linkSimulatorIfBuilt() {
   }
 }
 
-new LivePage().connect();
+// The page's state on `window`, for the console (and the tests, which corrupt its bitmap
+// to see it resync).
+window.livePage = new LivePage();
+window.livePage.connect();
 linkSimulatorIfBuilt();
