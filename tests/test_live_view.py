@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 import zlib
 from typing import Any, Dict, Iterator, List, Tuple
@@ -16,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 from hypothesis import given, settings, strategies as st
 
 import blockmirror as bm
-from blockmirror._live_view import BLOCK, WORD, JobView, StreamEncoder, apply_delta, changed_runs
+from blockmirror._live_view import BLOCK, WORD, JobView, Pacer, StreamEncoder, apply_delta, changed_runs
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -124,6 +125,23 @@ def test_few_writes_to_a_1_gib_disk_send_far_less_than_its_bitmap() -> None:
         assert len(json.dumps(payload)) < len(snapshot) // 5, payload
 
 
+@given(st.lists(st.integers(0, 4 * MiB), min_size=1, max_size=60))
+def test_the_pacer_holds_a_stream_to_its_bytes_per_second(sizes: List[int]) -> None:
+    # A stream that has a message of these sizes ready at every look it is allowed.
+    pacer = Pacer(0.15, MiB)
+    now, sent = 0.0, []
+    for size in sizes:
+        sent.append((now, size))
+        now = pacer.next_look(now, size)
+    for i, (start, _) in enumerate(sent):
+        for j in range(i, len(sent)):
+            end = sent[j][0]
+            window = sum(size for _, size in sent[i:j + 1])
+            # All but the last message of the stretch were paid for within it.
+            assert window - sent[j][1] <= MiB * (end - start) + 1e-6
+            assert end - start >= 0.15 * (j - i) - 1e-9
+
+
 def sse(stream) -> Iterator[Tuple[str, str]]:
     """(event name, data line) of each server-sent event."""
     name = ""
@@ -168,6 +186,31 @@ def test_a_real_stream_of_a_1_gib_disk_sends_the_bitmap_once(tmp_path) -> None:
         deltas = [size for name, size in sizes[1:] if name == "delta"]
         assert deltas and all(name == "delta" for name, _ in sizes[1:]), sizes
         assert max(deltas) < sizes[0][1] // 5, sizes
+
+
+def test_a_real_stream_waits_after_a_large_message(tmp_path, monkeypatch) -> None:
+    from blockmirror import _web
+    monkeypatch.setattr(_web, "MAX_BYTES_PER_SEC", 1000)
+    image = str(tmp_path / "disk.img")
+    with open(image, "wb") as f:
+        f.truncate(GiB)
+    with bm.serve(image, socket=str(tmp_path / "nbd.sock"), web=("127.0.0.1", 0)) as server:
+        server.execute("drive-mirror", {"job-id": "job0", "device": server.export, "target": str(tmp_path / "t.img"),
+                                        "format": "raw", "sync": "none", "granularity": GRANULARITY, "speed": 1})
+        base = server.web_url.rsplit("/", 1)[0]
+        started = time.monotonic()
+        with urllib.request.urlopen(base + "/events", timeout=60) as r, bm.NbdClient(server.uri) as client:
+            messages = ((name, json.loads(data)) for name, data in sse(r) if name in ("state", "delta"))
+            name, snapshot = next((name, p) for name, p in messages if p.get("job") is not None)
+            assert name == "state"
+            client.write(0, os.urandom(GRANULARITY))  # something for a delta to say
+            client.flush()
+            name, delta = next(messages)
+            elapsed = time.monotonic() - started
+        assert name == "delta"
+        # The snapshot's bytes at 1000 a second: the stream could not look again sooner (a
+        # lower bound on time, which a slow machine only makes longer).
+        assert elapsed >= len(json.dumps(snapshot)) / 1000, elapsed
 
 
 def test_the_page_files_the_package_ships_are_all_there() -> None:

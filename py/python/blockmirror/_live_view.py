@@ -13,7 +13,8 @@ stream starts with a snapshot: that is the resync, on the page's request.
 Bound on bytes: a delta carries the changed words, at most :data:`MAX_OPS` operations and a
 few hundred bytes of numbers; when the changed words would cost more than half the
 snapshot, a snapshot is sent instead. So a message is never much larger than a snapshot,
-and a stream sends at most one per ``STATE_PERIOD`` (see ``_web``). For a 1 GiB disk at
+and a stream sends at most one per ``STATE_PERIOD``, and on average at most
+``MAX_BYTES_PER_SEC`` (see ``_web`` and :class:`Pacer`). For a 1 GiB disk at
 64 KiB chunks (16,384 chunks, a 2 KiB bitmap, 2.7 KiB in base64) where a few writes
 land, a delta is the few 8-byte words those writes touched (about 20 bytes each) plus
 the operations: a few hundred bytes rather than the 2.7 KiB the snapshot costs.
@@ -143,6 +144,20 @@ class StreamEncoder:
         return payload
 
 
+class Pacer:
+    """When a stream looks at the job next: every ``period`` seconds, later after a large
+    message, so that its messages average at most ``bytes_per_sec``: after ``n`` bytes the
+    next look is ``max(period, n / bytes_per_sec)`` seconds on. So over any stretch of
+    time, the bytes sent are at most ``bytes_per_sec`` times its length plus one message."""
+
+    def __init__(self, period: float, bytes_per_sec: float) -> None:
+        self.period = period
+        self.bytes_per_sec = bytes_per_sec
+
+    def next_look(self, now: float, sent_bytes: int) -> float:
+        return now + max(self.period, sent_bytes / self.bytes_per_sec)
+
+
 def apply_delta(bits: bytearray, runs: Sequence[Sequence[Any]]) -> None:
     """Applies a delta's runs to a bitmap, as the page does (for tests and tools)."""
     for start, data in runs:
@@ -150,4 +165,4 @@ def apply_delta(bits: bytearray, runs: Sequence[Sequence[Any]]) -> None:
         bits[start:start + len(raw)] = raw
 
 
-__all__ = ["JobView", "StreamEncoder", "changed_runs", "apply_delta", "WORD", "BLOCK", "MAX_OPS"]
+__all__ = ["JobView", "Pacer", "StreamEncoder", "changed_runs", "apply_delta", "WORD", "BLOCK", "MAX_OPS"]

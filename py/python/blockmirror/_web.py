@@ -43,12 +43,16 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
-from blockmirror._live_view import JobView, StreamEncoder
+from blockmirror._live_view import JobView, Pacer, StreamEncoder
 from blockmirror._native import InvalidArgument, NbdServer
 
 #: Seconds between two looks at the job's bitmap and progress: a stream sends at most one
 #: snapshot or delta per look (the bound on its bytes, see blockmirror._live_view).
 STATE_PERIOD = 0.15
+#: Bytes per second a stream's snapshots and deltas take at most on average (a large disk
+#: whose bitmap churns: a 1 TiB disk at 64 KiB chunks has a 2.7 MB snapshot, sent at most
+#: every 2.7 s rather than every STATE_PERIOD); the job's events are not held back.
+MAX_BYTES_PER_SEC = 1 << 20
 #: Seconds without a message after which a stream sends a ``tick``.
 HEARTBEAT = 2.0
 #: Job events kept for pages that connect late.
@@ -201,28 +205,30 @@ class LiveWeb:
 
     def stream(self, handler: "_Handler") -> None:
         """Writes the event stream to one client until it goes or the server stops."""
-        def send(name: str, payload: Any) -> None:
-            handler.wfile.write(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
+        def send(name: str, payload: Any) -> int:
+            data = f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode()
+            handler.wfile.write(data)
             handler.wfile.flush()
+            return len(data)
 
         seq, backlog = self._history.since(0)
         for event in backlog:
             send("qmp", event)
         encoder = StreamEncoder()
+        pacer = Pacer(STATE_PERIOD, MAX_BYTES_PER_SEC)
         last_sent = 0.0
         next_look = 0.0
         while not self._stopping.is_set():
             now = time.monotonic()
             if now >= next_look:
                 messages = encoder.messages(job_view(self._native))
-                for name, payload in messages:
-                    send(name, payload)
+                sent = sum(send(name, payload) for name, payload in messages)
                 if not messages and now - last_sent >= HEARTBEAT:
                     send("tick", {})
                     last_sent = now
                 elif messages:
                     last_sent = now
-                next_look = now + STATE_PERIOD
+                next_look = pacer.next_look(now, sent)
             with self._history.changed:
                 self._history.changed.wait(max(0.0, next_look - time.monotonic()))
             seq, events = self._history.since(seq)
