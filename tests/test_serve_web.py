@@ -335,6 +335,8 @@ def test_the_page_shows_copies_in_flight_and_writes_during_them(paused_target, s
         wait_summary(page, "e.dataset.resyncs === '1'")
         wait_summary(page, IDLE)
         assert summary(page)["clean"] == str(8 * MiB // GRANULARITY)
+        # The new stream's replay of the job's events replaced the log, not doubled it.
+        assert page.locator("#live-log li[data-event=BLOCK_JOB_READY]").count() == 1
         served.execute("block-job-complete", {"device": "job0"})
         page.wait_for_selector("#live-log li[data-event=BLOCK_JOB_COMPLETED]", timeout=WAIT_MS)
         assert under_test.errors == []

@@ -43,7 +43,12 @@ class LivePage {
   connect() {
     const source = new EventSource("events");
     this.source = source;
-    source.onopen = () => this.connection("open", "Connected: streaming the server's job.");
+    source.onopen = () => {
+      // Every stream (a resync, or the browser's own reconnect) starts with the server's
+      // recent events again: the log is rebuilt from them rather than repeated.
+      $("live-log").replaceChildren();
+      this.connection("open", "Connected: streaming the server's job.");
+    };
     source.onerror = () => this.connection("lost", "Connection to the server lost; retrying…");
     source.addEventListener("state", (m) => this.showSnapshot(JSON.parse(m.data)));
     source.addEventListener("delta", (m) => this.showDelta(JSON.parse(m.data)));
