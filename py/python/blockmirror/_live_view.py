@@ -64,9 +64,14 @@ class JobView:
         return cls(job=str(state["job"]), numbers=tuple(state[k] for k in _NUMBERS),
                    bits=bytes(state["bits"]), ops=tuple(ops[:MAX_OPS]))
 
+    def layout(self) -> Tuple[Any, ...]:
+        """What a delta cannot change: the job, its chunks and the bitmap's size."""
+        return (self.job, len(self.bits), self.numbers[_NUMBERS.index("granularity")],
+                self.numbers[_NUMBERS.index("chunks")])
+
     def same_layout(self, other: "JobView") -> bool:
         """Whether a delta from ``other`` can describe this view (the same job and grid)."""
-        return (self.job, len(self.bits), self.numbers[4:6]) == (other.job, len(other.bits), other.numbers[4:6])
+        return self.layout() == other.layout()
 
     def header(self, seq: int) -> Dict[str, Any]:
         payload: Dict[str, Any] = {"job": self.job, "seq": seq}
