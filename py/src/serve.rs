@@ -265,8 +265,9 @@ impl NbdServer {
     /// The running job as a live view draws it, or None when no job runs: a dict with
     /// `job` (its id), `status`, `current` and `total` (progress bytes), `length` (disk
     /// bytes), `granularity` (bytes per chunk), `chunks`, `dirty_bytes` and `bits` (the
-    /// dirty bitmap, one bit per chunk: chunk k is bit k % 8 of byte k / 8), read together
-    /// under the job's lock.
+    /// dirty bitmap, one bit per chunk: chunk k is bit k % 8 of byte k / 8) and `ops` (the
+    /// operations that own or wait for chunks: `(id, kind, offset, length)` tuples, kind as
+    /// `MirrorJob.ops` names it), read together under the job's lock.
     fn job_state<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         let Some((id, mirror)) = self.with(|s| s.jobs().running_job()).flatten() else {
             return Ok(None);
@@ -275,6 +276,7 @@ impl NbdServer {
             mirror.verb(|job| {
                 let bitmap = job.bitmap();
                 let bits = bitmap.serialize(0, bitmap.size()).ok();
+                let ops = crate::job::ops_list(job);
                 Ok((
                     job.status(),
                     job.progress(),
@@ -283,11 +285,12 @@ impl NbdServer {
                     bitmap.granules(),
                     job.dirty_bytes(),
                     bits,
+                    ops,
                 ))
             })
         });
         // A job that broke or has just ended has no view to give: as if none ran.
-        let Ok((status, progress, length, granularity, chunks, dirty_bytes, Some(bits))) = state else {
+        let Ok((status, progress, length, granularity, chunks, dirty_bytes, Some(bits), ops)) = state else {
             return Ok(None);
         };
         let d = PyDict::new(py);
@@ -300,6 +303,7 @@ impl NbdServer {
         d.set_item("chunks", chunks)?;
         d.set_item("dirty_bytes", dirty_bytes)?;
         d.set_item("bits", pyo3::types::PyBytes::new(py, &bits))?;
+        d.set_item("ops", ops)?;
         Ok(Some(d))
     }
 

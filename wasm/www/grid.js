@@ -1,7 +1,8 @@
 // The chunk grid: per-chunk state bytes (read straight from wasm memory) to canvas pixels.
 // Above MAX_CELLS chunks, each cell stands for several neighbouring chunks and shows the
-// most telling state among them (a failure beats a copy in flight beats dirty beats clean),
-// so a single failed chunk stays visible in a 1 M-chunk disk.
+// most telling state among them (a failure beats a chunk written during its copy beats a
+// copy in flight beats dirty beats clean), so a single failed chunk stays visible in a
+// 1 M-chunk disk.
 
 const MAX_CELLS = 512 * 512;
 
@@ -13,7 +14,10 @@ export const STATE_STYLE = {
   waiting: { color: "#f0e442", rank: 3, label: "guest write waiting its turn (write-blocking)" },
   reading: { color: "#56b4e9", rank: 4, label: "being read from the source" },
   writing: { color: "#0072b2", rank: 5, label: "being written to the target" },
-  failed:  { color: "#1b1b1b", rank: 6, label: "copy failed (stays dirty)" },
+  // The live page's: a chunk the guest wrote while its copy was in flight.
+  redirtied: { color: "#cc79a7", rank: 6, label: "written again while being copied" },
+  mirroring: { color: "#009e73", rank: 5, label: "guest write being mirrored (write-blocking)" },
+  failed:  { color: "#1b1b1b", rank: 7, label: "copy failed (stays dirty)" },
 };
 const BACKGROUND = "#ffffff";
 
@@ -118,15 +122,17 @@ export class ChunkGrid {
     return `Chunks now: ${parts.join(", ")}.`;
   }
 
-  /** Fills the legend list with a swatch and words for each state. */
-  static fillLegend(list, stateNames) {
+  /** Fills the legend list with a swatch and words for each state (`labels[name]`, else
+   *  the state's own label). */
+  static fillLegend(list, stateNames, labels = {}) {
     list.replaceChildren(...stateNames.map((name) => {
       const li = document.createElement("li");
       const sw = document.createElement("span");
       sw.className = "sw";
       sw.style.background = STATE_STYLE[name].color;
       sw.setAttribute("aria-hidden", "true");
-      li.append(sw, STATE_STYLE[name].label);
+      li.dataset.state = name;
+      li.append(sw, labels[name] ?? STATE_STYLE[name].label);
       return li;
     }));
   }

@@ -65,10 +65,13 @@ def _is_loopback(hostport: str) -> bool:
 
 def run_serve(args: argparse.Namespace) -> int:
     import blockmirror
-    from blockmirror._web import parse_web_address
+    from blockmirror._web import check_page_files, default_root, parse_web_address
 
     try:
         web = parse_web_address(args.web) if args.web else None
+        if web is not None:
+            # Before anything listens: a server whose page cannot load would only show 404s.
+            check_page_files(default_root())
     except blockmirror.InvalidArgument as exc:
         print(f"blockmirror serve: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

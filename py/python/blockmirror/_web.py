@@ -3,16 +3,25 @@
 ``serve(..., web=("127.0.0.1", port))`` starts a :class:`LiveWeb` beside the NBD export. It
 serves the page's files (``wasm/www``) and, at ``/live``, a page that draws the REAL job's
 chunk grid and lists its events, fed by ``/events``, a server-sent event stream
-(``text/event-stream``):
+(``text/event-stream``; ``/site.json`` says whether the simulator can run here):
 
-- ``event: state``: the job as a JSON object: ``job`` (its id, or null when no job runs),
-  ``status``, ``current`` / ``total`` (progress bytes), ``length``, ``granularity``,
-  ``chunks``, ``dirty_bytes``, ``dirty_chunks`` and ``bits``, the dirty bitmap in base64
-  (one bit per chunk, chunk k is bit k % 8 of byte k / 8). Sent on connect, then every
-  :data:`STATE_PERIOD` seconds when it changed (and at least every :data:`HEARTBEAT`
-  seconds, so a stalled connection shows).
+- ``event: state``: a snapshot of the job (see :mod:`blockmirror._live_view`): ``job`` (its
+  id, or null when no job runs), ``seq``, ``status``, ``current`` / ``total`` (progress
+  bytes), ``length``, ``granularity``, ``chunks``, ``dirty_bytes``, ``dirty_chunks``,
+  ``crc``, ``bits`` (the whole dirty bitmap in base64) and ``ops`` (``[kind, first_chunk,
+  end_chunk]`` of each operation in flight). Sent on connect and when the job changes.
+- ``event: delta``: what changed since the message before (``seq`` one more): the same
+  numbers, ``runs`` of changed bitmap bytes, ``ops`` when they changed. Looked for every
+  :data:`STATE_PERIOD` seconds.
+- ``event: tick``: nothing changed for :data:`HEARTBEAT` seconds (so a stalled connection
+  shows).
 - ``event: qmp``: each job event as QMP sends it (``{"event", "data", "timestamp"}``),
   as it happens; a page that connects late first gets the last :data:`HISTORY` of them.
+
+The page's files: ``$BLOCKMIRROR_WWW`` if set, else ``wasm/www`` of the source checkout
+this package runs from (with the simulator), else the copy of the live page's files the
+package ships (``blockmirror/www``: :data:`LIVE_FILES`; the simulator needs the wasm build,
+which a wheel does not ship). Missing files are refused when the server starts.
 
 Loopback only: there is no authentication, and the disk's layout and job are private to
 its host, so an address that is not loopback is refused. Everything is the standard
@@ -21,7 +30,6 @@ library's (``http.server``), in daemon threads that stop with the server.
 
 from __future__ import annotations
 
-import base64
 import collections
 import functools
 import http.server
@@ -35,23 +43,56 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
+from blockmirror._live_view import JobView, Pacer, StreamEncoder
 from blockmirror._native import InvalidArgument, NbdServer
 
-#: Seconds between two looks at the job's bitmap and progress.
+#: Seconds between two looks at the job's bitmap and progress: a stream sends at most one
+#: snapshot or delta per look (the bound on its bytes, see blockmirror._live_view).
 STATE_PERIOD = 0.15
-#: Seconds after which an unchanged state is sent again.
+#: Bytes per second a stream's snapshots and deltas take at most on average (a large disk
+#: whose bitmap churns: a 1 TiB disk at 64 KiB chunks has a 2.7 MB snapshot, sent at most
+#: every 2.7 s rather than every STATE_PERIOD); the job's events are not held back.
+MAX_BYTES_PER_SEC = 1 << 20
+#: Seconds without a message after which a stream sends a ``tick``.
 HEARTBEAT = 2.0
 #: Job events kept for pages that connect late.
 HISTORY = 500
+#: The files the live page loads (live.html imports the rest); the package ships these.
+LIVE_FILES = ("live.html", "live.js", "live_states.js", "grid.js", "format.js", "style.css")
+#: The simulator's wasm module, built by scripts/build-wasm.sh (not in the package).
+SIMULATOR_BUILD = "pkg/blockmirror_wasm_bg.wasm"
+
+
+def packaged_root() -> Path:
+    """The live page's files as the package ships them."""
+    return Path(__file__).resolve().parent / "www"
 
 
 def default_root() -> Path:
-    """The page's directory: ``$BLOCKMIRROR_WWW``, else ``wasm/www`` of the source tree this
-    package runs from."""
+    """The page's directory (see the module doc)."""
     env = os.environ.get("BLOCKMIRROR_WWW")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "wasm" / "www"
+    checkout = Path(__file__).resolve().parents[3] / "wasm" / "www"
+    if not missing_files(checkout):
+        return checkout
+    return packaged_root()
+
+
+def missing_files(root: Path) -> List[str]:
+    """The :data:`LIVE_FILES` that ``root`` lacks."""
+    return [name for name in LIVE_FILES if not (root / name).is_file()]
+
+
+def check_page_files(root: Path) -> None:
+    """Refuses (``InvalidArgument``, naming what lacks) a directory without the live page."""
+    missing = missing_files(root)
+    if missing:
+        raise InvalidArgument(
+            f"the live page's files are not in {root} (missing: {', '.join(missing)}): "
+            "reinstall blockmirror, or set BLOCKMIRROR_WWW to a directory holding them "
+            "(wasm/www of a source checkout)"
+        )
 
 
 def check_loopback(host: str) -> None:
@@ -83,16 +124,10 @@ def parse_web_address(text: str) -> Tuple[str, int]:
     return host, int(port)
 
 
-def job_state(native: NbdServer) -> Dict[str, Any]:
-    """The running job as the stream's ``state`` event carries it (see the module doc)."""
+def job_view(native: NbdServer) -> Optional[JobView]:
+    """One look at the running job, or None when none runs."""
     state = native.job_state()
-    if state is None:
-        return {"job": None}
-    bits: bytes = state.pop("bits")
-    state["dirty_chunks"] = int.from_bytes(bits, "little").bit_count() if hasattr(int, "bit_count") \
-        else bin(int.from_bytes(bits, "little")).count("1")
-    state["bits"] = base64.b64encode(bits).decode("ascii")
-    return state
+    return None if state is None else JobView.from_state(state)
 
 
 class _EventHistory:
@@ -129,8 +164,7 @@ class LiveWeb:
     def __init__(self, native: NbdServer, host: str, port: int, root: Optional[Path] = None) -> None:
         check_loopback(host)
         self.root = Path(root) if root is not None else default_root()
-        if not (self.root / "live.html").is_file():
-            raise InvalidArgument(f"the page is not at {self.root} (set BLOCKMIRROR_WWW to wasm/www)")
+        check_page_files(self.root)
         self._native = native
         self._stopping = threading.Event()
         self._history = _EventHistory()
@@ -171,24 +205,30 @@ class LiveWeb:
 
     def stream(self, handler: "_Handler") -> None:
         """Writes the event stream to one client until it goes or the server stops."""
-        def send(name: str, payload: Any) -> None:
-            handler.wfile.write(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
+        def send(name: str, payload: Any) -> int:
+            data = f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode()
+            handler.wfile.write(data)
             handler.wfile.flush()
+            return len(data)
 
         seq, backlog = self._history.since(0)
         for event in backlog:
             send("qmp", event)
-        last_state: Optional[Dict[str, Any]] = None
+        encoder = StreamEncoder()
+        pacer = Pacer(STATE_PERIOD, MAX_BYTES_PER_SEC)
         last_sent = 0.0
         next_look = 0.0
         while not self._stopping.is_set():
             now = time.monotonic()
             if now >= next_look:
-                state = job_state(self._native)
-                if state != last_state or now - last_sent >= HEARTBEAT:
-                    send("state", state)
-                    last_state, last_sent = state, now
-                next_look = now + STATE_PERIOD
+                messages = encoder.messages(job_view(self._native))
+                sent = sum(send(name, payload) for name, payload in messages)
+                if not messages and now - last_sent >= HEARTBEAT:
+                    send("tick", {})
+                    last_sent = now
+                elif messages:
+                    last_sent = now
+                next_look = pacer.next_look(now, sent)
             with self._history.changed:
                 self._history.changed.wait(max(0.0, next_look - time.monotonic()))
             seq, events = self._history.since(seq)
@@ -232,9 +272,23 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
                 pass
             self.close_connection = True
             return
-        if url.path == "/live" or (url.path in ("/", "/index.html") and "live" in query):
+        simulator = (self.web.root / "index.html").is_file()
+        if url.path == "/site.json":
+            # What the page may link to: the simulator runs only from a wasm build.
+            body = json.dumps({"simulator": simulator and (self.web.root / SIMULATOR_BUILD).is_file()}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if url.path == "/live" or (url.path in ("/", "/index.html") and ("live" in query or not simulator)):
+            # Without the simulator (an installed package ships only the live page), the
+            # site's root is the live page rather than a directory listing.
             self.path = "/live.html"
         super().do_GET()
 
 
-__all__ = ["LiveWeb", "check_loopback", "parse_web_address", "job_state"]
+__all__ = ["LiveWeb", "LIVE_FILES", "check_loopback", "check_page_files", "default_root", "job_view", "missing_files",
+           "packaged_root", "parse_web_address"]

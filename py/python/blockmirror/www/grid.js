@@ -1,0 +1,1 @@
+../../../../wasm/www/grid.js

@@ -1,0 +1,1 @@
+../../../../wasm/www/live_states.js
