@@ -217,6 +217,45 @@ def test_cli_keeps_the_target_and_resumes(tmp_path, capsys):
     assert blockmirror.verify(src, dst).equal
 
 
+def test_an_old_copy_of_the_bitmap_is_refused_by_the_generation_remembered(tmp_path, capsys):
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    bmp = str(dst) + ".bmbitmap"
+    make_source(src, 4 * MiB)
+    with blockmirror.Mirror(src, dst, bitmap=True, speed=1 << 20, bitmap_interval=0.02) as m:
+        old_generation = m.bitmap_generation
+        assert old_generation is not None and old_generation >= 1
+        with open(bmp, "rb") as f:
+            old_copy = f.read()
+        # The cleaning rounds clear what the job copies: the file moves on.
+        for _ in range(100_000):
+            if m.bitmap_generation > old_generation:
+                break
+            time.sleep(0.001)
+        m.cancel(force=True)
+    newest = blockmirror.read_bitmap(bmp)["generation"]
+    assert newest > old_generation
+    # Resuming with the generation remembered accepts the file it came from...
+    with blockmirror.Mirror(src, dst, resume=True, bitmap_min_generation=newest, speed=1 << 20) as m:
+        assert m.bitmap_generation >= newest
+        m.cancel(force=True)
+    # ...and refuses an older copy put in its place, which would skip chunks written since.
+    with open(bmp, "wb") as f:
+        f.write(old_copy)
+    with pytest.raises(blockmirror.BitmapError) as refused:
+        blockmirror.Mirror(src, dst, resume=True, bitmap_min_generation=newest)
+    assert refused.value.reason == "stale_generation"
+    code = main(["mirror", str(src), str(dst), "--resume", "--bitmap-generation", str(newest), "--quiet"])
+    assert code == 2 and "older than the expected" in capsys.readouterr().err
+    # The command line prints the generation to pass back when it keeps a bitmap.
+    os.remove(bmp)
+    code = main(["mirror", str(src), str(dst), "--reuse", "--bitmap", bmp, "--speed", "1M", "--timeout", "0.3",
+                 "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    kept = blockmirror.read_bitmap(bmp)["generation"]
+    assert f"--resume --bitmap-generation {kept}" in err, err
+
+
 def test_kill_9_of_the_mirror_command_then_resume(tmp_path):
     """`blockmirror mirror --bitmap` killed five times at random points of its progress
     (counted in its --json lines); each run resumes; the last completes: DST == SRC, and

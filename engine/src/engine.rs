@@ -56,6 +56,12 @@ impl FileMirror {
         self.online_verify.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The generation of the bitmap file's newest slot, when the mirror keeps one and it
+    /// is still there (see [`crate::persist::WriteIntent::generation`]).
+    pub fn bitmap_generation(&self) -> Option<u64> {
+        self.shared.intent.get().and_then(|intent| intent.generation())
+    }
+
     /// Both sides' open files (for readers inside the engine, such as the online verify).
     pub(crate) fn sides(&self) -> &crate::target::Sides {
         &self.shared.files

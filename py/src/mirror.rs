@@ -191,12 +191,12 @@ impl FileMirror {
         max_in_flight=UInt(16), max_io=UInt(4 << 20), direct=false, reuse=false, unmap=true,
         guest_writes=true, offload=true, io_uring=true, auto_converge=false, not_converging_window=10.0, faults=None,
         lock=true, format=None, target_format=None, bitmap=None, resume=false, bitmap_interval=1.0,
-        bitmap_granularity=None),
+        bitmap_granularity=None, bitmap_min_generation=None),
         text_signature = "(source, target, *, granularity=65536, sync='full', copy_mode='background', \
         on_source_error='report', on_target_error='report', speed=0, buf_size=16777216, max_in_flight=16, \
         max_io=4194304, direct=False, reuse=False, unmap=True, guest_writes=True, offload=True, io_uring=True, \
         auto_converge=False, not_converging_window=10.0, faults=None, lock=True, format=None, target_format=None, \
-        bitmap=None, resume=False, bitmap_interval=1.0, bitmap_granularity=None)")]
+        bitmap=None, resume=False, bitmap_interval=1.0, bitmap_granularity=None, bitmap_min_generation=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -227,6 +227,7 @@ impl FileMirror {
         resume: bool,
         bitmap_interval: f64,
         bitmap_granularity: Option<UInt>,
+        bitmap_min_generation: Option<UInt>,
     ) -> PyResult<Self> {
         let format_arg = |name: Option<&str>| -> PyResult<Option<ImageFormat>> {
             name.map(|n| ImageFormat::parse(n).map_err(invalid_argument)).transpose()
@@ -266,7 +267,13 @@ impl FileMirror {
             bitmap: None,
         };
         let target = mirror_target(target)?;
-        let setup = MirrorSetup { bitmap: crate::persist::bitmap_setup(bitmap, resume, bitmap_interval, bitmap_granularity.map(|g| g.0))?, ..setup };
+        let setup = MirrorSetup { bitmap: crate::persist::bitmap_setup(
+            bitmap,
+            resume,
+            bitmap_interval,
+            bitmap_granularity.map(|g| g.0),
+            bitmap_min_generation.map(|g| g.0),
+        )?, ..setup };
         let engine = py.detach(|| Engine::start_to(&source, target, setup)).map_err(start_error)?;
         Ok(Self {
             length: engine.length(),
@@ -281,6 +288,13 @@ impl FileMirror {
     #[getter]
     fn length(&self) -> u64 {
         self.length
+    }
+
+    /// The generation of the bitmap file's newest slot (None without a bitmap, once the
+    /// file was removed, or once the mirror is closed).
+    #[getter]
+    fn bitmap_generation(&self) -> Option<u64> {
+        self.live().and_then(|engine| engine.bitmap_generation())
     }
 
     /// The guest writes `data` at `offset` (see `blockmirror.Mirror.write`).

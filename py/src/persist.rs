@@ -78,6 +78,7 @@ pub fn bitmap_setup(
     resume: bool,
     interval: f64,
     granularity: Option<u64>,
+    min_generation: Option<u64>,
 ) -> PyResult<Option<BitmapSetup>> {
     if !(interval.is_finite() && interval > 0.0 && interval < 1e6) {
         return Err(invalid_argument(format!("bitmap_interval must be positive seconds, not {interval}")));
@@ -86,6 +87,7 @@ pub fn bitmap_setup(
         Some(path) => Ok(Some(BitmapSetup {
             clean_interval: Duration::from_secs_f64(interval),
             granularity,
+            min_generation: min_generation.unwrap_or(0),
             ..BitmapSetup::new(path, resume)
         })),
         None if resume => Err(invalid_argument("resume=True needs bitmap=PATH")),

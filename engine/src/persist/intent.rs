@@ -272,6 +272,13 @@ impl WriteIntent {
         }
     }
 
+    /// The generation of the file's newest slot (`None` once the file was removed): a
+    /// caller that remembers it can refuse a stale copy of the file later
+    /// ([`BitmapSetup::min_generation`](super::BitmapSetup::min_generation)).
+    pub fn generation(&self) -> Option<u64> {
+        self.file.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(BitmapFile::generation)
+    }
+
     /// Bytes per bit.
     pub fn granularity(&self) -> u64 {
         self.granularity

@@ -25,7 +25,7 @@ from typing import Callable, List, Optional, Tuple, Union
 
 from blockmirror._mirror import Mirror
 from blockmirror._target_files import open_tracking_creation
-from blockmirror._native import DEFAULTS, BitmapError, InvalidArgument, IoError, Timeout
+from blockmirror._native import DEFAULTS, BitmapError, BlockMirrorError, InvalidArgument, IoError, Timeout, read_bitmap
 from blockmirror._progress import format_bytes, format_rate
 from blockmirror._report import Reporter
 from blockmirror._cli_args import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, Terminated
@@ -109,7 +109,8 @@ def run_mirror(args: argparse.Namespace) -> int:
             reuse=args.reuse, unmap=args.unmap, offload=args.offload, io_uring=args.io_uring,
             auto_converge=args.auto_converge, guest_writes=False,
             format=getattr(args, "format", None), target_format=getattr(args, "target_format", None),
-            bitmap=bitmap, resume=resume, bitmap_granularity=getattr(args, "bitmap_granularity", None)),
+            bitmap=bitmap, resume=resume, bitmap_granularity=getattr(args, "bitmap_granularity", None),
+            bitmap_min_generation=getattr(args, "bitmap_generation", None)),
             args.target, remove_on_interrupt=not keep_partial)
     except BitmapError as exc:
         print(f"blockmirror: error: {cli_message(str(exc))}", file=err)
@@ -142,6 +143,11 @@ def run_mirror(args: argparse.Namespace) -> int:
         m.close()  # idempotent: for an interrupt that came before `with m`
         if code != EXIT_OK and m.bitmap_path is not None:
             bitmap_flag = "" if m.bitmap_path == args.target + ".bmbitmap" else f" --bitmap {m.bitmap_path}"
+            try:
+                # Passing it back refuses an older copy of the file put in its place.
+                bitmap_flag += f" --bitmap-generation {read_bitmap(m.bitmap_path)['generation']}"
+            except BlockMirrorError:
+                pass
             print(f"blockmirror: {args.target} and its bitmap {m.bitmap_path} are kept; resume with: "
                   f"blockmirror mirror {args.source} {args.target} --resume{bitmap_flag}", file=err)
         elif code != EXIT_OK and created is not None:

@@ -110,6 +110,9 @@ class Mirror:
     bit of the file (a power of two, at least ``granularity``; default the larger of
     ``granularity`` and 1 MiB): coarser keeps more of the guest's working set marked, so
     fewer writes wait for the file, and makes a resume copy whole bitmap chunks.
+    ``bitmap_min_generation``: refuse (``BitmapError``, reason ``stale_generation``) a file
+    whose newest generation is below this, e.g. an old copy restored from a backup; remember
+    :attr:`bitmap_generation` (or ``read_bitmap(path)["generation"]``) to pass it.
 
     ``on_event`` is called from a background thread for every event, in order.
     ``faults``: a list of dicts ``{"side": "source"|"target", "op": "read"|"write"|"zero"|
@@ -148,6 +151,7 @@ class Mirror:
         resume: bool = False,
         bitmap_interval: float = 1.0,
         bitmap_granularity: Optional[int] = None,
+        bitmap_min_generation: Optional[int] = None,
     ) -> None:
         self.source = os.fspath(source)
         self.target = os.fspath(target)
@@ -162,7 +166,7 @@ class Mirror:
             faults=list(faults) if faults is not None else None, lock=lock,
             format=format, target_format=target_format,
             bitmap=self.bitmap_path, resume=resume, bitmap_interval=bitmap_interval,
-            bitmap_granularity=bitmap_granularity,
+            bitmap_granularity=bitmap_granularity, bitmap_min_generation=bitmap_min_generation,
         )
         self._started = time.monotonic()
         self._log = _EventLog()
@@ -256,6 +260,13 @@ class Mirror:
     def length(self) -> int:
         """The disk length in bytes."""
         return self._native.length
+
+    @property
+    def bitmap_generation(self) -> Optional[int]:
+        """The generation of the bitmap file's newest slot: pass it as
+        ``bitmap_min_generation`` when resuming to refuse an older copy of the file. None
+        without a bitmap, once the file was removed, or once the mirror is closed."""
+        return self._native.bitmap_generation
 
     @property
     def status(self) -> str:

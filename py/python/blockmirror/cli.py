@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--bitmap-granularity", type=parse_size, default=None, metavar="N",
                    help="bytes per bit of the bitmap (a power of two, at least --granularity; "
                    "default the larger of --granularity and 1M; a resume must use the same)")
+    m.add_argument("--bitmap-generation", type=int, default=None, metavar="N",
+                   help="with --resume: refuse a bitmap whose generation is below N (an old copy "
+                   "of the file); the generation a run left is printed when it keeps the bitmap")
     m.add_argument("--resume", action="store_true",
                    help="resume an interrupted mirror from its bitmap (implies --reuse): copy only "
                    "the chunks it marks")
