@@ -17,7 +17,7 @@
 //!   selected at start unless declared otherwise, and guest writes since are tracked).
 //! - `none` ignores declarations.
 
-use super::mirror::{Ending, MirrorJob};
+use super::mirror::{Ending, GuestHold, MirrorJob};
 use super::*;
 
 impl MirrorJob {
@@ -41,13 +41,17 @@ impl MirrorJob {
     /// offset+length)` (a verify read both while neither changed): its chunks are marked
     /// dirty, so the job copies them again, as if the guest had written there (a switch-over
     /// already asked for copies them before it pivots). Returns whether the job took it:
-    /// only while it still copies (running, paused, ready, standby, not aborting). Errors:
+    /// only while it still copies (running, paused, ready, standby; not aborting, and not
+    /// once the switch-over's pivot or the final un-quiesce is out). Errors:
     /// [`JobError::OutOfRange`], [`JobError::ZeroLength`].
     pub fn handle_target_mismatch(&mut self, offset: u64, length: u64) -> Result<bool, JobError> {
         self.check_range(offset, length)?;
         self.record_guest_touch(offset, length);
         if !matches!(self.status, JobStatus::Running | JobStatus::Paused | JobStatus::Ready | JobStatus::Standby)
             || matches!(self.ending, Ending::Abort(_))
+            // Past the last look at the bitmap: the switch (or the end without one) is
+            // under way and copies nothing more.
+            || matches!(self.hold, GuestHold::Pivoting(_) | GuestHold::Pivoted | GuestHold::Unquiescing(_))
         {
             return Ok(false);
         }

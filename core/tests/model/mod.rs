@@ -254,6 +254,7 @@ impl Model {
             77 if step.a % 4 == 0 => self.cancel(true),
             78..=80 => self.declare_next(),
             81 => self.bad_completion(step.a, step.b),
+            85 => self.damage_target(step.a as u64, step.b as u64),
             82..=84 => {
                 if let Some(at) = self.job.poll_timeout() {
                     self.now = self.now.max(at.0);
@@ -263,6 +264,31 @@ impl Model {
             }
             _ => self.perform_some(step.a as usize, step.b),
         }
+    }
+
+    /// The target changes behind the job's back (another writer) and a verify reports it:
+    /// the job must copy the range again, so every end check holds as if nothing had
+    /// happened. A job that no longer copies refuses; the damage is then undone (nothing
+    /// can repair a target once its job stopped copying).
+    fn damage_target(&mut self, a: u64, b: u64) {
+        if self.length == 0 || self.pivoted {
+            return;
+        }
+        let unit = self.setup.unit;
+        let units = self.length.div_ceil(unit);
+        let first = a % units;
+        let count = (b % 4 + 1).min(units - first);
+        let (start, end) = (first as usize, (first + count) as usize);
+        let saved = self.target[start..end].to_vec();
+        self.target[start..end].fill(DAMAGED);
+        let offset = first * unit;
+        let length = (count * unit).min(self.length - offset);
+        match self.job.handle_target_mismatch(offset, length) {
+            Ok(true) => {}
+            Ok(false) => self.target[start..end].copy_from_slice(&saved),
+            Err(e) => panic!("an in-range mismatch refused: {e}"),
+        }
+        self.after_input("target mismatch");
     }
 
     /// The finishing phase: faults stop, the job is resumed and unthrottled, ready jobs are
@@ -555,6 +581,9 @@ pub fn xorshift(state: &mut u64) -> u64 {
     *state ^= *state << 17;
     *state
 }
+
+/// What a damaged target unit holds: no version the model ever writes.
+const DAMAGED: u32 = u32::MAX;
 
 fn units_of(unit: u64, offset: u64, length: u64) -> (usize, usize) {
     (
