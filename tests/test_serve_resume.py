@@ -109,6 +109,13 @@ def test_refusals(tmp_path):
             server.mirror(elsewhere, mode="existing", resume=True)
         # Refused starts leave the file in place, still marking writes.
         assert server.resumable
+    # A remembered generation refuses an older file, and accepts the one it came from.
+    generation = bm.read_bitmap(str(bmp))["generation"]
+    with pytest.raises(bm.BitmapError) as refused:
+        bm.serve(src, socket=sock, bitmap=bmp, bitmap_min_generation=generation + 1)
+    assert refused.value.reason == "stale_generation"
+    with bm.serve(src, socket=sock, bitmap=bmp, bitmap_min_generation=generation) as server:
+        assert server.resumable
     # The file is about src: serving another disk with it is refused before any write.
     with pytest.raises(bm.BitmapError) as refused:
         bm.serve(other, socket=sock, bitmap=bmp)

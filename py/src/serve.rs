@@ -158,9 +158,9 @@ impl NbdServer {
 impl NbdServer {
     #[new]
     #[pyo3(signature = (source, *, socket=None, listen=None, export="disk", qmp=None, read_only=false,
-        max_clients=UInt(64), direct=false, not_converging_window=10.0, format=None, bitmap=None),
+        max_clients=UInt(64), direct=false, not_converging_window=10.0, format=None, bitmap=None, bitmap_min_generation=0),
         text_signature = "(source, *, socket=None, listen=None, export='disk', qmp=None, read_only=False, \
-        max_clients=64, direct=False, not_converging_window=10.0, format=None, bitmap=None)")]
+        max_clients=64, direct=False, not_converging_window=10.0, format=None, bitmap=None, bitmap_min_generation=0)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -175,12 +175,14 @@ impl NbdServer {
         not_converging_window: f64,
         format: Option<&str>,
         bitmap: Option<PathBuf>,
+        bitmap_min_generation: u64,
     ) -> PyResult<Self> {
         let export = export.to_owned();
         let mut config = ServeConfig::new(source, export.clone(), listen_address(socket, listen)?);
         config.qmp = qmp;
         config.read_only = read_only;
         config.bitmap = bitmap;
+        config.bitmap_min_generation = bitmap_min_generation;
         config.max_clients = usize::try_from(max_clients.0).unwrap_or(usize::MAX);
         config.mirror.direct = direct;
         config.mirror.format = format

@@ -145,7 +145,8 @@ pub(crate) fn attach(
 /// between a job that stopped short of the switch-over and the job that resumes it, or
 /// after a restart. `None` when there is no file. A file for another disk is refused, as
 /// is a damaged one (its marks can no longer be trusted, so writes must not go on as if
-/// they were recorded).
+/// they were recorded), as is one whose newest generation is below `min_generation` (an
+/// old copy of the file).
 ///
 /// Why: a write that reaches the source while no job runs changes a chunk the file may
 /// hold clean; a resume that trusts the file would skip it. Marking it keeps the file's
@@ -154,6 +155,7 @@ pub(crate) fn open_left_behind(
     path: &Path,
     source: &File,
     length: u64,
+    min_generation: u64,
 ) -> Result<Option<Arc<WriteIntent>>, PersistError> {
     let found = match inspect(path) {
         Ok(found) => found.identity,
@@ -169,6 +171,6 @@ pub(crate) fn open_left_behind(
         return Err(PersistError::OtherSource { found: found.source.to_string(), expected: expected.to_string() });
     }
     let granularity = found.granularity;
-    let (file, bitmap) = BitmapFile::open(path, &found, 0)?;
+    let (file, bitmap) = BitmapFile::open(path, &found, min_generation)?;
     Ok(Some(Arc::new(WriteIntent::new(file, bitmap, granularity))))
 }

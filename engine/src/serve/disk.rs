@@ -177,10 +177,11 @@ impl ServedDisk {
     /// Jobs on this disk keep their write-intent bitmap at `path` (and a job with
     /// `resume` resumes from it). A file already there, left by a job that did not finish,
     /// is opened now and every write is marked in it until a job resumes from it; a file
-    /// for another disk, or a damaged one, is refused.
-    pub fn keep_bitmap(mut self, path: PathBuf) -> Result<Self, DiskError> {
+    /// for another disk, a damaged one, or one whose newest generation is below
+    /// `min_generation` (an old copy of it; 0 accepts any) is refused.
+    pub fn keep_bitmap(mut self, path: PathBuf, min_generation: u64) -> Result<Self, DiskError> {
         let route = self.route.get_mut().unwrap_or_else(PoisonError::into_inner);
-        route.left_behind = open_left_behind(&path, &route.held, self.length)?;
+        route.left_behind = open_left_behind(&path, &route.held, self.length, min_generation)?;
         self.bitmap = Some(path);
         Ok(self)
     }
@@ -447,7 +448,8 @@ impl ServedDisk {
     fn reopen_left_behind(&self, route: &mut Route) -> Result<(), DiskError> {
         route.left_behind = None;
         if let Some(path) = &self.bitmap {
-            route.left_behind = open_left_behind(path, &route.held, self.length)?;
+            // Files found from now on are this process's own: any generation is theirs.
+            route.left_behind = open_left_behind(path, &route.held, self.length, 0)?;
         }
         Ok(())
     }
@@ -455,9 +457,14 @@ impl ServedDisk {
 
 /// [`persist::open_left_behind`] for the file that holds the disk (a remote or image disk,
 /// there only after a switch-over, has none to mark).
-fn open_left_behind(path: &Path, held: &Backing, length: u64) -> Result<Option<Arc<WriteIntent>>, DiskError> {
+fn open_left_behind(
+    path: &Path,
+    held: &Backing,
+    length: u64,
+    min_generation: u64,
+) -> Result<Option<Arc<WriteIntent>>, DiskError> {
     let Some(file) = held.local_file() else { return Ok(None) };
-    persist::open_left_behind(path, file, length).map_err(|source| DiskError::Bitmap { path: path.to_owned(), source })
+    persist::open_left_behind(path, file, length, min_generation).map_err(|source| DiskError::Bitmap { path: path.to_owned(), source })
 }
 
 /// Marks a write's chunks in the left-behind bitmap file, durably, before the write; the

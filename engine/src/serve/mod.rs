@@ -72,6 +72,9 @@ pub struct ServeConfig {
     /// resumes from it; while a file left by an unfinished job is there, every client write
     /// is marked in it, with or without a job (see [`ServedDisk::keep_bitmap`]).
     pub bitmap: Option<PathBuf>,
+    /// Refuse a bitmap file found at start whose newest generation is below this (an old
+    /// copy of it); 0 accepts any.
+    pub bitmap_min_generation: u64,
 }
 
 impl ServeConfig {
@@ -93,6 +96,7 @@ impl ServeConfig {
             max_payload_in_flight: 32 << 20,
             mirror: MirrorSetup::default(),
             bitmap: None,
+            bitmap_min_generation: 0,
         }
     }
 }
@@ -187,7 +191,7 @@ impl Server {
         }
         let mut disk = ServedDisk::open_as(&config.source, config.read_only, config.mirror.format)?;
         if let Some(path) = &config.bitmap {
-            disk = disk.keep_bitmap(path.clone())?;
+            disk = disk.keep_bitmap(path.clone(), config.bitmap_min_generation)?;
         }
         let disk = Arc::new(disk);
         let os = |what: String| move |source| ServeError::Os { what, source };

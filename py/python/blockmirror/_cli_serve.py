@@ -50,6 +50,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="jobs keep a crash-safe bitmap of what is left to copy at PATH; after a crash "
                         "or kill, serve again with the same --bitmap and start the job with QMP "
                         "drive-mirror \"mode\": \"existing\", \"resume\": true to copy only that")
+    p.add_argument("--bitmap-generation", type=int, default=0, metavar="N",
+                   help="refuse a --bitmap file whose generation is below N (an old copy of it)")
     add_format_arguments(p, target=False)
 
 
@@ -81,7 +83,8 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         server = blockmirror.serve(args.source, socket=args.socket, listen=args.listen, export=args.export,
                                    qmp=args.qmp, read_only=args.read_only, max_clients=args.max_clients,
-                                   direct=args.direct, format=args.format, web=web, bitmap=args.bitmap)
+                                   direct=args.direct, format=args.format, web=web, bitmap=args.bitmap,
+                                   bitmap_min_generation=args.bitmap_generation)
     except blockmirror.BitmapError as exc:
         print(f"blockmirror serve: error: {exc} (remove the file to start over)", file=sys.stderr)
         return EXIT_USAGE

@@ -397,6 +397,7 @@ class NbdServer:
         not_converging_window: float = 10.0,
         format: Literal["raw", "qcow2"] | None = None,
         bitmap: str | os.PathLike[str] | None = None,
+        bitmap_min_generation: int = 0,
     ) -> NbdServer: ...
     @property
     def uri(self) -> str: ...

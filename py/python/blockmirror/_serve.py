@@ -216,6 +216,7 @@ def serve(
     format: Optional[str] = None,
     web: Optional[Tuple[str, int]] = None,
     bitmap: Optional[PathLike] = None,
+    bitmap_min_generation: int = 0,
 ) -> Server:
     """Exports ``source`` (a raw image or block device) over NBD and returns the running
     :class:`Server`.
@@ -234,7 +235,9 @@ def serve(
     the same ``bitmap`` and start the job with ``resume=True`` (QMP ``drive-mirror`` with
     ``"resume": true``): only the chunks it marks are copied again. While a file left by an
     unfinished job is there, every client write is marked in it first, job or no job. A
-    file made for another disk, or a damaged one, raises :class:`~blockmirror.BitmapError`.
+    file made for another disk, or a damaged one, raises :class:`~blockmirror.BitmapError`,
+    as does one whose generation is below ``bitmap_min_generation`` (an old copy of the
+    file; :func:`~blockmirror.read_bitmap` tells a file's generation).
 
     ``web=(host, port)`` also serves the teaching page over HTTP, with a live view of the
     running job at ``/live`` (its chunk grid and events, streamed): loopback hosts only
@@ -255,6 +258,7 @@ def serve(
         not_converging_window=not_converging_window,
         format=format,
         bitmap=os.fspath(bitmap) if bitmap is not None else None,
+        bitmap_min_generation=bitmap_min_generation,
     )
     live = None
     if web is not None:
