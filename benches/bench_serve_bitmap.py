@@ -16,8 +16,11 @@ Two disks: a dense one (default 1 GiB: each 1 MiB bitmap chunk is hit every inte
 the activity window keeps all of them marked) and a sparse one (default 8 GiB, made
 afresh for every run: most writes land in a chunk that the last round cleared, the worst
 case for marks). Every run starts with no bitmap file (a file left behind would have to
-be resumed from). The file's generation (+1 per synced write of the file) before and
-after fio counts the file writes that fio's writes caused, clearing rounds included.
+be resumed from). fio's first ``--bitmap-ramp`` seconds do not count (ramp_time): after
+a cleared file the first touch of every chunk waits for the file, a warm-up whose length
+depends on the disk, not the steady cost (``--bitmap-ramp 0`` includes it). The file's
+generation (+1 per synced write of the file) after the ramp and after fio counts the file
+writes made while fio's figures were taken, clearing rounds included.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from bench_serve import (MiB, Server, cancel_mirror, fio_command, load, make_random_image, next_event, run_fio,
+from bench_serve import (MiB, Server, cancel_mirror, fio_command, fio_result, load, make_random_image, next_event,
                          serving, settle, start_mirror, write_figures)
 
 VARIANTS = ("bitmap", "none")
@@ -43,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bitmap-states", default="background,write-blocking,idle-left-behind")
     g.add_argument("--bitmap-clean-bound", type=float, default=10.0,
                    help="seconds to wait for the cleaning rounds to clear the file before fio (0: no wait)")
+    g.add_argument("--bitmap-ramp", type=float, default=3.0,
+                   help="seconds of fio before its figures count (fio's ramp_time): the first touch of every "
+                        "chunk after the file was cleared is left out, so the figures are the steady state")
     g.add_argument("--bitmap-ready-bound", type=float, default=120.0, help="seconds to wait for the job's READY")
 
 
@@ -50,7 +57,7 @@ def quick(args: argparse.Namespace) -> None:
     """Tiny disks, the deep queue only, two states, no wait for a clean file."""
     args.bitmap_dense_mib, args.bitmap_sparse_mib = 16, 64
     args.bitmap_iodepth, args.bitmap_states = "16", "write-blocking,idle-left-behind"
-    args.bitmap_clean_bound = 0.0
+    args.bitmap_clean_bound = args.bitmap_ramp = 0.0
 
 
 def _file_state(path: str) -> Tuple[int, int]:
@@ -96,10 +103,8 @@ def _one_run(args: argparse.Namespace, disk: Tuple[str, str, int, bool], state: 
         # Untimed: the copy's dirty pages written back alike with and without the file (the
         # cleaning rounds flush the target, so only the runs with the file would have).
         settle(args)
-        before = _file_state(kept) if kept else (0, 0)
-        doc = run_fio(fio_command(server.uri, bs="4k", iodepth=qd, size=f"{size // MiB}M", runtime=args.runtime),
-                      timeout=args.runtime + 120)
-        after = _file_state(kept) if kept else (0, 0)
+        dirty_at_start = _file_state(kept)[1] if kept else 0
+        doc, before, after = _fio_counting(args, server, kept, size, qd)
         _check_job(server, state)
         if state != "idle-left-behind":
             cancel_mirror(server)
@@ -108,7 +113,29 @@ def _one_run(args: argparse.Namespace, disk: Tuple[str, str, int, bool], state: 
             os.remove(path)
     figures = write_figures(doc)
     return {"disk": name, "state": state, "iodepth": qd, "variant": variant, **figures, "ready_s": ready_s,
-            "clean_s": clean_s, "dirty_chunks_at_start": before[1], "file_writes": after[0] - before[0]}
+            "clean_s": clean_s, "dirty_chunks_at_start": dirty_at_start, "file_writes": after - before}
+
+
+def _fio_counting(args: argparse.Namespace, server: Server, bitmap: Optional[str], size: int,
+                  qd: int) -> Tuple[Dict[str, Any], int, int]:
+    """fio's document, and the file's generation once fio's ramp is over (about: fio starts
+    its clock after connecting, a few milliseconds) and after fio: the file writes made
+    while fio's figures were taken. 0, 0 without a file."""
+    ramp = [f"--ramp_time={int(args.bitmap_ramp * 1000)}ms"] if args.bitmap_ramp else []
+    fio = subprocess.Popen(fio_command(server.uri, bs="4k", iodepth=qd, size=f"{size // MiB}M", runtime=args.runtime,
+                                       extra=ramp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(args.bitmap_ramp)
+        before = _file_state(bitmap)[0] if bitmap else 0
+        out, err = fio.communicate(timeout=args.bitmap_ramp + args.runtime + 120)
+    except BaseException:
+        fio.kill()
+        fio.wait()
+        raise
+    if fio.returncode != 0:
+        raise RuntimeError(f"fio failed ({fio.returncode}): {err[-2000:]} {out[-2000:]}")
+    after = _file_state(bitmap)[0] if bitmap else 0
+    return fio_result(out), before, after
 
 
 def _check_job(server: Server, state: str) -> None:
@@ -143,7 +170,8 @@ def bench_bitmap(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[s
     if os.path.exists(disks[1][1]):
         os.remove(disks[1][1])
     loads.append(f"after: {load()}")
-    header = (f"bitmap file's cost, fio 4 KiB random writes over the whole disk, {args.runtime} s per run, "
+    header = (f"bitmap file's cost, fio 4 KiB random writes over the whole disk, {args.runtime} s per run after "
+              f"{args.bitmap_ramp} s of ramp, "
               f"{args.reps} pairs per row (with/without alternating); load {loads[0]}, {loads[1]}")
     return {"runs": runs, "table": report_bitmap(runs, header), "load": loads}
 
