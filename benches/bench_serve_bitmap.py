@@ -26,16 +26,22 @@ writes made while fio's figures were taken, clearing rounds included.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
+import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from bench_serve import (MiB, Server, cancel_mirror, fio_command, fio_result, load, make_random_image, next_event,
                          serving, settle, start_mirror, write_figures)
 
 VARIANTS = ("bitmap", "none")
+# No bitmap file, but the target synced every interval as the cleaning rounds do: what the
+# flush costs by itself (--bitmap-flushed-baseline).
+FLUSHED = "flushed"
+CLEANING_INTERVAL = 1.0  # serve's bitmap interval (its default; QMP does not set it)
 GOAL_RATIO = 0.90  # the bitmap may cost at most 10 % of IOPS at iodepth 16
 
 
@@ -50,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bitmap-ramp", type=float, default=3.0,
                    help="seconds of fio before its figures count (fio's ramp_time): the first touch of every "
                         "chunk after the file was cleared is left out, so the figures are the steady state")
+    g.add_argument("--bitmap-flushed-baseline", action="store_true",
+                   help="a third variant: no bitmap file, the target fdatasync'd every second during fio (what "
+                        "the cleaning rounds do to it), to tell the flush's cost from the file's")
     g.add_argument("--bitmap-ready-bound", type=float, default=120.0, help="seconds to wait for the job's READY")
 
 
@@ -104,7 +113,8 @@ def _one_run(args: argparse.Namespace, disk: Tuple[str, str, int, bool], state: 
         # cleaning rounds flush the target, so only the runs with the file would have).
         settle(args)
         dirty_at_start = _file_state(kept)[1] if kept else 0
-        doc, before, after = _fio_counting(args, server, kept, size, qd)
+        with _syncing(target if variant == FLUSHED else None):
+            doc, before, after = _fio_counting(args, server, kept, size, qd)
         _check_job(server, state)
         if state != "idle-left-behind":
             cancel_mirror(server)
@@ -138,6 +148,31 @@ def _fio_counting(args: argparse.Namespace, server: Server, bitmap: Optional[str
     return fio_result(out), before, after
 
 
+@contextlib.contextmanager
+def _syncing(path: Optional[str]) -> Iterator[None]:
+    """fdatasync of ``path`` every cleaning interval on a thread while inside (nothing
+    without a path)."""
+    if path is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def run() -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            while not stop.wait(CLEANING_INTERVAL):
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _check_job(server: Server, state: str) -> None:
     """The job the state calls for is still there (a mirror that failed mid-run would make
     the figures those of an idle disk)."""
@@ -157,11 +192,16 @@ def bench_bitmap(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[s
     target, bitmap = os.path.join(args.dir, "bitmap-dst.img"), os.path.join(args.dir, "bitmap-run.bmbitmap")
     configs = [(disk, state, qd) for disk in disks for state in args.bitmap_states.split(",")
                for qd in map(int, args.bitmap_iodepth.split(","))]
+    variants = VARIANTS + ((FLUSHED,) if args.bitmap_flushed_baseline else ())
     runs: List[Dict[str, Any]] = []
     loads = [f"before: {load()}"]
     for rep in range(args.reps):
         for index, (disk, state, qd) in enumerate(configs):
-            for variant in (VARIANTS if (rep + index) % 2 == 0 else VARIANTS[::-1]):
+            # Every order in turn: with two variants ABBA..., with three a rotation each
+            # time, reversed every other time.
+            turn = (rep + index) % len(variants)
+            rotated = variants[turn:] + variants[:turn]
+            for variant in (rotated if (rep + index) % 2 == 0 else rotated[::-1]):
                 row = {"rep": rep, **_one_run(args, disk, state, qd, variant, target, bitmap)}
                 runs.append(row)
                 log(f"rep {rep + 1} {row['disk']:16} {state:16} qd{qd:<3} {variant:6} {row['iops']:8.0f} IOPS "
@@ -200,8 +240,16 @@ def report_bitmap(runs: List[Dict[str, Any]], header: str) -> List[Dict[str, Any
               f"{iops_ratio:9.2f}x | {med(with_, 'p50_us'):6.0f}/{med(without, 'p50_us'):<6.0f} | "
               f"{med(with_, 'p99_us'):7.0f}/{med(without, 'p99_us'):<7.0f} | {p99_ratio:8.2f}x | "
               f"{med(with_, 'file_writes'):15.0f} | {per_k:13.1f}")
-        table.append({"disk": disk, "state": state, "iodepth": qd, "iops_ratio": iops_ratio, "p99_ratio": p99_ratio,
-                      "file_writes_per_1k": per_k})
+        row = {"disk": disk, "state": state, "iodepth": qd, "iops_ratio": iops_ratio, "p99_ratio": p99_ratio,
+               "file_writes_per_1k": per_k}
+        flushed = sel(FLUSHED)
+        if flushed:
+            row["flushed_ratio"] = statistics.median(a["iops"] / b["iops"] for a, b in zip(flushed, without))
+            row["with_over_flushed"] = statistics.median(a["iops"] / b["iops"] for a, b in zip(with_, flushed))
+            print(f"{'':16} {'':16} {'':>3}   target synced every {CLEANING_INTERVAL:.0f} s, no file: IOPS "
+                  f"{mm(flushed, 'iops')}, p50 {med(flushed, 'p50_us'):.0f}, p99 {med(flushed, 'p99_us'):.0f} us; "
+                  f"flushed/without {row['flushed_ratio']:.2f}x, with/flushed {row['with_over_flushed']:.2f}x")
+        table.append(row)
     print(f"\ngoal: with the bitmap, at least {GOAL_RATIO:.2f}x the IOPS without it at iodepth 16")
     for row in table:
         if row["iodepth"] == 16:
