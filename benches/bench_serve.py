@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
+from qemu.qmp.protocol import ConnectError
 
 from proc_stats import RssSampler, context_switches, cpu_delta, memory_kib, process_cpu, thread_cpu
 
@@ -106,7 +107,7 @@ def serving(kind: str, image: str, workdir: str, python: str, bitmap: Optional[s
             try:
                 qmp.connect(negotiate=True)
                 break
-            except OSError:
+            except (OSError, ConnectError):  # qemu.qmp wraps the refusal in its ConnectError
                 if attempt == 99:
                     raise
                 time.sleep(0.02)
