@@ -4,7 +4,7 @@ each, driven by the same fio jobs and the same QMP commands, the two servers alt
 within every repetition (ABBA...), so machine noise hits them alike. Compare the paired
 ratios (blockmirror / QEMU), not the bare figures: this machine's disk and CPU are shared.
 
-Sub-benchmarks (any combination; all three when none is named):
+Sub-benchmarks (any combination; all four when none is named):
   --fio     fio's nbd engine, random writes (4 KiB and 64 KiB, iodepth 1 and 16) on a 1 GiB
             raw file: idle, while a ready mirror runs in background mode, and in
             write-blocking mode. IOPS, p50/p99 completion latency, server CPU per I/O by
@@ -13,12 +13,16 @@ Sub-benchmarks (any combination; all three when none is named):
             at fractions of that speed, both copy modes; "not ready" past a bound.
   --memory  VmRSS / VmHWM of the server process on a 1 TiB sparse file with 16 fio
             clients doing I/O: idle, and while mirroring (speed-limited, then cancelled).
+  --bitmap  what `serve --bitmap` (the crash-safe bitmap file) costs fio's 4 KiB random writes
+            on a dense 1 GiB and a sparse 8 GiB disk, ready mirror in both copy modes and
+            idle with a file left behind, with/without alternating (bench_serve_bitmap.py).
   --quick   tiny sizes and one repetition: seconds, to keep the script working.
 
 Usage (from the repository root, the release extension installed in .venv):
     .venv/bin/python benches/bench_serve.py --fio --reps 5 --runtime 5 --dir /var/tmp/bm-serve
     .venv/bin/python benches/bench_serve.py --ready --reps 3 --dir /var/tmp/bm-serve
     .venv/bin/python benches/bench_serve.py --memory --dir /var/tmp/bm-serve
+    .venv/bin/python benches/bench_serve.py --bitmap --reps 3 --runtime 5 --dir /var/tmp/bm-serve
 """
 
 from __future__ import annotations
@@ -28,23 +32,23 @@ import contextlib
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
+from qemu.qmp.protocol import ConnectError
+
+from proc_stats import RssSampler, context_switches, cpu_delta, memory_kib, process_cpu, thread_cpu
 
 MiB = 1 << 20
 EXPORT = "disk"
 SERVERS = ("blockmirror", "qemu-storage-daemon")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------------
@@ -71,9 +75,10 @@ def _wait_for(paths: List[str], proc: subprocess.Popen, what: str, timeout: floa
         time.sleep(0.01)
 
 
-def _server_command(kind: str, image: str, nbd: str, qmp: str, python: str) -> List[str]:
+def _server_command(kind: str, image: str, nbd: str, qmp: str, python: str, bitmap: Optional[str]) -> List[str]:
     if kind == "blockmirror":
-        return [python, "-m", "blockmirror", "serve", image, "--socket", nbd, "--qmp", qmp, "--export", EXPORT]
+        return [python, "-m", "blockmirror", "serve", image, "--socket", nbd, "--qmp", qmp, "--export", EXPORT,
+                *(["--bitmap", bitmap] if bitmap else [])]
     # QEMU's defaults for a file node: page cache, aio=threads (its worker-thread pool).
     return ["qemu-storage-daemon",
             "--blockdev", f"driver=file,node-name=file0,filename={image}",
@@ -85,13 +90,14 @@ def _server_command(kind: str, image: str, nbd: str, qmp: str, python: str) -> L
 
 
 @contextlib.contextmanager
-def serving(kind: str, image: str, workdir: str, python: str) -> Iterator[Server]:
+def serving(kind: str, image: str, workdir: str, python: str, bitmap: Optional[str] = None) -> Iterator[Server]:
+    """A server of ``image``; ``bitmap``: blockmirror's jobs keep their bitmap file there."""
     tag = "bm" if kind == "blockmirror" else "qsd"
     nbd, qmp_path = os.path.join(workdir, f"{tag}-nbd.sock"), os.path.join(workdir, f"{tag}-qmp.sock")
     for p in (nbd, qmp_path):
         if os.path.exists(p):
             os.remove(p)
-    proc = subprocess.Popen(_server_command(kind, image, nbd, qmp_path, python), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(_server_command(kind, image, nbd, qmp_path, python, bitmap), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     qmp = None
     try:
@@ -101,7 +107,7 @@ def serving(kind: str, image: str, workdir: str, python: str) -> Iterator[Server
             try:
                 qmp.connect(negotiate=True)
                 break
-            except OSError:
+            except (OSError, ConnectError):  # qemu.qmp wraps the refusal in its ConnectError
                 if attempt == 99:
                     raise
                 time.sleep(0.02)
@@ -153,93 +159,7 @@ def cancel_mirror(server: Server) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# Measuring a process
-
-def thread_cpu(pid: int) -> Dict[str, float]:
-    """CPU seconds (user + system) per thread group of ``pid``: thread names with their
-    numbers removed (``bm-serve-io-3`` -> ``bm-serve-io-``), so groups compare across runs."""
-    groups: Dict[str, float] = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                stat = f.read()
-        except FileNotFoundError:
-            continue  # the thread ended meanwhile
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        ticks = int(fields[11]) + int(fields[12])  # utime, stime
-        group = re.sub(r"\d+$", "", name)
-        groups[group] = groups.get(group, 0.0) + ticks / CLOCK_TICKS
-    return groups
-
-
-def context_switches(pid: int) -> Tuple[int, int]:
-    """(voluntary, involuntary) context switches summed over the live threads of ``pid``:
-    a voluntary one is a thread going to sleep (a hand-off between threads costs one on
-    each side), an involuntary one a thread preempted while it could still run."""
-    voluntary = involuntary = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                for line in f:
-                    if line.startswith("voluntary_ctxt_switches:"):
-                        voluntary += int(line.split()[1])
-                    elif line.startswith("nonvoluntary_ctxt_switches:"):
-                        involuntary += int(line.split()[1])
-        except FileNotFoundError:
-            continue
-    return voluntary, involuntary
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of the whole process, threads that ended included (the
-    per-thread figures lose those: QEMU's pool workers come and go)."""
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def cpu_delta(before: Dict[str, float], after: Dict[str, float]) -> Dict[str, float]:
-    """Per group, CPU seconds spent between two samples (threads that ended are lost:
-    the servers keep their threads for their lifetime, the mirror's end with the job)."""
-    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after if after.get(k, 0.0) - before.get(k, 0.0) > 0}
-
-
-def memory_kib(pid: int) -> Tuple[int, int]:
-    """(VmRSS, VmHWM) of ``pid`` in KiB."""
-    values = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0])
-    return values["VmRSS"], values["VmHWM"]
-
-
-class RssSampler:
-    """Samples VmRSS of a process every ``interval`` seconds on a thread; ``peak`` is the
-    highest seen (VmHWM covers the whole life, this one a window)."""
-
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        self.pid, self.interval, self.peak = pid, interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(FileNotFoundError, KeyError):
-                self.peak = max(self.peak, memory_kib(self.pid)[0])
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "RssSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-
+# Machine load
 
 def load() -> str:
     with open("/proc/loadavg") as f:
@@ -535,10 +455,15 @@ def bench_memory(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[s
 # ---------------------------------------------------------------------------------------
 
 def main() -> int:
+    # Imported here: it imports this script's helpers (as the module bench_serve), which
+    # must not happen while this file is itself being loaded as that module.
+    import bench_serve_bitmap
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fio", action="store_true", help="sub-benchmark 1: fio IOPS and latency")
     p.add_argument("--ready", action="store_true", help="sub-benchmark 2: time to ready under a guest")
     p.add_argument("--memory", action="store_true", help="sub-benchmark 3: RSS with 16 clients, 1 TiB disk")
+    p.add_argument("--bitmap", action="store_true", help="sub-benchmark 4: the bitmap file's cost to guest writes")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one repetition (seconds)")
     p.add_argument("--dir", default="/var/tmp/blockmirror-serve-bench")
     p.add_argument("--python", default=sys.executable, help="interpreter that runs `-m blockmirror serve`")
@@ -566,20 +491,23 @@ def main() -> int:
     g.add_argument("--clients", type=int, default=16)
     g.add_argument("--memory-runtime", type=float, default=5.0)
     g.add_argument("--memory-blockmirror-only", action="store_true")
+    bench_serve_bitmap.add_arguments(p)
     args = p.parse_args()
     if args.report:
         with open(args.report) as f:
             saved = json.load(f)
         if "fio" in saved:
             report_fio(saved["fio"]["runs"], " ".join(saved["argv"]) + "; load " + ", ".join(saved["fio"]["load"]))
+        bench_serve_bitmap.report_saved(saved)
         return 0
-    if not (args.fio or args.ready or args.memory):
-        args.fio = args.ready = args.memory = True
+    if not (args.fio or args.ready or args.memory or args.bitmap):
+        args.fio = args.ready = args.memory = args.bitmap = True
     if args.quick:
         args.reps, args.fio_size_mib, args.runtime = 1, 16, 0.5
         args.bs, args.iodepth, args.states = "4k", "16", "idle,write-blocking"
         args.ready_size_mib, args.fractions, args.modes, args.ready_bound, args.warmup = 16, "0.5", "write-blocking", 10.0, 0.2
         args.memory_size_gib, args.memory_io_gib, args.clients, args.memory_runtime = 16, 1, 4, 0.5
+        bench_serve_bitmap.quick(args)
     for tool in ("fio", "qemu-storage-daemon"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed")
@@ -598,6 +526,8 @@ def main() -> int:
         results["ready"] = bench_ready(args, log)
     if args.memory:
         results["memory"] = bench_memory(args, log)
+    if args.bitmap:
+        results["bitmap"] = bench_serve_bitmap.bench_bitmap(args, log)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -178,7 +178,7 @@ def test_sixteen_clients_on_a_terabyte_disk_idle_and_mirroring_stay_under_100_mi
 
 def test_the_serve_benchmark_runs_in_quick_mode(tmp_path):
     """benches/bench_serve.py measures this server against qemu-storage-daemon; its quick
-    mode (every sub-benchmark, tiny sizes) is run here so the script keeps working."""
+    mode (every sub-benchmark, the bitmap file's cost included; tiny sizes) is run here so the script keeps working."""
     missing = [tool for tool in ("fio", "qemu-storage-daemon") if shutil.which(tool) is None]
     assert not missing, f"not installed: {missing} (scripts/setup.sh all installs them)"
     bench = os.path.join(os.path.dirname(__file__), "..", "benches", "bench_serve.py")
@@ -186,3 +186,4 @@ def test_the_serve_benchmark_runs_in_quick_mode(tmp_path):
                          timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "IOPS ratio" in out.stdout and "time to ready" in out.stdout and "VmHWM" in out.stdout, out.stdout
+    assert "bitmap file's cost" in out.stdout and "idle-left-behind" in out.stdout, out.stdout
