@@ -37,6 +37,11 @@ fn clean_once(shared: &Shared, intent: &WriteIntent) -> bool {
         ranges
     };
     intent.exclude(excluded);
+    // Nothing to clear: no flush (a guest at the target's rate would feel every one).
+    if intent.round_is_empty() {
+        intent.abandon_round();
+        return true;
+    }
     if shared.files.target.flush().is_err() {
         intent.abandon_round();
         return true;

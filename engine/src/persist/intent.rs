@@ -6,21 +6,28 @@
 //! - `durable`: what the file holds for certain now: the last completed write, minus what
 //!   was cleared since (a write in progress may be removing it). A mark finds its chunks
 //!   in both `marked` and `durable` and returns at once: the activity window's fast path.
-//! - `recent`: chunks marked since the last cleaning round began; that round does not
-//!   clear them (the activity window).
+//! - `recent`: chunks marked during each of the last [`ACTIVITY_ROUNDS`] cleaning
+//!   intervals, newest last; a round clears none of them (the activity window). Why
+//!   several intervals: a guest writing at random over a large disk leaves many chunks
+//!   untouched for one interval and touches them again soon after; clearing them after a
+//!   single quiet interval made most of its writes wait for a synced write of the file.
+//!   A resume copies the window's chunks again, which the guest was writing anyway.
 //!
 //! Batching (group commit): a mark that needs a write waits for a write that *starts*
 //! after its bits were set. Whoever finds no write running becomes the writer: it takes a
 //! copy of `marked`, writes and syncs it without the lock, and wakes every waiter its copy
 //! covers; so one sync covers every write that was waiting when it started.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use blockmirror_core::bitmap::HBitmap;
 
 use super::{BitmapFile, PersistError};
+
+/// Cleaning intervals a marked chunk must go untouched before a round may clear it.
+pub const ACTIVITY_ROUNDS: usize = 4;
 
 /// The runs of dirty items of `bitmap`, ascending.
 pub(super) fn dirty_runs(bitmap: &HBitmap) -> impl Iterator<Item = Range<u64>> + '_ {
@@ -48,7 +55,7 @@ pub struct IntentStats {
 struct IntentState {
     marked: HBitmap,
     durable: HBitmap,
-    recent: HBitmap,
+    recent: VecDeque<HBitmap>,
     /// The chunks the cleaning round in progress may clear (marks remove theirs).
     round: Option<HBitmap>,
     /// Guest writes between their mark and their landing, by ticket.
@@ -96,7 +103,7 @@ impl WriteIntent {
             state: Mutex::new(IntentState {
                 durable: bitmap.clone(),
                 marked: bitmap,
-                recent: empty,
+                recent: std::iter::repeat_n(empty, ACTIVITY_ROUNDS).collect(),
                 round: None,
                 active: HashMap::new(),
                 next_ticket: 0,
@@ -134,7 +141,7 @@ impl WriteIntent {
         st.next_ticket += 1;
         st.active.insert(id, range.clone());
         let ticket = IntentTicket { intent: Arc::clone(self), id };
-        st.recent.set(range.start, count).expect("inside the disk");
+        st.recent.back_mut().expect("ACTIVITY_ROUNDS > 0").set(range.start, count).expect("inside the disk");
         if let Some(round) = st.round.as_mut() {
             round.reset(range.start, count).expect("whole chunks");
         }
@@ -205,8 +212,9 @@ impl WriteIntent {
         }
     }
 
-    /// Starts a cleaning round: every marked chunk not in the activity window and not under
-    /// a guest write may be cleared, unless [`exclude`](Self::exclude) or a mark removes
+    /// Starts a cleaning round: every marked chunk not in the activity window (not marked
+    /// during the last [`ACTIVITY_ROUNDS`] intervals) and not under a guest write may be
+    /// cleared, unless [`exclude`](Self::exclude) or a mark removes
     /// it before [`finish_round`](Self::finish_round). Returns false if a round runs.
     pub fn begin_round(&self) -> bool {
         let mut st = self.lock();
@@ -214,13 +222,18 @@ impl WriteIntent {
             return false;
         }
         let mut candidates = st.marked.clone();
-        for run in dirty_runs(&st.recent) {
-            candidates.reset(run.start, run.end - run.start).expect("runs of whole chunks");
+        for interval in &st.recent {
+            for run in dirty_runs(interval) {
+                candidates.reset(run.start, run.end - run.start).expect("runs of whole chunks");
+            }
         }
         for range in st.active.values() {
             candidates.reset(range.start, range.end - range.start).expect("whole chunks");
         }
-        st.recent.reset_all();
+        // The oldest interval leaves the window; its bitmap is reused for the next one.
+        let mut oldest = st.recent.pop_front().expect("ACTIVITY_ROUNDS > 0");
+        oldest.reset_all();
+        st.recent.push_back(oldest);
         st.round = Some(candidates);
         true
     }
@@ -237,6 +250,11 @@ impl WriteIntent {
                 }
             }
         }
+    }
+
+    /// Whether the round in progress has nothing left it could clear (none runs: true).
+    pub fn round_is_empty(&self) -> bool {
+        self.lock().round.as_ref().is_none_or(|round| round.dirty_granules() == 0)
     }
 
     /// Drops the round without clearing anything.

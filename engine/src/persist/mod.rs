@@ -12,7 +12,7 @@
 //! - **Clear lazily.** A chunk is cleared only after the job no longer holds it dirty, no
 //!   copy or guest write on it was in flight when that was observed, nothing marked it
 //!   since, and the target was flushed afterwards (so the copy that made it clean is
-//!   durable). Chunks written during the last cleaning interval stay marked (the activity
+//!   durable). Chunks written during the last few cleaning intervals stay marked (the activity
 //!   window), so hot chunks are not cleared and re-marked over and over.
 //!
 //! Modules: `format` (a slot's bytes: header and body, checksums), `file` (the two
