@@ -32,7 +32,7 @@ pub(crate) use cleaner::spawn_cleaner;
 pub use file::{inspect, BitmapFile};
 pub use format::{BitmapIdentity, DecodedSlot, SideIdentity, MAGIC, VERSION};
 pub use intent::IntentStats;
-pub use intent::{IntentTicket, WriteIntent};
+pub use intent::{IntentTicket, WriteIntent, ACTIVITY_ROUNDS};
 pub(crate) use setup::{attach, open_left_behind};
 pub use setup::{default_bitmap_path, BitmapSetup, DEFAULT_BITMAP_GRANULARITY, DEFAULT_CLEAN_INTERVAL};
 
