@@ -3,9 +3,10 @@
 //! buffer that stays put in memory, and verbs that return typed errors.
 
 use crate::guest_meter::{GuestCost, GuestMeter};
+use crate::readouts::Readouts;
 use crate::settings::{bytes_from_js, DemoError, DemoSettings, FaultChoice};
-use blockmirror_core::job::{CopyMode, Event, JobStatus, MirrorJob, Nanos, Progress, Rates, Verb};
-use blockmirror_core::sim::{Command, Goal, Pattern, SimEvent, SimEventKind, Simulation};
+use blockmirror_core::job::{CopyMode, JobStatus, Progress, Rates, Verb};
+use blockmirror_core::sim::{Command, Goal, Pattern, SimEvent, Simulation};
 
 /// "Step" advances to the next event, but never more than this much virtual time (when
 /// nothing at all is pending, e.g. an idle guest and a job stopped by an error).
@@ -27,117 +28,6 @@ pub struct Demo {
     guest_meter: GuestMeter,
     /// The guest write rate the page asked for, bytes per second.
     asked_write_rate: u64,
-    /// Whether the job's last `BLOCK_JOB_NOT_CONVERGING` still holds, and how far the
-    /// events have been read for it.
-    convergence: ConvergenceWatch,
-}
-
-/// Whether a `BLOCK_JOB_NOT_CONVERGING` verdict still holds, so that every readout agrees
-/// with it (an ETA next to that event must not promise a finite time).
-///
-/// The verdict holds from the event until the job becomes ready, leaves `running`, mirrors
-/// in write-blocking mode (which converges under any write rate), or its dirty bytes fall
-/// below three quarters of what they were at the event (the backlog is clearly shrinking;
-/// the job itself re-arms its event only after dirty bytes shrink).
-#[derive(Debug, Clone, Default)]
-struct ConvergenceWatch {
-    /// Dirty bytes at the event, while the verdict holds.
-    dirty_at_event: Option<u64>,
-    /// Events already looked at.
-    events_read: usize,
-}
-
-impl ConvergenceWatch {
-    fn update(&mut self, sim: &Simulation) {
-        let events = sim.events();
-        for event in &events[self.events_read.min(events.len())..] {
-            match &event.kind {
-                SimEventKind::Job(Event::NotConverging { dirty_bytes, .. }) => self.dirty_at_event = Some(*dirty_bytes),
-                SimEventKind::Job(Event::Ready { .. } | Event::AutoConverge { .. }) => self.dirty_at_event = None,
-                _ => {}
-            }
-        }
-        self.events_read = events.len();
-        let job = sim.job();
-        let over = job.status() != JobStatus::Running
-            || job.config().copy_mode == CopyMode::WriteBlocking
-            || self.dirty_at_event.is_some_and(|at| job.bitmap().count() < at / 4 * 3);
-        if over {
-            self.dirty_at_event = None;
-        }
-    }
-
-    fn holds(&self) -> bool {
-        self.dirty_at_event.is_some()
-    }
-}
-
-/// What the page shows besides the chunks, taken at one instant of virtual time so that
-/// the numbers on screen agree with each other.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Readouts {
-    /// The job's rate estimates as of the simulation's clock, not the job's: the job only
-    /// learns the time when something happens to it, so while it is paused, stopped by an
-    /// error or idle its own clock (and with it its sliding windows) stands still.
-    pub rates: Rates,
-    /// The verbs the job would accept now, in [`Verb::ALL`] order.
-    pub accepted_verbs: Vec<Verb>,
-    /// What mirroring costs the guest, over the last 2 s.
-    pub guest: GuestCost,
-    /// Whether the job's `BLOCK_JOB_NOT_CONVERGING` still holds (see [`ConvergenceWatch`]).
-    pub not_converging: bool,
-    /// The simulation's event count and the job's status when `accepted_verbs` was asked.
-    /// What a verb's extra checks look at (a pause or cancel requested, an error winding the
-    /// job down, ready reached) only changes through a command or a job event, and every one
-    /// of those is recorded in the simulation's event list; so while this key holds, the
-    /// answer does, and asking again (a copy of the job per verb) is skipped.
-    verbs_asked_at: (usize, JobStatus),
-}
-
-impl Readouts {
-    /// Takes the readouts of `sim`, reusing `previous`'s verbs when nothing they depend on
-    /// has happened since.
-    fn of(sim: &Simulation, previous: Option<&Readouts>) -> Self {
-        let mut job = sim.job().clone();
-        job.handle_timeout(Nanos(sim.now_ns()));
-        let rates = job.rates();
-        // The verbs are asked of the job as it is: a command reaches it without a clock tick.
-        let key = (sim.events().len(), sim.job().status());
-        let accepted_verbs = match previous {
-            Some(p) if p.verbs_asked_at == key => p.accepted_verbs.clone(),
-            _ => Verb::ALL.into_iter().filter(|&verb| accepts(sim.job(), verb)).collect(),
-        };
-        Self {
-            rates,
-            accepted_verbs,
-            guest: GuestCost::default(),
-            not_converging: false,
-            verbs_asked_at: key,
-        }
-    }
-}
-
-/// Whether `job` would accept `verb` now: the core's verb table, then the verb itself tried
-/// on a copy of the job (the core's own extra checks, e.g. `resume` needs a pause in force),
-/// so the answer is always the core's and a refused button cannot be offered.
-fn accepts(job: &MirrorJob, verb: Verb) -> bool {
-    if !verb.allowed_in(job.status()) {
-        return false;
-    }
-    let mut what_if = job.clone();
-    let result = match verb {
-        Verb::Start => what_if.start(job.now()),
-        Verb::Pause => what_if.pause(),
-        Verb::Resume => what_if.resume(),
-        Verb::SetSpeed => what_if.set_speed(job.config().speed_bytes_per_sec),
-        Verb::Complete => what_if.complete(),
-        Verb::Cancel => what_if.cancel(false),
-        Verb::Dismiss => what_if.dismiss(),
-        Verb::Change => what_if.set_copy_mode(job.config().copy_mode),
-        // A verb newer than this page: the table's answer.
-        _ => Ok(()),
-    };
-    result.is_ok()
 }
 
 impl Demo {
@@ -145,7 +35,7 @@ impl Demo {
     pub fn new(settings: DemoSettings) -> Result<Self, DemoError> {
         let sim = Simulation::new(settings.sim_config()?)?;
         let chunks = usize::try_from(sim.chunks()).expect("the chunk count is capped at MAX_CHUNKS");
-        let readouts = Readouts::of(&sim, None);
+        let readouts = Readouts::of(&sim, None, GuestCost::default());
         let mut demo = Self {
             sim,
             settings,
@@ -155,7 +45,6 @@ impl Demo {
             readouts,
             guest_meter: GuestMeter::default(),
             asked_write_rate: 0,
-            convergence: ConvergenceWatch::default(),
         };
         demo.refresh_chunk_states();
         Ok(demo)
@@ -312,11 +201,7 @@ impl Demo {
     pub fn refresh_readouts(&mut self) {
         let (bytes, writes) = self.sim.guest_written();
         self.guest_meter.sample(self.sim.now_ns(), bytes, writes, self.sim.guest_in_flight_integral_ns());
-        self.convergence.update(&self.sim);
-        let mut readouts = Readouts::of(&self.sim, Some(&self.readouts));
-        readouts.guest = self.guest_meter.cost();
-        readouts.not_converging = self.convergence.holds();
-        self.readouts = readouts;
+        self.readouts = Readouts::of(&self.sim, Some(&self.readouts), self.guest_meter.cost());
     }
 
     /// What mirroring costs the guest (throughput and latency over the last 2 s), as of the
@@ -325,8 +210,10 @@ impl Demo {
         self.readouts.guest
     }
 
-    /// Whether the job's `BLOCK_JOB_NOT_CONVERGING` still holds, as of the last
-    /// [`refresh_readouts`](Self::refresh_readouts): then there is no time to ready to show.
+    /// Whether a `BLOCK_JOB_NOT_CONVERGING` episode is under way, the core's verdict
+    /// ([`MirrorJob::is_not_converging`](blockmirror_core::job::MirrorJob::is_not_converging)),
+    /// as of the last [`refresh_readouts`](Self::refresh_readouts): before ready there is
+    /// then no time to ready to show.
     pub fn not_converging(&self) -> bool {
         self.readouts.not_converging
     }
@@ -373,21 +260,21 @@ impl Demo {
     }
 }
 
+/// Demos and runs the tests of this crate share.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
-    use blockmirror_core::job::Event;
-    use blockmirror_core::sim::{ChunkState, SimEventKind};
+    use blockmirror_core::sim::SimEventKind;
 
-    const MIB: f64 = 1048576.0;
+    pub(crate) const MIB: f64 = 1048576.0;
 
-    fn demo(disk_mib: f64, target_policy: &str) -> Demo {
+    pub(crate) fn demo(disk_mib: f64, target_policy: &str) -> Demo {
         let settings = DemoSettings::parse(disk_mib * MIB, 65536.0, "background", "report", target_policy, 3)
             .expect("valid settings");
         Demo::new(settings).expect("a demo")
     }
 
-    fn job_events(d: &Demo) -> Vec<&'static str> {
+    pub(crate) fn job_events(d: &Demo) -> Vec<&'static str> {
         d.events_since(0)
             .iter()
             .filter_map(|e| match &e.kind {
@@ -398,7 +285,7 @@ mod tests {
     }
 
     /// Runs in frame-sized slices until `done`, like the page does; panics after `max_ms`.
-    fn run_until(d: &mut Demo, max_ms: u64, done: impl Fn(&Demo) -> bool) {
+    pub(crate) fn run_until(d: &mut Demo, max_ms: u64, done: impl Fn(&Demo) -> bool) {
         for _ in 0..max_ms / 16 {
             if done(d) {
                 return;
@@ -407,6 +294,32 @@ mod tests {
         }
         panic!("not done after {max_ms} ms of virtual time; status {}", d.status());
     }
+
+    /// Runs a busy demo frame by frame, refreshing the readouts as the page does.
+    pub(crate) fn busy_with_readouts(mode: &str, virtual_ms: u64) -> Demo {
+        let settings = DemoSettings::parse(256.0 * MIB, 65536.0, mode, "report", "report", 5).unwrap();
+        let mut d = Demo::new(settings).unwrap();
+        d.set_write_rate(160.0 * MIB).unwrap();
+        d.set_target_bandwidth(100.0 * MIB).unwrap();
+        for _ in 0..virtual_ms / 16 {
+            d.run_for(16_000_000, 1_000_000);
+            d.refresh_readouts();
+        }
+        d
+    }
+
+    pub(crate) fn accepted(d: &mut Demo) -> Vec<Verb> {
+        d.refresh_readouts();
+        d.accepted_verbs().to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use blockmirror_core::job::Event;
+    use blockmirror_core::sim::{ChunkState, SimEventKind};
 
     #[test]
     fn a_quiet_disk_reaches_ready_and_completes() {
@@ -549,46 +462,6 @@ mod tests {
         assert_eq!(policy_run("enospc", false, 3_000).status(), JobStatus::Concluded);
     }
 
-    /// Runs a busy demo frame by frame, refreshing the readouts as the page does.
-    fn busy_with_readouts(mode: &str, virtual_ms: u64) -> Demo {
-        let settings = DemoSettings::parse(256.0 * MIB, 65536.0, mode, "report", "report", 5).unwrap();
-        let mut d = Demo::new(settings).unwrap();
-        d.set_write_rate(160.0 * MIB).unwrap();
-        d.set_target_bandwidth(100.0 * MIB).unwrap();
-        for _ in 0..virtual_ms / 16 {
-            d.run_for(16_000_000, 1_000_000);
-            d.refresh_readouts();
-        }
-        d
-    }
-
-    /// Write-blocking's price: guest writes wait for the slower target, so the guest gets
-    /// far less than it asks and each write takes much longer than in background mode.
-    #[test]
-    fn write_blocking_costs_the_guest_throughput_and_latency() {
-        let background = busy_with_readouts("background", 3_000);
-        let blocking = busy_with_readouts("write-blocking", 3_000);
-        let (b, w) = (background.guest_cost(), blocking.guest_cost());
-        let asked = 160.0 * MIB;
-        assert!(b.bytes_per_sec > 0.9 * asked, "background: the guest gets its rate: {b:?}");
-        assert!(w.bytes_per_sec < 0.5 * asked, "write-blocking: the guest is held back: {w:?}");
-        let (lb, lw) = (b.latency_ns.unwrap(), w.latency_ns.unwrap());
-        assert!(lw > 5.0 * lb, "write-blocking latency {lw} ns against background {lb} ns");
-        assert_eq!(blocking.asked_write_rate(), 160 << 20);
-    }
-
-    /// While NOT_CONVERGING holds no readout promises a time to ready.
-    #[test]
-    fn the_not_converging_verdict_holds_until_write_blocking_takes_over() {
-        let mut d = busy_with_readouts("background", 12_000);
-        assert!(job_events(&d).contains(&"BLOCK_JOB_NOT_CONVERGING"));
-        assert!(d.not_converging(), "the verdict holds while the backlog does not shrink");
-        d.set_copy_mode("write-blocking").unwrap();
-        d.run_for(16_000_000, 1_000_000);
-        d.refresh_readouts();
-        assert!(!d.not_converging(), "write-blocking converges under any write rate");
-    }
-
     #[test]
     fn force_cancel_stops_at_once_and_the_target_may_differ() {
         let mut d = demo(64.0, "report");
@@ -602,57 +475,6 @@ mod tests {
         assert!(events.contains(&"BLOCK_JOB_CANCELLED"));
         assert!(!events.contains(&"BLOCK_JOB_COMPLETED"));
         assert!(!d.sim().source_equals_target(), "cancelled a fifth of the way through");
-    }
-
-    fn accepted(d: &mut Demo) -> Vec<Verb> {
-        d.refresh_readouts();
-        d.accepted_verbs().to_vec()
-    }
-
-    /// The table allows `resume` while running and `pause` while paused; the job refuses
-    /// both. The accepted verbs follow the job, and a verb they list is one it takes.
-    #[test]
-    fn accepted_verbs_are_what_the_job_takes_not_just_the_table() {
-        let mut d = demo(64.0, "report");
-        d.set_target_bandwidth(50.0 * MIB).unwrap();
-        assert!(d.verb_allowed(Verb::Resume), "the table allows resume while running");
-        let running = accepted(&mut d);
-        assert!(running.contains(&Verb::Pause) && running.contains(&Verb::Cancel));
-        assert!(!running.contains(&Verb::Resume) && !running.contains(&Verb::Complete));
-        assert!(d.resume().is_err(), "and the job refuses it");
-        d.pause().unwrap();
-        let paused = accepted(&mut d);
-        assert!(paused.contains(&Verb::Resume) && !paused.contains(&Verb::Pause));
-        d.resume().unwrap();
-        run_until(&mut d, 10_000, |d| d.status() == JobStatus::Ready);
-        assert!(accepted(&mut d).contains(&Verb::Complete));
-        d.cancel(false).unwrap();
-        assert!(!accepted(&mut d).contains(&Verb::Complete), "complete after a cancel is refused");
-        assert!(d.complete().is_err());
-        run_until(&mut d, 10_000, |d| d.status() == JobStatus::Concluded);
-        assert_eq!(accepted(&mut d), [Verb::Dismiss]);
-        assert!(d.ended());
-    }
-
-    /// The job's own clock stops while it is paused with an idle guest; the readouts are
-    /// taken at the simulation's clock, so the copy rate falls to zero instead of holding
-    /// its last value.
-    #[test]
-    fn the_copy_rate_falls_to_zero_while_paused() {
-        let mut d = demo(256.0, "report");
-        d.set_target_bandwidth(50.0 * MIB).unwrap();
-        d.run_for(1_000_000_000, u64::MAX);
-        d.refresh_readouts();
-        assert!(d.rates().copy_bytes_per_sec > 0);
-        d.pause().unwrap();
-        run_until(&mut d, 1_000, |d| d.status() == JobStatus::Paused);
-        let stalled = d.sim().job().rates().copy_bytes_per_sec;
-        assert!(stalled > 0, "the job last saw itself copying");
-        d.run_for(3_000_000_000, u64::MAX);
-        assert_eq!(d.sim().job().rates().copy_bytes_per_sec, stalled, "the job's clock stands still");
-        d.refresh_readouts();
-        assert_eq!(d.rates().copy_bytes_per_sec, 0);
-        assert_eq!(d.status(), JobStatus::Paused, "reading the readouts changed nothing");
     }
 
     #[test]

@@ -6,12 +6,13 @@
 //! the per-chunk picture straight from wasm memory through `chunk_states_ptr` and
 //! `chunk_states_len` (rebuilt by `refresh_chunk_states`, once per frame).
 //!
-//! The logic lives in plain-Rust modules ([`demo`], [`settings`], [`event_fields`]) with
-//! host tests; this file only converts types at the boundary.
+//! The logic lives in plain-Rust modules ([`demo`], [`readouts`], [`settings`],
+//! [`event_fields`]) with host tests; this file only converts types at the boundary.
 
 pub mod demo;
 pub mod event_fields;
 pub mod guest_meter;
+pub mod readouts;
 pub mod settings;
 
 use blockmirror_core::job::{IoErrorKind, JobStatus, Verb, TRANSITIONS};
@@ -271,10 +272,10 @@ impl WasmDemo {
         self.inner.asked_write_rate() as f64
     }
 
-    /// Whether the job's `BLOCK_JOB_NOT_CONVERGING` still holds (as of the last
-    /// `refresh_readouts`): until the job gets ready, leaves `running`, mirrors in
-    /// write-blocking mode, or its dirty bytes fall below three quarters of their level at
-    /// the event. The ETA then has no finite value to show.
+    /// Whether a `BLOCK_JOB_NOT_CONVERGING` episode is under way, the core's own verdict
+    /// (as of the last `refresh_readouts`): from the event while either of its rules holds
+    /// (the dirty bytes reach no new low, or the rates forecast ready too far off). Before
+    /// ready the ETA then has no finite value (`eta_ready_ms` is NaN).
     pub fn not_converging(&self) -> bool {
         self.inner.not_converging()
     }
