@@ -8,7 +8,10 @@ import { PhaseDiagram } from "./phase.js";
 import { TimePlot } from "./plots.js";
 import { EventLog } from "./log.js";
 import { SCENARIOS } from "./scenarios.js";
-import { formatBytes, formatDuration, formatRate, sliderToValue, valueToSlider } from "./format.js";
+import { ReadoutsPanel } from "./readouts.js";
+import { showControlWords } from "./words.js";
+import { measureFps } from "./measure.js";
+import { formatBytes, formatRate, sliderToValue, valueToSlider } from "./format.js";
 
 const $ = (id) => document.getElementById(id);
 const MiB = 1 << 20;
@@ -29,45 +32,6 @@ const SIM_MS_PER_FRAME = 8;
 // Virtual time between two calls of a scenario's story hook.
 const SCENARIO_SLICE_MS = 100;
 
-// Each verb button is enabled when the core's verb table allows its verb.
-const VERB_BUTTONS = [
-  ["complete", "complete"], ["cancel", "cancel"], ["force-cancel", "cancel"],
-  ["pause-job", "pause"], ["resume-job", "resume"],
-];
-
-const STATUS_WORDS = {
-  created: "Made, not started yet.",
-  running: "Bulk copy: copying every dirty chunk while the guest keeps writing.",
-  paused: "Paused: nothing is copied until Resume. Guest writes are still tracked.",
-  ready: "In sync: the target follows the source. Complete switches over; Cancel keeps a consistent copy.",
-  standby: "Paused while ready: guest writes pile up as dirty chunks until Resume.",
-  waiting: "The job body has finished.",
-  pending: "Finishing up.",
-  aborting: "Winding down after a cancel or an error.",
-  concluded: "Ended. The log says how.",
-  null: "Dismissed.",
-};
-
-// What each choice does, in words, shown under its selector.
-const POLICY_WORDS = {
-  report: "report: the first error ends the job (BLOCK_JOB_COMPLETED with the error: a failure).",
-  ignore: "ignore: logs the error, keeps the chunk dirty and copies it again later; a lasting fault retries for ever.",
-  stop: "stop: pauses the job at any error until you press Resume job; nothing is lost.",
-  enospc: "enospc: pauses like stop when the target is full (no space left), fails like report on any other error.",
-};
-const COPY_MODE_WORDS = {
-  background: "Guest writes only mark chunks dirty; the job copies them later. Free for the guest, but a busy guest can outrun the copy.",
-  "write-blocking": "A guest write to a copied chunk also goes to the target before the guest hears back: always converges, but guest writes wait for the target.",
-};
-const PATTERN_WORDS = {
-  uniform: "Anywhere on the disk.",
-  "hot-spot": "Mostly a small region (90 % of writes to 10 % of the disk).",
-  sequential: "Front to back, like a log.",
-};
-const FAULT_WORDS = {
-  none: "", io: "now and then an I/O error (about 2 % of operations)", full: "every write: no space left on device",
-};
-
 class App {
   constructor(wasm) {
     this.memory = wasm.memory;
@@ -86,8 +50,7 @@ class App {
       { name: "dirtying", color: "#cc79a7", dash: [5, 4] },
     ], "rate");
     this.guestPlot = new TimePlot($("plot-guest"), [{ name: "latency", color: "#009e73" }], "ms");
-    // The guest's cost last measured in each copy mode, kept across restarts.
-    this.costByMode = {};
+    this.readouts = new ReadoutsPanel();
     this.stepIndex = 0;
     this.counts = new Map();
     this.playing = false;
@@ -108,7 +71,7 @@ class App {
     this.buildScenarioButtons();
     this.wireControls();
     this.showSliderValues();
-    this.showWords();
+    showControlWords();
     this.restart();
     requestAnimationFrame((t) => this.frame(t));
   }
@@ -195,11 +158,11 @@ class App {
     $("resume-job").addEventListener("click", () => this.verb(() => this.demo.resume()));
     $("copy-mode").addEventListener("change", () => {
       this.verb(() => this.demo.set_copy_mode($("copy-mode").value));
-      this.showWords();
+      showControlWords();
     });
-    $("pattern").addEventListener("change", () => { this.demo.set_pattern($("pattern").value); this.showWords(); });
-    $("source-fault").addEventListener("change", () => { this.demo.set_source_fault($("source-fault").value); this.showWords(); });
-    $("target-fault").addEventListener("change", () => { this.demo.set_target_fault($("target-fault").value); this.showWords(); });
+    $("pattern").addEventListener("change", () => { this.demo.set_pattern($("pattern").value); showControlWords(); });
+    $("source-fault").addEventListener("change", () => { this.demo.set_source_fault($("source-fault").value); showControlWords(); });
+    $("target-fault").addEventListener("change", () => { this.demo.set_target_fault($("target-fault").value); showControlWords(); });
     for (const id of ["speed", "write-rate", "bandwidth", "job-speed"]) {
       $(id).addEventListener("input", () => {
         this.showSliderValues();
@@ -210,7 +173,7 @@ class App {
     }
     for (const id of ["disk-size", "granularity", "source-policy", "target-policy"]) {
       $(id).addEventListener("change", () => {
-        this.showWords();
+        showControlWords();
         this.notice("This applies at the next start: press Restart (R). The running job keeps its settings.");
       });
     }
@@ -237,16 +200,6 @@ class App {
     else if (/^[1-9]$/.test(key) && SCENARIOS.some((s) => s.id === Number(key))) this.startScenario(Number(key));
   }
 
-  /** The words under each selector: what the chosen value does. */
-  showWords() {
-    $("copy-mode-words").textContent = COPY_MODE_WORDS[$("copy-mode").value] ?? "";
-    $("pattern-words").textContent = PATTERN_WORDS[$("pattern").value] ?? "";
-    const faults = [["Source reads", $("source-fault").value], ["Target writes", $("target-fault").value]]
-      .filter(([, v]) => v !== "none").map(([side, v]) => `${side} fail ${FAULT_WORDS[v]}.`);
-    $("fault-words").textContent = faults.length ? faults.join(" ") : "No faults: every read and write succeeds.";
-    $("source-policy-words").textContent = POLICY_WORDS[$("source-policy").value] ?? "";
-    $("target-policy-words").textContent = POLICY_WORDS[$("target-policy").value] ?? "";
-  }
 
   showSliderValues() {
     const speed = this.slider("speed");
@@ -275,7 +228,7 @@ class App {
   setTargetFault(kind) {
     $("target-fault").value = kind;
     this.demo.set_target_fault(kind);
-    this.showWords();
+    showControlWords();
   }
 
   /** Clears a full target; resumes the job when an error has paused it. */
@@ -326,7 +279,7 @@ class App {
     this.setSlider("job-speed", v.jobSpeed);
     this.setSlider("speed", v.timeSpeed);
     this.showSliderValues();
-    this.showWords();
+    showControlWords();
   }
 
   startScenario(id) {
@@ -569,47 +522,9 @@ class App {
       this.summaryAtMs = t0;
       $("grid-summary").textContent = this.grid.summary(states);
     }
-    $("status").textContent = status;
-    const allowed = new Set(d.allowed_verbs());
-    for (const [id, verb] of VERB_BUTTONS) $(id).disabled = !allowed.has(verb);
-    $("status-explain").textContent = STATUS_WORDS[status] ?? "";
     this.phase.show(status);
-
-    const current = d.progress_current(), total = d.progress_total();
-    const bar = $("progress");
-    bar.max = Math.max(total, 1);
-    bar.value = current;
-    $("progress-text").textContent = `${formatBytes(current)} of ${formatBytes(total)}` +
-      (total > 0 ? ` (${((100 * current) / total).toFixed(1)} %)` : "");
-
-    const nowVirtualMs = d.now_ms();
-    const ended = d.ended();
-    const dirty = d.dirty_bytes(), copyRate = d.copy_bytes_per_sec(), dirtying = d.dirty_bytes_per_sec();
-    const guestRate = d.guest_bytes_per_sec(), latency = d.guest_latency_ms(), asked = d.asked_write_rate();
-    $("stat-time").textContent = formatDuration(nowVirtualMs) +
-      (this.playing ? ` · ${this.achievedSpeed < 10 ? this.achievedSpeed.toFixed(1) : this.achievedSpeed.toFixed(0)}×` : "");
-    $("stat-dirty").textContent = formatBytes(dirty);
-    // An ended job copies nothing and tracks nothing: no rate applies to it.
-    $("stat-copy").textContent = ended ? "– (ended)" : formatRate(copyRate);
-    $("stat-dirtying").textContent = ended ? "– (ended)" : formatRate(dirtying);
-    $("stat-guest").textContent = asked === 0 ? "idle" :
-      `${formatRate(guestRate)} of ${formatRate(asked)} asked (${Math.round((100 * guestRate) / asked)} %)`;
-    $("stat-latency").textContent = Number.isFinite(latency) ? formatDuration(latency) : "– (no writes)";
-    // The ETA agrees with the convergence verdict: no finite time while it holds.
-    const eta = d.eta_ready_ms();
-    const etaBox = $("stat-eta");
-    const noEta = status === "running" && (d.not_converging() || !Number.isFinite(eta));
-    etaBox.textContent = status === "ready" ? "ready now" : status !== "running" ? "–" :
-      noEta ? "not at this rate" : formatDuration(eta);
-    etaBox.classList.toggle("warn", noEta);
-    const mode = d.copy_mode();
-    if (!ended && asked > 0 && nowVirtualMs > 2000 && Number.isFinite(latency)) {
-      this.costByMode[mode] = { rate: guestRate, asked, latency };
-    }
-    $("stat-modes").textContent = ["background", "write-blocking"].map((m) => {
-      const c = this.costByMode[m];
-      return c ? `${m}: ${formatRate(c.rate)} of ${formatRate(c.asked)}, ${formatDuration(c.latency)} per write` : `${m}: not measured yet`;
-    }).join(" · ");
+    const { nowVirtualMs, ended, dirty, copyRate, guestRate, dirtying, latency } =
+      this.readouts.show(d, status, this.playing ? this.achievedSpeed : null);
 
     if (!ended) {
       this.dirtyPlot.push(nowVirtualMs, [dirty]);
@@ -634,38 +549,9 @@ class App {
 
   // ---- measurement mode (used by tests/test_browser.py and docs/PERFORMANCE.md) ----
 
-  /** Plays a fresh simulation of `diskBytes` and reports frames per second over `seconds`. */
-  async measureFps({ diskBytes, granularity = 65536, seconds = 5, writeRate = 64 * MiB, bandwidth = 1024 * MiB, timeSpeed = 1 }) {
-    const sizes = $("disk-size");
-    if (![...sizes.options].some((o) => o.value === String(diskBytes))) {
-      sizes.add(new Option(formatBytes(diskBytes), String(diskBytes)));
-    }
-    sizes.value = String(diskBytes);
-    $("granularity").value = String(granularity);
-    this.setSlider("write-rate", writeRate);
-    this.setSlider("bandwidth", bandwidth);
-    this.setSlider("speed", timeSpeed);
-    this.restart();
-    this.setPlaying(true);
-    await new Promise((r) => setTimeout(r, 500)); // let the first frames settle
-    this.frameStats = { frames: 0, simMs: 0, drawMs: 0, refreshMs: 0, gridMs: 0 };
-    const start = performance.now();
-    await new Promise((r) => setTimeout(r, seconds * 1000));
-    const elapsed = performance.now() - start;
-    const { frames, simMs, drawMs, refreshMs, gridMs } = this.frameStats;
-    this.setPlaying(false);
-    return {
-      time_speed: this.slider("speed"),
-      virtual_ms: this.demo.now_ms(),
-      chunks: this.demo.chunk_count(),
-      frames,
-      fps: (frames * 1000) / elapsed,
-      sim_ms_per_frame: simMs / Math.max(1, frames),
-      draw_ms_per_frame: drawMs / Math.max(1, frames),
-      refresh_states_ms_per_frame: refreshMs / Math.max(1, frames),
-      grid_ms_per_frame: gridMs / Math.max(1, frames),
-      status: this.demo.status(),
-    };
+  /** Frames per second while playing a fresh simulation (see measure.js). */
+  measureFps(options) {
+    return measureFps(this, options);
   }
 }
 
