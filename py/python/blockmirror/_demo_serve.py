@@ -27,9 +27,12 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from blockmirror._demo import Guest, _mib, files_equal
+
+if TYPE_CHECKING:
+    from blockmirror._serve import Server
 
 JOB_ID = "demo"
 _READ_PIECE = 8 << 20
@@ -62,6 +65,16 @@ class FioGuest(threading.Thread):
         except BaseException as exc:
             self.error = exc
             self.started.set()
+
+    def wait_connected(self, server: "Server", limit: float = 60.0) -> None:
+        """Waits until fio has connected to the export (a loaded machine starts it slowly:
+        a job started before would run without its guest), or it ended, or ``limit`` s."""
+        self.started.wait()
+        deadline = time.monotonic() + limit
+        while server.client_count == 0 and time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                return
+            time.sleep(0.01)
 
     def stop(self) -> None:
         """Ends fio the way Ctrl-C does (it then reports what it did)."""
@@ -140,6 +153,8 @@ def run_served(args: argparse.Namespace, source: str, target: str, pool: bytes,
             guest = Guest(client, args.size, args.rate, args.block, args.seed + 1, pool)
         guest.start()
         try:
+            if isinstance(guest, FioGuest):
+                guest.wait_connected(server)
             t0 = time.monotonic()
             server.mirror(target, job_id=JOB_ID, copy_mode=args.copy_mode, speed=args.speed,
                           granularity=args.granularity)
