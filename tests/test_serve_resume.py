@@ -19,7 +19,7 @@ import sys
 import pytest
 
 import blockmirror as bm
-from _serve_util import EXPORT, FIO, accepts, fio_args, fio_verify_file, next_event, wait_until
+from _serve_util import EXPORT, accepts, fio_args, fio_verify_file, next_event, wait_until
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 MiB = 1 << 20
@@ -178,7 +178,6 @@ def fio_guest(uri, seed=None, rate="2m"):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-@pytest.mark.skipif(FIO is None, reason="needs fio")
 def test_kill_9_of_serve_while_fio_writes_then_resume(tmp_path):
     src, dst, bmp = tmp_path / "src.img", tmp_path / "dst.img", tmp_path / "disk.bmbitmap"
     make_image(src)
