@@ -48,6 +48,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from proc_stats import process_cpu  # noqa: E402
 from qmp import Qemu, file_node  # noqa: E402
 
 MiB = 1 << 20
@@ -164,17 +165,10 @@ def timed_qemu(workdir: str, src: str, dst: str, direct: bool) -> Dict[str, floa
         if q.wait_event("BLOCK_JOB_COMPLETED", 900) is None:
             raise RuntimeError("QEMU mirror did not complete")
         t1 = time.perf_counter()
-        cpu = proc_cpu(q.proc.pid)
+        cpu = process_cpu(q.proc.pid)
     finally:
         q.close()
     return {"s": t1 - t0, "cpu_s": cpu}
-
-
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a live process has used so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children_cpu() -> float:

@@ -65,7 +65,7 @@ fn a_chunk_under_a_write_in_progress_and_an_excluded_one_are_never_cleared() {
     let ticket = intent.mark(5 * CHUNK, 4096).unwrap();
     for _ in 0..ACTIVITY_ROUNDS + 2 {
         assert!(intent.begin_round());
-        intent.exclude([9 * CHUNK..9 * CHUNK + 1]);
+        intent.exclude(std::iter::once(9 * CHUNK..9 * CHUNK + 1));
         intent.finish_round().unwrap();
     }
     assert_eq!(marked_chunks(&intent.marked()), vec![5, 9]);

@@ -80,15 +80,13 @@ impl JobHost {
     /// panics while running it becomes an error reply: the client gets an answer, and the
     /// monitor thread that asked lives on.
     pub fn execute(self: &Arc<Self>, command: Command) -> Result<Value, QmpError> {
-        let name = format!("{command:?}");
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_command(command))).unwrap_or_else(|panic| {
             let why = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            let what = name.split(['(', ' ', '{']).next().unwrap_or_default().to_owned();
-            Err(QmpError::generic(format!("internal error while running {what}: {why}")))
+            Err(QmpError::generic(format!("internal error while running the command: {why}")))
         })
     }
 
