@@ -122,14 +122,22 @@ def test_online_verify_while_the_guest_writes_finds_no_false_mismatch_and_a_real
         writer = threading.Thread(target=guest)
         writer.start()
         try:
-            reports = [m.verify(granularity=256 << 10) for _ in range(3)]
+            # At least three verifies, and more until one has overlapped a guest write
+            # (one can be over between two writes); none may find a difference.
+            overlapped = 0
+            for attempt in range(500):
+                before = len(written)
+                report = m.verify(granularity=256 << 10)
+                assert report.differing == [], report
+                assert report.verified_bytes > 0
+                overlapped += len(written) > before
+                if attempt >= 2 and overlapped:
+                    break
+                assert writer.is_alive()
         finally:
             stop.set()
             writer.join()
-        assert written, "the guest wrote during the verifies"
-        for report in reports:
-            assert report.differing == [], report
-            assert report.verified_bytes > 0
+        assert overlapped, "no verify overlapped a guest write"
         # A difference made behind the mirror's back, in a chunk nobody writes now.
         # The last writes' chunks are copied soon: wait until every segment is compared.
         for _ in range(1000):
