@@ -69,7 +69,10 @@ def test_writes_between_jobs_are_marked_and_the_resume_copies_them(tmp_path):
         c.write(5 * MiB + 4096, b"\xa5" * 8192)
         c.write_zeroes(20 * MiB, 64 << 10)
         assert marked_bytes(bmp) == 2 * BITMAP_GRANULARITY
-        server.mirror(dst, mode="existing", resume=True)
+        # The generation a caller remembers is the file's newest: it is accepted.
+        generation = server.bitmap_generation
+        assert generation == bm.read_bitmap(str(bmp))["generation"]
+        server.mirror(dst, mode="existing", resume=True, bitmap_min_generation=generation)
         ready = server.wait_event("BLOCK_JOB_READY", timeout=120)
         # Only the two marked chunks were copied again.
         assert ready["data"]["len"] <= 2 * BITMAP_GRANULARITY, ready
@@ -90,6 +93,11 @@ def test_refusals(tmp_path):
     with bm.serve(src, socket=sock) as server:
         with pytest.raises(bm.QmpError, match="needs a bitmap file"):
             server.mirror(dst, resume=True)
+        with pytest.raises(bm.QmpError, match="needs a bitmap file"):
+            server.mirror(dst, bitmap_min_generation=3)
+        assert server.bitmap_generation is None
+        with pytest.raises(bm.QmpError, match="keeps no bitmap file"):
+            server.execute("x-blockmirror-query-bitmap")
     with bm.serve(src, socket=sock, bitmap=bmp) as server:
         make_image(dst, seed=10)
         with pytest.raises(bm.QmpError, match="no bitmap file"):
@@ -103,6 +111,15 @@ def test_refusals(tmp_path):
             server.mirror(dst, mode="existing")
         with pytest.raises(bm.QmpError, match='"mode": "existing"'):
             server.mirror(dst, resume=True)
+        # A remembered generation newer than the file's: a stale copy, refused.
+        generation = server.bitmap_generation
+        assert generation is not None and generation > 0
+        with pytest.raises(bm.QmpError, match="stale copy"):
+            server.mirror(dst, mode="existing", resume=True, bitmap_min_generation=generation + 1)
+        query = server.execute("x-blockmirror-query-bitmap")
+        assert {k: query[k] for k in ("filename", "resumable", "generation")} == {
+            "filename": str(bmp), "resumable": True, "generation": generation}
+        assert set(query["stats"]) == {"marks-free", "marks-waited", "file-writes", "chunks-cleared"}
         elsewhere = tmp_path / "elsewhere.img"
         make_image(elsewhere, seed=9)
         with pytest.raises(bm.QmpError, match="another target"):

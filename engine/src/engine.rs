@@ -62,6 +62,12 @@ impl FileMirror {
         self.shared.intent.get().and_then(|intent| intent.generation())
     }
 
+    /// The bitmap file's counters (marks that cost nothing or waited, file writes, chunks
+    /// cleared), when the mirror keeps one.
+    pub fn bitmap_stats(&self) -> Option<crate::persist::IntentStats> {
+        self.shared.intent.get().map(|intent| intent.stats())
+    }
+
     /// Both sides' open files (for readers inside the engine, such as the online verify).
     pub(crate) fn sides(&self) -> &crate::target::Sides {
         &self.shared.files

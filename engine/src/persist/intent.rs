@@ -16,7 +16,10 @@
 //! Batching (group commit): a mark that needs a write waits for a write that *starts*
 //! after its bits were set. Whoever finds no write running becomes the writer: it takes a
 //! copy of `marked`, writes and syncs it without the lock, and wakes every waiter its copy
-//! covers; so one sync covers every write that was waiting when it started.
+//! covers; so one sync covers every write that was waiting when it started. A mark whose
+//! chunks the write in progress already holds (another guest write into the same chunks
+//! just set them) waits for that write only, not for the next: sequential guest writes
+//! into a cleared chunk cost one sync, not two.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -67,6 +70,8 @@ struct IntentState {
     /// The newest write attempt that failed, and why.
     failed: Option<(u64, String)>,
     writer_active: bool,
+    /// The copy of `marked` the write in progress is making durable.
+    writing: Option<Arc<HBitmap>>,
     stats: IntentStats,
 }
 
@@ -111,6 +116,7 @@ impl WriteIntent {
                 writes_done: 0,
                 failed: None,
                 writer_active: false,
+                writing: None,
                 stats: IntentStats::default(),
             }),
             written: Condvar::new(),
@@ -145,15 +151,21 @@ impl WriteIntent {
         if let Some(round) = st.round.as_mut() {
             round.reset(range.start, count).expect("whole chunks");
         }
-        let held =
-            st.marked.next_zero(range.start, count).is_none() && st.durable.next_zero(range.start, count).is_none();
-        if held {
+        let in_marked = st.marked.next_zero(range.start, count).is_none();
+        if in_marked && st.durable.next_zero(range.start, count).is_none() {
             st.stats.marks_free += 1;
             return Ok(ticket);
         }
         st.stats.marks_waited += 1;
-        st.marked.set(range.start, count).expect("inside the disk");
-        let need = st.writes_started + 1;
+        let in_write = in_marked && st.writing.as_ref().is_some_and(|copy| copy.next_zero(range.start, count).is_none());
+        let need = if in_write {
+            // The write in progress holds these chunks, and nothing cleared them since
+            // (they are still marked): once it completes they are durable.
+            st.writes_started
+        } else {
+            st.marked.set(range.start, count).expect("inside the disk");
+            st.writes_started + 1
+        };
         drop(self.sync_through(st, need)?);
         Ok(ticket)
     }
@@ -185,7 +197,8 @@ impl WriteIntent {
             st.writer_active = true;
             st.writes_started += 1;
             let number = st.writes_started;
-            let snapshot = st.marked.clone();
+            let snapshot = Arc::new(st.marked.clone());
+            st.writing = Some(Arc::clone(&snapshot));
             drop(st);
             let result = match self.file.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
                 Some(file) => file.write(&snapshot).map(drop),
@@ -193,13 +206,14 @@ impl WriteIntent {
             };
             st = self.lock();
             st.writer_active = false;
+            st.writing = None;
             match result {
                 Ok(()) => {
                     st.writes_done = number;
                     st.stats.file_writes += 1;
                     // Bits cleared since the copy was taken are not durable-for-sure:
                     // the next write removes them.
-                    let mut durable = snapshot;
+                    let mut durable = Arc::unwrap_or_clone(snapshot);
                     let runs: Vec<Range<u64>> = dirty_runs(&durable).collect();
                     for run in runs {
                         clear_unmarked(&mut durable, &st.marked, run);
@@ -323,5 +337,79 @@ fn clear_unmarked(durable: &mut HBitmap, marked: &HBitmap, range: Range<u64>) {
         if position >= range.end {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::persist::{BitmapIdentity, SideIdentity};
+
+    const CHUNK: u64 = 1 << 20;
+
+    /// Waits until `condition` holds of the intent's state (bounded: a hang is a failure).
+    fn wait_for(intent: &WriteIntent, what: &str, condition: impl Fn(&IntentState) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !condition(&intent.lock()) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_mark_the_write_in_progress_holds_waits_for_that_write_only() {
+        let dir = std::env::temp_dir().join(format!("bm-intent-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let identity = BitmapIdentity {
+            length: 8 * CHUNK,
+            granularity: CHUNK,
+            source: SideIdentity::Inode { dev: 1, ino: 2 },
+            target: SideIdentity::Inode { dev: 1, ino: 3 },
+        };
+        let mut all = identity.new_bitmap().unwrap();
+        all.set(0, 8 * CHUNK).unwrap();
+        let file = BitmapFile::create(&dir.join("t.bmbitmap"), identity, &all).unwrap();
+        let intent = Arc::new(WriteIntent::new(file, all, CHUNK));
+        // Nobody wrote: the first round clears every chunk.
+        assert!(intent.begin_round());
+        assert_eq!(intent.finish_round().unwrap(), 8);
+        let writes = intent.stats().file_writes;
+        // Hold the file so the first mark's write stays in progress.
+        let file = intent.file.lock().unwrap();
+        let first = std::thread::spawn({
+            let intent = Arc::clone(&intent);
+            move || drop(intent.mark(3 * CHUNK, 4096).unwrap())
+        });
+        wait_for(&intent, "the first mark's write to start", |st| st.writing.is_some());
+        let second = std::thread::spawn({
+            let intent = Arc::clone(&intent);
+            move || drop(intent.mark(3 * CHUNK + 4096, 4096).unwrap())
+        });
+        wait_for(&intent, "the second mark to wait", |st| st.stats.marks_waited == 2);
+        drop(file);
+        first.join().unwrap();
+        second.join().unwrap();
+        assert_eq!(intent.stats().file_writes, writes + 1, "one sync covers both marks");
+        // A chunk the write in progress does not hold still needs a write of its own.
+        let file = intent.file.lock().unwrap();
+        let first = std::thread::spawn({
+            let intent = Arc::clone(&intent);
+            move || drop(intent.mark(5 * CHUNK, 4096).unwrap())
+        });
+        wait_for(&intent, "the third mark's write to start", |st| st.writing.is_some());
+        let second = std::thread::spawn({
+            let intent = Arc::clone(&intent);
+            move || drop(intent.mark(6 * CHUNK, 4096).unwrap())
+        });
+        wait_for(&intent, "the fourth mark to wait", |st| st.stats.marks_waited == 4);
+        drop(file);
+        first.join().unwrap();
+        second.join().unwrap();
+        assert_eq!(intent.stats().file_writes, writes + 3);
+        assert!(intent.marked().get(5 * CHUNK) && intent.marked().get(6 * CHUNK));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -94,6 +94,10 @@ pub struct DriveMirrorArgs {
     /// `resume` (blockmirror's own; default false): copy only what the served disk's bitmap
     /// file marks, left by a job that did not finish.
     pub resume: bool,
+    /// `bitmap-min-generation` (blockmirror's own; default 0, any): with `resume`, refuse
+    /// a bitmap file whose newest generation is below this (a stale copy of the file; the
+    /// generation is read with `x-blockmirror-query-bitmap`).
+    pub bitmap_min_generation: u64,
 }
 
 /// A valid command for the driver to run. The `device` of `block-job-*` and the `id` of
@@ -179,6 +183,9 @@ pub enum Command {
         /// Have the job copy the differing segments again (default false).
         repair: bool,
     },
+    /// `x-blockmirror-query-bitmap` (blockmirror's own): the served disk's bitmap file,
+    /// its newest generation and whether it holds what an unfinished job left to copy.
+    QueryBitmap,
     /// `quit`: answer, then close (see `QmpSession::wants_quit`).
     Quit,
 }
@@ -268,6 +275,10 @@ pub(crate) const COMMANDS: &[(&str, Handler)] = &[
     ),
     ("x-blockmirror-verify", Handler::Driver(verify)),
     (
+        "x-blockmirror-query-bitmap",
+        Handler::Driver(|r| r.finish().map(|()| Command::QueryBitmap)),
+    ),
+    (
         "quit",
         Handler::Driver(|r| r.finish().map(|()| Command::Quit)),
     ),
@@ -335,6 +346,7 @@ fn drive_mirror(r: &mut ArgReader<'_>) -> Result<Command, QmpError> {
     let auto_finalize = r.boolean("auto-finalize")?;
     let auto_dismiss = r.boolean("auto-dismiss")?;
     let resume = r.boolean("resume")?;
+    let bitmap_min_generation = r.int64("bitmap-min-generation")?;
     r.finish()?;
 
     let sync = SyncMode::from_name(&sync)
@@ -364,6 +376,10 @@ fn drive_mirror(r: &mut ArgReader<'_>) -> Result<Command, QmpError> {
         auto_finalize: auto_finalize.unwrap_or(true),
         auto_dismiss: auto_dismiss.unwrap_or(true),
         resume: resume.unwrap_or(false),
+        bitmap_min_generation: match bitmap_min_generation {
+            Some(n) if n < 0 => return Err(QmpError::generic("Invalid parameter 'bitmap-min-generation'")),
+            n => n.map_or(0, |n| n as u64),
+        },
     }))
 }
 

@@ -26,7 +26,7 @@ use crate::image::{Chain, ImageFormat};
 use crate::engine::{FileMirror, GuestIoError, MirrorSetup, StartError};
 use crate::locks::{self, ImageLock};
 use crate::nbd::{Extent, NbdError};
-use crate::persist::{self, BitmapSetup, IntentTicket, PersistError, WriteIntent};
+use crate::persist::{self, BitmapSetup, IntentStats, IntentTicket, PersistError, WriteIntent};
 use crate::target::MirrorTarget;
 
 /// What a client's write or write-zeroes changes.
@@ -89,7 +89,7 @@ pub enum StartMirrorError {
     #[error(transparent)]
     Start(#[from] StartError),
     /// Resuming was asked for, and the disk keeps no bitmap file.
-    #[error("resuming needs a bitmap file: serve the disk with a bitmap path (--bitmap PATH)")]
+    #[error("resuming, or a minimum bitmap generation, needs a bitmap file: serve the disk with a bitmap path (--bitmap PATH)")]
     NoBitmap,
     /// The disk lives on an NBD export or a qcow2 image (after a switch-over to one): a job
     /// needs a local raw source.
@@ -189,6 +189,28 @@ impl ServedDisk {
     /// The bitmap file jobs keep, if any.
     pub fn bitmap_path(&self) -> Option<&Path> {
         self.bitmap.as_deref()
+    }
+
+    /// The newest generation of the bitmap file: the running job's, or the left-behind
+    /// file's; `None` when there is no file (no bitmap kept, or the last job completed).
+    /// A caller that remembers it can refuse a stale copy of the file later
+    /// ([`start_mirror`](Self::start_mirror)'s `min_generation`).
+    pub fn bitmap_generation(&self) -> Option<u64> {
+        let route = self.read_route();
+        match &route.job {
+            Some(job) => job.mirror.bitmap_generation(),
+            None => route.left_behind.as_ref().and_then(|intent| intent.generation()),
+        }
+    }
+
+    /// The bitmap file's counters since it was opened: the running job's, or those of
+    /// marking client writes while no job runs; `None` without a file.
+    pub fn bitmap_stats(&self) -> Option<IntentStats> {
+        let route = self.read_route();
+        match &route.job {
+            Some(job) => job.mirror.bitmap_stats(),
+            None => route.left_behind.as_ref().map(|intent| intent.stats()),
+        }
     }
 
     /// Whether writes are being marked in a bitmap file left by an unfinished job (one to
@@ -355,18 +377,20 @@ impl ServedDisk {
     /// Starts a mirror of the disk onto `target`. Waits for requests in flight to finish;
     /// from then on every request goes through the job. With a bitmap file (see
     /// [`keep_bitmap`](Self::keep_bitmap)) the job keeps it, and with `resume` copies only
-    /// what it marks.
+    /// what it marks, refusing a file whose newest generation is below `min_generation`
+    /// (0 accepts any).
     pub fn start_mirror(
         &self,
         target: MirrorTarget,
         mut setup: MirrorSetup,
         resume: bool,
+        min_generation: u64,
     ) -> Result<Arc<FileMirror>, StartMirrorError> {
         let mut route = self.write_route();
         if route.job.is_some() {
             return Err(StartMirrorError::Busy);
         }
-        if resume && self.bitmap.is_none() {
+        if (resume || min_generation > 0) && self.bitmap.is_none() {
             return Err(StartMirrorError::NoBitmap);
         }
         // The served file already holds the source's lock on its own descriptor.
@@ -382,7 +406,8 @@ impl ServedDisk {
             // The file holds every mark made so far (each was durable before its write),
             // and no write is in flight: the job opens it afresh and takes over.
             let granularity = route.left_behind.take().filter(|_| resume).map(|intent| intent.granularity());
-            setup.bitmap = Some(BitmapSetup { granularity, ..BitmapSetup::new(path.clone(), resume) });
+            setup.bitmap =
+                Some(BitmapSetup { granularity, min_generation, ..BitmapSetup::new(path.clone(), resume) });
         }
         let mirror = match FileMirror::start_to(&source, target.clone(), setup) {
             Ok(mirror) => Arc::new(mirror),

@@ -131,8 +131,34 @@ impl JobHost {
                     .map_err(|e| QmpError::generic(e.to_string()))?;
                 Ok(verify_reply(&report))
             }
+            Command::QueryBitmap => self.query_bitmap(),
             Command::Quit => Ok(json!({})),
         }
+    }
+
+    /// `x-blockmirror-query-bitmap`: `filename`, `resumable` (a file left by an unfinished
+    /// job is there) and, while a file is open, its newest `generation` and the `stats` of
+    /// its use since it was opened.
+    fn query_bitmap(&self) -> Result<Value, QmpError> {
+        let path = self.disk.bitmap_path().ok_or_else(|| {
+            QmpError::generic("the server keeps no bitmap file: start it with --bitmap PATH")
+        })?;
+        let mut reply = json!({
+            "filename": path.display().to_string(),
+            "resumable": self.disk.has_left_behind_bitmap(),
+        });
+        if let Some(generation) = self.disk.bitmap_generation() {
+            reply["generation"] = json!(generation);
+        }
+        if let Some(stats) = self.disk.bitmap_stats() {
+            reply["stats"] = json!({
+                "marks-free": stats.marks_free,
+                "marks-waited": stats.marks_waited,
+                "file-writes": stats.file_writes,
+                "chunks-cleared": stats.chunks_cleared,
+            });
+        }
+        Ok(reply)
     }
 
     fn drive_mirror(self: &Arc<Self>, args: DriveMirrorArgs) -> Result<(), QmpError> {
@@ -154,7 +180,7 @@ impl JobHost {
         let target = mirror_target(&args)?;
         let mirror = self
             .disk
-            .start_mirror(target, setup, args.resume)
+            .start_mirror(target, setup, args.resume, args.bitmap_min_generation)
             .map_err(|e| start_error(&args.target, e))?;
         let speed = Arc::new(AtomicU64::new(args.speed));
         // A job is born `created` without an event (its initial state); QEMU reports that
@@ -435,6 +461,13 @@ fn start_error(target: &str, e: StartMirrorError) -> QmpError {
              the file to start over",
             path.display()
         )),
+        StartMirrorError::Start(StartError::Bitmap(PersistError::StaleGeneration { found, expected_at_least })) => {
+            QmpError::generic(format!(
+                "the bitmap file's newest generation is {found}, older than the {expected_at_least} asked for: \
+                 it is a stale copy and may miss changed chunks; put the newest file back, or remove it and \
+                 copy everything again"
+            ))
+        }
         StartMirrorError::Start(StartError::Bitmap(PersistError::ResumeNeedsReuse)) => {
             QmpError::generic("resuming needs the existing target: pass \"mode\": \"existing\" with \"resume\"")
         }

@@ -40,10 +40,13 @@ class Server:
     closes it (a running job is force-cancelled, requests in flight are answered, the disk
     is flushed, the sockets are removed)."""
 
-    def __init__(self, native: NbdServer, qmp: Optional[str], web: Optional[LiveWeb] = None) -> None:
+    def __init__(self, native: NbdServer, qmp: Optional[str], web: Optional[LiveWeb] = None,
+                 bitmap: Optional[str] = None) -> None:
         self._native = native
         self.qmp_path = qmp
         self._web = web
+        self.bitmap = bitmap
+        """The bitmap file's path (:func:`serve`'s ``bitmap``), or None."""
 
     @property
     def web_url(self) -> Optional[str]:
@@ -66,6 +69,17 @@ class Server:
         copy: client writes are marked in it, and :meth:`mirror` with ``resume=True``
         copies only what it marks."""
         return self._native.resumable
+
+    @property
+    def bitmap_generation(self) -> Optional[int]:
+        """The newest generation of the server's bitmap file (QMP
+        ``x-blockmirror-query-bitmap``): the running job's file, or the one an unfinished job
+        left. None when the server keeps no bitmap or no file is there. Remember it to
+        refuse a stale copy of the file later: :meth:`mirror`'s ``bitmap_min_generation``,
+        or :func:`serve`'s."""
+        if self.bitmap is None:
+            return None
+        return self.execute("x-blockmirror-query-bitmap").get("generation")
 
     @property
     def client_count(self) -> int:
@@ -133,6 +147,7 @@ class Server:
         on_target_error: Optional[ErrorPolicy] = None,
         unmap: Optional[bool] = None,
         resume: bool = False,
+        bitmap_min_generation: Optional[int] = None,
     ) -> str:
         """Starts a mirror of the served disk into ``target`` (QMP ``drive-mirror``) and
         returns the job id, which names the job in ``block-job-*`` (``device``) and
@@ -140,7 +155,9 @@ class Server:
         the target; ``"existing"`` mirrors into an existing file of the disk's size. Options
         left None take QEMU's defaults. ``resume=True`` (with ``mode="existing"`` and the
         target of the job that did not finish) copies only what the server's bitmap file
-        marks (see :func:`serve`'s ``bitmap``). Refusals raise :class:`~blockmirror.QmpError`."""
+        marks (see :func:`serve`'s ``bitmap``); with ``bitmap_min_generation`` it refuses a
+        file whose newest generation is older (a stale copy; see :attr:`bitmap_generation`).
+        Refusals raise :class:`~blockmirror.QmpError`."""
         arguments: Dict[str, Any] = {
             "job-id": job_id,
             "device": self.export,
@@ -156,6 +173,8 @@ class Server:
         arguments.update({k: v for k, v in optional.items() if v is not None})
         if resume:
             arguments["resume"] = True
+        if bitmap_min_generation is not None:
+            arguments["bitmap-min-generation"] = bitmap_min_generation
         self.execute("drive-mirror", arguments)
         return job_id
 
@@ -246,6 +265,7 @@ def serve(
     if web is not None:
         check_loopback(web[0])
     qmp_path = os.fspath(qmp) if qmp is not None else None
+    bitmap_path = os.fspath(bitmap) if bitmap is not None else None
     native = NbdServer(
         os.fspath(source),
         socket=os.fspath(socket) if socket is not None else None,
@@ -257,7 +277,7 @@ def serve(
         direct=direct,
         not_converging_window=not_converging_window,
         format=format,
-        bitmap=os.fspath(bitmap) if bitmap is not None else None,
+        bitmap=bitmap_path,
         bitmap_min_generation=bitmap_min_generation,
     )
     live = None
@@ -267,7 +287,7 @@ def serve(
         except BaseException:
             native.close()
             raise
-    return Server(native, qmp_path, live)
+    return Server(native, qmp_path, live, bitmap_path)
 
 
 __all__ = ["Server", "serve"]

@@ -45,6 +45,7 @@ fn drive_mirror_defaults_are_qemus() {
             auto_finalize: true,
             auto_dismiss: true,
             resume: false,
+            bitmap_min_generation: 0,
         }
     );
 }
@@ -55,9 +56,11 @@ fn drive_mirror_reads_every_parameter() {
         "job-id": "j", "format": "raw", "sync": "top", "mode": "existing", "speed": 1000,
         "granularity": 4096, "buf-size": 65536, "on-source-error": "stop",
         "on-target-error": "enospc", "unmap": false, "copy-mode": "write-blocking",
-        "auto-finalize": false, "auto-dismiss": false,
+        "auto-finalize": false, "auto-dismiss": false, "resume": true, "bitmap-min-generation": 7,
     }))
     .unwrap();
+    assert!(args.resume);
+    assert_eq!(args.bitmap_min_generation, 7);
     assert_eq!(args.job_id.as_deref(), Some("j"));
     assert_eq!(args.format.as_deref(), Some("raw"));
     assert_eq!(
@@ -92,6 +95,10 @@ fn drive_mirror_refusals_use_qemus_words() {
         (
             json!({"sync": 3}),
             "Invalid parameter type for 'sync', expected: string",
+        ),
+        (
+            json!({"bitmap-min-generation": -1}),
+            "Invalid parameter 'bitmap-min-generation'",
         ),
         (
             json!({"speed": "fast"}),
