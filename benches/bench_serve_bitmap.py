@@ -77,6 +77,16 @@ def _file_state(path: str) -> Tuple[int, int]:
     return found["generation"], found["dirty_chunks"]
 
 
+def _marks_waited(server: Server) -> Optional[int]:
+    """Guest writes that waited for a write of the file so far (the server's
+    ``x-blockmirror-query-bitmap`` counters), or None from a build without the command."""
+    try:
+        stats = server.qmp.cmd("x-blockmirror-query-bitmap").get("stats")
+    except Exception:  # an older build under comparison: the figure is left out
+        return None
+    return None if stats is None else int(stats["marks-waited"])
+
+
 def _wait_clean(path: str, bound: float) -> float:
     """Seconds until the file held no marked chunk (its job's cleaning rounds cleared what
     the copy made equal), at most ``bound``."""
@@ -114,7 +124,7 @@ def _one_run(args: argparse.Namespace, disk: Tuple[str, str, int, bool], state: 
         settle(args)
         dirty_at_start = _file_state(kept)[1] if kept else 0
         with _syncing(target if variant == FLUSHED else None):
-            doc, before, after = _fio_counting(args, server, kept, size, qd)
+            doc, before, after, waited = _fio_counting(args, server, kept, size, qd)
         _check_job(server, state)
         if state != "idle-left-behind":
             cancel_mirror(server)
@@ -123,20 +133,22 @@ def _one_run(args: argparse.Namespace, disk: Tuple[str, str, int, bool], state: 
             os.remove(path)
     figures = write_figures(doc)
     return {"disk": name, "state": state, "iodepth": qd, "variant": variant, **figures, "ready_s": ready_s,
-            "clean_s": clean_s, "dirty_chunks_at_start": dirty_at_start, "file_writes": after - before}
+            "clean_s": clean_s, "dirty_chunks_at_start": dirty_at_start, "file_writes": after - before, "marks_waited": waited}
 
 
 def _fio_counting(args: argparse.Namespace, server: Server, bitmap: Optional[str], size: int,
-                  qd: int) -> Tuple[Dict[str, Any], int, int]:
+                  qd: int) -> Tuple[Dict[str, Any], int, int, Optional[int]]:
     """fio's document, and the file's generation once fio's ramp is over (about: fio starts
     its clock after connecting, a few milliseconds) and after fio: the file writes made
-    while fio's figures were taken. 0, 0 without a file."""
+    while fio's figures were taken (0, 0 without a file); and the guest writes that waited
+    for the file meanwhile (None without a file or from a build that does not count)."""
     ramp = [f"--ramp_time={int(args.bitmap_ramp * 1000)}ms"] if args.bitmap_ramp else []
     fio = subprocess.Popen(fio_command(server.uri, bs="4k", iodepth=qd, size=f"{size // MiB}M", runtime=args.runtime,
                                        extra=ramp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(args.bitmap_ramp)
         before = _file_state(bitmap)[0] if bitmap else 0
+        waited_before = _marks_waited(server) if bitmap else None
         out, err = fio.communicate(timeout=args.bitmap_ramp + args.runtime + 120)
     except BaseException:
         fio.kill()
@@ -145,7 +157,9 @@ def _fio_counting(args: argparse.Namespace, server: Server, bitmap: Optional[str
     if fio.returncode != 0:
         raise RuntimeError(f"fio failed ({fio.returncode}): {err[-2000:]} {out[-2000:]}")
     after = _file_state(bitmap)[0] if bitmap else 0
-    return fio_result(out), before, after
+    waited_after = _marks_waited(server) if waited_before is not None else None
+    waited = None if waited_after is None or waited_before is None else waited_after - waited_before
+    return fio_result(out), before, after, waited
 
 
 @contextlib.contextmanager
@@ -206,6 +220,7 @@ def bench_bitmap(args: argparse.Namespace, log: Callable[[str], None]) -> Dict[s
                 runs.append(row)
                 log(f"rep {rep + 1} {row['disk']:16} {state:16} qd{qd:<3} {variant:6} {row['iops']:8.0f} IOPS "
                     f"p50 {row['p50_us']:7.1f} us p99 {row['p99_us']:8.1f} us file writes {row['file_writes']:6d} "
+                    f"marks waited {'-' if row['marks_waited'] is None else row['marks_waited']} "
                     f"dirty at start {row['dirty_chunks_at_start']}  load {load()}")
     if os.path.exists(disks[1][1]):
         os.remove(disks[1][1])
