@@ -59,13 +59,12 @@ impl FileMirror {
     /// The generation of the bitmap file's newest slot, when the mirror keeps one and it
     /// is still there (see [`crate::persist::WriteIntent::generation`]).
     pub fn bitmap_generation(&self) -> Option<u64> {
-        self.shared.intent.get().and_then(|intent| intent.generation())
+        self.write_intent().and_then(|intent| intent.generation())
     }
 
-    /// The bitmap file's counters (marks that cost nothing or waited, file writes, chunks
-    /// cleared), when the mirror keeps one.
-    pub fn bitmap_stats(&self) -> Option<crate::persist::IntentStats> {
-        self.shared.intent.get().map(|intent| intent.stats())
+    /// The mirror's bitmap file (its marks, generation and counters), when it keeps one.
+    pub fn write_intent(&self) -> Option<&Arc<crate::persist::WriteIntent>> {
+        self.shared.intent.get()
     }
 
     /// Both sides' open files (for readers inside the engine, such as the online verify).

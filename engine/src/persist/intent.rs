@@ -358,6 +358,24 @@ mod tests {
         }
     }
 
+    /// Marks 4 KiB at `first`, and at `second` once the first mark's write of the file is
+    /// in progress (held there until the second mark waits too).
+    fn marks_during_a_write(intent: &Arc<WriteIntent>, first: u64, second: u64) {
+        let waited = intent.stats().marks_waited;
+        let file = intent.file.lock().unwrap();
+        let mark = |offset: u64| {
+            let intent = Arc::clone(intent);
+            std::thread::spawn(move || drop(intent.mark(offset, 4096).unwrap()))
+        };
+        let first = mark(first);
+        wait_for(intent, "the first mark's write to start", |st| st.writing.is_some());
+        let second = mark(second);
+        wait_for(intent, "the second mark to wait", |st| st.stats.marks_waited == waited + 2);
+        drop(file);
+        first.join().unwrap();
+        second.join().unwrap();
+    }
+
     #[test]
     fn a_mark_the_write_in_progress_holds_waits_for_that_write_only() {
         let dir = std::env::temp_dir().join(format!("bm-intent-unit-{}", std::process::id()));
@@ -377,37 +395,10 @@ mod tests {
         assert!(intent.begin_round());
         assert_eq!(intent.finish_round().unwrap(), 8);
         let writes = intent.stats().file_writes;
-        // Hold the file so the first mark's write stays in progress.
-        let file = intent.file.lock().unwrap();
-        let first = std::thread::spawn({
-            let intent = Arc::clone(&intent);
-            move || drop(intent.mark(3 * CHUNK, 4096).unwrap())
-        });
-        wait_for(&intent, "the first mark's write to start", |st| st.writing.is_some());
-        let second = std::thread::spawn({
-            let intent = Arc::clone(&intent);
-            move || drop(intent.mark(3 * CHUNK + 4096, 4096).unwrap())
-        });
-        wait_for(&intent, "the second mark to wait", |st| st.stats.marks_waited == 2);
-        drop(file);
-        first.join().unwrap();
-        second.join().unwrap();
+        marks_during_a_write(&intent, 3 * CHUNK, 3 * CHUNK + 4096);
         assert_eq!(intent.stats().file_writes, writes + 1, "one sync covers both marks");
         // A chunk the write in progress does not hold still needs a write of its own.
-        let file = intent.file.lock().unwrap();
-        let first = std::thread::spawn({
-            let intent = Arc::clone(&intent);
-            move || drop(intent.mark(5 * CHUNK, 4096).unwrap())
-        });
-        wait_for(&intent, "the third mark's write to start", |st| st.writing.is_some());
-        let second = std::thread::spawn({
-            let intent = Arc::clone(&intent);
-            move || drop(intent.mark(6 * CHUNK, 4096).unwrap())
-        });
-        wait_for(&intent, "the fourth mark to wait", |st| st.stats.marks_waited == 4);
-        drop(file);
-        first.join().unwrap();
-        second.join().unwrap();
+        marks_during_a_write(&intent, 5 * CHUNK, 6 * CHUNK);
         assert_eq!(intent.stats().file_writes, writes + 3);
         assert!(intent.marked().get(5 * CHUNK) && intent.marked().get(6 * CHUNK));
         let _ = std::fs::remove_dir_all(dir);

@@ -26,7 +26,7 @@ use crate::image::{Chain, ImageFormat};
 use crate::engine::{FileMirror, GuestIoError, MirrorSetup, StartError};
 use crate::locks::{self, ImageLock};
 use crate::nbd::{Extent, NbdError};
-use crate::persist::{self, BitmapSetup, IntentStats, IntentTicket, PersistError, WriteIntent};
+use crate::persist::{self, BitmapSetup, IntentTicket, PersistError, WriteIntent};
 use crate::target::MirrorTarget;
 
 /// What a client's write or write-zeroes changes.
@@ -191,25 +191,16 @@ impl ServedDisk {
         self.bitmap.as_deref()
     }
 
-    /// The newest generation of the bitmap file: the running job's, or the left-behind
-    /// file's; `None` when there is no file (no bitmap kept, or the last job completed).
-    /// A caller that remembers it can refuse a stale copy of the file later
-    /// ([`start_mirror`](Self::start_mirror)'s `min_generation`).
-    pub fn bitmap_generation(&self) -> Option<u64> {
+    /// The bitmap file open now: the running job's, or the one an unfinished job left (its
+    /// marks, newest generation and counters); `None` when there is no file (no bitmap
+    /// kept, or the last job completed). A caller that remembers its generation can refuse
+    /// a stale copy of the file later ([`start_mirror`](Self::start_mirror)'s
+    /// `min_generation`).
+    pub fn bitmap_intent(&self) -> Option<Arc<WriteIntent>> {
         let route = self.read_route();
         match &route.job {
-            Some(job) => job.mirror.bitmap_generation(),
-            None => route.left_behind.as_ref().and_then(|intent| intent.generation()),
-        }
-    }
-
-    /// The bitmap file's counters since it was opened: the running job's, or those of
-    /// marking client writes while no job runs; `None` without a file.
-    pub fn bitmap_stats(&self) -> Option<IntentStats> {
-        let route = self.read_route();
-        match &route.job {
-            Some(job) => job.mirror.bitmap_stats(),
-            None => route.left_behind.as_ref().map(|intent| intent.stats()),
+            Some(job) => job.mirror.write_intent().cloned(),
+            None => route.left_behind.clone(),
         }
     }
 

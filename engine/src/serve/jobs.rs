@@ -147,10 +147,11 @@ impl JobHost {
             "filename": path.display().to_string(),
             "resumable": self.disk.has_left_behind_bitmap(),
         });
-        if let Some(generation) = self.disk.bitmap_generation() {
+        let intent = self.disk.bitmap_intent();
+        if let Some(generation) = intent.as_ref().and_then(|intent| intent.generation()) {
             reply["generation"] = json!(generation);
         }
-        if let Some(stats) = self.disk.bitmap_stats() {
+        if let Some(stats) = intent.map(|intent| intent.stats()) {
             reply["stats"] = json!({
                 "marks-free": stats.marks_free,
                 "marks-waited": stats.marks_waited,
